@@ -1,0 +1,222 @@
+"""ModelConfig: the one description of a GPT-2 or GPT-NeoX model that our Flax modules read.
+
+It is built from a transformers `GPT2Config` / `GPTNeoXConfig` (so hub checkpoints, local HF
+directories and tiny test models share one path) and turned back into one for `to_hf`. Options
+that only concern how we run the model (compute dtype, remat, scanned layers, dropout) live
+here too; they never change the numbers a checkpoint means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+ARCHITECTURES = ("gpt2", "gpt_neox")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+# Activation names as transformers spells them; "gelu_new" is GPT-2's tanh approximation.
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def as_dtype(dtype: Any) -> jnp.dtype:
+    """Accept 'bfloat16' / jnp.bfloat16 / np.dtype alike (configs carry strings)."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        return jnp.dtype(_DTYPES[dtype])
+    return jnp.dtype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    layer_norm_eps: float = 1e-5
+    activation: str = "gelu_new"
+    tie_word_embeddings: bool = True
+    attention_bias: bool = True
+    # GPT-2 only.
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    # GPT-NeoX only.
+    rotary_pct: float = 0.25
+    rotary_emb_base: float = 10000.0
+    use_parallel_residual: bool = True
+    # How we run it.
+    dtype: Any = "float32"
+    param_dtype: Any = "float32"
+    dropout_rate: float = 0.0
+    remat_policy: str = "none"
+    scan_layers: bool = False
+    # The transformers config this came from (a plain dict), written back verbatim by to_hf so
+    # that fields we do not model (token ids, architectures, ...) survive a round trip.
+    hf_config: dict | None = dataclasses.field(default=None, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch {self.arch!r} is not supported; expected one of {ARCHITECTURES}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation {self.activation!r} is not supported; expected one of {ACTIVATIONS}"
+            )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"remat_policy {self.remat_policy!r}; expected one of {REMAT_POLICIES}")
+        if self.scan_layers and self.scale_attn_by_inverse_layer_idx:
+            raise ValueError(
+                "scale_attn_by_inverse_layer_idx needs a static layer index: use scan_layers=False"
+            )
+        if not 0.0 < self.rotary_pct <= 1.0:
+            raise ValueError(f"rotary_pct must be in (0, 1], got {self.rotary_pct}")
+        if self.rotary_dim % 2:
+            raise ValueError(f"rotary dimension {self.rotary_dim} (head_dim * rotary_pct) must be even")
+        as_dtype(self.dtype)
+        as_dtype(self.param_dtype)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return as_dtype(self.dtype)
+
+    @property
+    def weights_dtype(self) -> jnp.dtype:
+        return as_dtype(self.param_dtype)
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def num_params(self) -> int:
+        """All parameters (tied embeddings counted once), as the FLOP counts of the anchor use N."""
+        d, f, v, layers = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
+        bias = 1 if self.attention_bias else 0
+        per_layer = 4 * d  # two layer norms
+        per_layer += 3 * d * d + 3 * d * bias + d * d + d * bias  # qkv + output projection
+        per_layer += 2 * d * f + f + d  # mlp
+        total = layers * per_layer + v * d + 2 * d  # blocks + input embedding + final norm
+        if self.arch == "gpt2":
+            total += self.max_position_embeddings * d
+        if not self.tie_word_embeddings:
+            total += d * v
+        return total
+
+
+def from_hf_config(hf_config: Any, **overrides) -> ModelConfig:
+    """A transformers GPT2Config / GPTNeoXConfig (or its dict) -> ModelConfig.
+
+    Settings we cannot reproduce exactly fail here, naming the field, rather than giving a model
+    whose logits silently differ from the checkpoint's.
+    """
+    cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+    model_type = cfg.get("model_type")
+    if model_type == "gpt2":
+        if cfg.get("add_cross_attention"):
+            raise ValueError("gpt2 config: add_cross_attention=True is not supported (decoder-only models)")
+        d = cfg["n_embd"]
+        fields = dict(
+            arch="gpt2",
+            vocab_size=cfg["vocab_size"],
+            hidden_size=d,
+            num_layers=cfg["n_layer"],
+            num_heads=cfg["n_head"],
+            intermediate_size=cfg.get("n_inner") or 4 * d,
+            max_position_embeddings=cfg["n_positions"],
+            layer_norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
+            activation=cfg.get("activation_function", "gelu_new"),
+            tie_word_embeddings=cfg.get("tie_word_embeddings", True),
+            attention_bias=True,
+            scale_attn_weights=cfg.get("scale_attn_weights", True),
+            scale_attn_by_inverse_layer_idx=cfg.get("scale_attn_by_inverse_layer_idx", False),
+        )
+        if not fields["tie_word_embeddings"]:
+            raise ValueError("gpt2 config: tie_word_embeddings=False is not supported (GPT-2 ties its head)")
+    elif model_type == "gpt_neox":
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"gpt_neox config: rope_type {rope_type!r} is not supported (only 'default')")
+        fields = dict(
+            arch="gpt_neox",
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=cfg["num_attention_heads"],
+            intermediate_size=cfg["intermediate_size"],
+            max_position_embeddings=cfg["max_position_embeddings"],
+            layer_norm_eps=cfg.get("layer_norm_eps", 1e-5),
+            activation=cfg.get("hidden_act", "gelu"),
+            tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+            attention_bias=cfg.get("attention_bias", True),
+            rotary_pct=rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25)),
+            rotary_emb_base=rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0)),
+            use_parallel_residual=cfg.get("use_parallel_residual", True),
+        )
+    else:
+        raise ValueError(
+            f"model_type {model_type!r} is not supported; dpo_jax has Flax models for {ARCHITECTURES}"
+        )
+    fields.update(overrides)
+    return ModelConfig(hf_config=cfg, **fields)
+
+
+def to_hf_config(config: ModelConfig):
+    """ModelConfig -> a transformers config object that `from_pretrained` understands."""
+    import transformers
+
+    base = dict(config.hf_config or {})
+    for key in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
+        base.pop(key, None)
+    if config.arch == "gpt2":
+        base.update(
+            vocab_size=config.vocab_size,
+            n_embd=config.hidden_size,
+            n_layer=config.num_layers,
+            n_head=config.num_heads,
+            n_inner=config.intermediate_size,
+            n_positions=config.max_position_embeddings,
+            layer_norm_epsilon=config.layer_norm_eps,
+            activation_function=config.activation,
+            scale_attn_weights=config.scale_attn_weights,
+            scale_attn_by_inverse_layer_idx=config.scale_attn_by_inverse_layer_idx,
+            tie_word_embeddings=True,
+        )
+        base.setdefault("architectures", ["GPT2LMHeadModel"])
+        base.pop("model_type", None)
+        return transformers.GPT2Config(**base)
+    base.update(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+        layer_norm_eps=config.layer_norm_eps,
+        hidden_act=config.activation,
+        tie_word_embeddings=config.tie_word_embeddings,
+        attention_bias=config.attention_bias,
+        use_parallel_residual=config.use_parallel_residual,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": config.rotary_emb_base,
+            "partial_rotary_factor": config.rotary_pct,
+        },
+    )
+    for legacy in ("rotary_pct", "rotary_emb_base", "rope_scaling", "model_type"):
+        base.pop(legacy, None)
+    base.setdefault("architectures", ["GPTNeoXForCausalLM"])
+    return transformers.GPTNeoXConfig(**base)

@@ -1,0 +1,328 @@
+"""Hugging Face checkpoints both ways: `from_hf` (directory or hub name -> model, params) and `to_hf`.
+
+Owns the tensor-by-tensor correspondence between transformers' state dicts and our Flax params.
+Every tensor is checked against the shape the config implies; anything missing, surplus or of
+the wrong shape fails with the tensor's name and both shapes, never a silently half-loaded model.
+Weights stay on the host (numpy) until the caller places them, optionally straight onto a mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, to_hf_config
+
+# Non-parameter buffers some checkpoints carry (causal-mask and rotary caches): safe to drop.
+_IGNORED_SUFFIXES = ("attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias", "inv_freq")
+_WEIGHT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One HF tensor <-> one Flax leaf. `path` is inside the layer for per-layer tensors."""
+
+    hf_name: str
+    path: tuple[str, ...]
+    hf_shape: tuple[int, ...]
+    to_flax: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _spec(hf_name, path, hf_shape, flax_shape=None, transpose=False):
+    """A tensor that maps by an optional transpose ([out, in] torch Linear) and a reshape."""
+    flax_shape = tuple(flax_shape or hf_shape)
+
+    def to_flax(x):
+        return (x.T if transpose else x).reshape(flax_shape)
+
+    def to_hf(x):
+        if transpose:
+            return x.reshape(hf_shape[::-1]).T
+        return x.reshape(hf_shape)
+
+    return TensorSpec(hf_name, tuple(path), tuple(hf_shape), to_flax, to_hf)
+
+
+def _norm_specs(hf_prefix, path_prefix, d):
+    return [
+        _spec(f"{hf_prefix}.weight", (*path_prefix, "scale"), (d,)),
+        _spec(f"{hf_prefix}.bias", (*path_prefix, "bias"), (d,)),
+    ]
+
+
+def _gpt2_specs(cfg: ModelConfig):
+    d, h, hd, f = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size
+    top = [
+        _spec("wte.weight", ("wte", "embedding"), (cfg.vocab_size, d)),
+        _spec("wpe.weight", ("wpe", "embedding"), (cfg.max_position_embeddings, d)),
+        *_norm_specs("ln_f", ("ln_f",), d),
+    ]
+    layer = [
+        *_norm_specs("ln_1", ("ln_1",), d),
+        *_norm_specs("ln_2", ("ln_2",), d),
+        # Conv1D stores [in, out]; the fused output is q | k | v, each [heads, head_dim].
+        _spec("attn.c_attn.weight", ("attn", "c_attn", "kernel"), (d, 3 * d), (d, 3, h, hd)),
+        _spec("attn.c_attn.bias", ("attn", "c_attn", "bias"), (3 * d,), (3, h, hd)),
+        _spec("attn.c_proj.weight", ("attn", "c_proj", "kernel"), (d, d), (h, hd, d)),
+        _spec("attn.c_proj.bias", ("attn", "c_proj", "bias"), (d,)),
+        _spec("mlp.c_fc.weight", ("mlp", "c_fc", "kernel"), (d, f)),
+        _spec("mlp.c_fc.bias", ("mlp", "c_fc", "bias"), (f,)),
+        _spec("mlp.c_proj.weight", ("mlp", "c_proj", "kernel"), (f, d)),
+        _spec("mlp.c_proj.bias", ("mlp", "c_proj", "bias"), (d,)),
+    ]
+    return top, "h.{i}.", ("h",), layer
+
+
+def _neox_qkv_spec(cfg: ModelConfig, bias: bool):
+    d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.head_dim
+    if bias:
+        return _spec(
+            "attention.query_key_value.bias", ("attention", "query_key_value", "bias"), (3 * d,), (h, 3, hd)
+        )
+    # torch Linear [out=(heads, 3, head_dim), in] -> ours [in, heads, 3, head_dim].
+    return TensorSpec(
+        "attention.query_key_value.weight",
+        ("attention", "query_key_value", "kernel"),
+        (3 * d, d),
+        lambda x: x.reshape(h, 3, hd, d).transpose(3, 0, 1, 2),
+        lambda x: x.transpose(1, 2, 3, 0).reshape(3 * d, d),
+    )
+
+
+def _neox_specs(cfg: ModelConfig):
+    d, h, hd, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size
+    top = [
+        _spec("gpt_neox.embed_in.weight", ("embed_in", "embedding"), (v, d)),
+        *_norm_specs("gpt_neox.final_layer_norm", ("final_layer_norm",), d),
+    ]
+    if not cfg.tie_word_embeddings:
+        top.append(_spec("embed_out.weight", ("embed_out", "kernel"), (v, d), (d, v), transpose=True))
+    layer = [
+        *_norm_specs("input_layernorm", ("input_layernorm",), d),
+        *_norm_specs("post_attention_layernorm", ("post_attention_layernorm",), d),
+        _neox_qkv_spec(cfg, bias=False),
+        _spec("attention.dense.weight", ("attention", "dense", "kernel"), (d, d), (h, hd, d), transpose=True),
+        _spec("mlp.dense_h_to_4h.weight", ("mlp", "dense_h_to_4h", "kernel"), (f, d), (d, f), transpose=True),
+        _spec("mlp.dense_h_to_4h.bias", ("mlp", "dense_h_to_4h", "bias"), (f,)),
+        _spec("mlp.dense_4h_to_h.weight", ("mlp", "dense_4h_to_h", "kernel"), (d, f), (f, d), transpose=True),
+        _spec("mlp.dense_4h_to_h.bias", ("mlp", "dense_4h_to_h", "bias"), (d,)),
+    ]
+    if cfg.attention_bias:
+        layer += [
+            _neox_qkv_spec(cfg, bias=True),
+            _spec("attention.dense.bias", ("attention", "dense", "bias"), (d,)),
+        ]
+    return top, "gpt_neox.layers.{i}.", ("layers",), layer
+
+
+def tensor_specs(cfg: ModelConfig) -> list[tuple[TensorSpec, tuple[str, ...], int | None]]:
+    """Every tensor of the checkpoint: (spec with the full HF name, Flax path, layer index or None)."""
+    top, layer_prefix, stack_path, layer = (_gpt2_specs if cfg.arch == "gpt2" else _neox_specs)(cfg)
+    out = [(s, s.path, None) for s in top]
+    for i in range(cfg.num_layers):
+        for s in layer:
+            full = dataclasses.replace(s, hf_name=layer_prefix.format(i=i) + s.hf_name)
+            out.append((full, (*stack_path, f"layers_{i}", *s.path), i))
+    return out
+
+
+def _canonical_name(cfg: ModelConfig, name: str) -> str:
+    """Checkpoints differ in prefixes (gpt2 hub: 'h.0...'; saved by transformers: 'transformer.h.0...')."""
+    if cfg.arch == "gpt2":
+        return name.removeprefix("transformer.")
+    if name == "lm_head.weight":
+        return "embed_out.weight"
+    return name if name.startswith(("gpt_neox.", "embed_out.")) else "gpt_neox." + name
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _stack_layers(cfg: ModelConfig, params: dict) -> dict:
+    """Python-loop layout (layers_0 ...) -> scanned layout (one 'layers' entry, leading layer axis)."""
+    import jax
+
+    stack_key = "h" if cfg.arch == "gpt2" else "layers"
+    per_layer = [params[stack_key].pop(f"layers_{i}") for i in range(cfg.num_layers)]
+    params[stack_key]["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
+    return params
+
+
+def _unstack_layers(cfg: ModelConfig, params: dict) -> dict:
+    import jax
+
+    stack_key = "h" if cfg.arch == "gpt2" else "layers"
+    stacked = params[stack_key]
+    if "layers" not in stacked:
+        return params
+    out = dict(params)
+    out[stack_key] = {
+        f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], stacked["layers"]) for i in range(cfg.num_layers)
+    }
+    return out
+
+
+def convert_hf_state_dict(
+    cfg: ModelConfig, state_dict: dict[str, np.ndarray], source: str = "state dict"
+) -> dict:
+    """HF tensors (numpy) -> our params tree (numpy, param dtype). Strict about names and shapes."""
+    tensors = {_canonical_name(cfg, k): v for k, v in state_dict.items()}
+    params: dict = {}
+    dtype = as_dtype(cfg.param_dtype)
+    for spec, path, _ in tensor_specs(cfg):
+        if spec.hf_name not in tensors:
+            raise ValueError(f"{source}: missing tensor {spec.hf_name!r} (expected shape {spec.hf_shape})")
+        value = np.asarray(tensors.pop(spec.hf_name))
+        if tuple(value.shape) != spec.hf_shape:
+            raise ValueError(
+                f"{source}: tensor {spec.hf_name!r} has shape {tuple(value.shape)}, expected {spec.hf_shape} "
+                f"for a {cfg.arch} model with hidden_size={cfg.hidden_size}, num_heads={cfg.num_heads}, "
+                f"vocab_size={cfg.vocab_size}"
+            )
+        _set(params, path, spec.to_flax(value).astype(dtype))
+    if cfg.arch == "gpt2":
+        tensors.pop("lm_head.weight", None)  # tied to wte
+    surplus = sorted(k for k in tensors if not k.endswith(_IGNORED_SUFFIXES))
+    if surplus:
+        raise ValueError(f"{source}: unexpected tensors for a {cfg.arch} model: {surplus[:10]}")
+    return _stack_layers(cfg, params) if cfg.scan_layers else params
+
+
+def export_hf_state_dict(cfg: ModelConfig, params: Any, dtype: Any = "float32") -> dict[str, np.ndarray]:
+    """Our params -> HF tensors under the names `save_pretrained` writes."""
+    params = _unstack_layers(cfg, _to_numpy_tree(params))
+    out_dtype = as_dtype(dtype)
+    prefix = "transformer." if cfg.arch == "gpt2" else ""
+    state = {}
+    for spec, path, _ in tensor_specs(cfg):
+        value = np.asarray(_get(params, path), dtype=np.float32)
+        state[prefix + spec.hf_name] = np.ascontiguousarray(spec.to_hf(value)).astype(out_dtype)
+    return state
+
+
+def _to_numpy_tree(params):
+    import flax.linen as nn
+    import jax
+
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), nn.meta.unbox(params))
+
+
+def read_state_dict(directory: str) -> dict[str, np.ndarray]:
+    """All tensors of a HF model directory: *.safetensors (sharded or not), else pytorch_model*.bin."""
+    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
+    if files:
+        from safetensors.numpy import load_file
+
+        state = {}
+        for path in files:
+            state.update(load_file(path))
+        return state
+    bins = sorted(glob.glob(os.path.join(directory, "pytorch_model*.bin")))
+    if bins:
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(
+                f"{directory} holds pytorch_model*.bin: reading it needs torch (pip install torch)"
+            ) from e
+        state = {}
+        for path in bins:
+            for name, t in torch.load(path, map_location="cpu", weights_only=True).items():
+                state[name] = t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
+        return state
+    raise FileNotFoundError(f"{directory}: no *.safetensors or pytorch_model*.bin weights found")
+
+
+def resolve_checkpoint_dir(path_or_name: str) -> str:
+    """A local directory as is; otherwise a hub name (e.g. 'EleutherAI/pythia-2.8b') via huggingface_hub."""
+    if os.path.isdir(path_or_name):
+        return path_or_name
+    if os.path.exists(path_or_name):
+        raise ValueError(f"{path_or_name} is a file; from_hf expects a model directory or a hub name")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id=path_or_name, allow_patterns=_WEIGHT_PATTERNS)
+    except Exception as e:  # offline machines, typos: say which name could not be resolved
+        raise OSError(
+            f"{path_or_name!r} is not a local directory and could not be fetched from the Hugging Face hub: {e}"
+        ) from e
+
+
+def from_hf(
+    path_or_name: str, *, dtype: Any = "float32", param_dtype: Any = "float32", shardings=None, **overrides
+):
+    """Load a GPT-2 / GPT-NeoX checkpoint -> (Flax module, params).
+
+    dtype is the compute dtype, param_dtype the stored one; `overrides` set other ModelConfig
+    fields (remat_policy, scan_layers, dropout_rate). With `shardings` (a pytree of
+    jax.sharding.Sharding matching the params), each tensor goes straight from the host to its
+    shards; without, params are returned as host numpy arrays.
+    """
+    import transformers
+
+    directory = resolve_checkpoint_dir(path_or_name)
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{directory}: no config.json")
+    hf_config = transformers.AutoConfig.from_pretrained(directory)
+    cfg = from_hf_config(hf_config, dtype=dtype, param_dtype=param_dtype, **overrides)
+    params = convert_hf_state_dict(cfg, read_state_dict(directory), source=directory)
+    from dpo_jax.models import build_model
+
+    model = build_model(cfg)
+    _check_against_model(model, params, directory)
+    if shardings is not None:
+        import jax
+
+        params = jax.tree.map(jax.device_put, params, shardings)
+    return model, params
+
+
+def _check_against_model(model, params, source: str) -> None:
+    import jax
+
+    from dpo_jax.models import abstract_params
+
+    expected = jax.tree_util.tree_flatten_with_path(abstract_params(model))[0]
+    found = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    for path, leaf in expected:
+        key = jax.tree_util.keystr(path)
+        if found.get(key) != leaf.shape:
+            raise ValueError(
+                f"{source}: parameter {key} has shape {found.get(key)}, the model expects {leaf.shape}"
+            )
+
+
+def to_hf(model, params, out_dir: str, *, dtype: Any = "float32", tokenizer=None) -> str:
+    """Write a directory that `transformers.AutoModelForCausalLM.from_pretrained(out_dir)` loads."""
+    from safetensors.numpy import save_file
+
+    cfg: ModelConfig = model.config
+    os.makedirs(out_dir, exist_ok=True)
+    hf_config = to_hf_config(cfg)
+    hf_config.save_pretrained(out_dir)
+    state = export_hf_state_dict(cfg, params, dtype)
+    # "format": "pt" is what transformers checks before trusting a safetensors file's layout.
+    save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    with open(os.path.join(out_dir, "dpo_jax_export.json"), "w") as f:
+        json.dump({"arch": cfg.arch, "dtype": str(as_dtype(dtype)), "num_params": cfg.num_params()}, f)
+    return out_dir

@@ -1,0 +1,224 @@
+"""Building blocks shared by our GPT-2 and GPT-NeoX modules.
+
+Owns: logically-partitioned parameters, projections, fp32 layer norm, causal self-attention with
+padding masks and a key/value cache, and the layer stack (python loop or `nn.scan`, optional remat).
+Every parameter carries logical axis names ("vocab", "embed", "heads", "kv", "mlp", "qkv", "norm",
+and "layers" when scanned); `dpo_jax.sharding` maps them onto the mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dpo_jax.models.config import ModelConfig
+
+INIT_STD = 0.02
+
+
+def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "relu":
+        return jax.nn.relu
+    if name == "silu":
+        return jax.nn.silu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def remat_policy(name: str):
+    return {
+        "full": jax.checkpoint_policies.nothing_saveable,
+        "dots": jax.checkpoint_policies.checkpoint_dots,
+        "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[name]
+
+
+class Linear(nn.Module):
+    """y = x . kernel (+ bias), contracting the last `num_contract` dims of x with the kernel's first.
+
+    Multi-dimensional kernels ([embed, 3, heads, kv] ...) keep the head structure visible to the
+    sharding rules instead of hiding it in a flat matrix.
+    """
+
+    kernel_shape: Sequence[int]
+    kernel_axes: Sequence[str | None]
+    num_contract: int = 1
+    use_bias: bool = True
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), tuple(self.kernel_axes)),
+            tuple(self.kernel_shape),
+            self.param_dtype,
+        )
+        n = self.num_contract
+        contract_x = tuple(range(x.ndim - n, x.ndim))
+        y = jax.lax.dot_general(
+            x.astype(self.dtype), kernel.astype(self.dtype), ((contract_x, tuple(range(n))), ((), ()))
+        )
+        if self.use_bias:
+            out_shape = tuple(self.kernel_shape[n:])
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.kernel_axes[n:])),
+                out_shape,
+                self.param_dtype,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm computed in fp32 (as torch autocast does), returned in the compute dtype."""
+
+    eps: float
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (d,), self.param_dtype
+        )
+        bias = self.param(
+            "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (d,), self.param_dtype
+        )
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+class Embed(nn.Module):
+    num_embeddings: int
+    features: int
+    axes: tuple[str | None, str | None]
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), self.axes),
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+    def attend(self, hidden: jax.Array) -> jax.Array:
+        """Tied output head: hidden [..., D] -> logits [..., V]."""
+        return jnp.einsum("...d,vd->...v", hidden, self.embedding.astype(self.dtype))
+
+
+def default_position_ids(input_ids: jax.Array, attention_mask: jax.Array | None) -> jax.Array:
+    """Positions that skip left padding, so padded and unpadded batches give the same logits."""
+    if attention_mask is None:
+        return jnp.broadcast_to(jnp.arange(input_ids.shape[-1], dtype=jnp.int32), input_ids.shape)
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+class CausalAttentionCore(nn.Module):
+    """Masked causal attention over q, k, v [batch, length, heads, head_dim], with a KV cache.
+
+    `attention_mask` [batch, key_slots] marks real tokens: the input length in a full forward,
+    the cache length when decoding. Decoding writes k/v at the cache index and advances it, so a
+    prompt can be prefilled in one call and continued one token at a time.
+    """
+
+    scale: float
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, q, k, v, attention_mask):
+        batch, length = q.shape[0], q.shape[1]
+        query_slots = jnp.arange(length, dtype=jnp.int32)
+        if self.decode:
+            initialized = self.has_variable("cache", "cached_key")
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+            cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+            if initialized:
+                index = cache_index.value
+                k = jax.lax.dynamic_update_slice(
+                    cached_key.value, k.astype(cached_key.value.dtype), (0, index, 0, 0)
+                )
+                v = jax.lax.dynamic_update_slice(
+                    cached_value.value, v.astype(cached_value.value.dtype), (0, index, 0, 0)
+                )
+                cached_key.value, cached_value.value = k, v
+                cache_index.value = index + length
+                query_slots = query_slots + index
+        key_slots = jnp.arange(k.shape[1], dtype=jnp.int32)
+        mask = key_slots[None, :] <= query_slots[:, None]  # [q, k] causal
+        if attention_mask is not None:
+            if attention_mask.shape != (batch, k.shape[1]):
+                raise ValueError(
+                    f"attention_mask has shape {attention_mask.shape}; expected {(batch, k.shape[1])} "
+                    "(the input length, or the cache length when decoding)"
+                )
+            mask = mask[None] & attention_mask.astype(bool)[:, None, :]
+        # A padding query whose keys are all masked would otherwise be a fully masked softmax row;
+        # letting it see itself keeps every implementation finite (its output is never used).
+        mask = mask | (key_slots[None, :] == query_slots[:, None])
+        mask = jnp.broadcast_to(mask, (batch, length, k.shape[1]))[:, None]
+        return jax.nn.dot_product_attention(
+            q, k.astype(q.dtype), v.astype(q.dtype), mask=mask, scale=self.scale
+        )
+
+
+class BlockStack(nn.Module):
+    """Applies `config.num_layers` blocks: a python loop (layers_0 ...) or one `nn.scan` ("layers").
+
+    `block_cls(config, layer_idx=..., deterministic=..., decode=...)` must map
+    (hidden, attention_mask, position_ids) -> (hidden, None).
+    """
+
+    config: ModelConfig
+    block_cls: type[nn.Module]
+    deterministic: bool = True
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, hidden, attention_mask, position_ids):
+        cfg = self.config
+        block = self.block_cls
+        if cfg.remat_policy != "none":
+            block = nn.remat(block, policy=remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            stack = nn.scan(
+                block,
+                variable_axes={"params": 0, "cache": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            hidden, _ = stack(
+                cfg, layer_idx=0, deterministic=self.deterministic, decode=self.decode, name="layers"
+            )(hidden, attention_mask, position_ids)
+            return hidden
+        for i in range(cfg.num_layers):
+            hidden, _ = block(
+                cfg, layer_idx=i, deterministic=self.deterministic, decode=self.decode, name=f"layers_{i}"
+            )(hidden, attention_mask, position_ids)
+        return hidden
+
+
+def dropout(config: ModelConfig, x: jax.Array, deterministic: bool) -> jax.Array:
+    if config.dropout_rate == 0.0 or deterministic:
+        return x
+    return nn.Dropout(config.dropout_rate)(x, deterministic=False)
