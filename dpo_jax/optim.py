@@ -1,0 +1,132 @@
+"""Optimizer and learning-rate schedule built from the config.
+
+Owns the mapping from config fields (optimizer, learning_rate, warmup_steps, lr_schedule,
+total_steps, weight_decay, adam_b1/b2/eps, max_grad_norm) to one optax transformation. Gradient
+accumulation is not handled here: the train step accumulates before calling the optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+# torch.optim.RMSprop defaults, which the DPO paper's code base trains with.
+RMSPROP_DECAY = 0.99
+RMSPROP_EPS = 1e-8
+
+# Decoupled weight decay skips biases and layer-norm scales, as is usual for transformers.
+NO_DECAY_PARAM_NAMES = frozenset({"bias", "scale"})
+
+
+def make_schedule(
+    *, learning_rate: float, warmup_steps: int, lr_schedule: str, total_steps: int | None = None
+) -> optax.Schedule:
+    """Linear warmup, then constant, cosine or linear decay to zero at `total_steps`.
+
+    Warmup follows the DPO reference code: the factor at update `step` (counting from 0) is
+    min(1, (step + 1) / (warmup_steps + 1)), so the very first update already moves the params.
+    """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr_schedule {lr_schedule!r}; expected one of {LR_SCHEDULES}.")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}.")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    decaying = lr_schedule != "constant"
+    if decaying and (total_steps is None or total_steps <= warmup_steps):
+        raise ValueError(
+            f"lr_schedule {lr_schedule!r} needs total_steps > warmup_steps, got total_steps={total_steps}, "
+            f"warmup_steps={warmup_steps}."
+        )
+
+    def schedule(step: jax.Array) -> jax.Array:
+        step = jnp.asarray(step, jnp.float32)
+        warmup_factor = jnp.minimum(1.0, (step + 1.0) / (warmup_steps + 1.0))
+        if not decaying:
+            return learning_rate * warmup_factor
+        progress = jnp.clip((step - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+        if lr_schedule == "cosine":
+            decay_factor = 0.5 * (1.0 + jnp.cos(math.pi * progress))
+        else:
+            decay_factor = 1.0 - progress
+        return learning_rate * warmup_factor * decay_factor
+
+    return schedule
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """True for params that weight decay applies to: all but biases and layer-norm scales."""
+
+    def decays(path: tuple, _leaf: Any) -> bool:
+        dict_keys = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
+        return not (dict_keys and dict_keys[-1] in NO_DECAY_PARAM_NAMES)
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def _coupled_weight_decay(weight_decay: float) -> optax.GradientTransformation:
+    # torch's Adam / RMSprop / SGD add weight_decay * param to the gradient (L2), before any scaling.
+    if weight_decay == 0:
+        return optax.identity()
+    return optax.add_decayed_weights(weight_decay, mask=weight_decay_mask)
+
+
+def _config_value(config: Any, name: str) -> Any:
+    try:
+        return config[name]
+    except KeyError:
+        raise ValueError(f"Optimizer config is missing the field {name!r}.") from None
+
+
+def make_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(transformation, schedule) from the config; gradients are clipped first when max_grad_norm > 0."""
+    optimizer = _config_value(config, "optimizer")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}.")
+    lr_schedule = _config_value(config, "lr_schedule")
+    schedule = make_schedule(
+        learning_rate=float(_config_value(config, "learning_rate")),
+        warmup_steps=int(_config_value(config, "warmup_steps")),
+        lr_schedule=lr_schedule,
+        total_steps=int(_config_value(config, "total_steps")) if lr_schedule != "constant" else None,
+    )
+    weight_decay = float(_config_value(config, "weight_decay"))
+    max_grad_norm = float(_config_value(config, "max_grad_norm"))
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    if max_grad_norm < 0:
+        raise ValueError(f"max_grad_norm must be >= 0 (0 turns clipping off), got {max_grad_norm}.")
+
+    if optimizer in ("adamw", "adam"):
+        b1, b2, eps = (float(_config_value(config, name)) for name in ("adam_b1", "adam_b2", "adam_eps"))
+        if not (0 <= b1 < 1 and 0 <= b2 < 1 and eps > 0):
+            raise ValueError(
+                f"Need 0 <= adam_b1, adam_b2 < 1 and adam_eps > 0; got b1={b1}, b2={b2}, eps={eps}."
+            )
+        if optimizer == "adamw":
+            update_rule = optax.adamw(
+                schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask
+            )
+        else:
+            update_rule = optax.chain(
+                _coupled_weight_decay(weight_decay), optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+            )
+    elif optimizer == "rmsprop":
+        # eps outside the square root and a zero initial accumulator, exactly torch's update.
+        update_rule = optax.chain(
+            _coupled_weight_decay(weight_decay),
+            optax.rmsprop(schedule, decay=RMSPROP_DECAY, eps=RMSPROP_EPS, eps_in_sqrt=False),
+        )
+    else:
+        update_rule = optax.chain(_coupled_weight_decay(weight_decay), optax.sgd(schedule))
+
+    if max_grad_norm > 0:
+        update_rule = optax.chain(optax.clip_by_global_norm(max_grad_norm), update_rule)
+    return update_rule, schedule

@@ -1,0 +1,118 @@
+"""Beta sweep: one training run per beta, each in its own workdir WORKDIR_ROOT/beta_<value>.
+
+    python launch/sweep.py --config=configs/tldr.py --workdir_root=/tmp/sweep \\
+        --betas=0.05,0.1,0.25,0.5,1.0 --mode=print --config.learning_rate=1e-6
+
+--mode=local runs the runs one after another on this machine; --mode=print writes one command per
+line for a cluster scheduler. A beta whose workdir holds the finished marker is skipped unless
+--force. Arguments of the form --config.NAME=VALUE are passed to every run unchanged.
+
+This script deliberately does not import jax (or the package): it only builds command lines, so it
+starts instantly and runs on a login node without accelerators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+
+DEFAULT_BETAS = "0.05,0.1,0.25,0.5,1.0"
+# Written by the training loop into its workdir once the last step's checkpoint is saved.
+DEFAULT_FINISHED_MARKER = "FINISHED"
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument(
+        "--config", required=True, help="config file, e.g. configs/tldr.py or configs/tldr.py:tiny"
+    )
+    parser.add_argument("--workdir_root", required=True, help="each run writes to WORKDIR_ROOT/beta_<value>")
+    parser.add_argument("--betas", default=DEFAULT_BETAS, help="comma-separated positive betas")
+    parser.add_argument("--mode", choices=("local", "print"), default="print")
+    parser.add_argument("--module", default="dpo_jax.main", help="python module run with -m for each beta")
+    parser.add_argument(
+        "--python",
+        default=None,
+        help="interpreter for the runs (default: this one locally, `python` printed)",
+    )
+    parser.add_argument("--finished_marker", default=DEFAULT_FINISHED_MARKER)
+    parser.add_argument("--force", action="store_true", help="rerun betas whose workdir is marked finished")
+    args, passthrough = parser.parse_known_args(argv)
+    if args.python is None:
+        args.python = sys.executable if args.mode == "local" else "python"
+    not_overrides = [arg for arg in passthrough if not arg.startswith("--config.")]
+    if not_overrides:
+        parser.error(
+            f"unrecognised arguments {not_overrides}; only --config.NAME=VALUE overrides pass through"
+        )
+    if any(arg.split("=", 1)[0] == "--config.beta" for arg in passthrough):
+        parser.error("--config.beta is set by the sweep itself; use --betas")
+    return args, passthrough
+
+
+def parse_betas(betas: str) -> list[str]:
+    """Canonical spellings ("1" -> "1.0") so that workdir names do not depend on how beta was typed."""
+    parsed = []
+    for text in betas.split(","):
+        try:
+            beta = float(text)
+        except ValueError:
+            raise ValueError(f"--betas entry {text!r} is not a number (from --betas={betas!r})") from None
+        if not beta > 0:
+            raise ValueError(f"--betas entry {text!r} must be positive (from --betas={betas!r})")
+        parsed.append(repr(beta))
+    if len(set(parsed)) != len(parsed):
+        raise ValueError(f"--betas={betas!r} lists a beta twice")
+    return parsed
+
+
+def run_command(args: argparse.Namespace, beta: str, workdir: str, overrides: list[str]) -> list[str]:
+    return [
+        args.python,
+        "-m",
+        args.module,
+        f"--config={args.config}",
+        f"--workdir={workdir}",
+        f"--config.beta={beta}",
+        *overrides,
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        betas = parse_betas(args.betas)
+    except ValueError as error:
+        print(f"sweep: {error}", file=sys.stderr)
+        return 2
+    # String joining, not pathlib, so that gs:// roots keep their double slash.
+    root = args.workdir_root.rstrip("/")
+    if "://" in root:
+        print(f"sweep: cannot look for finished markers under {root}; every beta is listed", file=sys.stderr)
+    failed_betas = []
+    for beta in betas:
+        workdir = f"{root}/beta_{beta}"
+        marker = f"{workdir}/{args.finished_marker}"
+        if os.path.exists(marker) and not args.force:
+            print(f"sweep: skipping beta={beta}, {marker} exists", file=sys.stderr)
+            continue
+        command = run_command(args, beta, workdir, overrides)
+        if args.mode == "print":
+            print(shlex.join(command), flush=True)
+            continue
+        print(f"sweep: beta={beta}: {shlex.join(command)}", file=sys.stderr, flush=True)
+        if subprocess.run(command, check=False).returncode != 0:
+            failed_betas.append(beta)
+    if failed_betas:
+        print(f"sweep: runs failed for betas {failed_betas}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
