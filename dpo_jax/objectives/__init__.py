@@ -1,0 +1,33 @@
+"""The DPO objective family as pure functions: sequence log-probs, preference losses, the batch loss."""
+
+from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
+from dpo_jax.objectives.logps import sequence_logps, sequence_logps_from_hidden
+from dpo_jax.objectives.losses import (
+    LOSS_NAMES,
+    dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    plackett_luce_loss,
+    preference_loss,
+    robust_loss,
+    sft_loss,
+    uses_reference,
+    validate_loss_options,
+)
+
+__all__ = [
+    "LOSS_NAMES",
+    "batch_loss",
+    "dpo_loss",
+    "hinge_loss",
+    "ipo_loss",
+    "plackett_luce_loss",
+    "preference_loss",
+    "reference_logps",
+    "robust_loss",
+    "sequence_logps",
+    "sequence_logps_from_hidden",
+    "sft_loss",
+    "uses_reference",
+    "validate_loss_options",
+]
