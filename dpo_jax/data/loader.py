@@ -1,0 +1,278 @@
+"""Step-indexed batches: the batch for global step s is a pure function of (data, seed, batch size, s).
+
+Training: epoch e = s // steps_per_epoch is a permutation of the examples that depends only on
+(seed, e, N); step s takes the next `global_batch_size` rows of it; the remainder of an epoch is
+dropped. The global batch does not depend on the number of processes: process p of P materialises the
+contiguous rows [p * G/P, (p + 1) * G/P) of it, so the P local batches concatenate to the 1-process batch.
+Resuming is O(1) and exact: `position(s)` is a small JSON dict saved with a checkpoint, and
+`check_position(saved)` refuses a position taken on other data, another seed or another batch size.
+
+Evaluation: every eval example exactly once, in order, the last global batch filled with filler rows
+(a copy of example 0 with loss_mask and example_mask 0, so no row is ever fully masked).
+
+Batch format (numpy, per process, B = local batch, K = responses per example, L = sequence length):
+  input_ids      int32 [B, K, L]  prompt tokens then response tokens, right-padded with pad_id
+  attention_mask int32 [B, K, L]  1 on prompt and response tokens
+  loss_mask      int32 [B, K, L]  1 where input_ids[t] is a response token (its EOS included), else 0
+  example_mask   int32 [B]        1 for a real example, 0 for an eval filler row
+  <extra>        [B, ...]         the rows of each array attached with `TokenizedSplit.with_extras`
+The masks come from the stored lengths, never from input_ids != pad_id (pad == eos in GPT-2/Pythia).
+L is max_length, or with `length_buckets` the smallest bucket holding the longest sequence of the
+GLOBAL batch, so every process of a step gets one shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dpo_jax.data.tokenization import TokenizedSplit
+
+if TYPE_CHECKING:
+    from dpo_jax.data.prepare import PreparedData
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """A fixed integer hash (SplitMix64 finaliser); uint64 arithmetic wraps by design."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))) & _MASK64
+
+
+def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """A shuffle that depends only on its arguments, not on numpy's generator implementation.
+
+    Hand-rolled so that a checkpoint resumes onto the same order after a numpy upgrade.
+    """
+    with np.errstate(over="ignore"):
+        stream = _splitmix64(np.asarray([(seed & 0xFFFFFFFF) << 32 | (epoch & 0xFFFFFFFF)], dtype=np.uint64))
+        keys = _splitmix64(np.arange(num_examples, dtype=np.uint64) ^ stream)
+    return np.argsort(keys, kind="stable")
+
+
+def _validate_processes(global_batch_size: int, process_index: int, process_count: int) -> int:
+    if global_batch_size <= 0:
+        raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
+    if process_count <= 0 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by process_count={process_count}"
+        )
+    return global_batch_size // process_count
+
+
+def _validate_buckets(length_buckets: Sequence[int] | None, max_length: int) -> tuple[int, ...]:
+    if not length_buckets:
+        return (max_length,)
+    buckets = sorted(set(int(b) for b in length_buckets))
+    if buckets[0] <= 0 or buckets[-1] > max_length:
+        raise ValueError(f"length_buckets {list(length_buckets)} must lie in [1, max_length={max_length}]")
+    if buckets[-1] != max_length:
+        buckets.append(max_length)
+    return tuple(buckets)
+
+
+class _BatchBuilder:
+    """Pads selected examples of a split into the batch format, one shape per global batch."""
+
+    def __init__(self, split: TokenizedSplit, *, pad_id: int, max_length: int, length_buckets):
+        self.split = split
+        self.pad_id = pad_id
+        self.buckets = _validate_buckets(length_buckets, max_length)
+        self._sequence_lengths = split.sequence_lengths()
+        longest = int(self._sequence_lengths.max(initial=0))
+        if longest > max_length:
+            raise ValueError(
+                f"tokenised data holds a {longest}-token sequence, longer than max_length={max_length}"
+            )
+
+    def length_for(self, global_rows: np.ndarray) -> int:
+        longest = int(self._sequence_lengths[global_rows].max(initial=1))
+        return next(b for b in self.buckets if b >= longest)
+
+    def build(self, rows: np.ndarray, *, seq_len: int, real: np.ndarray) -> dict[str, np.ndarray]:
+        num_responses = self.split.num_responses
+        shape = (len(rows), num_responses, seq_len)
+        input_ids = np.full(shape, self.pad_id, dtype=np.int32)
+        attention_mask = np.zeros(shape, dtype=np.int32)
+        loss_mask = np.zeros(shape, dtype=np.int32)
+        for b, index in enumerate(rows):
+            prompt = self.split.prompt(index)
+            for k in range(num_responses):
+                response = self.split.response(index, k)
+                end = len(prompt) + len(response)
+                input_ids[b, k, : len(prompt)] = prompt
+                input_ids[b, k, len(prompt) : end] = response
+                attention_mask[b, k, :end] = 1
+                if real[b]:
+                    loss_mask[b, k, len(prompt) : end] = 1
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "loss_mask": loss_mask,
+            "example_mask": real.astype(np.int32),
+        }
+        batch.update({name: array[rows] for name, array in self.split.extras.items()})
+        return batch
+
+
+class TrainLoader:
+    """Training batches by global step; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        split: TokenizedSplit,
+        *,
+        global_batch_size: int,
+        seed: int,
+        process_index: int,
+        process_count: int,
+        pad_id: int,
+        max_length: int,
+        fingerprint: str,
+        length_buckets: Sequence[int] | None = None,
+    ):
+        self.local_batch_size = _validate_processes(global_batch_size, process_index, process_count)
+        if split.num_examples < global_batch_size:
+            raise ValueError(
+                f"the training set has {split.num_examples} examples, fewer than one "
+                f"global batch of {global_batch_size}"
+            )
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.process_index = process_index
+        self.process_count = process_count
+        self.fingerprint = fingerprint
+        self.num_examples = split.num_examples
+        self.steps_per_epoch = split.num_examples // global_batch_size
+        self._builder = _BatchBuilder(
+            split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets
+        )
+        self._length_buckets = length_buckets
+        self._max_length = max_length
+        self._permutation_epoch = -1
+        self._permutation = np.zeros((0,), np.int64)
+
+    def with_data(self, prepared: PreparedData) -> TrainLoader:
+        """The same loader over `prepared.train`: the same examples, typically with extras attached."""
+        if prepared.fingerprint != self.fingerprint or prepared.train.num_examples != self.num_examples:
+            raise ValueError("with_data needs the same training data (fingerprint and size) as the loader's")
+        return TrainLoader(
+            prepared.train,
+            global_batch_size=self.global_batch_size,
+            seed=self.seed,
+            process_index=self.process_index,
+            process_count=self.process_count,
+            pad_id=self._builder.pad_id,
+            max_length=self._max_length,
+            fingerprint=self.fingerprint,
+            length_buckets=self._length_buckets,
+        )
+
+    def epoch(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def global_rows(self, step: int) -> np.ndarray:
+        """Indices (into the tokenised split) of the global batch of `step`."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if epoch != self._permutation_epoch:
+            self._permutation = epoch_permutation(self.num_examples, self.seed, epoch)
+            self._permutation_epoch = epoch
+        start = within * self.global_batch_size
+        return self._permutation[start : start + self.global_batch_size]
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's slice of the global batch of `step`."""
+        rows = self.global_rows(step)
+        start = self.process_index * self.local_batch_size
+        local = rows[start : start + self.local_batch_size]
+        seq_len = self._builder.length_for(rows)
+        return self._builder.build(local, seq_len=seq_len, real=np.ones(len(local), dtype=bool))
+
+    def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+    def position(self, step: int) -> dict[str, Any]:
+        """The data position before global step `step` is drawn: save it with the step's checkpoint."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        return {
+            "step": int(step),
+            "epoch": int(epoch),
+            "step_in_epoch": int(within),
+            "seed": int(self.seed),
+            "global_batch_size": int(self.global_batch_size),
+            "num_examples": int(self.num_examples),
+            "dataset_fingerprint": self.fingerprint,
+        }
+
+    def check_position(self, position: dict[str, Any]) -> int:
+        """Validates a saved position against this loader and returns the step to resume at."""
+        if not isinstance(position, dict) or not isinstance(position.get("step"), int):
+            raise ValueError(f"a data position is a dict with an integer 'step', got {position!r}")
+        expected = self.position(position["step"])
+        for field in ("dataset_fingerprint", "num_examples", "seed", "global_batch_size"):
+            if position.get(field) != expected[field]:
+                what = (
+                    "different data"
+                    if field in ("dataset_fingerprint", "num_examples")
+                    else "a different setup"
+                )
+                raise ValueError(
+                    f"cannot resume: the saved data position has {field}={position.get(field)!r} but this run "
+                    f"has {expected[field]!r} (resuming on {what} would not continue the same example order)"
+                )
+        return expected["step"]
+
+
+class EvalBatches:
+    """Every eval example once, in order; re-iterable, `len()` is the number of global batches."""
+
+    def __init__(
+        self,
+        split: TokenizedSplit,
+        *,
+        global_batch_size: int,
+        process_index: int,
+        process_count: int,
+        pad_id: int,
+        max_length: int,
+        length_buckets: Sequence[int] | None = None,
+    ):
+        self.local_batch_size = _validate_processes(global_batch_size, process_index, process_count)
+        if split.num_examples == 0:
+            raise ValueError("the eval set is empty")
+        self.global_batch_size = global_batch_size
+        self.process_index = process_index
+        self.num_examples = split.num_examples
+        self._builder = _BatchBuilder(
+            split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets
+        )
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.global_batch_size)
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"eval batch {index} out of range [0, {len(self)})")
+        slots = np.arange(index * self.global_batch_size, (index + 1) * self.global_batch_size)
+        real = slots < self.num_examples
+        rows = np.where(real, slots, 0)
+        seq_len = self._builder.length_for(rows)
+        start = self.process_index * self.local_batch_size
+        local = slice(start, start + self.local_batch_size)
+        return self._builder.build(rows[local], seq_len=seq_len, real=real[local])
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for index in range(len(self)):
+            yield self.batch(index)

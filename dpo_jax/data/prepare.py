@@ -1,0 +1,399 @@
+"""`build_datasets`: from a data config and a tokenizer to tokenised train/eval splits, with reports.
+
+Per split: open the raw table (local path or hub), check its columns, look the split up in the cache,
+and on a miss walk the rows through the source adapter, choose the responses the stage needs, tokenise,
+and store the result. Everything the walk rejects is counted in that split's `BadInputReport`, logged
+once here at start-up, and exposed through `PreparedData.report_metrics()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from dpo_jax.data.cache import cache_key, load_cached_split, save_cached_split
+from dpo_jax.data.loader import EvalBatches, TrainLoader
+from dpo_jax.data.local_schemas import ChatRenderer, local_schema
+from dpo_jax.data.readers import RawTable, open_split
+from dpo_jax.data.report import (
+    DUPLICATE_PROMPT,
+    IDENTICAL_RESPONSES,
+    RESPONSE_COUNT_MISMATCH,
+    BadInputReport,
+    BadRow,
+    RowLocation,
+)
+from dpo_jax.data.sources import PAIRS, PROMPT_ONLY, SINGLE, SOURCES, Adapter, Example, ParseOptions
+from dpo_jax.data.tokenization import TRUNCATION_MODES, TokenizedSplit, TokenizeSettings, tokenize_examples
+from dpo_jax.data.tokenizer import tokenizer_fingerprint
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("sft", "dpo", "prompts")
+LOCAL_SOURCE = "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """The data config, read once with its defaults filled in and checked."""
+
+    source: str
+    path: str
+    train_split: str
+    eval_split: str  # "" = no eval set
+    max_length: int
+    max_prompt_length: int
+    truncation_mode: str
+    cache_dir: str  # "" = no cache
+    max_train_examples: int
+    max_eval_examples: int
+    parse_options: ParseOptions
+
+
+_MISSING = object()
+
+
+def _get(config: Any, name: str, default: Any = _MISSING) -> Any:
+    value = getattr(config, name, _MISSING)
+    if value is _MISSING or value is None:
+        if default is _MISSING:
+            raise ValueError(f"data config has no {name!r} field")
+        return default
+    return value
+
+
+def read_settings(config: Any) -> DataSettings:
+    source = _get(config, "source")
+    if source not in SOURCES and source != LOCAL_SOURCE:
+        raise ValueError(f"unknown data source {source!r}; known: {sorted(SOURCES) + [LOCAL_SOURCE]}")
+    spec = SOURCES.get(source)
+    path = _get(config, "path", "") or (spec.hub_name if spec else "")
+    if not path:
+        raise ValueError("data source 'local' needs data.path (a file or a directory of split files)")
+    max_length = int(_get(config, "max_length"))
+    max_prompt_length = int(_get(config, "max_prompt_length"))
+    if not 0 < max_prompt_length <= max_length:
+        raise ValueError(f"need 0 < max_prompt_length ({max_prompt_length}) <= max_length ({max_length})")
+    truncation_mode = _get(config, "truncation_mode", "") or (
+        spec.default_truncation if spec else "keep_start"
+    )
+    if truncation_mode not in TRUNCATION_MODES:
+        raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+    options = ParseOptions(
+        shp_min_score_ratio=float(_get(config, "shp_min_score_ratio", 2.0)),
+        imdb_prefix_min_words=int(_get(config, "imdb_prefix_min_words", 2)),
+        imdb_prefix_max_words=int(_get(config, "imdb_prefix_max_words", 8)),
+    )
+    if not 0 < options.imdb_prefix_min_words <= options.imdb_prefix_max_words:
+        raise ValueError("need 0 < imdb_prefix_min_words <= imdb_prefix_max_words")
+    return DataSettings(
+        source=source,
+        path=str(path),
+        train_split=str(_get(config, "train_split", spec.default_train_split if spec else "train")),
+        eval_split=str(_get(config, "eval_split", spec.default_eval_split if spec else "test")),
+        max_length=max_length,
+        max_prompt_length=max_prompt_length,
+        truncation_mode=truncation_mode,
+        cache_dir=str(_get(config, "cache_dir", "")),
+        max_train_examples=int(_get(config, "max_train_examples", 0)),
+        max_eval_examples=int(_get(config, "max_eval_examples", 0)),
+        parse_options=options,
+    )
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """The tokenised splits and what is known about them; input to the loaders."""
+
+    source: str
+    stage: str
+    train: TokenizedSplit
+    eval: TokenizedSplit | None
+    num_responses: int  # K
+    prompt_only: bool
+    pad_id: int
+    eos_id: int
+    max_length: int
+    train_report: BadInputReport
+    eval_report: BadInputReport | None
+    fingerprint: str  # identity of the training data, checked on resume
+    eval_fingerprint: str | None
+    cache_hits: dict[str, bool]
+
+    def report_metrics(self) -> dict[str, int]:
+        """Bad-input counts for the run's metrics: `data/<train|eval>/bad/<reason>`, ... (see report.py)."""
+        out = self.train_report.metrics()
+        if self.eval_report is not None:
+            out.update(self.eval_report.metrics())
+        return out
+
+
+def _check_stage(kind: str, stage: str, source: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if kind == PROMPT_ONLY and stage != "prompts":
+        raise ValueError(
+            f"source {source!r} holds prompts only (for sampling): use stage 'prompts', not {stage!r}"
+        )
+    if kind == SINGLE and stage == "dpo":
+        raise ValueError(f"source {source!r} has one response per prompt; stage 'dpo' needs two or more")
+
+
+def _walk_rows(table: RawTable, adapter: Adapter, options: ParseOptions, report: BadInputReport):
+    for location, record in table.rows():
+        report.rows_read += 1
+        try:
+            if isinstance(record, BadRow):
+                raise record
+            example = adapter(record, options)
+        except BadRow as error:
+            report.record(error, location)
+            continue
+        except ValueError as error:
+            raise ValueError(f"{location}: {error}") from error
+        yield location, example
+
+
+class _ResponseSelector:
+    """Gives every example the responses the stage uses, the same number K for the whole dataset."""
+
+    def __init__(self, stage: str, kind: str, num_responses: int | None):
+        self.stage = stage
+        self.num_responses = num_responses
+        if stage in ("sft", "prompts"):
+            self.num_responses = 1
+        elif kind == PAIRS:
+            self.num_responses = 2
+        self._seen_prompts: set[str] = set()
+
+    def __call__(self, rows: Iterable[tuple[RowLocation, Example]], report: BadInputReport) -> Iterator:
+        for location, example in rows:
+            try:
+                yield location, self._select(example)
+            except BadRow as error:
+                report.record(error, location)
+
+    def _select(self, example: Example) -> Example:
+        if self.stage == "prompts":
+            # Sampling once per distinct prompt; HH and SHP repeat a prompt for each of its pairs.
+            if example.prompt in self._seen_prompts:
+                raise BadRow(DUPLICATE_PROMPT, "prompt")
+            self._seen_prompts.add(example.prompt)
+            return Example(example.prompt, ())
+        if self.stage == "sft":
+            return Example(example.prompt, example.responses[:1])
+        if self.num_responses is None:
+            # A ranked source takes K from its first example; later ones must match (fixed shapes).
+            if len(example.responses) < 2:
+                raise BadRow(RESPONSE_COUNT_MISMATCH, "responses", "a preference example needs two or more")
+            self.num_responses = len(example.responses)
+        if len(example.responses) != self.num_responses:
+            raise BadRow(
+                RESPONSE_COUNT_MISMATCH,
+                "responses",
+                f"{len(example.responses)} responses where this dataset has {self.num_responses}",
+            )
+        if len(set(example.responses)) < len(example.responses):
+            raise BadRow(IDENTICAL_RESPONSES, "responses", "two ranked responses are the same text")
+        return example
+
+
+def _source_for(settings: DataSettings, table: RawTable) -> tuple[Adapter, str]:
+    spec = SOURCES.get(settings.source)
+    if spec is not None:
+        table.require_columns(spec.required_columns)
+        return spec.adapter, spec.kind
+    required, adapter, kind = local_schema(table.columns, table.description)
+    table.require_columns(required)
+    return adapter, kind
+
+
+def _split_identity(
+    settings: DataSettings, tokenizer, stage: str, split_name: str, table: RawTable, limit: int, num_responses
+) -> tuple[str, dict[str, Any]]:
+    """(resume fingerprint, cache identity) of one tokenised split.
+
+    Both cover everything that decides the arrays. The fingerprint leaves out where the data and the
+    tokenizer were read from, so a moved copy of the same data still resumes; the cache identity adds them.
+    """
+    content = {
+        "source": settings.source,
+        "split": split_name,
+        "data": table.fingerprint,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "max_length": settings.max_length,
+        "max_prompt_length": settings.max_prompt_length,
+        "truncation_mode": settings.truncation_mode,
+        "stage": stage,
+        "limit": limit,
+        "num_responses": num_responses,
+        "parse_options": dataclasses.asdict(settings.parse_options),
+    }
+    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint, {
+        **content,
+        "path": settings.path,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+    }
+
+
+def _prepare_split(
+    settings: DataSettings,
+    tokenizer,
+    stage: str,
+    *,
+    role: str,
+    num_responses: int | None,
+) -> tuple[TokenizedSplit, BadInputReport, str, bool]:
+    """(tokenised split, its report, its fingerprint, whether it came from the cache)."""
+    split_name = settings.train_split if role == "train" else settings.eval_split
+    spec = SOURCES.get(settings.source)
+    if spec is not None:  # checked before any download; a local schema is known once its table is open
+        _check_stage(spec.kind, stage, settings.source)
+    table = open_split(
+        settings.path,
+        split_name,
+        hub_config=spec.hub_config if spec else None,
+        single_file_ok=role == "train",
+    )
+    adapter, kind = _source_for(settings, table)
+    if spec is None:
+        _check_stage(kind, stage, settings.source)
+    limit = settings.max_train_examples if role == "train" else settings.max_eval_examples
+    fingerprint, identity = _split_identity(
+        settings, tokenizer, stage, split_name, table, limit, num_responses
+    )
+    key = cache_key(identity)
+    if settings.cache_dir:
+        cached = load_cached_split(settings.cache_dir, key)
+        if cached is not None:
+            return cached[0], cached[1], fingerprint, True
+    report = BadInputReport(split=role)
+    options = settings.parse_options
+    if getattr(tokenizer, "chat_template", None):
+        options = dataclasses.replace(options, chat_renderer=ChatRenderer(tokenizer))
+    selector = _ResponseSelector(stage, kind, num_responses)
+    tokenize_settings = TokenizeSettings(
+        settings.max_length,
+        settings.max_prompt_length,
+        settings.truncation_mode,
+        prompt_only=stage == "prompts",
+    )
+    split = tokenize_examples(
+        selector(_walk_rows(table, adapter, options, report), report),
+        tokenizer,
+        tokenize_settings,
+        report=report,
+        limit=limit,
+        num_responses=num_responses,
+    )
+    if settings.cache_dir:
+        save_cached_split(settings.cache_dir, key, split, report, identity)
+    return split, report, fingerprint, False
+
+
+def build_datasets(data_config: Any, tokenizer, *, stage: str, cache_dir: str | None = None) -> PreparedData:
+    """Tokenised train and eval splits for `stage` ("sft", "dpo" or "prompts"); see the package docstring.
+
+    `cache_dir`, when given, replaces `data_config.cache_dir` (the trainer points it into the workdir).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    settings = read_settings(data_config)
+    if cache_dir is not None:
+        settings = dataclasses.replace(settings, cache_dir=cache_dir)
+    train, train_report, fingerprint, train_hit = _prepare_split(
+        settings, tokenizer, stage, role="train", num_responses=None
+    )
+    if train.num_examples == 0:
+        train_report.log(logger, source=settings.source)
+        raise ValueError(f"no usable training examples in {settings.path!r}: {train_report.summary()}")
+    eval_split = eval_report = eval_fingerprint = None
+    eval_hit = False
+    if settings.eval_split:
+        eval_split, eval_report, eval_fingerprint, eval_hit = _prepare_split(
+            settings, tokenizer, stage, role="eval", num_responses=train.num_responses
+        )
+        if eval_split.num_examples == 0:
+            eval_report.log(logger, source=settings.source)
+            raise ValueError(
+                f"no usable eval examples in split {settings.eval_split!r}: {eval_report.summary()}"
+            )
+    for report, hit in ((train_report, train_hit), (eval_report, eval_hit)):
+        if report is not None:
+            report.log(logger, source=settings.source)
+            logger.info(
+                "data %s %s: tokenised split %s",
+                settings.source,
+                report.split,
+                "from cache" if hit else "built",
+            )
+    return PreparedData(
+        source=settings.source,
+        stage=stage,
+        train=train,
+        eval=eval_split,
+        num_responses=train.num_responses,
+        prompt_only=stage == "prompts",
+        pad_id=int(tokenizer.pad_token_id),
+        eos_id=int(tokenizer.eos_token_id),
+        max_length=settings.max_length,
+        train_report=train_report,
+        eval_report=eval_report,
+        fingerprint=fingerprint,
+        eval_fingerprint=eval_fingerprint,
+        cache_hits={"train": train_hit, "eval": eval_hit},
+    )
+
+
+def make_train_loader(
+    prepared: PreparedData,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    length_buckets: Sequence[int] | None = None,
+) -> TrainLoader:
+    return TrainLoader(
+        prepared.train,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        pad_id=prepared.pad_id,
+        max_length=prepared.max_length,
+        fingerprint=prepared.fingerprint,
+        length_buckets=length_buckets,
+    )
+
+
+def make_eval_batches(
+    prepared: PreparedData,
+    *,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+    length_buckets: Sequence[int] | None = None,
+    split: str = "eval",
+) -> EvalBatches:
+    """Every example of the eval split (or, with split="train", of the train split, e.g. to precompute
+    reference log-probs) exactly once, in order, the last batch padded with example_mask=0 rows."""
+    if split not in ("eval", "train"):
+        raise ValueError(f"split must be 'eval' or 'train', got {split!r}")
+    data = prepared.train if split == "train" else prepared.eval
+    if data is None:
+        raise ValueError("this data has no eval split (data.eval_split is empty)")
+    return EvalBatches(
+        data,
+        global_batch_size=global_batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        pad_id=prepared.pad_id,
+        max_length=prepared.max_length,
+        length_buckets=length_buckets,
+    )
