@@ -1,0 +1,30 @@
+"""TL;DR summarisation: DPO on the OpenAI comparisons (Stiennon et al.), the paper's summarisation run.
+
+    python -m dpo_jax.main --config=configs/tldr.py:sft --workdir=/tmp/tldr-sft
+    python -m dpo_jax.main --config=configs/tldr.py --workdir=/tmp/tldr-dpo \
+        --config.model.name_or_path=/tmp/tldr-sft
+
+The SFT stage trains on the human-written TL;DRs (CarperAI/openai_summarize_tldr). beta 0.5 as
+in some of the paper's TL;DR runs; override with --config.beta=0.1.
+"""
+
+from configs.common import apply_variants, base_config
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.model.name_or_path = "EleutherAI/pythia-2.8b"
+    c.data.source = "tldr_comparisons"
+    c.data.path = "CarperAI/openai_summarize_comparisons"
+    c.data.eval_split = "test"
+    c.data.truncation_mode = "keep_end"  # the post ends with the "TL;DR:" cue
+    c.beta = 0.5
+    c.learning_rate = 1e-6
+    variants = (arg or "").split(",")
+    if "sft" in variants:
+        c.data.source = "tldr_sft"
+        c.data.path = "CarperAI/openai_summarize_tldr"
+        c.data.eval_split = "valid"
+    tiny = dict(source=c.data.source, path="fixture:" + c.data.source, eval_split="test")
+    apply_variants(c, arg, tiny_source=tiny)
+    return c

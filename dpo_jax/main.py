@@ -1,0 +1,64 @@
+"""Command line: `python -m dpo_jax.main --config=configs/hh.py --workdir=DIR [--config.beta=0.5]`.
+
+This file is intentionally short: flags, logging, the multi-host runtime, then
+`train.train_and_evaluate`. Multi-host runs (TPU pods, SLURM) call jax.distributed.initialize
+here, before any other JAX call; on a TPU VM it finds its peers by itself, elsewhere it reads
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+"""
+
+import logging
+import os
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the exported model.")
+_MULTIHOST = flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "jax.distributed.initialize: auto = when the environment asks.",
+)
+_INIT_TIMEOUT = flags.DEFINE_integer("distributed_timeout_s", 300, "Seconds to wait for the other processes.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _wants_distributed() -> bool:
+    if _MULTIHOST.value != "auto":
+        return _MULTIHOST.value == "on"
+    return (
+        bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+        or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")  # a multi-host TPU slice
+        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    )
+
+
+def _initialize_distributed(jax) -> None:
+    kwargs = {}
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):  # explicit (SLURM script, local multi-process tests)
+        kwargs = dict(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+    jax.distributed.initialize(initialization_timeout=_INIT_TIMEOUT.value, **kwargs)
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Orbax and absl log every checkpoint step at INFO; keep the run's own log readable.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    import jax
+
+    if _wants_distributed():
+        _initialize_distributed(jax)
+    from dpo_jax.train import train_and_evaluate
+
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

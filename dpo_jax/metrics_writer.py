@@ -1,0 +1,118 @@
+"""Where metrics go: stdout, WORKDIR/metrics.jsonl, TensorBoard, optionally W&B; throughput figures.
+
+Only process 0 writes. Each logged step is one JSON object in metrics.jsonl, with at least
+`step`, `loss`, `rewards/accuracies` and `rewards/margins` for preference stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+from etils import epath
+
+logger = logging.getLogger("dpo_jax")
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' datasheets; used for MFU only.
+PEAK_BF16_FLOPS = {
+    "h100": 989e12,
+    "h200": 989e12,
+    "a100": 312e12,
+    "tpu v4": 275e12,
+    "tpu v5 lite": 197e12,
+    "tpu v5e": 197e12,
+    "tpu v5p": 459e12,
+    "tpu v6 lite": 918e12,
+}
+
+
+def peak_flops_per_device() -> float | None:
+    kind = jax.devices()[0].device_kind.lower()
+    for name, flops in PEAK_BF16_FLOPS.items():
+        if name in kind:
+            return flops
+    return None
+
+
+class Throughput:
+    """tokens/s, TFLOP/s and MFU over the steps since the last call (8N FLOPs per token for DPO:
+    policy forward+backward 6N plus reference forward 2N, as the performance anchor counts)."""
+
+    def __init__(self, num_params: int, tokens_per_step: int, flops_per_token_factor: int):
+        self.flops_per_token = flops_per_token_factor * num_params
+        self.tokens_per_step = tokens_per_step
+        self.peak = peak_flops_per_device()
+        self._last_time = time.perf_counter()
+        self._last_step = None
+
+    def update(self, step: int) -> dict[str, float]:
+        now = time.perf_counter()
+        out = {}
+        if self._last_step is not None and step > self._last_step:
+            seconds = (now - self._last_time) / (step - self._last_step)
+            tokens_per_s = self.tokens_per_step / seconds
+            flops = tokens_per_s * self.flops_per_token
+            out = {
+                "perf/step_seconds": seconds,
+                "perf/tokens_per_second": tokens_per_s,
+                "perf/tflops": flops / 1e12,
+            }
+            if self.peak:
+                out["perf/mfu"] = flops / (self.peak * jax.device_count())
+        self._last_time, self._last_step = now, step
+        return out
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str, *, tensorboard: bool, wandb_project: str = "", config=None):
+        self.enabled = jax.process_index() == 0
+        self._jsonl = None
+        self._tb = None
+        self._wandb = None
+        if not self.enabled:
+            return
+        self._jsonl = epath.Path(workdir, "metrics.jsonl").open("a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        if wandb_project:
+            import wandb  # optional dependency: pip install dpo_jax[wandb]
+
+            self._wandb = wandb.init(
+                project=wandb_project, dir=workdir, config=config.to_dict() if config else None
+            )
+
+    def write(self, step: int, metrics: dict[str, float], *, echo: bool = True) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, float(v), int(step))
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=int(step))
+        if echo:
+            shown = " ".join(
+                f"{k}={_fmt(v)}" for k, v in sorted(metrics.items()) if not k.startswith("data/")
+            )
+            logger.info("step %d: %s", step, shown)
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _fmt(value: float) -> str:
+    value = float(value)
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"

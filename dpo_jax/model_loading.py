@@ -1,0 +1,66 @@
+"""From the config's model fields to a Flax module and host params: policy and reference.
+
+A model is named by a hub name, a local Hugging Face directory, a dpo_jax workdir (its exported
+final policy, so an SFT run feeds a DPO run), or "random" (a fresh model of
+`random_init_config`). Params come back on the host; the trainer places them onto the mesh.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+
+from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
+from dpo_jax.models.hf_io import resolve_checkpoint_dir
+
+EXPORT_DIRNAME = "export"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A dpo_jax workdir stands for the Hugging Face export of its final policy."""
+    exported = os.path.join(name_or_path, EXPORT_DIRNAME)
+    if os.path.exists(os.path.join(exported, "config.json")):
+        return exported
+    if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "config.json")):
+        raise FileNotFoundError(
+            f"{name_or_path} is a directory without config.json and without {EXPORT_DIRNAME}/config.json: "
+            "not a Hugging Face model directory, nor a finished dpo_jax workdir"
+        )
+    return name_or_path
+
+
+def _runtime_overrides(model_cfg) -> dict[str, Any]:
+    return dict(
+        dtype=model_cfg.dtype,
+        remat_policy=model_cfg.remat_policy,
+        scan_layers=model_cfg.scan_layers,
+        dropout_rate=model_cfg.dropout_rate,
+    )
+
+
+def random_model_config(model_cfg, *, param_dtype: str) -> ModelConfig:
+    hf_fields = dict(model_cfg.random_init_config)
+    return from_hf_config(hf_fields, param_dtype=param_dtype, **_runtime_overrides(model_cfg))
+
+
+def load_model(model_cfg, *, param_dtype: str, seed: int, name_or_path: str | None = None):
+    """-> (module, host params). `name_or_path` defaults to model_cfg.name_or_path."""
+    name = name_or_path or model_cfg.name_or_path
+    if name == "random":
+        model = build_model(random_model_config(model_cfg, param_dtype=param_dtype))
+        params = init_params(model, jax.random.PRNGKey(seed))
+        return model, jax.device_get(params)
+    return from_hf(resolve_model_path(name), param_dtype=param_dtype, **_runtime_overrides(model_cfg))
+
+
+def tokenizer_source(config) -> str:
+    """The tokenizer to load: the configured one, else the policy's own directory or hub name."""
+    if config.tokenizer:
+        return config.tokenizer
+    name = config.model.name_or_path
+    if name == "random":
+        raise ValueError("model.name_or_path='random' needs config.tokenizer (e.g. 'tiny' or 'gpt2')")
+    path = resolve_model_path(name)
+    return resolve_checkpoint_dir(path) if os.path.isdir(path) else path

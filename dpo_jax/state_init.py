@@ -1,0 +1,58 @@
+"""The sharded train state and the frozen reference params, created directly on the mesh.
+
+Shardings come from the models' logical axis names without materialising anything
+(eval_shape -> partition specs -> NamedSharding); host weights go straight to their shards and the
+optimizer state is created by a jit whose outputs are already sharded. The reference shares the
+policy's shardings, is cast to its own (bf16) dtype and carries no optimizer state.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dpo_jax.models import init_fn
+from dpo_jax.models.config import as_dtype
+from dpo_jax.sharding import abstract_sharded_state
+from dpo_jax.train_state import TrainState
+
+
+def state_init_fn(model, tx: optax.GradientTransformation, seed: int):
+    init_params = init_fn(model)
+
+    def init(rng):
+        return TrainState.create(params=init_params(rng), tx=tx, rng=jax.random.PRNGKey(seed + 1))
+
+    return init
+
+
+def create_train_state(model, host_params, tx, mesh, rules, *, seed: int):
+    """-> (state, state_shardings, abstract_state): the state on the mesh and its restore target."""
+    init = state_init_fn(model, tx, seed)
+    rng = jax.random.PRNGKey(seed)
+    abstract, shardings = abstract_sharded_state(init, rng, mesh, rules)
+    params = jax.tree.map(
+        lambda x, s, a: jax.device_put(jnp.asarray(x, a.dtype), s),
+        host_params,
+        shardings.params,
+        abstract.params,
+    )
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    state = TrainState(
+        step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
+        params=params,
+        opt_state=opt_state,
+        rng=jax.device_put(jax.random.PRNGKey(seed + 1), shardings.rng),
+        tx=tx,
+    )
+    return state, shardings, abstract
+
+
+def place_reference(host_or_device_params, param_shardings, dtype):
+    """The frozen reference: cast to `dtype` and laid out like the policy's params."""
+    target = as_dtype(dtype)
+    # Shard first, then cast on the devices: no device ever holds a whole tensor it does not own.
+    placed = jax.tree.map(jax.device_put, host_or_device_params, param_shardings)
+    cast = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(target), p), out_shardings=param_shardings)
+    return cast(placed)

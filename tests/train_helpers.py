@@ -1,0 +1,77 @@
+"""Shared by the trainer tests: tiny configs, reading metrics.jsonl, running `dpo_jax.main` as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(config_file: str = "hh", variant: str = "tiny", **overrides):
+    import importlib
+
+    config = importlib.import_module(f"configs.{config_file}").get_config(variant)
+    config.tensorboard = False
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+def read_metrics(workdir) -> dict[int, dict]:
+    """step -> merged train record (the last one written for that step wins: a resumed run rewrites)."""
+    records: dict[int, dict] = {}
+    for line in Path(workdir, "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            records[record["step"]] = record
+    return records
+
+
+def train_losses(workdir) -> list[float]:
+    records = read_metrics(workdir)
+    return [records[s]["loss"] for s in sorted(records)]
+
+
+def exported_params(workdir) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(Path(workdir, "export", "model.safetensors")))
+
+
+def main_command(workdir, config: str = "configs/hh.py:tiny", *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "dpo_jax.main", f"--config={config}", f"--workdir={workdir}", *overrides]
+
+
+def process_env(devices: int = 8, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_main(workdir, *overrides: str, config: str = "configs/hh.py:tiny", timeout: int = 300, env=None):
+    result = subprocess.run(
+        main_command(workdir, config, *overrides),
+        cwd=REPO,
+        env=env or process_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return result
