@@ -1,6 +1,11 @@
 """The DPO objective family as pure functions: sequence log-probs, preference losses, the batch loss."""
 
-from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
+from dpo_jax.objectives.batch_loss import (
+    UNLIKELIHOOD_MIN_COMPLEMENT,
+    batch_loss,
+    reference_logps,
+    token_unlikelihood,
+)
 from dpo_jax.objectives.logps import sequence_logps, sequence_logps_from_hidden
 from dpo_jax.objectives.losses import (
     LOSS_NAMES,
@@ -11,12 +16,15 @@ from dpo_jax.objectives.losses import (
     preference_loss,
     robust_loss,
     sft_loss,
+    unlikelihood_loss,
     uses_reference,
+    uses_rejected_unlikelihood,
     validate_loss_options,
 )
 
 __all__ = [
     "LOSS_NAMES",
+    "UNLIKELIHOOD_MIN_COMPLEMENT",
     "batch_loss",
     "dpo_loss",
     "hinge_loss",
@@ -28,6 +36,9 @@ __all__ = [
     "sequence_logps",
     "sequence_logps_from_hidden",
     "sft_loss",
+    "token_unlikelihood",
+    "unlikelihood_loss",
     "uses_reference",
+    "uses_rejected_unlikelihood",
     "validate_loss_options",
 ]

@@ -12,24 +12,65 @@ SFT batches have the same layout with K = 1.
 `apply_fn(params, input_ids [N, L], attention_mask [N, L]) -> logits [N, L, V]` is the model. All K
 responses go through one forward pass as a `[B * K, L]` batch, as the reference repo concatenates chosen
 and rejected: one larger matmul instead of K smaller ones, and one set of weights gathered under FSDP.
+
+The `unlikelihood` loss also needs token-level probabilities of the rejected response; they come from
+the same forward (`token_unlikelihood`), and the per-token log-probs are computed once for both terms.
 """
 
 import jax
+import jax.numpy as jnp
 
-from dpo_jax.objectives.logps import sequence_logps
-from dpo_jax.objectives.losses import preference_loss, uses_reference
+from dpo_jax.objectives.logps import (
+    _next_token_targets,
+    _reduce_over_sequence,
+    _token_logps,
+    sequence_logps,
+)
+from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
+
+# 1 - p is clipped here before the log (as Welleck et al. do): a rejected token the model already
+# predicts with p > 1 - 1e-5 contributes at most -log(1e-5) ~ 11.5 and no gradient, instead of an
+# unbounded term whose gradient p / (1 - p) explodes, and float32 rounding of p to 1 cannot give inf.
+UNLIKELIHOOD_MIN_COMPLEMENT = 1e-5
 
 
-def _response_logps(params, batch, apply_fn, length_normalize):
-    """`[B, K]` log-probs of every response, from a single forward of all B * K sequences."""
+def _unlikelihood_from_token_logps(token_logps, counted, average):
+    complement = jnp.maximum(-jnp.expm1(token_logps), UNLIKELIHOOD_MIN_COMPLEMENT)
+    return _reduce_over_sequence(-jnp.log(complement), counted, average)[0]
+
+
+def token_unlikelihood(logits, input_ids, loss_mask, *, average=False):
+    """Per-sequence unlikelihood term -sum_t log(max(1 - p(y_t | y_<t), 1e-5)) over the counted tokens.
+
+    Same conventions as `sequence_logps` (the mask marks counted tokens, the shift happens here);
+    `average=True` takes the mean over counted tokens instead of the sum. Returns `[N]` float32.
+    """
+    targets, counted = _next_token_targets(input_ids, loss_mask)
+    return _unlikelihood_from_token_logps(_token_logps(logits, targets), counted, average)
+
+
+def _response_terms(params, batch, apply_fn, length_normalize, with_rejected_unlikelihood):
+    """`[B, K]` log-probs of every response, from a single forward of all B * K sequences, and the
+    `[B]` unlikelihood term of response 1 (None unless asked for)."""
     num_prompts, num_responses, length = batch["input_ids"].shape
 
     def flatten(name):
         return batch[name].reshape(num_prompts * num_responses, length)
 
-    logits = apply_fn(params, flatten("input_ids"), flatten("attention_mask"))
-    logps, _ = sequence_logps(logits, flatten("input_ids"), flatten("loss_mask"), average=length_normalize)
-    return logps.reshape(num_prompts, num_responses)
+    input_ids, loss_mask = flatten("input_ids"), flatten("loss_mask")
+    logits = apply_fn(params, input_ids, flatten("attention_mask"))
+    if not with_rejected_unlikelihood:
+        logps, _ = sequence_logps(logits, input_ids, loss_mask, average=length_normalize)
+        return logps.reshape(num_prompts, num_responses), None
+    targets, counted = _next_token_targets(input_ids, loss_mask)
+    token_logps = _token_logps(logits, targets)
+    logps, _ = _reduce_over_sequence(token_logps, counted, length_normalize)
+    unlikelihood = _unlikelihood_from_token_logps(token_logps, counted, length_normalize)
+    return logps.reshape(num_prompts, num_responses), unlikelihood.reshape(num_prompts, num_responses)[:, 1]
+
+
+def _response_logps(params, batch, apply_fn, length_normalize):
+    return _response_terms(params, batch, apply_fn, length_normalize, False)[0]
 
 
 def reference_logps(reference_params, batch, *, apply_fn, length_normalize=False):
@@ -48,7 +89,9 @@ def batch_loss(
 
     The reference comes from `batch["reference_logps"]` when present (then `reference_params` may be
     None), otherwise from one forward of `reference_params` under stop_gradient. Losses that need no
-    reference (`sft`, `reference_free=True`) run no reference forward at all.
+    reference (`sft`, `unlikelihood`, `reference_free=True`) run no reference forward at all.
+    `unlikelihood` also takes the token-level term of response 1 (K = 2) from the policy forward; with
+    `length_normalize` both of its terms are per-token means.
 
     Args:
       params: policy parameters (differentiated).
@@ -61,7 +104,9 @@ def batch_loss(
     Returns:
       `(loss_sum, metrics)` with `loss_sum == metrics["loss"][0]`.
     """
-    policy_logps = _response_logps(params, batch, apply_fn, length_normalize)
+    policy_logps, rejected_unlikelihood = _response_terms(
+        params, batch, apply_fn, length_normalize, uses_rejected_unlikelihood(loss_name)
+    )
     reference = None
     if uses_reference(loss_name, reference_free=loss_options.get("reference_free", False)):
         if "reference_logps" in batch:
@@ -80,6 +125,7 @@ def batch_loss(
         reference,
         beta=beta,
         example_mask=batch.get("example_mask"),
+        rejected_unlikelihood=rejected_unlikelihood,
         **loss_options,
     )
     return metrics["loss"][0], metrics

@@ -83,12 +83,24 @@ def sft_loss(scores):
     return -scores[:, 0]
 
 
+def unlikelihood_loss(scores, rejected_unlikelihood):
+    """Unlikelihood (Welleck et al. 2019), the paper's baseline: -log pi(y_w|x) - sum_t log(1 - p(y_l,t)).
+
+    `rejected_unlikelihood` [B] is the token-level term of the rejected response, computed from the
+    logits by `token_unlikelihood`. The two terms are added with weight 1, as the DPO paper's baseline
+    does; there is deliberately no weight option (one more knob for validate_loss_options to police,
+    and a different objective from the one the paper compares against). No beta, no reference.
+    """
+    return -scores[:, 0] + rejected_unlikelihood
+
+
 @dataclasses.dataclass(frozen=True)
 class _LossSpec:
     function: Callable
     is_preference: bool  # compares responses: K >= 2, a reference unless reference-free, rewards metrics
     is_pairwise: bool  # exactly K = 2
     option_names: tuple[str, ...]  # options the function takes beyond scores (and beta for preference losses)
+    needs_rejected_unlikelihood: bool = False  # takes the rejected response's token-level unlikelihood term
 
 
 _LOSSES = {
@@ -98,6 +110,7 @@ _LOSSES = {
     "robust": _LossSpec(robust_loss, True, True, ("label_smoothing",)),
     "plackett_luce": _LossSpec(plackett_luce_loss, True, False, ("top_k",)),
     "sft": _LossSpec(sft_loss, False, False, ()),
+    "unlikelihood": _LossSpec(unlikelihood_loss, False, True, (), needs_rejected_unlikelihood=True),
 }
 LOSS_NAMES = tuple(_LOSSES)
 
@@ -105,6 +118,11 @@ LOSS_NAMES = tuple(_LOSSES)
 def uses_reference(name, *, reference_free=False):
     """Whether loss `name` needs reference log-probs (so callers can skip the reference forward)."""
     return _LOSSES[name].is_preference and not reference_free
+
+
+def uses_rejected_unlikelihood(name):
+    """Whether loss `name` needs `token_unlikelihood` of its rejected response (token-level probs)."""
+    return _LOSSES[name].needs_rejected_unlikelihood
 
 
 def _is_real_number(value):
@@ -185,7 +203,9 @@ def _preference_metrics(policy_logps, scores, beta, example_mask):
     return {name: masked_sum_count(values, example_mask) for name, values in per_row.items()}
 
 
-def preference_loss(name, policy_logps, reference_logps, *, beta, example_mask=None, **options):
+def preference_loss(
+    name, policy_logps, reference_logps, *, beta, example_mask=None, rejected_unlikelihood=None, **options
+):
     """Loss `name` on `[B, K]` log-probs (responses ranked best first), and its (sum, count) metrics.
 
     Args:
@@ -195,12 +215,15 @@ def preference_loss(name, policy_logps, reference_logps, *, beta, example_mask=N
         `reference_free=True` (then ignored: the reference terms are dropped, i.e. taken as 0).
       beta: Python float > 0 (ignored by `sft`).
       example_mask: `[B]`, 1 for a real row and 0 for a padding row; None means all rows are real.
+      rejected_unlikelihood: `[B]` -sum_t log(1 - p(y_l,t)) of the rejected response
+        (`token_unlikelihood`, differentiable); required by `unlikelihood`, refused by every other loss.
       **options: `label_smoothing` (dpo, robust), `top_k` (plackett_luce), `reference_free`.
 
     Returns:
       `(loss, metrics)`: loss is the mean over real rows (0 when there are none); metrics maps a name to
       (sum over real rows, number of real rows), with `metrics["loss"][0] == loss * count`, differentiable.
-      The other metrics carry no gradient. `sft` reports only `loss` and `logps/chosen`.
+      The other metrics carry no gradient. `sft` reports only `loss` and `logps/chosen`;
+      `unlikelihood` reports those and `logps/rejected`.
     """
     policy_logps = jnp.asarray(policy_logps, dtype=jnp.float32)
     if policy_logps.ndim != 2:
@@ -222,13 +245,20 @@ def preference_loss(name, policy_logps, reference_logps, *, beta, example_mask=N
     else:
         scores = policy_logps
 
+    if spec.needs_rejected_unlikelihood != (rejected_unlikelihood is not None):
+        needed = "needs" if spec.needs_rejected_unlikelihood else "does not take"
+        raise ValueError(f"loss {name!r} {needed} rejected_unlikelihood (the token-level unlikelihood term)")
     loss_options = {option: options[option] for option in spec.option_names if option in options}
+    if spec.needs_rejected_unlikelihood:
+        loss_options["rejected_unlikelihood"] = jnp.asarray(rejected_unlikelihood, dtype=jnp.float32)
     if spec.is_preference:
         per_row_loss = spec.function(scores, beta=beta, **loss_options)
         metrics = _preference_metrics(policy_logps, scores, beta, example_mask)
     else:
         per_row_loss = spec.function(scores, **loss_options)
         metrics = {"logps/chosen": masked_sum_count(policy_logps[:, 0], example_mask)}
+        if spec.is_pairwise:
+            metrics["logps/rejected"] = masked_sum_count(policy_logps[:, 1], example_mask)
     metrics = jax.lax.stop_gradient(metrics)
     loss_sum, count = masked_sum_count(per_row_loss, example_mask)
     metrics["loss"] = (loss_sum, count)

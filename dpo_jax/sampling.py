@@ -1,0 +1,202 @@
+"""Batched autoregressive sampling from our GPT-2 / GPT-NeoX modules with the key/value cache.
+
+Owns `generate`: a jitted program that prefills the left-padded prompts in a single forward, then
+decodes one token per step inside a `jax.lax.while_loop` (no host round trip per token, so it runs
+unchanged with params sharded on a mesh: jit follows the shardings of its inputs). The loop ends
+early once every row has emitted EOS. Temperature, top_k and top_p are traced values: a sweep over
+them reuses one compiled program per (model, shapes, eos_id, pad_id, filtering on or off).
+
+Conventions:
+  * Prompts are LEFT padded and `prompt_mask` marks real tokens. Positions are `cumsum(mask) - 1`,
+    so a padded row samples exactly what the same prompt unpadded would (at the same row of a batch
+    of the same size, which fixes its random numbers). Every row needs at least
+    one real prompt token (the last prompt column must be real for every row).
+  * The attention mask handed to the model is cache wide, `[B, P + max_new_tokens]`: the prompt
+    mask followed by ones. Cache slots not written yet are hidden by causality.
+  * `logprobs` are under the MODEL's distribution, log softmax(logits) at temperature 1 without
+    top-k / top-p filtering, i.e. log pi(y_t | x, y_<t) as `sequence_logps` defines it everywhere
+    else in the project. It is therefore defined for greedy decoding too, and summing it over the
+    mask gives log pi(y|x); it equals the sampling distribution's log-prob only when
+    temperature == 1, top_k == 0 and top_p == 1.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dpo_jax.models import init_cache
+
+
+def _filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Logits with every token outside the top-k / nucleus set at -inf (HF's order: k, then p).
+
+    Filtering happens in sorted order so that ties are resolved like `argmax` (lowest index first):
+    top_k == 1 and a tiny top_p then reproduce greedy decoding exactly.
+    """
+    vocab = logits.shape[-1]
+    sorted_logits, sorted_ids = jax.lax.top_k(logits, vocab)
+    rank = jnp.arange(vocab)
+    sorted_logits = jnp.where((top_k == 0) | (rank < top_k), sorted_logits, -jnp.inf)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    # The smallest prefix whose mass reaches top_p; the most likely token is always kept.
+    sorted_logits = jnp.where((mass_before < top_p) | (rank == 0), sorted_logits, -jnp.inf)
+    # Scatter back to vocabulary order: sorted_ids is a permutation per row.
+    inverse = jnp.argsort(sorted_ids, axis=-1)
+    return jnp.take_along_axis(sorted_logits, inverse, axis=-1)
+
+
+def _choose_tokens(logits, key, settings, *, filter_tokens):
+    """Next token per row and its log-prob under the model's raw distribution.
+
+    `settings` holds traced (temperature, top_k, top_p), so one compiled program serves every
+    temperature (a sweep from greedy to 1 compiles once); only whether to run the sort-based
+    filter at all is static.
+    """
+    temperature, top_k, top_p = settings
+    logits = logits.astype(jnp.float32)
+    log_softmax = jax.nn.log_softmax(logits, axis=-1)
+    greedy = temperature == 0.0
+    tempered = logits / jnp.where(greedy, 1.0, temperature)
+    if filter_tokens:
+        tempered = _filter_logits(tempered, top_k, top_p)
+    sampled = jax.random.categorical(key, tempered, axis=-1)
+    tokens = jnp.where(greedy, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
+    logprobs = jnp.take_along_axis(log_softmax, tokens[:, None], axis=-1)[:, 0]
+    return tokens, logprobs
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("model", "max_new_tokens", "filter_tokens", "eos_id", "pad_id"),
+)
+def _generate(
+    model, params, prompt_ids, prompt_mask, rng, settings, *, max_new_tokens, filter_tokens, eos_id, pad_id
+):
+    batch, prompt_length = prompt_ids.shape
+    prompt_mask = prompt_mask.astype(jnp.int32)
+    attention_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, max_new_tokens), jnp.int32)], axis=1)
+    prompt_positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0)
+    num_prompt_tokens = jnp.sum(prompt_mask, axis=1)
+    choose = functools.partial(_choose_tokens, settings=settings, filter_tokens=filter_tokens)
+
+    def forward(cache, ids, positions):
+        logits, state = model.apply(
+            {"params": params, "cache": cache}, ids, attention_mask, positions, decode=True, mutable=["cache"]
+        )
+        return logits[:, -1], state["cache"]
+
+    def emit(step, logits, outputs, done):
+        """Sample token `step` for every row; rows already past EOS emit pad_id."""
+        tokens, logprobs, mask = outputs
+        new_tokens, new_logprobs = choose(logits, jax.random.fold_in(rng, step))
+        new_tokens = jnp.where(done, pad_id, new_tokens)
+        new_logprobs = jnp.where(done, 0.0, new_logprobs)
+        tokens = tokens.at[:, step].set(new_tokens)
+        logprobs = logprobs.at[:, step].set(new_logprobs)
+        mask = mask.at[:, step].set(jnp.where(done, 0, 1))
+        if eos_id is not None:
+            done = done | (new_tokens == eos_id)
+        return (tokens, logprobs, mask), done
+
+    outputs = (
+        jnp.full((batch, max_new_tokens), pad_id, jnp.int32),
+        jnp.zeros((batch, max_new_tokens), jnp.float32),
+        jnp.zeros((batch, max_new_tokens), jnp.int32),
+    )
+    logits, cache = forward(
+        init_cache(model, batch, prompt_length + max_new_tokens), prompt_ids, prompt_positions
+    )
+    outputs, done = emit(0, logits, outputs, jnp.zeros((batch,), bool))
+
+    def keep_going(carry):
+        step, _, _, done = carry
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def decode_step(carry):
+        # Feed token step-1 (at position prompt length + step - 1) to get the logits of token `step`.
+        step, cache, outputs, done = carry
+        previous = jax.lax.dynamic_slice_in_dim(outputs[0], step - 1, 1, axis=1)
+        logits, cache = forward(cache, previous, (num_prompt_tokens + step - 1)[:, None])
+        outputs, done = emit(step, logits, outputs, done)
+        return step + 1, cache, outputs, done
+
+    _, _, outputs, _ = jax.lax.while_loop(keep_going, decode_step, (jnp.int32(1), cache, outputs, done))
+    tokens, logprobs, mask = outputs
+    return {"tokens": tokens, "logprobs": logprobs, "mask": mask}
+
+
+def generate(
+    model: nn.Module,
+    params,
+    prompt_ids,
+    prompt_mask,
+    *,
+    max_new_tokens: int,
+    rng: jax.Array,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> dict[str, jax.Array]:
+    """Sample `max_new_tokens` continuations of left-padded prompts.
+
+    Args:
+      model: a `GPT2LMHeadModel` / `GPTNeoXForCausalLM` (anything taking `decode=True` and a cache).
+      params: its params (plain or sharded arrays; the jitted program follows their shardings).
+      prompt_ids: `[B, P]` int, left padded.
+      prompt_mask: `[B, P]`, 1 on real prompt tokens.
+      max_new_tokens: number of decoding steps; P + max_new_tokens must fit the model's positions.
+      rng: a jax PRNG key; token t uses `fold_in(rng, t)`, so results do not depend on early stopping.
+      temperature: 0 for greedy argmax (top_k / top_p are then irrelevant), else logits / temperature.
+      top_k: keep the k most likely tokens (0: all).
+      top_p: nucleus sampling: keep the smallest most-likely set of mass >= top_p (1: all).
+      eos_id: a row stops after emitting it (None: never stops early).
+      pad_id: emitted after EOS.
+
+    Returns:
+      dict of `tokens [B, max_new_tokens] int32`, `logprobs [B, max_new_tokens] float32` (the model's
+      raw log pi of each emitted token, see the module docstring; 0 after EOS), and
+      `mask [B, max_new_tokens] int32` (1 up to and including the first EOS, 0 after).
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
+    if not temperature >= 0.0:
+        raise ValueError(f"temperature={temperature!r} must be >= 0 (0: greedy)")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0: no top-k filtering)")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p={top_p!r} must lie in (0, 1]")
+    prompt_mask_in = prompt_mask
+    prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
+    prompt_mask = jnp.asarray(prompt_mask, jnp.int32)
+    if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape:
+        raise ValueError(f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B, P]")
+    max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_positions is not None and prompt_ids.shape[1] + max_new_tokens > max_positions:
+        # GPT-2's position table would silently clamp out-of-range positions.
+        raise ValueError(
+            f"prompt length {prompt_ids.shape[1]} + max_new_tokens={max_new_tokens} exceeds the model's "
+            f"max_position_embeddings={max_positions}"
+        )
+    if isinstance(prompt_mask_in, np.ndarray) and not np.all(prompt_mask_in[:, -1]):
+        # Right padding would make the prefill read a pad position's logits: fail instead.
+        raise ValueError("prompts must be left padded: prompt_mask[:, -1] must be 1 in every row")
+    return _generate(
+        model,
+        params,
+        prompt_ids,
+        prompt_mask,
+        rng,
+        (jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)),
+        max_new_tokens=max_new_tokens,
+        filter_tokens=top_k > 0 or top_p < 1.0,
+        eos_id=None if eos_id is None else int(eos_id),
+        pad_id=int(pad_id),
+    )

@@ -1,0 +1,178 @@
+"""generate(): cached decoding equals repeated full forwards, padding is invisible, filters and EOS behave,
+and sampled frequencies follow the distribution they claim to sample."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpo_jax.models import abstract_params
+from dpo_jax.sampling import generate
+from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, logical_to_mesh_shardings, make_mesh
+from tests.synthetic.tiny_models import tiny_lm
+
+VOCAB, NEW_TOKENS = 16, 5
+
+
+def tiny_model(arch):
+    return tiny_lm(arch, VOCAB)
+
+
+def left_padded_prompts(seed, lengths, width):
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((len(lengths), width), np.int32)
+    mask = np.zeros((len(lengths), width), np.int32)
+    for row, length in enumerate(lengths):
+        ids[row, width - length :] = rng.integers(1, VOCAB, length)
+        mask[row, width - length :] = 1
+    return ids, mask
+
+
+# Most tests share one prompt shape so that jit reuses one compiled program per model.
+PROMPTS = left_padded_prompts(0, lengths=[5, 2, 4, 1], width=5)
+
+
+def greedy_by_full_forwards(model, params, ids, mask, steps):
+    """Oracle without a cache: re-run the whole sequence and take the argmax at the last real position.
+
+    The sequence lives in a fixed-size buffer whose unused tail is masked out (causality already hides
+    it), so the forward compiles once.
+    """
+    batch, width = ids.shape
+    buffer = np.concatenate([ids, np.zeros((batch, steps), np.int32)], axis=1)
+    buffer_mask = np.concatenate([mask, np.zeros((batch, steps), np.int32)], axis=1)
+    apply = jax.jit(lambda ids, mask: model.apply({"params": params}, ids, attention_mask=mask))
+    tokens, logprobs = [], []
+    for step in range(steps):
+        last = np.asarray(apply(buffer, buffer_mask))[:, width + step - 1].astype(np.float64)
+        token = last.argmax(-1).astype(np.int32)
+        top = last.max(-1, keepdims=True)
+        log_normaliser = top[:, 0] + np.log(np.exp(last - top).sum(-1))
+        tokens.append(token)
+        logprobs.append(last[np.arange(batch), token] - log_normaliser)
+        buffer[:, width + step], buffer_mask[:, width + step] = token, 1
+    return np.stack(tokens, 1), np.stack(logprobs, 1)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+def test_greedy_equals_argmax_of_full_forwards(arch):
+    model, params = tiny_model(arch)
+    ids, mask = PROMPTS
+    out = generate(model, params, ids, mask, max_new_tokens=NEW_TOKENS, rng=jax.random.key(1), temperature=0)
+    want_tokens, want_logprobs = greedy_by_full_forwards(model, params, ids, mask, NEW_TOKENS)
+    np.testing.assert_array_equal(out["tokens"], want_tokens)
+    np.testing.assert_allclose(out["logprobs"], want_logprobs, atol=1e-5)
+    assert np.all(np.asarray(out["mask"]) == 1)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_left_padding_does_not_change_outputs(temperature):
+    model, params = tiny_model("gpt2")
+    ids, mask = PROMPTS
+    padded_ids, padded_mask = np.pad(ids, ((0, 0), (3, 0))), np.pad(mask, ((0, 0), (3, 0)))
+    sample = functools.partial(
+        generate, model, params, max_new_tokens=NEW_TOKENS, rng=jax.random.key(3), temperature=temperature
+    )
+    plain, padded = sample(ids, mask), sample(padded_ids, padded_mask)
+    np.testing.assert_array_equal(plain["tokens"], padded["tokens"])
+    np.testing.assert_allclose(plain["logprobs"], padded["logprobs"], atol=1e-5)
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    model, params = tiny_model("gpt_neox")
+    ids, mask = PROMPTS
+    sample = functools.partial(generate, model, params, ids, mask, max_new_tokens=NEW_TOKENS)
+    greedy = sample(rng=jax.random.key(0), temperature=0)["tokens"]
+    np.testing.assert_array_equal(sample(rng=jax.random.key(5), temperature=1.5, top_k=1)["tokens"], greedy)
+    np.testing.assert_array_equal(sample(rng=jax.random.key(6), top_p=1e-6)["tokens"], greedy)
+
+
+def test_rows_stop_at_eos_and_emit_pad_after():
+    model, params = tiny_model("gpt2")
+    ids, mask = PROMPTS
+    sample = functools.partial(generate, model, params, ids, mask, max_new_tokens=NEW_TOKENS, temperature=0)
+    free = np.asarray(sample(rng=jax.random.key(0))["tokens"])
+    eos, pad = int(free[0, 1]), VOCAB + 3
+    out = sample(rng=jax.random.key(0), eos_id=eos, pad_id=pad)
+    tokens, mask_out, logprobs = (np.asarray(out[k]) for k in ("tokens", "mask", "logprobs"))
+    stopped = 0
+    for row in range(len(ids)):
+        hits = np.flatnonzero(free[row] == eos)
+        end = hits[0] + 1 if len(hits) else NEW_TOKENS
+        stopped += end < NEW_TOKENS
+        np.testing.assert_array_equal(tokens[row, :end], free[row, :end])
+        assert np.all(tokens[row, end:] == pad) and np.all(logprobs[row, end:] == 0)
+        np.testing.assert_array_equal(mask_out[row], np.arange(NEW_TOKENS) < end)
+    assert stopped >= 1
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.6)])
+def test_one_token_frequencies_match_the_filtered_softmax(temperature, top_k, top_p):
+    model, params = tiny_model("gpt2")
+    num_samples = 4000
+    ids, mask = left_padded_prompts(8, lengths=[3], width=3)
+    logits = np.asarray(model.apply({"params": params}, ids), np.float64)[0, -1] / temperature
+    order = np.argsort(-logits, kind="stable")
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    keep = np.zeros(VOCAB, bool)
+    kept_mass = 0.0
+    for rank, token in enumerate(order):
+        if (top_k and rank >= top_k) or (rank > 0 and kept_mass >= top_p):
+            break
+        keep[token] = True
+        kept_mass += probs[token]
+    expected = np.where(keep, probs, 0.0) / probs[keep].sum()
+    out = generate(
+        model,
+        params,
+        np.repeat(ids, num_samples, 0),
+        np.repeat(mask, num_samples, 0),
+        max_new_tokens=1,
+        rng=jax.random.key(9),
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+    counts = np.bincount(np.asarray(out["tokens"])[:, 0], minlength=VOCAB)
+    assert np.all(counts[~keep] == 0)
+    observed, want = counts[keep], num_samples * expected[keep]
+    chi_square = np.sum((observed - want) ** 2 / want)
+    # 99.99th percentile of chi-square with <= 15 degrees of freedom is about 44.
+    assert chi_square < 44, (chi_square, observed, want)
+    assert keep.sum() >= 2  # the case is not degenerate
+    raw_logprobs = logits * temperature - np.log(np.exp(logits * temperature).sum())
+    np.testing.assert_allclose(
+        out["logprobs"][:, 0], raw_logprobs[np.asarray(out["tokens"])[:, 0]], atol=1e-5
+    )
+
+
+def test_params_sharded_on_a_mesh_give_the_same_outputs():
+    model, params = tiny_model("gpt_neox")
+    mesh = make_mesh((2, 2, 2))
+    shardings = logical_to_mesh_shardings(
+        abstract_params(model, boxed=True), mesh, DEFAULT_LOGICAL_AXIS_RULES
+    )
+    sharded = jax.device_put(params, shardings)
+    assert any(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(sharded))
+    ids, mask = PROMPTS
+    run = lambda p: generate(model, p, ids, mask, max_new_tokens=NEW_TOKENS, rng=jax.random.key(1))
+    want, got = run(params), run(sharded)
+    np.testing.assert_array_equal(got["tokens"], want["tokens"])
+    np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-5)
+
+
+def test_bad_settings_are_errors():
+    model, params = tiny_model("gpt2")
+    ids, mask = left_padded_prompts(11, lengths=[2], width=3)
+    call = functools.partial(generate, model, params, max_new_tokens=2, rng=jax.random.key(0))
+    with pytest.raises(ValueError, match="left padded"):
+        call(ids[:, ::-1].copy(), mask[:, ::-1].copy())
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        call(ids, mask, max_new_tokens=30)
+    for bad in ({"top_p": 0.0}, {"top_k": -1}, {"temperature": -1.0}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            call(ids, mask, **bad)
+    assert jnp.asarray(call(ids, mask)["tokens"]).shape == (1, 2)
