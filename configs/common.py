@@ -105,7 +105,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Logging, evaluation, checkpoints.
     c.log_every_steps = 10
     c.eval_every_examples = 20_000  # as the reference implementation
-    c.eval_batch_size = 0  # 0 = global_batch_size
+    c.eval_batch_size = 0  # 0 = the micro-batch size
+    # Policy and reference completions for the first eval prompts, side by side (WORKDIR/samples/).
+    c.eval_samples = 16
+    c.eval_sample_max_new_tokens = 128
+    c.eval_sample_temperature = 1.0
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3
     c.export_hf = True  # write WORKDIR/export (a Hugging Face directory) at the end
@@ -148,6 +152,8 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
         config.warmup_steps = 1
         config.log_every_steps = 1
         config.eval_every_examples = 16
+        config.eval_samples = 2
+        config.eval_sample_max_new_tokens = 8
         config.checkpoint_every_steps = 2
         config.progress_bar = False
     elif "neox" in variants:

@@ -6,7 +6,7 @@ mesh once the devices are known.
 
 from __future__ import annotations
 
-from dpo_jax.objectives import validate_loss_options
+from dpo_jax.objectives import uses_reference, validate_loss_options
 
 STAGES = ("sft", "dpo")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -59,7 +59,9 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
         raise ValueError("config.num_train_steps and config.num_epochs must be >= 0")
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise ValueError("set config.num_train_steps or config.num_epochs")
-    if config.reference.precompute_logps and (config.stage == "sft" or config.reference_free):
+    if config.reference.precompute_logps and not uses_reference(
+        config.loss, reference_free=config.reference_free
+    ):
         raise ValueError("config.reference.precompute_logps=True but this run uses no reference model")
     if config.model.name_or_path == "random" and not config.tokenizer:
         raise ValueError("config.model.name_or_path='random' needs config.tokenizer (e.g. 'tiny' or 'gpt2')")

@@ -51,6 +51,7 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Orbax and absl log every checkpoint step at INFO; keep the run's own log readable.
     absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("dpo_jax").setLevel(logging.INFO)
     import jax
 
     if _wants_distributed():

@@ -6,11 +6,13 @@ and reference -> restore -> jitted steps -> loop (log, eval, checkpoint, preempt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
+from typing import Any
 
 import jax
 from etils import epath
@@ -19,11 +21,13 @@ from jax.experimental import multihost_utils
 from dpo_jax import data as data_lib
 from dpo_jax.checkpointing import Checkpointer, install_preemption_handler, should_stop_for_preemption
 from dpo_jax.config_checks import validate_config, validate_layout
+from dpo_jax.eval_samples import side_by_side_samples, write_samples
 from dpo_jax.evaluate import evaluate, precompute_reference_logps
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics_writer import MetricsWriter, Throughput
 from dpo_jax.model_loading import EXPORT_DIRNAME, load_model, tokenizer_source
 from dpo_jax.models import to_hf
+from dpo_jax.objectives import uses_reference
 from dpo_jax.optim import make_optimizer
 from dpo_jax.sharding import (
     DEFAULT_LOGICAL_AXIS_RULES,
@@ -78,10 +82,33 @@ def _gather_to_host(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-    """Run the configured stage; returns the last logged train metrics (and eval metrics)."""
-    # --- Checks and runtime ---------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainResult:
+    metrics: dict[str, float]  # the last logged train metrics
+    eval_metrics: dict[str, float]  # the last eval
+    model: Any
+    params: Any  # the final policy params, on the mesh
+    steps: int
+
+
+def train_and_evaluate(config, workdir: str):
+    """Run what the config asks: one training stage, or the synthetic benchmark (several stages)."""
+    if config.get("task", "train") == "synthetic_benchmark":
+        from dpo_jax.synthetic.benchmark import run_benchmark
+
+        return run_benchmark(config, workdir)
     validate_config(config)
+    _prepare_workdir(_workdir_path(workdir), config)
+    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
+    cache_dir = config.data.cache_dir or str(_workdir_path(workdir) / "data_cache")
+    prepared = data_lib.build_datasets(config.data, tokenizer, stage=config.stage, cache_dir=cache_dir)
+    return run_training(config, workdir, prepared, tokenizer=tokenizer)
+
+
+def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResult:
+    """Train one stage on prepared data (any `PreparedData`, e.g. synthetic token arrays)."""
+    # --- Checks and runtime ---------------------------------------------------------------------
+    validate_config(config, num_responses=prepared.num_responses)
     workdir = _workdir_path(workdir)
     _prepare_workdir(workdir, config)
     mesh = make_mesh(tuple(config.mesh_shape))
@@ -92,10 +119,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     )
 
     # --- Data -----------------------------------------------------------------------------------
-    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
-    cache_dir = config.data.cache_dir or str(workdir / "data_cache")
-    prepared = data_lib.build_datasets(config.data, tokenizer, stage=config.stage, cache_dir=cache_dir)
-    validate_config(config, num_responses=prepared.num_responses)
     loader = data_lib.make_train_loader(
         prepared,
         global_batch_size=config.global_batch_size,
@@ -112,7 +135,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     state, state_shardings, abstract_state = create_train_state(
         model, host_params, tx, mesh, rules, seed=config.seed
     )
-    has_reference = config.stage == "dpo" and not config.reference_free
+    has_reference = uses_reference(config.loss, reference_free=config.reference_free)
     reference = None
     if has_reference:
         if config.reference.name_or_path:
@@ -173,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     previous_handlers = install_preemption_handler()
     steps_per_eval = max(1, config.eval_every_examples // config.global_batch_size)
     progress = _progress_bar(config, start_step, num_steps)
-    pending, previous, last_logged = [], None, {}
+    pending, previous, last_logged, last_eval = [], None, {}, {}
     batch = first_batch
     step = start_step
     logger.info("training steps %d..%d (%d per epoch)", start_step, num_steps, loader.steps_per_epoch)
@@ -192,7 +215,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             data_metrics = {}
             pending = []
         if step % steps_per_eval == 0 or step == num_steps:
-            writer.write(step, {f"eval/{k}": v for k, v in run_eval().items()})
+            last_eval = run_eval()
+            writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
+            if config.eval_samples and tokenizer is not None:
+                samples = side_by_side_samples(
+                    model, state.params, reference, prepared, tokenizer, config, step
+                )
+                write_samples(workdir, step, samples)
         checkpointer.save(step, state, loader.position(step))
         if should_stop_for_preemption(step, check_every_steps=config.log_every_steps):
             checkpointer.save(step, state, loader.position(step), force=True)
@@ -216,7 +245,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     # --- Export ---------------------------------------------------------------------------------
     if step == num_steps:
         _finish(config, workdir, model, state, tokenizer)
-    return last_logged
+    return TrainResult(last_logged, last_eval, model, state.params, step)
 
 
 def _optimizer_config(config, num_steps: int):

@@ -37,6 +37,9 @@ def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant):
     evals = [json.loads(line) for line in Path(tmp_path, "metrics.jsonl").read_text().splitlines()]
     assert any("eval/loss" in e for e in evals)
     assert (tmp_path / "FINISHED").exists()
+    samples = [json.loads(line) for line in (tmp_path / "samples" / "step_2.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and all(isinstance(s["policy"], str) for s in samples)
+    assert all(("reference" in s) == (config.stage == "dpo") for s in samples)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert hf.config.model_type == config.model.random_init_config.model_type
 
@@ -100,3 +103,29 @@ def test_gradient_accumulation_equals_one_large_batch(tmp_path):
             assert a[step][key] == pytest.approx(b[step][key], rel=1e-5, abs=1e-6), (step, key)
     for name, value in exported_params(tmp_path / "one").items():
         np.testing.assert_allclose(value, exported_params(tmp_path / "two")[name], atol=1e-6)
+
+
+def test_checkpoint_restores_onto_another_mesh(tmp_path):
+    full = tiny_config("hh", "tiny", num_train_steps=4)
+    train_and_evaluate(full, str(tmp_path / "full"))
+    first = tiny_config("hh", "tiny", num_train_steps=2, mesh_shape=(8, 1, 1))
+    train_and_evaluate(first, str(tmp_path / "moved"))
+    # Same workdir, a different mesh: data 2 x fsdp 2 x tensor 2 shards embed, heads, mlp and vocab.
+    second = tiny_config("hh", "tiny", num_train_steps=4, mesh_shape=(2, 2, 2))
+    result = train_and_evaluate(second, str(tmp_path / "moved"))
+    assert result.steps == 4
+    wte = result.params["wte"]["embedding"]
+    assert tuple(wte.sharding.spec) == ("tensor", "fsdp")
+    a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "moved")
+    for step in (3, 4):
+        assert a[step]["loss"] == pytest.approx(b[step]["loss"], rel=1e-5), step
+    for name, value in exported_params(tmp_path / "full").items():
+        np.testing.assert_allclose(value, exported_params(tmp_path / "moved")[name], atol=1e-5)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    train_and_evaluate(tiny_config("hh", "tiny", num_train_steps=2), str(tmp_path))
+    other = tiny_config("hh", "tiny", num_train_steps=4)
+    other.model.random_init_config.n_embd = 32  # same architecture, other shapes
+    with pytest.raises(ValueError, match="different model"):
+        train_and_evaluate(other, str(tmp_path))

@@ -1,0 +1,137 @@
+"""The synthetic benchmark: DPO against the exact optimum of the KL-constrained reward objective.
+
+    python -m dpo_jax.main --config=configs/synthetic.py --workdir=/tmp/dpo-demo
+
+Runs on a CPU with nothing to download: SFT of a tiny GPT-2 on a hidden generator's samples (pi_ref),
+preference pairs drawn exactly from pi_ref and labelled by Bradley-Terry under a hidden reward, DPO
+at `beta` from pi_ref, the paper's preferred-FT and unlikelihood baselines, then exact reward and KL
+of every policy on held-out prompts against the reward-vs-KL frontier (dpo_jax/synthetic/benchmark.py).
+
+The top-level training fields (learning_rate, num_train_steps, global_batch_size, ...) are the DPO
+stage's; `synthetic.<stage>` holds what the other stages change. The frontier over beta:
+
+    python -m dpo_jax.main --config=configs/synthetic.py --workdir=/tmp/dpo-frontier \\
+        --config.synthetic.betas=0.05,0.1,0.25,0.5,1.0
+
+(one process, SFT and baselines trained once), or one run per beta sharing them:
+
+    python launch/sweep.py --config=configs/synthetic.py --workdir_root=/tmp/dpo-sweep --mode=local \\
+        --config.synthetic.reference_workdir=/tmp/dpo-sweep/shared
+    python launch/frontier.py --root=/tmp/dpo-sweep
+
+`:tiny` shrinks everything to a seconds-long end-to-end check.
+"""
+
+import ml_collections
+
+from configs.common import base_config
+
+# A GPT-2 over exactly the task's vocabulary, so its distribution over responses of T tokens is
+# normalised over the V**T completions the evaluator enumerates.
+SYNTHETIC_GPT2 = dict(
+    model_type="gpt2",
+    n_layer=2,
+    n_embd=64,
+    n_head=4,
+    n_positions=8,  # prompt_length + response_length
+    vocab_size=8,
+    bos_token_id=0,
+    eos_token_id=0,
+)
+
+
+def _synthetic_settings() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    # The task (dpo_jax.synthetic.task.SyntheticTask) and the seed of every data draw.
+    s.vocab_size = 8
+    s.prompt_length = 4
+    s.response_length = 4
+    s.task_seed = 0
+    s.reward_scale = 1.0
+    s.data_seed = 1
+    # SFT data: one generator sample per prompt; prompts drawn uniformly (with repeats).
+    s.num_sft_examples = 16384
+    # Preference data: distinct prompts, each with pairs_per_prompt draws (y1, y2) ~ pi_ref.
+    s.num_pair_prompts = 512
+    s.pairs_per_prompt = 32
+    # Held-out prompts (disjoint from the pair prompts) for the exact evaluation and eval pairs.
+    s.num_eval_prompts = 128
+    s.eval_pairs_per_prompt = 4
+    # DPO betas of this run, comma separated: "" = config.beta. Each trains its own DPO stage.
+    s.betas = ""
+    s.baselines = "preferred_ft,unlikelihood"  # comma separated; "" = none
+    # Where the beta-independent stages (SFT, pairs, baselines) live: "" = this workdir. A sweep
+    # points every beta at one directory so they are trained once.
+    s.reference_workdir = ""
+    # The exact frontier drawn and stored: these betas plus the run's.
+    s.frontier_betas = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+    s.table_batch_size = 8192  # sequences per forward pass of the exact evaluator
+    # Per-stage changes to the top-level training fields.
+    s.sft = ml_collections.ConfigDict(
+        dict(learning_rate=3e-3, num_train_steps=1000, warmup_steps=50, lr_schedule="cosine")
+    )
+    s.preferred_ft = ml_collections.ConfigDict(dict(learning_rate=1e-4, num_train_steps=500))
+    s.unlikelihood = ml_collections.ConfigDict(dict(learning_rate=1e-4, num_train_steps=500))
+    return s
+
+
+def get_config(arg=None):
+    c = base_config()
+    c.task = "synthetic_benchmark"
+    c.synthetic = _synthetic_settings()
+    c.stage = "dpo"
+    c.loss = "dpo"
+    c.beta = 0.1
+    c.model.name_or_path = "random"
+    c.model.random_init_config = ml_collections.ConfigDict(SYNTHETIC_GPT2)
+    c.model.dtype = "float32"
+    # The reference must be pi_ref exactly: the evaluator's KL is to the fp32 SFT model.
+    c.reference.param_dtype = "float32"
+    c.data.source = "synthetic"  # informational: the benchmark builds its data itself
+    c.data.path = ""
+    c.data.max_length = 8
+    c.data.max_prompt_length = 4
+    c.optimizer = "adamw"
+    c.learning_rate = 1e-4
+    c.warmup_steps = 20
+    c.lr_schedule = "constant"
+    c.max_grad_norm = 10.0
+    c.global_batch_size = 64
+    c.num_train_steps = 500
+    c.mesh_shape = (-1, 1, 1)
+    c.log_every_steps = 50
+    c.eval_every_examples = 1_000_000  # once, at the end of each stage
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 1
+    c.tensorboard = False
+    c.progress_bar = False
+
+    variants = [v for v in (arg or "").split(",") if v]
+    unknown = sorted(set(variants) - {"tiny"})
+    if unknown:
+        raise ValueError(f"unknown config variant(s) {unknown}; known: ['tiny']")
+    if "tiny" in variants:
+        s = c.synthetic
+        s.vocab_size = 4
+        s.prompt_length = 3
+        s.response_length = 3
+        s.num_sft_examples = 256
+        s.num_pair_prompts = 16
+        s.pairs_per_prompt = 8
+        s.num_eval_prompts = 8
+        s.eval_pairs_per_prompt = 2
+        s.frontier_betas = (0.1, 0.3, 1.0)
+        s.table_batch_size = 1024
+        s.sft.update(dict(num_train_steps=8, learning_rate=1e-2, warmup_steps=1))
+        s.preferred_ft.num_train_steps = 4
+        s.unlikelihood.num_train_steps = 4
+        c.model.random_init_config.update(dict(n_layer=1, n_embd=16, n_head=2, n_positions=6, vocab_size=4))
+        c.data.max_length = 6
+        c.data.max_prompt_length = 3
+        c.learning_rate = 1e-2
+        c.warmup_steps = 1
+        c.global_batch_size = 16  # two rows per fake CPU device in the tests
+        c.num_train_steps = 8
+        c.log_every_steps = 4
+        c.checkpoint_every_steps = 4
+    return c

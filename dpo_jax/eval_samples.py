@@ -1,0 +1,63 @@
+"""Policy and reference completions for the same eval prompts, side by side (as the reference repo logs).
+
+Written at each eval to WORKDIR/samples/step_<N>.jsonl: one object per prompt with the prompt text and
+the policy's and the reference's completions, so a reader sees what the preference training changed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+
+from dpo_jax.sampling import generate
+
+
+def left_padded_prompts(split, num_prompts: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `num_prompts` prompts of a tokenised split, left padded to a common width."""
+    prompts = [split.prompt(i) for i in range(min(num_prompts, split.num_examples))]
+    width = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), width), pad_id, np.int32)
+    mask = np.zeros((len(prompts), width), np.int32)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = prompt
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask
+
+
+def _decode(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
+    return [tokenizer.decode(row[m.astype(bool)], skip_special_tokens=True) for row, m in zip(tokens, mask)]
+
+
+def side_by_side_samples(
+    model, policy_params, reference_params, prepared, tokenizer, config, step: int
+) -> list[dict]:
+    """Sample both models on the same prompts with the same key: only the params differ."""
+    split = prepared.eval if prepared.eval is not None else prepared.train
+    ids, mask = left_padded_prompts(split, config.eval_samples, prepared.pad_id)
+    room = model.config.max_position_embeddings - ids.shape[1]
+    max_new = min(config.eval_sample_max_new_tokens, room)
+    if max_new < 1:
+        return []
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
+    options = dict(max_new_tokens=max_new, rng=rng, temperature=config.eval_sample_temperature)
+    options.update(eos_id=prepared.eos_id, pad_id=prepared.pad_id)
+    out = {"policy": generate(model, policy_params, ids, mask, **options)}
+    if reference_params is not None:
+        out["reference"] = generate(model, reference_params, ids, mask, **options)
+    prompts = _decode(tokenizer, ids, mask)
+    texts = {
+        name: _decode(tokenizer, np.asarray(r["tokens"]), np.asarray(r["mask"])) for name, r in out.items()
+    }
+    return [
+        {"step": step, "prompt": p, **{name: texts[name][i] for name in texts}} for i, p in enumerate(prompts)
+    ]
+
+
+def write_samples(workdir, step: int, samples: list[dict]) -> None:
+    if jax.process_index() != 0 or not samples:
+        return
+    directory = workdir / "samples"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"step_{step}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
