@@ -17,8 +17,8 @@ from dpo_jax.models.layers import (
     LayerNorm,
     Linear,
     activation_fn,
-    default_position_ids,
     dropout,
+    resolve_position_ids,
 )
 
 
@@ -96,10 +96,7 @@ class GPT2LMHeadModel(nn.Module):
     ):
         cfg = self.config
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
-        if position_ids is None:
-            if decode:
-                raise ValueError("decode=True needs explicit position_ids (the sampler tracks them)")
-            position_ids = default_position_ids(input_ids, attention_mask)
+        position_ids = resolve_position_ids(input_ids, attention_mask, position_ids, decode=decode)
         wte = Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="wte", **kw)
         wpe = Embed(cfg.max_position_embeddings, cfg.hidden_size, (None, "embed"), name="wpe", **kw)
         hidden = dropout(cfg, wte(input_ids) + wpe(position_ids), deterministic)

@@ -19,8 +19,8 @@ from dpo_jax.models.layers import (
     LayerNorm,
     Linear,
     activation_fn,
-    default_position_ids,
     dropout,
+    resolve_position_ids,
 )
 
 
@@ -110,10 +110,7 @@ class GPTNeoXForCausalLM(nn.Module):
     ):
         cfg = self.config
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
-        if position_ids is None:
-            if decode:
-                raise ValueError("decode=True needs explicit position_ids (the sampler tracks them)")
-            position_ids = default_position_ids(input_ids, attention_mask)
+        position_ids = resolve_position_ids(input_ids, attention_mask, position_ids, decode=decode)
         embed_in = Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="embed_in", **kw)
         hidden = dropout(cfg, embed_in(input_ids), deterministic)
         hidden = BlockStack(cfg, GPTNeoXBlock, deterministic, decode, name="layers")(

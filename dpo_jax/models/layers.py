@@ -124,11 +124,21 @@ class Embed(nn.Module):
         return jnp.einsum("...d,vd->...v", hidden, self.embedding.astype(self.dtype))
 
 
-def default_position_ids(input_ids: jax.Array, attention_mask: jax.Array | None) -> jax.Array:
-    """Positions that skip left padding, so padded and unpadded batches give the same logits."""
+def resolve_position_ids(input_ids, attention_mask, position_ids, *, decode: bool) -> jax.Array:
+    """The given positions, else ones that skip left padding (padded and unpadded batches then give
+    the same logits). Decoding needs them explicitly: only the sampler knows how far each row is."""
+    if position_ids is not None:
+        return position_ids
+    if decode:
+        raise ValueError("decode=True needs explicit position_ids (the sampler tracks them)")
     if attention_mask is None:
         return jnp.broadcast_to(jnp.arange(input_ids.shape[-1], dtype=jnp.int32), input_ids.shape)
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def constrain_hidden(hidden: jax.Array) -> jax.Array:
+    """Residual-stream activations: batch over the data axes, the rest as the rules say."""
+    return nn.with_logical_constraint(hidden, ("activation_batch", "activation_length", "activation_embed"))
 
 
 class CausalAttentionCore(nn.Module):
