@@ -7,6 +7,7 @@ final policy, so an SFT run feeds a DPO run), or "random" (a fresh model of
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -50,7 +51,8 @@ def load_model(model_cfg, *, param_dtype: str, seed: int, name_or_path: str | No
     name = name_or_path or model_cfg.name_or_path
     if name == "random":
         model = build_model(random_model_config(model_cfg, param_dtype=param_dtype))
-        params = init_params(model, jax.random.PRNGKey(seed))
+        # One jitted program: run eagerly, every init op compiles on its own (~10 s even for tiny models).
+        params = jax.jit(functools.partial(init_params, model))(jax.random.PRNGKey(seed))
         return model, jax.device_get(params)
     return from_hf(resolve_model_path(name), param_dtype=param_dtype, **_runtime_overrides(model_cfg))
 

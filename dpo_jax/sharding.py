@@ -52,6 +52,14 @@ def make_mesh(mesh_shape: Sequence[int], devices: Sequence[jax.Device] | None = 
     )
 
 
+def mesh_and_rules(
+    mesh_shape: Sequence[int], logical_axis_rules: LogicalAxisRules = ()
+) -> tuple[Mesh, tuple]:
+    """The config's mesh and rules; empty rules mean DEFAULT_LOGICAL_AXIS_RULES."""
+    rules = tuple(tuple(rule) for rule in logical_axis_rules) or DEFAULT_LOGICAL_AXIS_RULES
+    return make_mesh(tuple(mesh_shape)), rules
+
+
 def resolve_mesh_shape(mesh_shape: Sequence[int], device_count: int) -> tuple[int, ...]:
     """Replaces the single -1 of `mesh_shape` so that the product equals `device_count`."""
     shape = tuple(int(size) for size in mesh_shape)

@@ -29,15 +29,9 @@ from dpo_jax.model_loading import EXPORT_DIRNAME, load_model, tokenizer_source
 from dpo_jax.models import to_hf
 from dpo_jax.objectives import uses_reference
 from dpo_jax.optim import make_optimizer
-from dpo_jax.sharding import (
-    DEFAULT_LOGICAL_AXIS_RULES,
-    batch_sharding,
-    data_parallel_size,
-    make_global_batch,
-    make_mesh,
-)
+from dpo_jax.sharding import data_parallel_size, make_global_batch, mesh_and_rules
 from dpo_jax.state_init import create_train_state, place_reference
-from dpo_jax.train_step import make_eval_step, make_train_step
+from dpo_jax.train_step import jit_train_step, make_apply_fn, make_eval_step
 
 logger = logging.getLogger("dpo_jax")
 
@@ -111,8 +105,7 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     validate_config(config, num_responses=prepared.num_responses)
     workdir = _workdir_path(workdir)
     _prepare_workdir(workdir, config)
-    mesh = make_mesh(tuple(config.mesh_shape))
-    rules = tuple(tuple(r) for r in config.logical_axis_rules) or DEFAULT_LOGICAL_AXIS_RULES
+    mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_layout(config, data_parallel_size=data_parallel_size(mesh), process_count=jax.process_count())
     logger.info(
         "mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(), jax.process_count()
@@ -164,8 +157,7 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     start_step = int(jax.device_get(state.step))
 
     # --- Steps ----------------------------------------------------------------------------------
-    def apply_fn(params, input_ids, attention_mask):
-        return model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+    apply_fn = make_apply_fn(model)
 
     # Passes without gradients use the micro-batch size: it is known to fit.
     eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
@@ -174,13 +166,8 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
         loader = loader.with_data(prepared)
         reference, has_reference = None, False  # freed: the logps travel with the batches
     first_batch = make_global_batch(loader.batch(start_step), mesh)
-    batch_shardings = {k: batch_sharding(mesh, v.ndim) for k, v in first_batch.items()}
-    ref_shardings = state_shardings.params if has_reference else None
-    train_step = jax.jit(
-        make_train_step(apply_fn, config, has_reference=has_reference),
-        in_shardings=(state_shardings, ref_shardings, batch_shardings),
-        out_shardings=(state_shardings, None),
-        donate_argnums=(0,),
+    train_step = jit_train_step(
+        apply_fn, config, state_shardings, first_batch, mesh, has_reference=has_reference
     )
     eval_step = jax.jit(make_eval_step(apply_fn, config, has_reference=has_reference))
 

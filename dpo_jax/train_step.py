@@ -18,6 +18,7 @@ import optax
 
 from dpo_jax.metrics import merge_metrics
 from dpo_jax.objectives import batch_loss
+from dpo_jax.sharding import batch_sharding
 
 
 def loss_options(config) -> dict[str, Any]:
@@ -89,6 +90,31 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
         return new_state, metrics
 
     return train_step
+
+
+def make_apply_fn(model) -> Callable:
+    """`(params, input_ids, attention_mask) -> logits`, as the objectives call the model."""
+
+    def apply_fn(params, input_ids, attention_mask):
+        return model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+
+    return apply_fn
+
+
+def jit_train_step(apply_fn: Callable, config, state_shardings, batch: dict, mesh, *, has_reference: bool):
+    """The train step jitted with explicit in/out shardings and the state donated.
+
+    The reference params share the policy's shardings and are never donated; `batch` (global
+    arrays) fixes the batch shardings: its first dimension over the data-parallel axes.
+    """
+    batch_shardings = {k: batch_sharding(mesh, v.ndim) for k, v in batch.items()}
+    reference_shardings = state_shardings.params if has_reference else None
+    return jax.jit(
+        make_train_step(apply_fn, config, has_reference=has_reference),
+        in_shardings=(state_shardings, reference_shardings, batch_shardings),
+        out_shardings=(state_shardings, None),
+        donate_argnums=(0,),
+    )
 
 
 def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):

@@ -1,0 +1,140 @@
+"""The benchmark command: its RESULT line is complete and self-consistent (not its speed), the presets
+count the same N as transformers (and hence as the TRL anchor), and its pieces keep the trainer's layout.
+
+N convention: every parameter once, GPT-2's tied output head once (torch's `model.parameters()`
+deduplicates it, which is what the anchor sums); Pythia's untied `embed_out` counts separately.
+"""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from dpo_jax import bench
+from dpo_jax.model_presets import MODEL_PRESETS, preset
+from dpo_jax.models import abstract_params, build_model
+from dpo_jax.models.config import from_hf_config
+from dpo_jax.objectives import reference_logps
+from dpo_jax.sharding import make_global_batch, make_mesh
+
+# Published sizes (the anchor's "params" field for the same configs).
+EXPECTED_N = {
+    "tiny": 3_382_080,
+    "gpt2": 124_439_808,
+    "gpt2-large": 774_030_080,
+    "pythia-410m": 405_334_016,
+    "pythia-1.4b": 1_414_647_808,
+    "pythia-2.8b": 2_775_208_960,
+}
+TINY = ["--model=tiny", "--seq=32"]
+
+
+def _run(capsys, argv):
+    returned = bench.main(argv)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(bench.RESULT_PREFIX)]
+    assert len(lines) == 1
+    result = json.loads(lines[0][len(bench.RESULT_PREFIX) :])
+    assert result == json.loads(json.dumps(returned))
+    return result
+
+
+def _check_consistent(result, *, pairs, micro, factor):
+    assert result["n_params"] == EXPECTED_N["tiny"]
+    assert (result["pairs"], result["seq"], result["micro"]) == (pairs, 32, micro)
+    assert result["accum"] == pairs // micro
+    assert result["flops_per_token_factor"] == factor
+    assert result["step_seconds"] > 0 and result["compile_seconds"] > 0
+    tokens_per_second = pairs * 2 * 32 / result["step_seconds"]
+    assert result["tokens_per_second"] == pytest.approx(tokens_per_second, rel=1e-3)
+    tflops = factor * result["n_params"] * result["tokens_per_second"] / 1e12
+    assert result["tflops"] == pytest.approx(tflops, rel=1e-3, abs=1e-3)
+    # CPU: no peak FLOP/s and no allocator statistics to report.
+    assert result["mfu"] is None and result["peak_memory_gb"] is None
+    assert result["device_count"] == jax.device_count() and result["jax_version"] == jax.__version__
+    assert math.isfinite(result["loss_first"]) and math.isfinite(result["loss_last"])
+
+
+@pytest.mark.slow
+def test_tiny_bench_with_reference(capsys):
+    result = _run(capsys, [*TINY, "--pairs=8", "--steps=2", "--warmup=1"])
+    _check_consistent(result, pairs=8, micro=8, factor=8)
+    assert result["precompute_ref"] is False and result["remat"] == "none"
+    # The reference is the initial policy: bf16 weights and bf16 compute give identical log-probs.
+    assert result["loss_first"] == pytest.approx(math.log(2.0), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tiny_bench_precomputed_reference_remat_accumulation(capsys):
+    argv = [
+        *TINY,
+        "--steps=1",
+        "--warmup=0",
+        "--pairs=16",
+        "--micro=8",
+        "--precompute_ref",
+        "--remat=full",
+    ]
+    result = _run(capsys, argv)
+    _check_consistent(result, pairs=16, micro=8, factor=6)
+    assert result["precompute_ref"] is True and result["remat"] == "full"
+    assert result["mesh"] == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
+    # Precomputed from the fp32 policy weights that the step also starts from.
+    assert result["loss_first"] == pytest.approx(math.log(2.0), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
+def test_preset_parameter_count_matches_transformers(name):
+    config = from_hf_config(preset(name))
+    abstract_count = sum(
+        math.prod(leaf.shape) for leaf in jax.tree.leaves(abstract_params(build_model(config)))
+    )
+    assert config.num_params() == abstract_count == EXPECTED_N[name]
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    fields = preset(name)
+    config_class = {"gpt2": transformers.GPT2Config, "gpt_neox": transformers.GPTNeoXConfig}[
+        fields.pop("model_type")
+    ]
+    with torch.device("meta"):
+        hf_model = transformers.AutoModelForCausalLM.from_config(config_class(**fields))
+    assert sum(p.numel() for p in hf_model.parameters()) == EXPECTED_N[name]
+
+
+def test_synthetic_pairs_layout():
+    batch = bench.synthetic_pairs(rows=3, seq=10, prompt=4, vocab_size=50, seed=0)
+    assert batch["input_ids"].shape == (3, 2, 10) and batch["example_mask"].shape == (3,)
+    np.testing.assert_array_equal(batch["input_ids"][:, 0, :4], batch["input_ids"][:, 1, :4])
+    assert batch["attention_mask"].all()
+    assert (batch["loss_mask"][:, :, :4] == 0).all() and (batch["loss_mask"][:, :, 4:] == 1).all()
+
+
+def test_precomputed_reference_logps_keep_row_order():
+    """Accumulation splits rows with a stride; the precomputed log-probs must come back in batch order."""
+    vocab = 11
+    params = {"table": jax.random.normal(jax.random.PRNGKey(0), (vocab, vocab))}
+
+    def apply_fn(params, input_ids, attention_mask):
+        del attention_mask
+        return params["table"][input_ids]  # a bigram model: cheap and row-dependent
+
+    mesh = make_mesh((-1, 1, 1))
+    batch = make_global_batch(bench.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1), mesh)
+    expected = reference_logps(params, batch, apply_fn=apply_fn)
+    config = ml_collections.ConfigDict(dict(grad_accum_steps=2, length_normalize=False))
+    got = bench.precomputed_reference_logps(apply_fn, config, params, batch, mesh)
+    assert got.shape == (16, 2) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--pairs=12", "--micro=8"], ["--seq=8", "--prompt=8"], ["--steps=0"], ["--model=llama"]],
+)
+def test_bad_arguments_fail_at_start(argv):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
