@@ -14,9 +14,14 @@ import numpy as np
 from dpo_jax.sampling import generate
 
 
-def left_padded_prompts(split, num_prompts: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `num_prompts` prompts of a tokenised split, left padded to a common width."""
+def left_padded_prompts(split, num_prompts: int, pad_id: int, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `num_prompts` prompts of a tokenised split, left padded to a common width.
+
+    An empty prompt (IMDb reviews for SFT) becomes the EOS token alone, GPT-2's convention for
+    unconditional generation: a model needs at least one token to condition on.
+    """
     prompts = [split.prompt(i) for i in range(min(num_prompts, split.num_examples))]
+    prompts = [p if len(p) else np.array([eos_id], np.int32) for p in prompts]
     width = max(len(p) for p in prompts)
     ids = np.full((len(prompts), width), pad_id, np.int32)
     mask = np.zeros((len(prompts), width), np.int32)
@@ -35,7 +40,7 @@ def side_by_side_samples(
 ) -> list[dict]:
     """Sample both models on the same prompts with the same key: only the params differ."""
     split = prepared.eval if prepared.eval is not None else prepared.train
-    ids, mask = left_padded_prompts(split, config.eval_samples, prepared.pad_id)
+    ids, mask = left_padded_prompts(split, config.eval_samples, prepared.pad_id, prepared.eos_id)
     room = model.config.max_position_embeddings - ids.shape[1]
     max_new = min(config.eval_sample_max_new_tokens, room)
     if max_new < 1:
