@@ -63,8 +63,6 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
         config.loss, reference_free=config.reference_free
     ):
         raise ValueError("config.reference.precompute_logps=True but this run uses no reference model")
-    if config.model.name_or_path == "random" and not config.tokenizer:
-        raise ValueError("config.model.name_or_path='random' needs config.tokenizer (e.g. 'tiny' or 'gpt2')")
 
 
 def validate_layout(config, *, data_parallel_size: int, process_count: int) -> None:

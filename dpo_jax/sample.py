@@ -1,0 +1,158 @@
+"""Command line: completions of a trained policy for a file of prompts.
+
+    python -m dpo_jax.sample --workdir=/tmp/hh-dpo --prompts_file=prompts.txt --temperature=0
+    python -m dpo_jax.sample --model=EXPORT_DIR --tokenizer=tiny --prompts_file=prompts.jsonl
+
+--model is a Hugging Face model directory or a finished dpo_jax workdir (its exported policy);
+--workdir is the same flag under the name a run's directory goes by. The tokenizer defaults to the one
+saved with the model. Prompts: one per line of a text file (blank lines skipped), or, for a `.jsonl`
+file, one JSON string or {"prompt": ...} object per line (so prompts may contain newlines, as HH's do).
+Prompts are encoded without special tokens (as training does), left padded, sampled with the KV cache
+(`dpo_jax.sampling.generate`) until EOS or --max_new_tokens, and printed as one JSON line per prompt:
+{"prompt": ..., "completion": ...}. --temperature=0 is greedy and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+_MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory, hub name or dpo_jax workdir.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A dpo_jax run's workdir (alias of --model).")
+_PROMPTS = flags.DEFINE_string("prompts_file", None, "Text file (one prompt per line) or .jsonl file.")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer name or directory; '' = the model's own.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "0 = greedy.")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to sample at most per prompt.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+
+logger = logging.getLogger("dpo_jax")
+
+
+def read_prompts(path: str) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if path.endswith(".jsonl"):
+        records = [json.loads(line) for line in lines if line.strip()]
+        return [r["prompt"] if isinstance(r, dict) else str(r) for r in records]
+    return [line for line in lines if line.strip()]
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int):
+    """Left-padded ids [N, P] and mask [N, P]; prompts longer than max_prompt_length keep their end
+    (the reference implementation's rule for dialogue), with a warning."""
+    import numpy as np
+
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    for index, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {index} encodes to no tokens: nothing to continue")
+        if len(ids) > max_prompt_length:
+            logger.warning("prompt %d has %d tokens; keeping its last %d", index, len(ids), max_prompt_length)
+            encoded[index] = ids[-max_prompt_length:]
+    length = max(len(ids) for ids in encoded)
+    input_ids = np.full((len(encoded), length), pad_id(tokenizer), np.int32)
+    mask = np.zeros((len(encoded), length), np.int32)
+    for row, ids in enumerate(encoded):
+        input_ids[row, length - len(ids) :] = ids
+        mask[row, length - len(ids) :] = 1
+    return input_ids, mask
+
+
+def sample_completions(
+    model, params, tokenizer, prompts: list[str], *, settings: dict, batch_size: int, seed: int
+):
+    """One completion per prompt (text up to, not including, EOS)."""
+    import jax
+    import numpy as np
+
+    from dpo_jax.sampling import generate
+
+    max_new_tokens = settings["max_new_tokens"]
+    max_prompt_length = model.config.max_position_embeddings - max_new_tokens
+    if max_prompt_length < 1:
+        raise ValueError(
+            f"--max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+            f"{model.config.max_position_embeddings} positions"
+        )
+    input_ids, mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+    batch_size = min(batch_size, len(prompts))
+    completions = []
+    rng = jax.random.key(seed)
+    for batch_index, start in enumerate(range(0, len(prompts), batch_size)):
+        # Every call has batch_size rows (the last batch repeats its prompts), so one program serves all.
+        rows = np.arange(start, start + batch_size) % len(prompts)
+        out = generate(
+            model,
+            params,
+            input_ids[rows],
+            mask[rows],
+            rng=jax.random.fold_in(rng, batch_index),
+            eos_id=tokenizer.eos_token_id,
+            pad_id=pad_id(tokenizer),
+            **settings,
+        )
+        tokens, token_mask = np.asarray(out["tokens"]), np.asarray(out["mask"])
+        for row in range(min(batch_size, len(prompts) - start)):
+            kept = tokens[row][token_mask[row] == 1].tolist()
+            if kept and kept[-1] == tokenizer.eos_token_id:
+                kept = kept[:-1]
+            completions.append(tokenizer.decode(kept, skip_special_tokens=True))
+    return completions
+
+
+def _load_tokenizer(name: str, model_dir: str):
+    from dpo_jax.data import load_tokenizer
+
+    try:
+        return load_tokenizer(name or model_dir)
+    except (OSError, ValueError) as error:
+        if name:
+            raise
+        raise ValueError(f"{model_dir} has no usable tokenizer ({error}); pass --tokenizer") from error
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if bool(_MODEL.value) == bool(_WORKDIR.value):
+        raise app.UsageError("pass exactly one of --model and --workdir")
+    if not _PROMPTS.value:
+        raise app.UsageError("--prompts_file is required")
+    if _BATCH_SIZE.value < 1:
+        raise app.UsageError("--batch_size must be >= 1")
+    from dpo_jax.model_loading import resolve_model_path
+    from dpo_jax.models import from_hf
+
+    model_dir = resolve_model_path(_MODEL.value or _WORKDIR.value)
+    model, params = from_hf(model_dir, dtype=_DTYPE.value)
+    tokenizer = _load_tokenizer(_TOKENIZER.value, model_dir)
+    prompts = read_prompts(_PROMPTS.value)
+    if not prompts:
+        raise app.UsageError(f"{_PROMPTS.value} holds no prompts")
+    settings = dict(
+        temperature=_TEMPERATURE.value,
+        top_p=_TOP_P.value,
+        top_k=_TOP_K.value,
+        max_new_tokens=_MAX_NEW_TOKENS.value,
+    )
+    completions = sample_completions(
+        model, params, tokenizer, prompts, settings=settings, batch_size=_BATCH_SIZE.value, seed=_SEED.value
+    )
+    for prompt, completion in zip(prompts, completions):
+        sys.stdout.write(json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)
