@@ -10,11 +10,10 @@ import dataclasses
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from dpo_jax.data import make_eval_batches
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
-from dpo_jax.sharding import make_global_batch
+from dpo_jax.sharding import gather_to_host, make_global_batch
 from dpo_jax.train_step import make_reference_logps_step
 
 
@@ -39,15 +38,9 @@ def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh) -> d
     return {} if total is None else metrics_to_floats(jax.device_get(total), skip_empty=True)
 
 
-def _host_rows(array) -> np.ndarray:
-    if jax.process_count() == 1:
-        return np.asarray(jax.device_get(array))
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
-
-
 def _split_reference_logps(step, reference, prepared, batch_size, mesh, split) -> np.ndarray:
     rows = [
-        _host_rows(step(reference, make_global_batch(local, mesh)))
+        np.asarray(gather_to_host(step(reference, make_global_batch(local, mesh))))
         for local in _batches(prepared, batch_size, split)
     ]
     num_examples = getattr(prepared, split).num_examples

@@ -213,6 +213,15 @@ def create_sharded(
     return state, shardings
 
 
+def gather_to_host(tree: Any) -> Any:
+    """Full host (numpy) copies of possibly multi-host sharded arrays, on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def describe_shardings(shardings: Any) -> Iterable[str]:
     """One line per leaf, "path: PartitionSpec", for logging the layout at start-up."""
     flat, _ = jax.tree_util.tree_flatten_with_path(shardings)

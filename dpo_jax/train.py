@@ -29,7 +29,7 @@ from dpo_jax.model_loading import EXPORT_DIRNAME, load_model, tokenizer_source
 from dpo_jax.models import to_hf
 from dpo_jax.objectives import uses_reference
 from dpo_jax.optim import make_optimizer
-from dpo_jax.sharding import data_parallel_size, make_global_batch, mesh_and_rules
+from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.state_init import create_train_state, place_reference
 from dpo_jax.train_step import jit_train_step, make_apply_fn, make_eval_step
 
@@ -69,11 +69,17 @@ def _num_train_steps(config, steps_per_epoch: int) -> int:
     return config.num_epochs * steps_per_epoch
 
 
-def _gather_to_host(tree):
-    """Full host copies of (possibly multi-host sharded) arrays, on every process."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
+def default_cache_dir(config, workdir: str) -> str:
+    """Where tokenised data is cached: config.data.cache_dir, else beside the run in a local workdir.
+
+    A gs:// workdir (TPU VMs) gets a local per-host cache instead: the cache is plain files keyed by
+    content, so it is safe to share between runs and must not go through pathlib onto a URL.
+    """
+    if config.data.cache_dir:
+        return config.data.cache_dir
+    if "://" in workdir:
+        return os.path.expanduser("~/.cache/dpo_jax/data")
+    return str(_workdir_path(workdir) / "data_cache")
 
 
 @dataclasses.dataclass
@@ -94,7 +100,7 @@ def train_and_evaluate(config, workdir: str):
     validate_config(config)
     _prepare_workdir(_workdir_path(workdir), config)
     tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
-    cache_dir = config.data.cache_dir or str(_workdir_path(workdir) / "data_cache")
+    cache_dir = default_cache_dir(config, workdir)
     prepared = data_lib.build_datasets(config.data, tokenizer, stage=config.stage, cache_dir=cache_dir)
     return run_training(config, workdir, prepared, tokenizer=tokenizer)
 
@@ -277,7 +283,7 @@ def _progress_bar(config, start: int, total: int):
 
 
 def _finish(config, workdir, model, state, tokenizer) -> None:
-    params = _gather_to_host(state.params) if config.export_hf else None
+    params = gather_to_host(state.params) if config.export_hf else None
     if jax.process_index() == 0:
         if config.export_hf:
             to_hf(model, params, str(workdir / EXPORT_DIRNAME), tokenizer=tokenizer)
