@@ -183,7 +183,7 @@ def two_process_worker(process_id: int, port: int, handler_installed: str) -> No
         if process_id == 1 and step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
         if checkpointing.should_stop_for_preemption(step, check_every_steps=4):
-            print("stopped_at", step)
+            print(f"stopped_at {step}", flush=True)
             return
         time.sleep(0.02)
     print("never stopped")
@@ -203,16 +203,17 @@ def run_two_processes(handler_installed: str) -> list[str]:
         subprocess.Popen(
             [sys.executable, __file__, str(process_id), str(port), handler_installed],
             env=env,
+            # Separate pipes: gloo's C++ logging on stderr must not split the lines the workers print.
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for process_id in range(2)
     ]
-    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
-    for worker, output in zip(workers, outputs):
-        assert worker.returncode == 0, output
-    return outputs
+    results = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (output, errors) in zip(workers, results):
+        assert worker.returncode == 0, output + errors
+    return [output for output, _ in results]
 
 
 @pytest.mark.slow
