@@ -5,7 +5,7 @@
 Runs on a CPU with nothing to download: SFT of a tiny GPT-2 on a hidden generator's samples (pi_ref),
 preference pairs drawn exactly from pi_ref and labelled by Bradley-Terry under a hidden reward, DPO
 at `beta` from pi_ref, the paper's preferred-FT and unlikelihood baselines, then exact reward and KL
-of every policy on held-out prompts against the reward-vs-KL frontier (dpo_jax/synthetic/benchmark.py).
+of every policy on held-out prompts against the reward-vs-KL frontier (dpo_jax/synthetic/experiment.py).
 
 The top-level training fields (learning_rate, num_train_steps, global_batch_size, ...) are the DPO
 stage's; `synthetic.<stage>` holds what the other stages change. The frontier over beta:

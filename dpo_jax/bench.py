@@ -4,7 +4,7 @@ python -m dpo_jax.bench --model=pythia-1.4b --pairs=64 --seq=512 --micro=8 [--re
     [--precompute_ref] [--steps=10] [--warmup=2] [--mesh=-1,1,1] [--dtype=bfloat16] [--scan_layers]
 JAX_PLATFORMS=cpu python -m dpo_jax.bench --model=tiny --pairs=8 --seq=32 --steps=2 --warmup=1
 
-Builds the model from a published architecture (`dpo_jax.model_presets`, no download) and times the
+Builds the model from a published architecture (`dpo_jax.models.presets`, no download) and times the
 trainer's own jitted, sharded, state-donating train step (DPO, beta 0.1, AdamW, bf16 compute, fp32
 master weights, bf16 reference) on synthetic pairs of exactly `seq` tokens: a prompt of `seq // 2`
 tokens and a response of the rest, every token real, the loss counted on the response (the anchor's
@@ -19,32 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
 
-from configs.common import base_config
-from dpo_jax.config_checks import validate_config, validate_layout
-from dpo_jax.metrics import metrics_to_floats
-from dpo_jax.metrics_writer import peak_flops_per_device
-from dpo_jax.model_loading import load_model
-from dpo_jax.model_presets import MODEL_PRESETS, PRESET_TOKENIZERS, preset
 from dpo_jax.models.config import REMAT_POLICIES
-from dpo_jax.optim import make_optimizer
-from dpo_jax.sharding import batch_sharding, data_parallel_size, make_global_batch, mesh_and_rules
-from dpo_jax.state_init import create_train_state, place_reference
-from dpo_jax.train_step import jit_train_step, make_apply_fn, make_reference_logps_step, split_micro_batches
+from dpo_jax.models.presets import MODEL_PRESETS
+from dpo_jax.perf.benchmark import run_benchmark
 
 RESULT_PREFIX = "RESULT "
-# The anchor's TRL settings that touch the step: AdamW at lr 1e-6, TrainingArguments' defaults
-# (no weight decay, gradient clipping at norm 1).
-LEARNING_RATE = 1e-6
-MAX_GRAD_NORM = 1.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -72,162 +56,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     return args
-
-
-def bench_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
-    """The run config a trainer would read for this benchmark (locked, so a wrong field fails)."""
-    config = base_config()
-    config.seed = args.seed
-    config.model.name_or_path = "random"
-    config.model.random_init_config = ml_collections.ConfigDict(preset(args.model))
-    config.model.dtype = args.dtype
-    config.model.param_dtype = "float32"
-    config.model.remat_policy = args.remat
-    config.model.scan_layers = args.scan_layers
-    config.reference.param_dtype = "bfloat16"
-    config.reference.precompute_logps = args.precompute_ref
-    config.tokenizer = PRESET_TOKENIZERS[args.model]
-    config.data.max_length = args.seq
-    config.data.max_prompt_length = args.prompt
-    config.loss = "dpo"
-    config.beta = 0.1
-    config.optimizer = "adamw"
-    config.learning_rate = LEARNING_RATE
-    config.lr_schedule = "constant"
-    config.warmup_steps = 0
-    config.weight_decay = 0.0
-    config.max_grad_norm = MAX_GRAD_NORM
-    config.global_batch_size = args.pairs
-    config.grad_accum_steps = args.pairs // args.micro
-    config.num_train_steps = 1 + args.warmup + args.steps
-    config.mesh_shape = tuple(int(size) for size in args.mesh.split(","))
-    config.lock()
-    return config
-
-
-def synthetic_pairs(rows: int, seq: int, prompt: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
-    """`rows` pairs in the trainer's batch layout: a shared prompt, two different responses, no padding."""
-    rng = np.random.default_rng(seed)
-    input_ids = rng.integers(0, vocab_size, size=(rows, 2, seq), dtype=np.int32)
-    input_ids[:, 1, :prompt] = input_ids[:, 0, :prompt]
-    loss_mask = np.zeros((rows, 2, seq), np.int32)
-    loss_mask[:, :, prompt:] = 1
-    return dict(
-        input_ids=input_ids,
-        attention_mask=np.ones((rows, 2, seq), np.int32),
-        loss_mask=loss_mask,
-        example_mask=np.ones((rows,), np.int32),
-    )
-
-
-def precomputed_reference_logps(apply_fn, config, params, batch, mesh) -> jax.Array:
-    """`[B, 2]` reference log-probs of the batch, one micro-batch at a time, sharded like its rows.
-
-    The untrained policy is the reference, as in the trainer; micro-batches bound the memory to what
-    the train step already needs.
-    """
-    logps_step = make_reference_logps_step(apply_fn, config)
-    num_micro = config.grad_accum_steps
-
-    def all_rows(params, batch):
-        per_micro = jax.lax.map(
-            lambda micro: logps_step(params, micro), split_micro_batches(batch, num_micro)
-        )
-        # Undo the strided split: micro-batch a holds rows a, a + num_micro, a + 2 num_micro, ...
-        return jnp.swapaxes(per_micro, 0, 1).reshape(-1, per_micro.shape[-1])
-
-    return jax.jit(all_rows, out_shardings=batch_sharding(mesh, 2))(params, batch)
-
-
-def peak_memory_gb() -> float | None:
-    """Peak bytes held on any local device so far (GiB, as the anchor's torch number), None if unknown."""
-    # memory_stats() is None where the backend keeps no allocator statistics (CPU).
-    stats = [device.memory_stats() or {} for device in jax.local_devices()]
-    peaks = [s["peak_bytes_in_use"] for s in stats if "peak_bytes_in_use" in s]
-    return round(max(peaks) / 2**30, 2) if peaks else None
-
-
-def _mean_loss(metrics) -> float:
-    return metrics_to_floats(jax.device_get({"loss": metrics["loss"]}))["loss"]
-
-
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Build, compile, warm up and time the train step; returns the RESULT fields."""
-    config = bench_config(args)
-    validate_config(config)
-    mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
-    validate_layout(config, data_parallel_size=data_parallel_size(mesh), process_count=jax.process_count())
-
-    # The trainer's path: host params -> sharded state, the bf16 reference laid out like it.
-    model, host_params = load_model(config.model, param_dtype=config.model.param_dtype, seed=config.seed)
-    tx, _ = make_optimizer(config)
-    state, state_shardings, _ = create_train_state(model, host_params, tx, mesh, rules, seed=config.seed)
-    has_reference = not config.reference.precompute_logps
-    reference = None
-    if has_reference:
-        reference = place_reference(host_params, state_shardings.params, config.reference.param_dtype)
-    del host_params
-    n_params = sum(int(leaf.size) for leaf in jax.tree.leaves(state.params))
-
-    apply_fn = make_apply_fn(model)
-
-    # Each process builds its own rows, as the trainer's loader does; one batch serves every step
-    # so that no host-to-device copy or host sync sits inside the timed loop.
-    local_rows = args.pairs // jax.process_count()
-    host_batch = synthetic_pairs(
-        local_rows, args.seq, args.prompt, model.config.vocab_size, seed=args.seed + jax.process_index()
-    )
-    batch = make_global_batch(host_batch, mesh)
-    if not has_reference:
-        batch["reference_logps"] = precomputed_reference_logps(apply_fn, config, state.params, batch, mesh)
-    train_step = jit_train_step(apply_fn, config, state_shardings, batch, mesh, has_reference=has_reference)
-
-    start = time.perf_counter()
-    state, first_metrics = train_step(state, reference, batch)
-    jax.block_until_ready((state, first_metrics))
-    compile_seconds = time.perf_counter() - start
-    for _ in range(args.warmup):
-        state, metrics = train_step(state, reference, batch)
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = train_step(state, reference, batch)
-    jax.block_until_ready((state, metrics))
-    step_seconds = (time.perf_counter() - start) / args.steps
-
-    tokens_per_second = args.pairs * 2 * args.seq / step_seconds
-    flops_factor = 8 if has_reference else 6
-    flops_per_second = flops_factor * n_params * tokens_per_second
-    peak = peak_flops_per_device()
-    return dict(
-        system="dpo_jax",
-        model=args.model,
-        n_params=n_params,
-        pairs=args.pairs,
-        seq=args.seq,
-        prompt=args.prompt,
-        micro=args.micro,
-        accum=config.grad_accum_steps,
-        remat=args.remat,
-        scan_layers=args.scan_layers,
-        precompute_ref=args.precompute_ref,
-        dtype=args.dtype,
-        mesh=dict(mesh.shape),
-        steps=args.steps,
-        warmup=args.warmup,
-        step_seconds=round(step_seconds, 5),
-        tokens_per_second=round(tokens_per_second, 1),
-        flops_per_token_factor=flops_factor,
-        tflops=round(flops_per_second / 1e12, 3),
-        mfu=round(flops_per_second / (peak * jax.device_count()), 4) if peak else None,
-        compile_seconds=round(compile_seconds, 2),
-        peak_memory_gb=peak_memory_gb(),
-        device_kind=jax.devices()[0].device_kind,
-        device_count=jax.device_count(),
-        jax_version=jax.__version__,
-        loss_first=_mean_loss(first_metrics),
-        loss_last=_mean_loss(metrics),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

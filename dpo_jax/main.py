@@ -1,8 +1,9 @@
 """Command line: `python -m dpo_jax.main --config=configs/hh.py --workdir=DIR [--config.beta=0.5]`.
 
-This file is intentionally short: flags, logging, the multi-host runtime, then
-`train.train_and_evaluate`. Multi-host runs (TPU pods, SLURM) call jax.distributed.initialize
-here, before any other JAX call; on a TPU VM it finds its peers by itself, elsewhere it reads
+This file is intentionally short: flags, logging, the multi-host runtime, then the run the config
+asks for: `training.train_and_evaluate` (one SFT or DPO stage), or the synthetic experiment
+(`config.task == "synthetic_benchmark"`, several stages built on the trainer). Multi-host runs
+(TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call; on a TPU VM it finds its peers by itself, elsewhere it reads
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
 """
 
@@ -56,9 +57,15 @@ def main(argv):
 
     if _wants_distributed():
         _initialize_distributed(jax)
-    from dpo_jax.train import train_and_evaluate
+    config = _CONFIG.value
+    if config.get("task", "train") == "synthetic_benchmark":
+        from dpo_jax.synthetic.experiment import run_experiment
 
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        run_experiment(config, _WORKDIR.value)
+        return
+    from dpo_jax.training import train_and_evaluate
+
+    train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from dpo_jax import bench
-from dpo_jax.model_presets import MODEL_PRESETS, preset
 from dpo_jax.models import abstract_params, build_model
 from dpo_jax.models.config import from_hf_config
+from dpo_jax.models.presets import MODEL_PRESETS, preset
 from dpo_jax.objectives import reference_logps
+from dpo_jax.perf import benchmark
 from dpo_jax.sharding import make_global_batch, make_mesh
 
 # Published sizes (the anchor's "params" field for the same configs).
@@ -106,7 +107,7 @@ def test_preset_parameter_count_matches_transformers(name):
 
 
 def test_synthetic_pairs_layout():
-    batch = bench.synthetic_pairs(rows=3, seq=10, prompt=4, vocab_size=50, seed=0)
+    batch = benchmark.synthetic_pairs(rows=3, seq=10, prompt=4, vocab_size=50, seed=0)
     assert batch["input_ids"].shape == (3, 2, 10) and batch["example_mask"].shape == (3,)
     np.testing.assert_array_equal(batch["input_ids"][:, 0, :4], batch["input_ids"][:, 1, :4])
     assert batch["attention_mask"].all()
@@ -123,10 +124,10 @@ def test_precomputed_reference_logps_keep_row_order():
         return params["table"][input_ids]  # a bigram model: cheap and row-dependent
 
     mesh = make_mesh((-1, 1, 1))
-    batch = make_global_batch(bench.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1), mesh)
+    batch = make_global_batch(benchmark.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1), mesh)
     expected = reference_logps(params, batch, apply_fn=apply_fn)
     config = ml_collections.ConfigDict(dict(grad_accum_steps=2, length_normalize=False))
-    got = bench.precomputed_reference_logps(apply_fn, config, params, batch, mesh)
+    got = benchmark.precomputed_reference_logps(apply_fn, config, params, batch, mesh)
     assert got.shape == (16, 2) and got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5)
 

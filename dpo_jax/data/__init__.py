@@ -42,16 +42,14 @@ Per-example arrays computed at run time (e.g. reference log-probs [N, K], gather
 `loader = loader.with_data(prepared)`. Shipped fixtures: path "fixture:hh", `fixture_dir("hh")`, etc.
 """
 
-from dpo_jax.data.loader import EvalBatches, TrainLoader, epoch_permutation
-from dpo_jax.data.prepare import (
-    STAGES,
-    DataSettings,
-    PreparedData,
-    build_datasets,
+from dpo_jax.data.loader import (
+    EvalBatches,
+    TrainLoader,
+    epoch_permutation,
     make_eval_batches,
     make_train_loader,
-    read_settings,
 )
+from dpo_jax.data.prepare import STAGES, DataSettings, PreparedData, build_datasets, read_settings
 from dpo_jax.data.readers import FIXTURES_DIR, fixture_dir
 from dpo_jax.data.report import BadInputReport, BadRow
 from dpo_jax.data.sources import SOURCES, Example

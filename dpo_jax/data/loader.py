@@ -24,14 +24,12 @@ GLOBAL batch, so every process of a step gets one shape.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from dpo_jax.data.prepare import PreparedData
 from dpo_jax.data.tokenization import TokenizedSplit
-
-if TYPE_CHECKING:
-    from dpo_jax.data.prepare import PreparedData
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -276,3 +274,52 @@ class EvalBatches:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(self)):
             yield self.batch(index)
+
+
+def make_train_loader(
+    prepared: PreparedData,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    length_buckets: Sequence[int] | None = None,
+) -> TrainLoader:
+    return TrainLoader(
+        prepared.train,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        pad_id=prepared.pad_id,
+        max_length=prepared.max_length,
+        fingerprint=prepared.fingerprint,
+        length_buckets=length_buckets,
+    )
+
+
+def make_eval_batches(
+    prepared: PreparedData,
+    *,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+    length_buckets: Sequence[int] | None = None,
+    split: str = "eval",
+) -> EvalBatches:
+    """Every example of the eval split (or, with split="train", of the train split, e.g. to precompute
+    reference log-probs) exactly once, in order, the last batch padded with example_mask=0 rows."""
+    if split not in ("eval", "train"):
+        raise ValueError(f"split must be 'eval' or 'train', got {split!r}")
+    data = prepared.train if split == "train" else prepared.eval
+    if data is None:
+        raise ValueError("this data has no eval split (data.eval_split is empty)")
+    return EvalBatches(
+        data,
+        global_batch_size=global_batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        pad_id=prepared.pad_id,
+        max_length=prepared.max_length,
+        length_buckets=length_buckets,
+    )

@@ -12,11 +12,10 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dpo_jax.data.cache import cache_key, load_cached_split, save_cached_split
-from dpo_jax.data.loader import EvalBatches, TrainLoader
 from dpo_jax.data.local_schemas import ChatRenderer, local_schema
 from dpo_jax.data.readers import RawTable, open_split
 from dpo_jax.data.report import (
@@ -347,53 +346,4 @@ def build_datasets(data_config: Any, tokenizer, *, stage: str, cache_dir: str | 
         fingerprint=fingerprint,
         eval_fingerprint=eval_fingerprint,
         cache_hits={"train": train_hit, "eval": eval_hit},
-    )
-
-
-def make_train_loader(
-    prepared: PreparedData,
-    *,
-    global_batch_size: int,
-    seed: int,
-    process_index: int,
-    process_count: int,
-    length_buckets: Sequence[int] | None = None,
-) -> TrainLoader:
-    return TrainLoader(
-        prepared.train,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        process_index=process_index,
-        process_count=process_count,
-        pad_id=prepared.pad_id,
-        max_length=prepared.max_length,
-        fingerprint=prepared.fingerprint,
-        length_buckets=length_buckets,
-    )
-
-
-def make_eval_batches(
-    prepared: PreparedData,
-    *,
-    global_batch_size: int,
-    process_index: int,
-    process_count: int,
-    length_buckets: Sequence[int] | None = None,
-    split: str = "eval",
-) -> EvalBatches:
-    """Every example of the eval split (or, with split="train", of the train split, e.g. to precompute
-    reference log-probs) exactly once, in order, the last batch padded with example_mask=0 rows."""
-    if split not in ("eval", "train"):
-        raise ValueError(f"split must be 'eval' or 'train', got {split!r}")
-    data = prepared.train if split == "train" else prepared.eval
-    if data is None:
-        raise ValueError("this data has no eval split (data.eval_split is empty)")
-    return EvalBatches(
-        data,
-        global_batch_size=global_batch_size,
-        process_index=process_index,
-        process_count=process_count,
-        pad_id=prepared.pad_id,
-        max_length=prepared.max_length,
-        length_buckets=length_buckets,
     )

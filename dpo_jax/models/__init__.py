@@ -7,57 +7,17 @@ to_hf(model, params, "/tmp/export")   # loads with AutoModelForCausalLM.from_pre
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
+from dpo_jax.models.build import (
+    abstract_params,
+    build_model,
+    init_cache,
+    init_fn,
+    init_params,
+)
 from dpo_jax.models.config import ModelConfig, from_hf_config, to_hf_config
 from dpo_jax.models.gpt2 import GPT2LMHeadModel
 from dpo_jax.models.gpt_neox import GPTNeoXForCausalLM
 from dpo_jax.models.hf_io import from_hf, to_hf
-
-_MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    return _MODEL_CLASSES[config.arch](config)
-
-
-def _init_fn(model: nn.Module):
-    def init(rng):
-        ids = jnp.zeros((1, 8), jnp.int32)
-        return model.init(rng, ids)["params"]
-
-    return init
-
-
-def abstract_params(model: nn.Module, *, boxed: bool = False):
-    """Shapes and dtypes of the params without allocating them (boxed: with logical axis names)."""
-    tree = jax.eval_shape(_init_fn(model), jax.random.PRNGKey(0))
-    return tree if boxed else nn.meta.unbox(tree)
-
-
-def init_params(model: nn.Module, rng: jax.Array, *, boxed: bool = False):
-    """Random initial params (normal(0.02) weights, unit norms), as a fresh model would start."""
-    tree = _init_fn(model)(rng)
-    return tree if boxed else nn.meta.unbox(tree)
-
-
-def init_fn(model: nn.Module):
-    """rng -> boxed params: for `jax.eval_shape` and `jax.jit(..., out_shardings=...)` sharded init."""
-    return _init_fn(model)
-
-
-def init_cache(model: nn.Module, batch_size: int, max_length: int):
-    """A zeroed key/value cache for `model.apply(..., decode=True, mutable=["cache"])`."""
-    ids = jnp.zeros((batch_size, max_length), jnp.int32)
-
-    def make(rng):
-        return model.init(rng, ids, jnp.ones_like(ids), ids, decode=True)["cache"]
-
-    shapes = jax.eval_shape(make, jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))
-
 
 __all__ = [
     "ModelConfig",

@@ -13,14 +13,14 @@ import jax.numpy as jnp
 
 from dpo_jax.models.config import ModelConfig
 from dpo_jax.models.layers import (
-    BlockStack,
+    MLP,
+    Block,
     CausalAttentionCore,
-    Embed,
+    CausalLM,
     LayerNorm,
     Linear,
-    activation_fn,
+    constrain_hidden,
     dropout,
-    resolve_position_ids,
 )
 
 
@@ -53,25 +53,7 @@ class GPTNeoXAttention(nn.Module):
         return Linear((h, hd, d), ("heads", "kv", "embed"), num_contract=2, name="dense", **kw)(out)
 
 
-class GPTNeoXMLP(nn.Module):
-    config: ModelConfig
-
-    @nn.compact
-    def __call__(self, hidden):
-        cfg = self.config
-        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
-        d, f = cfg.hidden_size, cfg.intermediate_size
-        x = Linear((d, f), ("embed", "mlp"), name="dense_h_to_4h", **kw)(hidden)
-        x = activation_fn(cfg.activation)(x)
-        return Linear((f, d), ("mlp", "embed"), name="dense_4h_to_h", **kw)(x)
-
-
-class GPTNeoXBlock(nn.Module):
-    config: ModelConfig
-    layer_idx: int = 0
-    deterministic: bool = True
-    decode: bool = False
-
+class GPTNeoXBlock(Block):
     @nn.compact
     def __call__(self, hidden, attention_mask, position_ids):
         cfg = self.config
@@ -80,53 +62,20 @@ class GPTNeoXBlock(nn.Module):
         attn = GPTNeoXAttention(cfg, self.decode, name="attention")(attn_in, attention_mask, position_ids)
         attn = dropout(cfg, attn, self.deterministic)
         post_ln = LayerNorm(cfg.layer_norm_eps, name="post_attention_layernorm", **kw)
-        mlp = GPTNeoXMLP(cfg, name="mlp")
+        mlp = MLP(cfg, "dense_h_to_4h", "dense_4h_to_h", name="mlp")
         if cfg.use_parallel_residual:
             # x + attn(ln1(x)) + mlp(ln2(x))
             hidden = hidden + attn + dropout(cfg, mlp(post_ln(hidden)), self.deterministic)
         else:
             hidden = hidden + attn
             hidden = hidden + dropout(cfg, mlp(post_ln(hidden)), self.deterministic)
-        return nn.with_logical_constraint(
-            hidden, ("activation_batch", "activation_length", "activation_embed")
-        ), None
+        return constrain_hidden(hidden), None
 
 
-class GPTNeoXForCausalLM(nn.Module):
-    """`apply({"params": p}, input_ids, attention_mask=..., position_ids=...) -> logits [B, L, V]`."""
+class GPTNeoXForCausalLM(CausalLM):
+    """GPT-NeoX (Pythia): rotary positions inside attention, untied `embed_out` head (see `CausalLM`)."""
 
-    config: ModelConfig
-
-    @nn.compact
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        position_ids=None,
-        *,
-        deterministic: bool = True,
-        decode: bool = False,
-        return_hidden: bool = False,
-    ):
-        cfg = self.config
-        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
-        position_ids = resolve_position_ids(input_ids, attention_mask, position_ids, decode=decode)
-        embed_in = Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="embed_in", **kw)
-        hidden = dropout(cfg, embed_in(input_ids), deterministic)
-        hidden = BlockStack(cfg, GPTNeoXBlock, deterministic, decode, name="layers")(
-            hidden, attention_mask, position_ids
-        )
-        hidden = LayerNorm(cfg.layer_norm_eps, name="final_layer_norm", **kw)(hidden)
-        if return_hidden:
-            return hidden
-        if cfg.tie_word_embeddings:
-            return embed_in.attend(hidden)
-        head = Linear(
-            (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), use_bias=False, name="embed_out", **kw
-        )
-        return head(hidden)
-
-    def output_embedding(self, params) -> jax.Array:
-        if self.config.tie_word_embeddings:
-            return params["embed_in"]["embedding"].T
-        return params["embed_out"]["kernel"]
+    block_cls = GPTNeoXBlock
+    embed_name = "embed_in"
+    stack_name = "layers"
+    final_norm_name = "final_layer_norm"

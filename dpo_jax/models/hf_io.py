@@ -284,7 +284,7 @@ def from_hf(
     hf_config = transformers.AutoConfig.from_pretrained(directory)
     cfg = from_hf_config(hf_config, dtype=dtype, param_dtype=param_dtype, **overrides)
     params = convert_hf_state_dict(cfg, read_state_dict(directory), source=directory)
-    from dpo_jax.models import build_model
+    from dpo_jax.models.build import build_model
 
     model = build_model(cfg)
     _check_against_model(model, params, directory)
@@ -298,7 +298,7 @@ def from_hf(
 def _check_against_model(model, params, source: str) -> None:
     import jax
 
-    from dpo_jax.models import abstract_params
+    from dpo_jax.models.build import abstract_params
 
     expected = jax.tree_util.tree_flatten_with_path(abstract_params(model))[0]
     found = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}

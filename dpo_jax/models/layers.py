@@ -1,7 +1,8 @@
 """Building blocks shared by our GPT-2 and GPT-NeoX modules.
 
 Owns: logically-partitioned parameters, projections, fp32 layer norm, causal self-attention with
-padding masks and a key/value cache, and the layer stack (python loop or `nn.scan`, optional remat).
+padding masks and a key/value cache, the layer stack (python loop or `nn.scan`, optional remat), and
+`CausalLM`, the embed -> blocks -> final norm -> head skeleton both language models share.
 Every parameter carries logical axis names ("vocab", "embed", "heads", "kv", "mlp", "qkv", "norm",
 and "layers" when scanned); `dpo_jax.sharding` maps them onto the mesh.
 """
@@ -9,6 +10,7 @@ and "layers" when scanned); `dpo_jax.sharding` maps them onto the mesh.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -190,6 +192,33 @@ class CausalAttentionCore(nn.Module):
         )
 
 
+class MLP(nn.Module):
+    """embed -> mlp -> activation -> embed, its two projections named as the checkpoint names them."""
+
+    config: ModelConfig
+    up_name: str
+    down_name: str
+
+    @nn.compact
+    def __call__(self, hidden):
+        cfg = self.config
+        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        x = Linear((d, f), ("embed", "mlp"), name=self.up_name, **kw)(hidden)
+        x = activation_fn(cfg.activation)(x)
+        return Linear((f, d), ("mlp", "embed"), name=self.down_name, **kw)(x)
+
+
+class Block(nn.Module):
+    """One transformer layer, `(hidden, attention_mask, position_ids) -> (hidden, None)`; the fields
+    are what `BlockStack` passes to every layer."""
+
+    config: ModelConfig
+    layer_idx: int = 0
+    deterministic: bool = True
+    decode: bool = False
+
+
 class BlockStack(nn.Module):
     """Applies `config.num_layers` blocks: a python loop (layers_0 ...) or one `nn.scan` ("layers").
 
@@ -232,3 +261,61 @@ def dropout(config: ModelConfig, x: jax.Array, deterministic: bool) -> jax.Array
     if config.dropout_rate == 0.0 or deterministic:
         return x
     return nn.Dropout(config.dropout_rate)(x, deterministic=False)
+
+
+class CausalLM(nn.Module):
+    """A decoder-only language model: token embedding -> block stack -> final norm -> vocabulary head.
+
+    `apply({"params": p}, input_ids, attention_mask=..., position_ids=...) -> logits [B, L, V]`;
+    `return_hidden=True` returns the final hidden states [B, L, D] instead, for losses that project
+    onto the vocabulary in chunks (see `output_embedding`). Subclasses give their parts the names of
+    their Hugging Face checkpoints (so the converter is a reshape per tensor) and add what differs:
+    GPT-2 overrides `embed_positions` with its learned position table; rotary models rotate inside
+    attention. The head is the token embedding (tied) or a separate `embed_out` matrix.
+    """
+
+    config: ModelConfig
+    block_cls: ClassVar[type[nn.Module]]
+    embed_name: ClassVar[str]
+    stack_name: ClassVar[str]
+    final_norm_name: ClassVar[str]
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        *,
+        deterministic: bool = True,
+        decode: bool = False,
+        return_hidden: bool = False,
+    ):
+        cfg = self.config
+        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
+        position_ids = resolve_position_ids(input_ids, attention_mask, position_ids, decode=decode)
+        token_embed = Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name=self.embed_name, **kw)
+        hidden = dropout(cfg, self.embed_positions(token_embed(input_ids), position_ids), deterministic)
+        hidden = BlockStack(cfg, self.block_cls, deterministic, decode, name=self.stack_name)(
+            hidden, attention_mask, position_ids
+        )
+        hidden = LayerNorm(cfg.layer_norm_eps, name=self.final_norm_name, **kw)(hidden)
+        if return_hidden:
+            return hidden
+        if cfg.tie_word_embeddings:
+            return token_embed.attend(hidden)
+        head = Linear(
+            (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), use_bias=False, name="embed_out", **kw
+        )
+        return head(hidden)
+
+    def embed_positions(self, token_embeddings: jax.Array, position_ids: jax.Array) -> jax.Array:
+        """Position information added at the input (none here: rotary models add it in attention)."""
+        del position_ids
+        return token_embeddings
+
+    def output_embedding(self, params) -> jax.Array:
+        """The [D, V] matrix that maps final hidden states to logits."""
+        if self.config.tie_word_embeddings:
+            return params[self.embed_name]["embedding"].T
+        return params["embed_out"]["kernel"]

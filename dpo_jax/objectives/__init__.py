@@ -3,6 +3,7 @@
 from dpo_jax.objectives.batch_loss import (
     UNLIKELIHOOD_MIN_COMPLEMENT,
     batch_loss,
+    loss_options,
     reference_logps,
     token_unlikelihood,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "dpo_loss",
     "hinge_loss",
     "ipo_loss",
+    "loss_options",
     "plackett_luce_loss",
     "preference_loss",
     "reference_logps",

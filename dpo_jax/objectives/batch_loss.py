@@ -17,6 +17,8 @@ The `unlikelihood` loss also needs token-level probabilities of the rejected res
 the same forward (`token_unlikelihood`), and the per-token log-probs are computed once for both terms.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -80,7 +82,7 @@ def reference_logps(reference_params, batch, *, apply_fn, length_normalize=False
 
 
 def batch_loss(
-    params, reference_params, batch, *, apply_fn, loss_name, beta, length_normalize=False, **loss_options
+    params, reference_params, batch, *, apply_fn, loss_name, beta, length_normalize=False, **options
 ):
     """Sum of the per-prompt losses over real prompts, and the (sum, count) metrics of `preference_loss`.
 
@@ -98,7 +100,7 @@ def batch_loss(
       reference_params: reference parameters, or None.
       batch: see the module docstring.
       apply_fn: `(params, input_ids, attention_mask) -> logits`.
-      loss_name, beta, **loss_options: as in `preference_loss`.
+      loss_name, beta, **options: as in `preference_loss`.
       length_normalize: per-token mean log-probs instead of sums (`sequence_logps(average=...)`).
 
     Returns:
@@ -108,7 +110,7 @@ def batch_loss(
         params, batch, apply_fn, length_normalize, uses_rejected_unlikelihood(loss_name)
     )
     reference = None
-    if uses_reference(loss_name, reference_free=loss_options.get("reference_free", False)):
+    if uses_reference(loss_name, reference_free=options.get("reference_free", False)):
         if "reference_logps" in batch:
             reference = batch["reference_logps"]
         elif reference_params is not None:
@@ -126,6 +128,18 @@ def batch_loss(
         beta=beta,
         example_mask=batch.get("example_mask"),
         rejected_unlikelihood=rejected_unlikelihood,
-        **loss_options,
+        **options,
     )
     return metrics["loss"][0], metrics
+
+
+def loss_options(config) -> dict[str, Any]:
+    """The objective's settings from the config, as `batch_loss` takes them."""
+    options = dict(loss_name=config.loss, beta=config.beta, length_normalize=config.length_normalize)
+    if config.loss in ("dpo", "robust"):
+        options["label_smoothing"] = config.label_smoothing
+    if config.loss != "sft":
+        options["reference_free"] = config.reference_free
+    if config.loss == "plackett_luce" and config.plackett_luce_top_k:
+        options["top_k"] = config.plackett_luce_top_k
+    return options

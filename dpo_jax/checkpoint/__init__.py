@@ -1,0 +1,18 @@
+"""Checkpoints (Orbax: async, keep-N, atomic, restore onto any mesh) and the preemption signal."""
+
+from dpo_jax.checkpoint.checkpointer import DATA_ITEM, STATE_ITEM, Checkpointer, model_signature
+from dpo_jax.checkpoint.preemption import (
+    install_preemption_handler,
+    preemption_requested,
+    should_stop_for_preemption,
+)
+
+__all__ = [
+    "DATA_ITEM",
+    "STATE_ITEM",
+    "Checkpointer",
+    "install_preemption_handler",
+    "model_signature",
+    "preemption_requested",
+    "should_stop_for_preemption",
+]

@@ -1,0 +1,180 @@
+"""Saving and resuming training: an Orbax CheckpointManager wrapper.
+
+A checkpoint holds two items: "state" (the TrainState pytree) and "data" (a small JSON dict with the
+data loader position, a signature of the model's parameter shapes and free-form metadata). Restores
+go onto an abstract target that carries shardings, so a checkpoint resumes on any mesh.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+STATE_ITEM = "state"
+DATA_ITEM = "data"
+
+
+def _param_path_name(path: tuple) -> str:
+    parts = []
+    for entry in path:
+        for attribute in ("key", "name", "idx"):
+            if hasattr(entry, attribute):
+                parts.append(str(getattr(entry, attribute)))
+                break
+    return "/".join(parts)
+
+
+def model_signature(state: Any) -> dict[str, list[int]]:
+    """Parameter path -> shape of `state.params` (or of `state` itself if it has no params)."""
+    params = getattr(state, "params", state)
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {_param_path_name(path): [int(size) for size in leaf.shape] for path, leaf in flat}
+
+
+def _signature_mismatches(saved: Mapping[str, list[int]], expected: Mapping[str, list[int]]) -> list[str]:
+    problems = [f"{name}: missing from the checkpoint" for name in sorted(expected.keys() - saved.keys())]
+    problems += [f"{name}: in the checkpoint only" for name in sorted(saved.keys() - expected.keys())]
+    problems += [
+        f"{name}: checkpoint shape {tuple(saved[name])} != model shape {tuple(expected[name])}"
+        for name in sorted(expected.keys() & saved.keys())
+        if list(saved[name]) != list(expected[name])
+    ]
+    return problems
+
+
+def _require_writable(directory: epath.Path) -> None:
+    probe = directory / f".write_probe_{jax.process_index()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"Checkpoint directory {str(directory)!r} is not writable: {error}") from error
+
+
+class Checkpointer:
+    """Keeps the latest `keep` checkpoints under `directory`, one every `save_every_steps` steps.
+
+    Saves are atomic: Orbax writes each step into a temporary directory and finalises it (a rename on
+    POSIX file systems, a commit marker on GCS) only once every process has finished, so a crash
+    mid-save never leaves a checkpoint that looks complete; unfinished ones are ignored on restore.
+    With `async_save` the arrays are copied to host memory and written in the background while
+    training continues; call `wait_until_finished()` (or `close()`) before the process exits.
+    """
+
+    def __init__(
+        self, directory: str | epath.Path, *, save_every_steps: int, keep: int, async_save: bool = True
+    ):
+        if save_every_steps < 1:
+            raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}.")
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}.")
+        self.directory = epath.Path(directory)
+        self.save_every_steps = save_every_steps
+        _require_writable(self.directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(STATE_ITEM, DATA_ITEM)
+        )
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        data_position: Any,
+        *,
+        force: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Saves at multiples of save_every_steps, or any step with force; returns whether it saved.
+
+        `data_position` and `metadata` must be JSON-serialisable. A step that is already saved (a
+        forced preemption save right after a periodic one) is not written twice.
+        """
+        step = int(step)
+        if not force and step % self.save_every_steps:
+            return False
+        if step in self._manager.all_steps():
+            return False
+        data_item = {
+            "data_position": data_position,
+            "model_signature": model_signature(state),
+            "metadata": dict(metadata or {}),
+        }
+        try:
+            json.dumps(data_item)
+        except TypeError as error:
+            raise TypeError(
+                f"Checkpoint step {step}: data_position {data_position!r} and metadata must be "
+                f"JSON-serialisable: {error}"
+            ) from error
+        # force=True: the cadence was decided above, so it does not depend on the save-decision
+        # policy defaults of the installed Orbax version.
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{STATE_ITEM: ocp.args.StandardSave(state), DATA_ITEM: ocp.args.JsonSave(data_item)}
+            ),
+            force=True,
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def _resolve_step(self, step: int | None) -> int:
+        resolved = self.latest_step() if step is None else int(step)
+        if resolved is None or resolved not in self._manager.all_steps():
+            raise FileNotFoundError(
+                f"No checkpoint for step {step} in {str(self.directory)!r}; saved steps: {self.all_steps()}."
+            )
+        return resolved
+
+    def read_data_item(self, step: int | None = None) -> dict[str, Any]:
+        """The "data" item of `step` (default: latest): data_position, model_signature, metadata."""
+        step = self._resolve_step(step)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: ocp.args.JsonRestore()}))
+        return restored[DATA_ITEM]
+
+    def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, Any]:
+        """(state, data_position) of `step` (None: latest), laid out as `abstract_state` asks.
+
+        `abstract_state` is a pytree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`, e.g. from
+        `sharding.abstract_sharded_state`; its shardings may come from any mesh. Fails naming the
+        tensors when the checkpoint's parameter shapes differ from the target's.
+        """
+        step = self._resolve_step(step)
+        data_item = self.read_data_item(step)
+        problems = _signature_mismatches(data_item["model_signature"], model_signature(abstract_state))
+        if problems:
+            raise ValueError(
+                f"Checkpoint step {step} in {str(self.directory)!r} was saved from a different model:\n  "
+                + "\n  ".join(problems)
+            )
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)})
+        )
+        return restored[STATE_ITEM], data_item["data_position"]
+
+    def wait_until_finished(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves, then releases Orbax's background resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Performance: the throughput benchmark of the real train step (`benchmark`)."""

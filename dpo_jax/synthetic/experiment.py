@@ -1,0 +1,405 @@
+"""`run_experiment(config, workdir)`: the paper's controlled experiment on a task with a known optimum.
+
+Stages, each a `run_training` call in its own sub-workdir (resumable; a stage with the FINISHED marker
+is loaded from its export instead of retrained):
+  1. `sft`: a tiny GPT-2 fitted to the hidden generator's samples; it is pi_ref.
+  2. preference pairs drawn exactly from pi_ref's table over all completions of the pair prompts,
+     labelled by Bradley-Terry under the hidden reward (`preference_data.npz`);
+  3. `preferred_ft` (SFT on the chosen responses) and `unlikelihood`, both from pi_ref, as in the paper;
+  4. `dpo_beta_<beta>` for each beta of the run, from pi_ref with pi_ref as the reference (another
+     preference loss, `config.loss`, takes DPO's place and its name in the directory and the table).
+Then every policy is evaluated exactly on held-out prompts: its KL to pi_ref and expected reward, the
+optimum's reward at that KL and the gain ratio (dpo_jax/synthetic/exact.py). Results go to
+`synthetic_eval.json` and `synthetic_frontier.png`, and a table is printed.
+
+Stages 1-3 do not depend on beta: `config.synthetic.reference_workdir` puts them in a directory that
+a sweep over beta shares, so they are trained once. Each stage records the settings it was trained
+with (`stage_identity.json`); rerunning into a workdir with other settings fails instead of reporting
+stale results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from dpo_jax.models.loading import load_model
+from dpo_jax.objectives import uses_reference
+from dpo_jax.synthetic import report
+from dpo_jax.synthetic.data import prepared_from_arrays
+from dpo_jax.synthetic.exact import (
+    frontier,
+    gain_ratio,
+    optimal_logprobs,
+    optimum_reward_at_kl,
+    policy_stats,
+)
+from dpo_jax.synthetic.tables import all_completion_logprobs
+from dpo_jax.synthetic.task import SyntheticTask
+from dpo_jax.training import FINISHED_MARKER, run_training
+
+logger = logging.getLogger("dpo_jax")
+
+BASELINES = {"preferred_ft": ("sft", "sft"), "unlikelihood": ("dpo", "unlikelihood")}  # name: (stage, loss)
+PREFERENCE_DATA = "preference_data.npz"
+IDENTITY_FILE = "stage_identity.json"
+PLOT_FILE = "synthetic_frontier.png"
+# The fields of `config.synthetic` that decide the data; the rest (betas, where things live) do not.
+_DATA_FIELDS = (
+    "vocab_size",
+    "prompt_length",
+    "response_length",
+    "task_seed",
+    "reward_scale",
+    "data_seed",
+    "num_sft_examples",
+    "num_pair_prompts",
+    "pairs_per_prompt",
+    "num_eval_prompts",
+    "eval_pairs_per_prompt",
+)
+
+
+def parse_list(text: str) -> list[str]:
+    return [item.strip() for item in str(text).split(",") if item.strip()]
+
+
+def run_betas(config) -> list[float]:
+    """The DPO betas of this run: `synthetic.betas` (comma separated), else `config.beta`."""
+    betas = [float(b) for b in parse_list(config.synthetic.betas)] or [float(config.beta)]
+    if any(not b > 0 for b in betas) or len(set(betas)) != len(betas):
+        raise ValueError(f"config.synthetic.betas={config.synthetic.betas!r}: need distinct betas > 0")
+    return betas
+
+
+def _baselines(config) -> list[str]:
+    names = parse_list(config.synthetic.baselines)
+    unknown = sorted(set(names) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"config.synthetic.baselines: unknown {unknown}; known: {sorted(BASELINES)}")
+    return names
+
+
+def make_task(settings) -> SyntheticTask:
+    return SyntheticTask(
+        vocab_size=settings.vocab_size,
+        prompt_length=settings.prompt_length,
+        response_length=settings.response_length,
+        seed=settings.task_seed,
+        reward_scale=settings.reward_scale,
+    )
+
+
+def _check_model(config, task: SyntheticTask) -> None:
+    """SFT starts from a random model of `config.model.random_init_config`: it must fit the task."""
+    fields = dict(config.model.random_init_config)
+    vocab = fields.get("vocab_size")
+    positions = fields.get("n_positions", fields.get("max_position_embeddings"))
+    if vocab != task.vocab_size:
+        raise ValueError(
+            f"config.model.random_init_config.vocab_size={vocab} must equal the task's vocab_size={task.vocab_size}: "
+            "the exact evaluator needs a distribution over the task's completions only"
+        )
+    if positions is not None and positions < task.prompt_length + task.response_length:
+        raise ValueError(f"the model's {positions} positions cannot hold prompt + response tokens")
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    sft: np.ndarray  # [num_sft_examples, P], uniform with repeats
+    pairs: np.ndarray  # [num_pair_prompts, P], distinct
+    eval: np.ndarray  # [num_eval_prompts, P], distinct, none among the pair prompts
+
+
+def _rng(settings, stream: int) -> np.random.Generator:
+    """One independent generator per use of randomness, so changing one size changes nothing else."""
+    return np.random.default_rng([settings.data_seed, stream])
+
+
+def draw_prompts(task: SyntheticTask, settings) -> Prompts:
+    space = task.vocab_size**task.prompt_length
+    needed = settings.num_pair_prompts + settings.num_eval_prompts
+    if needed > space:
+        raise ValueError(f"{needed} distinct pair and eval prompts asked for; the task has {space} prompts")
+    # Distinct prompts, so the evaluation is on prompts DPO never saw a pair for; eval prompts first,
+    # so they do not depend on the number of pair prompts.
+    order = _rng(settings, 0).permutation(space)[:needed]
+    distinct = np.stack(np.unravel_index(order, (task.vocab_size,) * task.prompt_length), axis=-1)
+    distinct = distinct.astype(np.int32)
+    return Prompts(
+        sft=task.sample_prompts(settings.num_sft_examples, _rng(settings, 1)),
+        pairs=distinct[settings.num_eval_prompts :],
+        eval=distinct[: settings.num_eval_prompts],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceData:
+    """Pairs (chosen, rejected) [M, T] for rows `prompt_index` [M] of their prompts, train and eval."""
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    prompt_index: np.ndarray
+    eval_chosen: np.ndarray
+    eval_rejected: np.ndarray
+    eval_prompt_index: np.ndarray
+    eval_logp_ref: np.ndarray  # [num_eval_prompts, C] the reference table the evaluation uses
+
+    def arrays(self, prompts: Prompts, *, responses: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(prompts [M, P], responses [M, K, T]) with K = 2 (chosen, rejected) or 1 (chosen)."""
+        prefix = "" if split == "train" else "eval_"
+        rows = getattr(self, prefix + "prompt_index")
+        kept = [getattr(self, prefix + "chosen")]
+        if responses == "pairs":
+            kept.append(getattr(self, prefix + "rejected"))
+        return (prompts.pairs if split == "train" else prompts.eval)[rows], np.stack(kept, axis=1)
+
+
+class PolicyTables:
+    """Exact [N, C] tables of log pi(y|x) of saved policies, through one compiled program."""
+
+    def __init__(self, config, task: SyntheticTask):
+        self.config = config
+        self.task = task
+        self._model = None
+
+    def load(self, stage_dir: Path):
+        """The host params of a stage's exported policy."""
+        model, params = load_model(
+            self.config.model, param_dtype="float32", seed=self.config.seed, name_or_path=str(stage_dir)
+        )
+        # Every stage has the architecture of the first one loaded, so one module (a static argument
+        # of the compiled table program) serves all of them.
+        if self._model is None:
+            self._model = model
+        return params
+
+    def table(self, params, prompts: np.ndarray) -> np.ndarray:
+        return all_completion_logprobs(
+            self._model,
+            params,
+            prompts,
+            vocab_size=self.task.vocab_size,
+            response_length=self.task.response_length,
+            batch_size=self.config.synthetic.table_batch_size,
+        )
+
+
+def stage_config(config, *, stage: str, loss: str, init: str, overrides=None):
+    """The top-level config turned into one stage's training config; `overrides` entries that are
+    None keep the top-level value."""
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.stage, c.loss = stage, loss
+        c.model.name_or_path = init
+        c.reference.name_or_path = ""  # the initial policy, pi_ref for every stage after SFT
+        c.export_hf = True  # later stages and the evaluator read the exported policy
+        c.update({name: value for name, value in dict(overrides or {}).items() if value is not None})
+    return c
+
+
+# Fields that change how a stage runs or reports, not what it learns: a rerun may change them.
+_NOT_IN_IDENTITY = (
+    "synthetic",  # where the shared stages live, which betas run beside this one, the frontier grid
+    "data",  # unused: the benchmark builds its own token arrays
+    "mesh_shape",
+    "logical_axis_rules",
+    "log_every_steps",
+    "eval_every_examples",
+    "eval_batch_size",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "tensorboard",
+    "wandb_project",
+    "progress_bar",
+)
+
+
+def _stage_identity(stage_cfg, data_identity: str) -> dict:
+    fields = {k: v for k, v in stage_cfg.to_dict().items() if k not in _NOT_IN_IDENTITY}
+    # A loss that ignores beta (SFT, the baselines) does not depend on it, so every beta of a sweep
+    # shares those stages.
+    if not uses_reference(stage_cfg.loss):
+        fields.pop("beta")
+    return {"config": _digest(fields), "data": data_identity}
+
+
+def train_stage(stage_cfg, stage_dir: Path, make_data: Callable, data_identity: str) -> float:
+    """Train one stage unless it has finished; returns the seconds spent (0 when skipped)."""
+    identity = _stage_identity(stage_cfg, data_identity)
+    identity_file = stage_dir / IDENTITY_FILE
+    if identity_file.exists():
+        recorded = json.loads(identity_file.read_text())
+        if recorded != identity:
+            raise ValueError(
+                f"{stage_dir} was trained with other settings ({recorded} != {identity}); "
+                "use a new workdir (or delete that stage) to train with these"
+            )
+    if (stage_dir / FINISHED_MARKER).exists():
+        logger.info("stage %s: finished earlier, loading its export", stage_dir.name)
+        return 0.0
+    start = time.time()
+    logger.info("stage %s: training (loss %s)", stage_dir.name, stage_cfg.loss)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        identity_file.write_text(json.dumps(identity))
+    run_training(stage_cfg, str(stage_dir), make_data(), tokenizer=None)
+    if not (stage_dir / FINISHED_MARKER).exists():
+        raise RuntimeError(
+            f"stage {stage_dir.name} stopped before its last step (preempted?); rerun to resume"
+        )
+    return time.time() - start
+
+
+def _sample_preference_data(
+    task, settings, prompts: Prompts, tables: PolicyTables, ref_params
+) -> PreferenceData:
+    rng = _rng(settings, 3)
+    logp_pairs = tables.table(ref_params, prompts.pairs)
+    chosen, rejected, index = task.sample_pairs(prompts.pairs, logp_pairs, rng, settings.pairs_per_prompt)
+    eval_logp_ref = tables.table(ref_params, prompts.eval)
+    eval_pairs = task.sample_pairs(prompts.eval, eval_logp_ref, rng, settings.eval_pairs_per_prompt)
+    return PreferenceData(chosen, rejected, index, *eval_pairs, eval_logp_ref)
+
+
+def preference_data(path: Path, identity: str, make: Callable[[], PreferenceData]) -> PreferenceData:
+    """The pairs of this benchmark: loaded from `path` when made with the same identity, else made."""
+    if path.exists():
+        with np.load(path) as stored:
+            if str(stored["identity"]) != identity:
+                raise ValueError(f"{path} holds pairs of other settings or another pi_ref; use a new workdir")
+            return PreferenceData(**{f.name: stored[f.name] for f in dataclasses.fields(PreferenceData)})
+    data = make()
+    if jax.process_index() == 0:
+        np.savez(path, identity=identity, **dataclasses.asdict(data))
+    return data
+
+
+def _method_stats(logp, logp_ref, reward) -> dict:
+    stats = policy_stats(logp, logp_ref, reward)
+    reference = policy_stats(logp_ref, logp_ref, reward)["reward"]
+    optimum = optimum_reward_at_kl(logp_ref, reward, stats["kl"])
+    return {**stats, "optimum_reward": optimum, "gain_ratio": gain_ratio(stats["reward"], reference, optimum)}
+
+
+def frontier_grid(settings, betas) -> list[float]:
+    grid = np.geomspace(settings.frontier_beta_min, settings.frontier_beta_max, settings.frontier_points)
+    return sorted(set(grid.tolist()) | set(betas))
+
+
+def evaluate_policies(task, prompts_eval, logp_ref, policy_logps: dict, betas, frontier_betas) -> dict:
+    """The evaluation record: exact statistics of every policy on the eval prompts (see module doc)."""
+    reward = task.reward(prompts_eval, task.all_completions())
+    generator = task.generator_logprobs(prompts_eval)
+    result = {
+        "reference": policy_stats(logp_ref, logp_ref, reward),
+        "generator": _method_stats(generator, logp_ref, reward),
+        "reward_maximum": float(np.mean(reward.max(-1))),
+        "dpo_by_beta": [],
+        "optimum_by_beta": [],
+    }
+    for beta in betas:
+        dpo = _method_stats(policy_logps[("dpo", beta)], logp_ref, reward)
+        result["dpo_by_beta"].append({"beta": beta, **dpo})
+        optimum = policy_stats(optimal_logprobs(logp_ref, reward, beta), logp_ref, reward)
+        result["optimum_by_beta"].append({"beta": beta, **optimum})
+    for name, logp in policy_logps.items():
+        if name[0] != "dpo":
+            result[name[0]] = _method_stats(logp, logp_ref, reward)
+    result["frontier"] = frontier(logp_ref, reward, frontier_betas)
+    return result
+
+
+def run_experiment(config, workdir: str) -> dict:
+    """Train every stage that has not finished, evaluate them all exactly, write and print the results."""
+    settings = config.synthetic
+    task = make_task(settings)
+    _check_model(config, task)
+    betas = run_betas(config)
+    baselines = _baselines(config)
+    root = Path(os.path.abspath(workdir))
+    shared = Path(os.path.abspath(settings.reference_workdir)) if settings.reference_workdir else root
+    for directory in {root, shared}:
+        directory.mkdir(parents=True, exist_ok=True)
+    data_identity = _digest({field: settings[field] for field in _DATA_FIELDS})
+    prompts = draw_prompts(task, settings)
+    seconds = {}
+
+    def generator_data():
+        rng = _rng(settings, 2)
+        train = (prompts.sft, task.generator_samples(prompts.sft, rng)[:, None])
+        held_out = (prompts.eval, task.generator_samples(prompts.eval, rng)[:, None])
+        return prepared_from_arrays("sft", train, held_out)
+
+    sft_cfg = stage_config(config, stage="sft", loss="sft", init="random", overrides=settings.sft)
+    seconds["sft"] = train_stage(sft_cfg, shared / "sft", generator_data, data_identity)
+
+    tables = PolicyTables(config, task)
+    ref_params = tables.load(shared / "sft")
+    pairs_identity = _digest({"data": data_identity, "sft": _stage_identity(sft_cfg, data_identity)})
+    start = time.time()
+    pairs = preference_data(
+        shared / PREFERENCE_DATA,
+        pairs_identity,
+        lambda: _sample_preference_data(task, settings, prompts, tables, ref_params),
+    )
+    seconds["pairs"] = time.time() - start
+
+    def pair_data(stage: str, responses: str) -> Callable:
+        return lambda: prepared_from_arrays(
+            stage,
+            pairs.arrays(prompts, responses=responses, split="train"),
+            pairs.arrays(prompts, responses=responses, split="eval"),
+        )
+
+    stage_dirs = {}
+    for name in baselines:
+        stage, loss = BASELINES[name]
+        cfg = stage_config(config, stage=stage, loss=loss, init=str(shared / "sft"), overrides=settings[name])
+        responses = "chosen" if stage == "sft" else "pairs"
+        seconds[name] = train_stage(cfg, shared / name, pair_data(stage, responses), pairs_identity)
+        stage_dirs[(name,)] = shared / name
+    for beta in betas:
+        cfg = stage_config(
+            config, stage="dpo", loss=config.loss, init=str(shared / "sft"), overrides={"beta": beta}
+        )
+        name = f"{config.loss}_beta_{beta!r}"
+        seconds[name] = train_stage(cfg, root / name, pair_data("dpo", "pairs"), pairs_identity)
+        stage_dirs[("dpo", beta)] = root / name
+
+    start = time.time()
+    policy_logps = {key: tables.table(tables.load(path), prompts.eval) for key, path in stage_dirs.items()}
+    result = evaluate_policies(
+        task, prompts.eval, pairs.eval_logp_ref, policy_logps, betas, frontier_grid(settings, betas)
+    )
+    seconds["evaluation"] = time.time() - start
+    result.update(
+        report.headline(result, float(config.beta) if float(config.beta) in betas else betas[0]),
+        loss=config.loss,
+        num_pairs=int(len(pairs.chosen)),
+        num_eval_prompts=int(len(prompts.eval)),
+        stages={"/".join(map(str, key)): str(path) for key, path in stage_dirs.items()}
+        | {"sft": str(shared / "sft")},
+        seconds=seconds,
+        settings={field: settings[field] for field in _DATA_FIELDS},
+    )
+    if jax.process_index() == 0:
+        (root / report.EVAL_FILE).write_text(json.dumps(result, indent=2))
+        report.plot(result, root / PLOT_FILE)
+        print(report.format_table(result), flush=True)
+        # launch/sweep.py skips a beta whose workdir has the marker, as for a single training run.
+        (root / FINISHED_MARKER).write_text(json.dumps({"time": time.time()}))
+    return result

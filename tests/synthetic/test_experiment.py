@@ -1,0 +1,156 @@
+"""The synthetic benchmark end to end (`configs/synthetic.py:tiny` on the 8 fake CPU devices): every
+stage trains through the real trainer, the JSON and the figure are written, DPO raises the exact reward,
+reruns skip finished stages, a sweep shares the beta-independent stages, and the pieces it is built of
+(synthetic PreparedData, tree tables, the sweep report) do what they claim."""
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs.synthetic import get_config
+from dpo_jax.data import make_train_loader
+from dpo_jax.synthetic import SyntheticTask, completion_logprobs
+from dpo_jax.synthetic.data import prepared_from_arrays
+from dpo_jax.synthetic.report import format_table, merge_sweep
+from dpo_jax.synthetic.tables import all_completion_logprobs
+from dpo_jax.training.loop import train_and_evaluate
+from tests.synthetic.tiny_models import tiny_lm
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("sft", "preferred_ft", "unlikelihood", "dpo_beta_0.1")
+
+
+def run(workdir, **synthetic):
+    config = get_config("tiny")
+    config.synthetic.update(synthetic)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        result = train_and_evaluate(config, str(workdir))
+    return result, stdout.getvalue()
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("synthetic") / "run"
+    result, printed = run(workdir)
+    return workdir, result, printed
+
+
+def test_tiny_benchmark_writes_every_figure(first_run):
+    workdir, result, printed = first_run
+    saved = json.loads((workdir / "synthetic_eval.json").read_text())
+    assert saved["beta"] == 0.1 and saved["loss"] == "dpo"
+    for method in ("dpo", "preferred_ft", "unlikelihood"):
+        assert {"kl", "reward", "optimum_reward", "gain_ratio"} <= set(saved[method])
+        # Every policy sits on or below the exact frontier at its own KL.
+        assert saved[method]["reward"] <= saved[method]["optimum_reward"] + 1e-6
+    assert saved["optimum_at_same_kl"]["reward"] == saved["dpo"]["optimum_reward"]
+    assert saved["gain_ratio"] == saved["dpo"]["gain_ratio"]
+    assert set(saved["reference"]) == {"kl", "reward"} and saved["reference"]["kl"] == 0.0
+    kls = [point["kl"] for point in sorted(saved["frontier"], key=lambda p: p["beta"])]
+    assert len(kls) >= 3 and all(np.diff(kls) < 0)
+    assert (workdir / "synthetic_frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for stage in STAGES:
+        assert (workdir / stage / "FINISHED").exists() and (
+            workdir / stage / "export" / "config.json"
+        ).exists()
+    assert "gain ratio" in printed and "DPO" in printed and "unlikelihood" in printed
+    assert json.loads(json.dumps(result)) == saved
+
+
+def test_short_dpo_run_raises_the_exact_reward_over_pi_ref(first_run):
+    _, result, _ = first_run
+    assert result["dpo"]["kl"] > 0
+    assert result["dpo"]["reward"] > result["reference"]["reward"]
+    assert result["gain_ratio"] > 0
+
+
+def test_rerun_skips_finished_stages(first_run):
+    workdir, result, _ = first_run
+    marks = {stage: (workdir / stage / "FINISHED").stat().st_mtime_ns for stage in STAGES}
+    again, _ = run(workdir)
+    assert all(again["seconds"][stage] == 0.0 for stage in STAGES)
+    assert {stage: (workdir / stage / "FINISHED").stat().st_mtime_ns for stage in STAGES} == marks
+    for key in ("dpo", "preferred_ft", "unlikelihood", "reference", "frontier"):
+        assert again[key] == result[key]
+
+
+def test_rerun_with_other_settings_refuses_the_stale_stages(first_run):
+    workdir, _, _ = first_run
+    with pytest.raises(ValueError, match="other settings"):
+        run(workdir, sft=dict(learning_rate=0.5))
+
+
+def test_sweep_shares_the_reference_and_baselines(first_run, tmp_path):
+    shared, first, _ = first_run
+    result, _ = run(tmp_path / "beta_0.3", betas="0.3", reference_workdir=str(shared))
+    assert result["seconds"]["sft"] == result["seconds"]["preferred_ft"] == 0.0
+    assert result["seconds"]["dpo_beta_0.3"] > 0 and (tmp_path / "beta_0.3" / "dpo_beta_0.3").is_dir()
+    assert result["reference"] == first["reference"] and result["preferred_ft"] == first["preferred_ft"]
+    (tmp_path / "beta_0.1").mkdir()
+    shutil.copy(shared / "synthetic_eval.json", tmp_path / "beta_0.1")
+    printed = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "frontier.py"), f"--root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    dpo_rows = [line for line in printed.splitlines() if line.startswith("DPO")]
+    assert [row.split()[1] for row in dpo_rows] == ["0.100", "0.300"]
+    assert (tmp_path / "synthetic_frontier.png").exists()
+
+
+def test_merge_sweep_orders_betas_and_keeps_the_baselines():
+    def record(beta):
+        point = {"beta": beta, "kl": 1 / beta, "reward": 1.0, "optimum_reward": 1.1, "gain_ratio": 0.9}
+        return {
+            "beta": beta,
+            "reference": {"kl": 0.0, "reward": 0.5},
+            "dpo_by_beta": [point],
+            "optimum_by_beta": [{"beta": beta, "kl": 1.2 / beta, "reward": 1.2}],
+            "preferred_ft": {"kl": 0.1, "reward": 0.6, "optimum_reward": 0.7, "gain_ratio": 0.5},
+            "frontier": [],
+        }
+
+    merged = merge_sweep([record(1.0), record(0.1)])
+    assert [p["beta"] for p in merged["dpo_by_beta"]] == [0.1, 1.0]
+    table = format_table(merged)
+    assert table.count("\nDPO") == 2 and "preferred-FT" in table and "unlikelihood" not in table
+
+
+def test_synthetic_prepared_data_masks_exactly_the_response_tokens():
+    prompts = np.arange(12, dtype=np.int32).reshape(4, 3) % 5
+    responses = np.arange(32, dtype=np.int32).reshape(4, 2, 4) % 5
+    prepared = prepared_from_arrays("dpo", (prompts, responses))
+    assert prepared.num_responses == 2 and prepared.max_length == 7 and prepared.eval is None
+    loader = make_train_loader(prepared, global_batch_size=4, seed=0, process_index=0, process_count=1)
+    batch = loader.batch(0)
+    rows = loader.global_rows(0)
+    np.testing.assert_array_equal(batch["input_ids"][:, :, :3], np.repeat(prompts[rows][:, None], 2, axis=1))
+    np.testing.assert_array_equal(batch["input_ids"][:, :, 3:], responses[rows])
+    assert batch["loss_mask"][:, :, :3].sum() == 0 and batch["loss_mask"][:, :, 3:].all()
+    assert batch["attention_mask"].all()
+    other = prepared_from_arrays("dpo", (prompts, responses[:, ::-1]))
+    assert other.fingerprint != prepared.fingerprint
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+def test_tree_tables_equal_teacher_forcing(arch):
+    task = SyntheticTask(vocab_size=4, prompt_length=3, response_length=3, seed=2)
+    model, params = tiny_lm(arch, task.vocab_size, std=0.5)
+    prompts = task.sample_prompts(5, 0)
+    apply_fn = lambda p, ids, mask: model.apply({"params": p}, ids, attention_mask=mask)
+    expected = completion_logprobs(apply_fn, params, prompts, task.all_completions(), batch_size=256)
+    # batch_size 32 = two prompts per call: the last call is padded with repeated prompts.
+    table = all_completion_logprobs(model, params, prompts, vocab_size=4, response_length=3, batch_size=32)
+    assert table.shape == expected.shape and table.dtype == np.float64
+    np.testing.assert_allclose(table, expected, atol=2e-5)
+    one_token = all_completion_logprobs(model, params, prompts, vocab_size=4, response_length=1, batch_size=8)
+    np.testing.assert_allclose(np.exp(one_token).sum(-1), 1.0, atol=1e-5)

@@ -1,0 +1,159 @@
+"""The package's shape: one room per stage, data flowing one way, commands thin at the top.
+
+Reads every module of `dpo_jax` as text (ast, nothing imported), collects every import it makes (at
+module level or inside a function), and checks that
+  - no two modules import each other, directly or through others (no cycles);
+  - a room imports only from rooms earlier in the flow (`ROOMS`), never from a later one;
+  - library code never imports a command, the `configs/` directory, or the synthetic experiment;
+  - the top level of the package holds only commands, each of them short.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dpo_jax"
+
+# The rooms in the order data flows; a room may import from itself and from rooms before it.
+ROOMS = (
+    "assets",
+    "metrics",
+    "data",
+    "models",
+    "config",
+    "objectives",
+    "sharding",
+    "sampling",
+    "checkpoint",
+    "evaluation",
+    "training",
+    "perf",
+    "synthetic",
+)
+COMMANDS_ROOM = "commands"  # the modules at the top level of dpo_jax/
+MAX_COMMAND_LINES = 150
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+MODULES = all_modules()
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "package"
+    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
+        return COMMANDS_ROOM
+    return parts[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The dpo_jax modules (and `configs...`) that `path` imports anywhere in its code."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                # `from dpo_jax.data import loader` imports a submodule; `from dpo_jax.data import X`
+                # imports a name from the package itself.
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in MODULES else base)
+    return {name for name in found if name.split(".")[0] in ("dpo_jax", "configs")}
+
+
+GRAPH = {name: imported_modules(path) for name, path in MODULES.items()}
+
+
+def test_every_room_is_known_and_the_top_level_holds_only_commands():
+    rooms = {room_of(name) for name in MODULES} - {"package", COMMANDS_ROOM}
+    assert rooms == set(ROOMS), f"rooms on disk {sorted(rooms)} != the flow's rooms {sorted(ROOMS)}"
+    commands = sorted(name for name in MODULES if room_of(name) == COMMANDS_ROOM)
+    assert {"dpo_jax.main", "dpo_jax.sample", "dpo_jax.bench"} <= set(commands)
+    for name in commands:
+        lines = len(MODULES[name].read_text().splitlines())
+        assert lines <= MAX_COMMAND_LINES, f"{name} has {lines} lines: a command should be thin"
+
+
+def test_no_import_cycles():
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+
+    def visit(node):  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in GRAPH.get(node, ()):
+            if target not in MODULES:
+                continue
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in GRAPH.get(node, ()):
+                cycles.append(sorted(component))
+
+    for module in sorted(MODULES):
+        if module not in index:
+            visit(module)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_flow_one_way(module):
+    room = room_of(module)
+    for target in sorted(GRAPH[module]):
+        assert not target.startswith("configs"), f"{module} imports {target}: library code never imports configs/"
+        target_room = room_of(target)
+        if room == COMMANDS_ROOM or target_room in ("package", room):
+            continue
+        assert target_room != COMMANDS_ROOM, f"{module} imports the command {target}"
+        assert ROOMS.index(target_room) < ROOMS.index(room), (
+            f"{module} ({room}) imports {target} ({target_room}), a room later in the flow {ROOMS}"
+        )
+
+
+def test_the_checker_sees_a_backwards_arrow_and_a_cycle(tmp_path):
+    """The checks above can fail: a planted backwards import and a planted cycle are found."""
+    assert room_of("dpo_jax.training.loop") == "training"
+    assert room_of("dpo_jax.main") == COMMANDS_ROOM
+    planted = {"dpo_jax.a": {"dpo_jax.b"}, "dpo_jax.b": {"dpo_jax.a"}}
+    saved = dict(GRAPH)
+    try:
+        GRAPH.update(planted)
+        MODULES.update({"dpo_jax.a": tmp_path / "a.py", "dpo_jax.b": tmp_path / "b.py"})
+        with pytest.raises(AssertionError, match="import cycles"):
+            test_no_import_cycles()
+        GRAPH["dpo_jax.models.layers"] = GRAPH["dpo_jax.models.layers"] | {"dpo_jax.training.step"}
+        with pytest.raises(AssertionError, match="a room later in the flow"):
+            test_imports_flow_one_way("dpo_jax.models.layers")
+    finally:
+        GRAPH.clear()
+        GRAPH.update(saved)
+        MODULES.pop("dpo_jax.a")
+        MODULES.pop("dpo_jax.b")

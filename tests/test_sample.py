@@ -1,0 +1,82 @@
+"""`python -m dpo_jax.sample`: a tiny exported model and the shipped tokenizer give one completion per
+prompt, greedy decoding is deterministic, and a workdir stands for its exported policy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpo_jax.data import load_tokenizer
+from dpo_jax.models import from_hf, to_hf
+from dpo_jax.models.loading import EXPORT_DIRNAME
+from dpo_jax.sampling.prompts import encode_prompts, read_prompts, sample_completions
+from tests.synthetic.tiny_models import tiny_lm
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["Human: hello there\n\nAssistant:", "the movie was", "a"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A finished-run layout: WORKDIR/export holds the model and the tiny tokenizer."""
+    root = tmp_path_factory.mktemp("sample_run")
+    model, params = tiny_lm("gpt2", 512, std=0.5, max_positions=64)
+    to_hf(model, params, str(root / EXPORT_DIRNAME), tokenizer=load_tokenizer("tiny"))
+    return root
+
+
+def run_cli(*args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env.pop("XLA_FLAGS", None)  # one CPU device, as from a shell
+    result = subprocess.run(
+        [sys.executable, "-m", "dpo_jax.sample", *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_cli_prints_one_completion_per_prompt(workdir, tmp_path):
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    records = run_cli(
+        f"--workdir={workdir}",
+        f"--prompts_file={prompts_file}",
+        "--temperature=0",
+        "--max_new_tokens=8",
+        "--batch_size=2",
+    )
+    assert [r["prompt"] for r in records] == PROMPTS
+    assert all(isinstance(r["completion"], str) for r in records)
+    # Greedy: the same completions in-process, whatever the batch size (padding changes nothing).
+    model, params = from_hf(str(workdir / EXPORT_DIRNAME))
+    tokenizer = load_tokenizer("tiny")
+    settings = dict(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
+    again = sample_completions(model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=5)
+    assert again == [r["completion"] for r in records]
+
+
+def test_text_prompts_and_left_padding(tmp_path):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("first prompt\n\nsecond one here\n")
+    assert read_prompts(str(prompts_file)) == ["first prompt", "second one here"]
+    tokenizer = load_tokenizer("tiny")
+    ids, mask = encode_prompts(tokenizer, ["a", "a longer prompt than that"], max_prompt_length=4)
+    assert ids.shape == mask.shape and ids.shape[1] == 4
+    assert np.all(mask[:, -1] == 1) and mask[0].sum() < mask[1].sum() == 4
+    expected = tokenizer("a longer prompt than that", add_special_tokens=False)["input_ids"][-4:]
+    assert ids[1].tolist() == expected  # too long: the end is kept
+
+
+def test_sampling_follows_the_seed(workdir):
+    model, params = from_hf(str(workdir / EXPORT_DIRNAME))
+    tokenizer = load_tokenizer("tiny")
+    settings = dict(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8)
+    first = sample_completions(model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=1)
+    assert first == sample_completions(
+        model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=1
+    )
+    assert len(first) == len(PROMPTS)

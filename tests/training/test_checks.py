@@ -1,0 +1,65 @@
+"""Bad settings fail at start-up, naming the values: before any data is read or model built."""
+
+import pytest
+
+from dpo_jax.training.checks import validate_config
+from dpo_jax.training.loop import train_and_evaluate
+from tests.train_helpers import run_main, tiny_config
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"beta": 0.0}, "beta=0.0 must be a number > 0"),
+        ({"label_smoothing": 0.5}, "label_smoothing=0.5"),
+        ({"loss": "ipo", "label_smoothing": 0.1}, "ignored by loss 'ipo'"),
+        ({"loss": "dpoo"}, "not a known loss"),
+        ({"loss": "sft"}, "stage='dpo' with config.loss='sft'"),
+        ({"global_batch_size": 10, "grad_accum_steps": 4}, "global_batch_size=10 is not divisible by"),
+        ({"nonfinite_policy": "ignore"}, "nonfinite_policy='ignore'"),
+        ({"model.dropout_rate": 0.1}, "dropout"),
+    ],
+)
+def test_bad_settings_fail_when_the_config_is_read(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_config(tiny_config("hh", "tiny", **overrides))
+
+
+def test_batch_not_divisible_by_data_parallel_size(tmp_path):
+    config = tiny_config("hh", "tiny", global_batch_size=12)
+    with pytest.raises(ValueError, match=r"micro-batch of 12 .* not divisible by the data-parallel size 8"):
+        train_and_evaluate(config, str(tmp_path))
+
+
+def test_mesh_that_does_not_match_the_devices(tmp_path):
+    config = tiny_config("hh", "tiny", mesh_shape=(3, 1, 1))
+    with pytest.raises(ValueError, match="3"):
+        train_and_evaluate(config, str(tmp_path))
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(PermissionError, match=f"workdir '{blocker}/run' is not writable"):
+        train_and_evaluate(tiny_config("hh", "tiny"), str(blocker / "run"))
+
+
+def test_config_typo_fails_at_start_and_a_real_override_works(tmp_path):
+    typo = run_main(tmp_path / "typo", "--config.betta=0.5", "--config.num_train_steps=1", timeout=120)
+    assert typo.returncode != 0
+    assert "betta" in typo.stderr
+    assert not (tmp_path / "typo").exists()  # nothing ran
+    bad = run_main(tmp_path / "bad", "--config.beta=-1", timeout=120)
+    assert bad.returncode != 0 and "beta=-1" in bad.stderr
+
+
+def test_data_cache_is_local_for_a_gs_workdir(tmp_path):
+    from dpo_jax.training.loop import default_cache_dir
+
+    config = tiny_config("hh", "tiny")
+    # TPU VMs write checkpoints to gs://; the tokenised-data cache must stay a local path.
+    cache = default_cache_dir(config, "gs://bucket/runs/hh")
+    assert "://" not in cache and cache.startswith("/")
+    assert default_cache_dir(config, str(tmp_path)) == str(tmp_path / "data_cache")
+    config.data.cache_dir = "/scratch/cache"
+    assert default_cache_dir(config, "gs://bucket/runs/hh") == "/scratch/cache"
