@@ -18,9 +18,9 @@ from configs.synthetic import get_config
 from dpo_jax.data import make_train_loader
 from dpo_jax.synthetic import SyntheticTask, completion_logprobs
 from dpo_jax.synthetic.data import prepared_from_arrays
+from dpo_jax.synthetic.experiment import run_experiment
 from dpo_jax.synthetic.report import format_table, merge_sweep
 from dpo_jax.synthetic.tables import all_completion_logprobs
-from dpo_jax.training.loop import train_and_evaluate
 from tests.synthetic.tiny_models import tiny_lm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def run(workdir, **synthetic):
     config.synthetic.update(synthetic)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        result = train_and_evaluate(config, str(workdir))
+        result = run_experiment(config, str(workdir))
     return result, stdout.getvalue()
 
 
