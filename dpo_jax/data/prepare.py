@@ -211,6 +211,38 @@ def _source_for(settings: DataSettings, table: RawTable) -> tuple[Adapter, str]:
     return adapter, kind
 
 
+def read_examples(data_config: Any, *, split: str = "eval", limit: int = 0, unique_prompts: bool = False):
+    """The text examples (prompt, responses best first) of the train or eval split, untokenised.
+
+    For evaluations that sample prompts and compare against the dataset's own responses (win rates,
+    IMDb prefixes). Bad rows are skipped and logged as in `build_datasets`. `limit` > 0 keeps the first
+    `limit` usable examples; `unique_prompts` keeps the first example of each prompt (HH repeats a
+    prompt for each of its pairs). Returns (examples, report).
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    settings = read_settings(data_config)
+    split_name = settings.train_split if split == "train" else settings.eval_split
+    if not split_name:
+        raise ValueError(f"data config {settings.source!r} has no {split} split")
+    spec = SOURCES.get(settings.source)
+    table = open_split(
+        settings.path, split_name, hub_config=spec.hub_config if spec else None, single_file_ok=split == "train"
+    )
+    adapter, _ = _source_for(settings, table)
+    report = BadInputReport(split=split)
+    examples, seen = [], set()
+    for _, example in _walk_rows(table, adapter, settings.parse_options, report):
+        if unique_prompts and example.prompt in seen:
+            continue
+        seen.add(example.prompt)
+        examples.append(example)
+        if limit and len(examples) >= limit:
+            break
+    report.log(logger, source=settings.source)
+    return examples, report
+
+
 def _split_identity(
     settings: DataSettings, tokenizer, stage: str, split_name: str, table: RawTable, limit: int, num_responses
 ) -> tuple[str, dict[str, Any]]:

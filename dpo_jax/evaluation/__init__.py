@@ -1,0 +1,1 @@
+"""Evaluation: judged win rates, KL estimates and the IMDb sentiment pipeline."""

@@ -1,0 +1,46 @@
+"""Writing evaluation results so that nothing incomplete ever looks complete.
+
+Each file is written to a temporary name beside its destination and renamed into place once whole
+(a rename is atomic on POSIX file systems): a crash or an error leaves the previous result or none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def _jsonable(value):
+    # NaN is not JSON; a win rate over zero readable verdicts is reported as null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def result_line(record: dict) -> str:
+    """The `RESULT {json}` line commands print per result."""
+    return "RESULT " + json.dumps(_jsonable(record), sort_keys=True)
+
+
+def _write_atomic(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_json(path, record: dict) -> Path:
+    return _write_atomic(path, json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(path, records: Iterable[dict]) -> Path:
+    return _write_atomic(path, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records))

@@ -1,0 +1,82 @@
+"""What an evaluation needs to know about a trained run: its policy, its reference, its data, its label.
+
+A run is a dpo_jax workdir (WORKDIR/run_config.json and the exported policy in WORKDIR/export) or a
+plain Hugging Face model directory or hub name (then there is no config: no reference, no data).
+The reference of a run is what it trained against: config.reference.name_or_path, or else the model
+it started from (config.model.name_or_path), the paper's setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import ml_collections
+
+from dpo_jax.model_loading import resolve_model_path
+from dpo_jax.models.hf_io import resolve_checkpoint_dir
+
+RUN_CONFIG = "run_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    path: str  # as given
+    model_path: str  # the policy's Hugging Face directory or hub name
+    config: ml_collections.ConfigDict | None  # the run's config, when `path` is a dpo_jax workdir
+
+    @property
+    def label(self) -> str:
+        return Path(self.path.rstrip("/")).name or self.path
+
+    @property
+    def reference_path(self) -> str:
+        if self.config is None:
+            raise ValueError(
+                f"{self.path} is not a dpo_jax workdir (no {RUN_CONFIG}): it names no reference model"
+            )
+        name = self.config.reference.name_or_path or self.config.model.name_or_path
+        if name == "random":
+            raise ValueError(f"{self.path} started from a random model: it has no reference to sample")
+        return resolve_model_path(name)
+
+    @property
+    def method(self) -> str:
+        """ "sft" for an SFT run, else the loss ("dpo", "ipo", ...)."""
+        if self.config is None:
+            return "model"
+        return "sft" if self.config.stage == "sft" else str(self.config.loss)
+
+    @property
+    def beta(self) -> float | None:
+        return None if self.config is None or self.config.stage == "sft" else float(self.config.beta)
+
+    def tokenizer_path(self) -> str:
+        """The policy's own tokenizer, else the run's configured one."""
+        if os.path.isdir(self.model_path):
+            directory = resolve_checkpoint_dir(self.model_path)
+            if os.path.exists(os.path.join(directory, "tokenizer_config.json")):
+                return directory
+        if self.config is not None and self.config.tokenizer:
+            return self.config.tokenizer
+        return self.model_path
+
+
+def read_run(path: str) -> RunInfo:
+    config_file = Path(path, RUN_CONFIG)
+    config = None
+    if config_file.is_file():
+        try:
+            config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_file}: not valid JSON ({error})") from error
+    return RunInfo(path=path, model_path=resolve_model_path(path), config=config)
+
+
+def load_policy(path: str, *, dtype: str = "float32"):
+    """(model, params) of a Hugging Face directory, hub name or finished workdir."""
+    from dpo_jax.models import from_hf
+
+    return from_hf(resolve_model_path(path), dtype=dtype)

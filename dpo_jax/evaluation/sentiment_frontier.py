@@ -1,0 +1,57 @@
+"""One point of the reward-vs-KL frontier: a policy's expected reward and KL(pi || pi_ref), from samples.
+
+For each prompt (an IMDb review prefix), `num_samples` completions are sampled from the policy at
+temperature 1 (so they are draws from pi itself), scored by the reward (a sentiment classifier's
+p(positive) of prefix + completion), and scored under the reference by teacher forcing. Both means come
+with standard errors that treat prompts as clusters (kl_estimate.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dpo_jax.evaluation.kl_estimate import clustered_mean, kl_estimate
+from dpo_jax.evaluation.policy_samples import sample_policy, score_completions
+
+
+def reward_and_kl(
+    policy,
+    reference,
+    tokenizer,
+    prompts: Sequence[str],
+    reward_judge,
+    *,
+    num_samples: int = 4,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> dict:
+    """{"reward", "reward_stderr", "kl", "kl_stderr", "num_samples", "num_prompts"}.
+
+    policy, reference: (model, params) pairs; the reference scores the policy's samples, so both must
+    share the tokenizer. reward_judge: a ScoringJudge (e.g. judges.ClassifierJudge).
+    """
+    policy_model, policy_params = policy
+    reference_model, reference_params = reference
+    settings = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
+    samples = sample_policy(
+        policy_model,
+        policy_params,
+        tokenizer,
+        list(prompts),
+        settings=settings,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    reference_logps = score_completions(reference_model, reference_params, samples, batch_size=batch_size)
+    prompt_per_row = [prompts[i] for i in samples.prompt_index]
+    rewards = np.asarray(reward_judge.score(prompt_per_row, samples.texts), np.float64)
+    reward = clustered_mean(rewards, samples.prompt_index)
+    return {
+        "reward": reward["mean"],
+        "reward_stderr": reward["stderr"],
+        **kl_estimate(samples.logps, reference_logps, samples.prompt_index),
+    }

@@ -1,0 +1,83 @@
+"""Preference data for the controlled-sentiment experiment: SFT samples ranked by a sentiment classifier.
+
+As in the DPO paper's IMDb setting: for each review prefix (2-8 words), K completions are sampled from
+the SFT model and scored by the classifier (p(positive) of prefix + completion); every pair with
+different scores becomes a preference pair, the higher score chosen (or, for Plackett-Luce, the K
+completions ranked best first). Records are in the `source="local"` schemas the trainer reads:
+    pairs:  {"prompt", "chosen", "rejected", "chosen_score", "rejected_score"}
+    ranked: {"prompt", "responses" (best first), "scores"}
+Completions that repeat another completion of the same prefix are dropped first (a pair of identical
+texts teaches nothing, and the trainer rejects identical ranked responses), and pairs with equal scores
+are skipped; both are counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+FORMATS = ("pairs", "ranked")
+
+
+def preference_records(
+    prompts: Sequence[str],
+    completions: Sequence[Sequence[str]],
+    scores: Sequence[Sequence[float]],
+    *,
+    output_format: str = "pairs",
+) -> tuple[list[dict], dict[str, int]]:
+    """(records, counts) from K scored completions per prompt; counts: prompts, records,
+    duplicate_completions, tied_pairs, prompts_without_pairs."""
+    if output_format not in FORMATS:
+        raise ValueError(f"output format must be one of {FORMATS}, got {output_format!r}")
+    records: list[dict] = []
+    counts = dict(prompts=len(prompts), duplicate_completions=0, tied_pairs=0, prompts_without_pairs=0)
+    for prompt, texts, values in zip(prompts, completions, scores, strict=True):
+        unique: dict[str, float] = {}
+        for text, value in zip(texts, values, strict=True):
+            if text in unique:
+                counts["duplicate_completions"] += 1
+            else:
+                unique[text] = float(value)
+        ranked = sorted(unique.items(), key=lambda item: -item[1])
+        made = 0
+        if output_format == "ranked":
+            if len(ranked) >= 2:
+                records.append(
+                    {"prompt": prompt, "responses": [t for t, _ in ranked], "scores": [s for _, s in ranked]}
+                )
+                made = 1
+        else:
+            for (better, better_score), (worse, worse_score) in itertools.combinations(ranked, 2):
+                if better_score == worse_score:
+                    counts["tied_pairs"] += 1
+                    continue
+                records.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": better,
+                        "rejected": worse,
+                        "chosen_score": better_score,
+                        "rejected_score": worse_score,
+                    }
+                )
+                made += 1
+        counts["prompts_without_pairs"] += made == 0
+    counts["records"] = len(records)
+    return records, counts
+
+
+def score_per_prompt(
+    classifier, prompts: Sequence[str], completions: Sequence[Sequence[str]]
+) -> list[np.ndarray]:
+    """The classifier's score of prompt + completion for every completion, grouped per prompt."""
+    flat_prompts = [p for p, texts in zip(prompts, completions) for _ in texts]
+    flat_texts = [t for texts in completions for t in texts]
+    flat = np.asarray(classifier.score(flat_prompts, flat_texts), np.float64)
+    out, start = [], 0
+    for texts in completions:
+        out.append(flat[start : start + len(texts)])
+        start += len(texts)
+    return out

@@ -1,0 +1,104 @@
+"""Win rates across sampling temperatures: policy completions against a baseline's, judged.
+
+A side of the comparison (`Contender`) is one of:
+  * a model sampled once per prompt at the temperature (the policy, the reference, another run);
+  * Best-of-N (the DPO paper's baseline): N samples of a model per prompt at the temperature, the one
+    a reward model scores highest kept;
+  * fixed texts (the dataset's preferred response or human summary), the same at every temperature.
+Policy and baseline are sampled with different seeds, so two copies of one model are two independent
+samples (and win half the time in expectation), not the same text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from dpo_jax.evaluation.policy_samples import sample_policy
+from dpo_jax.evaluation.winrate import judge_win_rate
+
+
+class IncompleteJudging(RuntimeError):
+    """Some comparisons got no verdict after every retry: the win rate would be a partial result."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    label: str
+    model: Any = None
+    params: Any = None
+    texts: Sequence[str] | None = None  # fixed responses instead of a model
+    best_of: int = 1  # > 1: Best-of-N with `reward_judge`
+    reward_judge: Any = None
+
+    def __post_init__(self):
+        if (self.texts is None) == (self.model is None):
+            raise ValueError(f"contender {self.label!r} needs a model or fixed texts, not both or neither")
+        if self.best_of < 1 or (self.best_of > 1 and self.reward_judge is None):
+            raise ValueError(
+                f"contender {self.label!r}: best_of={self.best_of} needs best_of >= 1 and a reward judge"
+            )
+
+    def completions(
+        self, tokenizer, prompts: Sequence[str], *, settings: dict, batch_size: int, seed: int
+    ) -> list[str]:
+        if self.texts is not None:
+            return list(self.texts)
+        samples = sample_policy(
+            self.model,
+            self.params,
+            tokenizer,
+            list(prompts),
+            settings=settings,
+            num_samples=self.best_of,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        if self.best_of == 1:
+            return samples.texts
+        candidates = samples.per_prompt()
+        scores = np.asarray(
+            self.reward_judge.score([p for p in prompts for _ in range(self.best_of)], samples.texts)
+        ).reshape(len(prompts), self.best_of)
+        return [texts[int(np.argmax(row))] for texts, row in zip(candidates, scores)]
+
+
+def win_rate_sweep(
+    judge,
+    tokenizer,
+    prompts: Sequence[str],
+    policy: Contender,
+    baseline: Contender,
+    temperatures: Sequence[float],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    seed: int = 0,
+    on_result: Callable[[float, dict], None] | None = None,
+) -> list[tuple[dict, list[dict]]]:
+    """[(summary, comparison records)] per temperature; summaries carry "temperature".
+
+    Raises IncompleteJudging if any comparison has no verdict after the judge's retries (the verdicts
+    obtained are in the judge's cache; a rerun asks only for the missing ones).
+    """
+    results = []
+    for index, temperature in enumerate(temperatures):
+        settings = dict(temperature=float(temperature), top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
+        options = dict(settings=settings, batch_size=batch_size)
+        policy_texts = policy.completions(tokenizer, prompts, seed=2 * seed, **options)
+        baseline_texts = baseline.completions(tokenizer, prompts, seed=2 * seed + 1, **options)
+        summary, records = judge_win_rate(judge, prompts, policy_texts, baseline_texts, seed=seed + index)
+        if summary["errors"]:
+            raise IncompleteJudging(
+                f"{summary['errors']} of {len(prompts)} comparisons at temperature {temperature:g} got no "
+                f"verdict after retries (first: {next(r['error'] for r in records if 'error' in r)}); "
+                "rerun to ask again for those only: every verdict obtained is cached"
+            )
+        summary = {"temperature": float(temperature), **summary}
+        if on_result is not None:
+            on_result(float(temperature), summary)
+        results.append((summary, records))
+    return results

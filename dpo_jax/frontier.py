@@ -1,0 +1,133 @@
+"""Command line: the reward-vs-KL frontier of trained policies on IMDb sentiment (the DPO paper's Figure 2).
+
+    python launch/sweep.py --config=configs/imdb.py --workdir_root=/tmp/imdb-sweep --mode=local \\
+        --config.model.name_or_path=/tmp/imdb-sft --config.data.path=/tmp/imdb_pairs.jsonl
+    python -m dpo_jax.frontier --workdirs=/tmp/imdb-sweep/beta_0.05,/tmp/imdb-sweep/beta_0.1 \\
+        --classifier=siebert/sentiment-roberta-large-english --out_dir=/tmp/imdb-sweep
+
+For each run, --num_samples continuations of each held-out review prefix (the `imdb_prefixes` source
+of --data_path, split --split) are sampled from the policy at temperature 1; the reward is the
+classifier's p(positive) of prefix + continuation, KL(pi || pi_ref) is the mean of
+log pi(y|x) - log pi_ref(y|x) over the samples (pi_ref: the run's reference, which scores the same
+tokens), each with its standard error (prompts as clusters). Each distinct reference is evaluated too,
+at KL 0. Curves: one per method (the run's loss, or "sft"), through its beta sweep.
+Writes OUT_DIR/frontier.json (every point; once complete) and OUT_DIR/frontier.png; prints one
+`RESULT {json}` line per point. --workdirs also accepts a sweep root, meaning all its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
+from dpo_jax.make_pairs import imdb_prefixes
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m dpo_jax.frontier",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--workdirs", required=True, help="runs (or a sweep root), comma separated")
+    parser.add_argument("--classifier", default=DEFAULT_SENTIMENT_CLASSIFIER)
+    parser.add_argument("--out_dir", default="", help="default: the parent of the first run")
+    parser.add_argument("--data_path", default="stanfordnlp/imdb")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--num_prompts", type=int, default=256)
+    parser.add_argument("--num_samples", type=int, default=4, help="samples per prefix")
+    parser.add_argument("--prefix_min_words", type=int, default=2)
+    parser.add_argument("--prefix_max_words", type=int, default=8)
+    parser.add_argument("--max_new_tokens", type=int, default=48)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--no_reference_point", action="store_true", help="skip evaluating the references")
+    args = parser.parse_args(argv)
+    if args.num_prompts < 2 or args.num_samples < 1:
+        parser.error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
+    return args
+
+
+def expand_workdirs(spec: str) -> list[str]:
+    """Runs named directly, or every run (a directory with run_config.json) inside a sweep root."""
+    from dpo_jax.evaluation.runs import RUN_CONFIG
+
+    runs = []
+    for entry in (w for w in spec.split(",") if w):
+        path = Path(entry)
+        if path.is_dir() and not (path / RUN_CONFIG).exists() and not (path / "config.json").exists():
+            found = sorted(str(p.parent) for p in path.glob(f"*/{RUN_CONFIG}"))
+            if not found:
+                raise FileNotFoundError(f"{entry} holds no run (no {RUN_CONFIG} in it or its subdirectories)")
+            runs.extend(found)
+        else:
+            runs.append(entry)
+    return runs
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from dpo_jax.data import load_tokenizer
+    from dpo_jax.evaluation.plots import MissingMatplotlib, plot_reward_vs_kl
+    from dpo_jax.evaluation.results import result_line, write_json
+    from dpo_jax.evaluation.runs import load_policy, read_run
+    from dpo_jax.evaluation.sentiment_frontier import reward_and_kl
+    from dpo_jax.judges import ClassifierJudge, JudgeError
+
+    points = []
+    try:
+        runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
+        prompts = imdb_prefixes(args)
+        classifier = ClassifierJudge(args.classifier)
+        references: dict[str, tuple] = {}
+        options = dict(
+            num_samples=args.num_samples,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        for run in runs:
+            reference_path = run.reference_path
+            if reference_path not in references:
+                references[reference_path] = load_policy(reference_path, dtype=args.dtype)
+                if not args.no_reference_point:
+                    reference = references[reference_path]
+                    tokenizer = load_tokenizer(read_run(reference_path).tokenizer_path())
+                    stats = reward_and_kl(reference, reference, tokenizer, prompts, classifier, **options)
+                    point = {"run": reference_path, "method": "reference", "beta": None, **stats}
+                    print(result_line(point), flush=True)
+                    points.append(point)
+            tokenizer = load_tokenizer(run.tokenizer_path())
+            policy = load_policy(run.model_path, dtype=args.dtype)
+            stats = reward_and_kl(
+                policy, references[reference_path], tokenizer, prompts, classifier, **options
+            )
+            point = {"run": run.path, "method": run.method, "beta": run.beta, **stats}
+            print(result_line(point), flush=True)
+            points.append(point)
+        out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)
+        write_json(
+            out_dir / "frontier.json",
+            {"classifier": args.classifier, "num_prompts": len(prompts), **options, "points": points},
+        )
+    except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
+        print(f"frontier: {error}", file=sys.stderr)
+        return 2
+    curves: dict[str, list] = {}
+    for point in points:
+        curves.setdefault(point["method"], []).append(point)
+    try:
+        print(f"figure: {plot_reward_vs_kl(curves, out_dir / 'frontier.png', title='IMDb sentiment')}")
+    except MissingMatplotlib as error:
+        print(f"frontier: no figure: {error}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
