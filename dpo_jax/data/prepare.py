@@ -237,6 +237,7 @@ def read_examples(data_config: Any, *, split: str = "eval", limit: int = 0, uniq
             continue
         seen.add(example.prompt)
         examples.append(example)
+        report.examples_kept += 1
         if limit and len(examples) >= limit:
             break
     report.log(logger, source=settings.source)

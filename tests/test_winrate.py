@@ -1,0 +1,154 @@
+"""`python -m dpo_jax.winrate` in-process on hand-built runs (tiny random models exported as a finished
+workdir and its reference): the openai judge against the local server (results, files, a rerun that
+sends nothing), Best-of-N judged by a reward model, the judge check, and clear errors."""
+
+import json
+
+import pytest
+
+from dpo_jax import winrate
+from dpo_jax.data import load_tokenizer, read_examples
+from dpo_jax.model_loading import EXPORT_DIRNAME
+from dpo_jax.models import to_hf
+from tests.judges.chat_server import KEY, MODEL, ChatServer, responses_of
+from tests.judges.tiny_classifiers import save_tiny_classifier
+from tests.synthetic.tiny_models import tiny_lm
+from tests.train_helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A finished TL;DR "run" (config + export) whose reference is another exported tiny model."""
+    root = tmp_path_factory.mktemp("winrate")
+    tokenizer = load_tokenizer("tiny")
+    reference, policy = root / "sft", root / "dpo"
+    for path, seed in ((reference / EXPORT_DIRNAME, 0), (policy / EXPORT_DIRNAME, 1)):
+        model, params = tiny_lm("gpt2", 512, seed=seed, std=0.5, max_positions=128)
+        to_hf(model, params, str(path), tokenizer=tokenizer)
+    config = tiny_config("tldr", "tiny")
+    config.model.name_or_path = str(reference)
+    (policy / "run_config.json").write_text(config.to_json_best_effort())
+    return {
+        "policy": policy,
+        "reference": reference,
+        "reward": save_tiny_classifier(root / "rm", num_labels=1),
+    }
+
+
+def results(capsys) -> list[dict]:
+    out = capsys.readouterr().out
+    return [json.loads(line[len("RESULT ") :]) for line in out.splitlines() if line.startswith("RESULT ")]
+
+
+def openai_args(server, run, *extra):
+    return [
+        f"--workdir={run}",
+        "--task=tldr",
+        "--judge=openai",
+        f"--judge_base_url={server.base_url}",
+        f"--judge_model={MODEL}",
+        "--judge_backoff_s=0.001",
+        "--judge_price=1,2",
+        "--num_prompts=4",
+        "--max_new_tokens=8",
+        "--batch_size=4",
+        *extra,
+    ]
+
+
+def test_openai_judge_against_the_chosen_summaries(runs, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    # The judge prefers the dataset's chosen summary, wherever it is shown.
+    chosen = [
+        e.responses[0].strip() for e in read_examples(tiny_config("tldr", "tiny").data, split="eval")[0]
+    ]
+    decide = lambda text: "Comparison: x\nPreferred: " + ("A" if responses_of(text)[0] in chosen else "B")
+    with ChatServer(decide=decide, faults=lambda text, attempt: "429" if attempt == 0 else None) as server:
+        assert (
+            winrate.main(openai_args(server, runs["policy"], "--temperatures=0,1", "--baseline=chosen")) == 0
+        )
+        lines = results(capsys)
+        assert [r["temperature"] for r in lines] == [0.0, 1.0]
+        for line in lines:
+            assert line["win_rate"] == 0.0 and line["n"] == 4 and line["unparsable"] == 0
+            assert line["judge"] == f"openai:{MODEL}" and line["ci_low"] == line["ci_high"] == 0.0
+        assert server.requests == 2 * 4 * 2  # every first attempt was refused with a 429 and retried
+        out = runs["policy"] / "winrate"
+        name = f"policy_vs_chosen_openai_{MODEL}"
+        saved = json.loads((out / f"{name}.json").read_text())
+        assert [t["win_rate"] for t in saved["temperatures"]] == [0.0, 0.0]
+        assert saved["judge_usage"]["retries"] == 8 and saved["judge_usage"]["cost_usd"] > 0
+        comparisons = [
+            json.loads(line) for line in (out / f"{name}.comparisons.jsonl").read_text().splitlines()
+        ]
+        assert len(comparisons) == 8 and all(
+            c["outcome"] == 0.0 and c["baseline"].strip() in chosen for c in comparisons
+        )
+        assert (out / f"{name}.png").stat().st_size > 0
+        # A rerun is served from the verdict cache: the same numbers, no request.
+        assert (
+            winrate.main(openai_args(server, runs["policy"], "--temperatures=0,1", "--baseline=chosen")) == 0
+        )
+        assert server.requests == 16
+        assert results(capsys) == lines
+
+
+def test_best_of_n_against_the_reference_judged_by_a_reward_model(runs, capsys):
+    args = [
+        f"--workdir={runs['reference']}",
+        "--task=tldr",
+        "--data_source=tldr_comparisons",
+        "--data_path=fixture:tldr_comparisons",
+        "--policy=best_of_n:4",
+        f"--best_of_n_reward={runs['reward']}",
+        f"--baseline={runs['reference']}",
+        "--judge=reward_model",
+        f"--judge_path={runs['reward']}",
+        "--temperatures=1",
+        "--num_prompts=6",
+        "--max_new_tokens=8",
+    ]
+    assert winrate.main(args) == 0
+    (line,) = results(capsys)
+    # The best of 4 samples by the judge's own reward model beats one sample of the same model, unless
+    # the single sample happens to score higher than all 4 (probability 1/5 per prompt).
+    assert line["n"] == 6 and line["win_rate"] >= 4 / 6
+
+
+def test_judge_check_against_human_labels(runs, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+    # This judge always picks the longer summary.
+    def decide(text):
+        a = text.split("Summary A:\n")[1].split("\n\nSummary B:")[0]
+        b = text.split("Summary B:\n")[1].split("\n\nFirst,")[0]
+        return "Preferred: " + ("A" if len(a) >= len(b) else "B")
+
+    with ChatServer(decide=decide) as server:
+        assert winrate.main(openai_args(server, runs["policy"], "--check_judge", "--num_prompts=6")) == 0
+    (line,) = results(capsys)
+    assert line["n"] == 6 and 0.0 <= line["agreement_with_humans"] <= 1.0
+    saved = json.loads((runs["policy"] / "winrate" / f"judge_agreement_openai_{MODEL}.json").read_text())
+    assert saved["agreement_with_humans"] == line["agreement_with_humans"]
+
+
+def test_errors_are_one_clear_message(runs, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    args = ["--workdir", str(runs["policy"]), "--task=tldr", f"--judge_cache={tmp_path / 'c.jsonl'}"]
+    assert winrate.main(args) == 2
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong")
+    with ChatServer() as server:
+        assert winrate.main(openai_args(server, runs["policy"], "--name=refused", "--temperatures=0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("winrate: ") and "HTTP 401" in err and "Traceback" not in err
+    assert not (runs["policy"] / "winrate" / "refused.json").exists()
+    assert (
+        winrate.main(
+            ["--workdir", str(tmp_path / "missing"), "--task=hh", "--judge=classifier", "--judge_path=x"]
+        )
+        == 2
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        winrate.main(["--workdir=x", "--task=tldr", "--policy=best_of_n:many"])
+    assert exit_info.value.code == 2
