@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
-from dpo_jax.make_pairs import imdb_prefixes
 
 
 def parse_args(argv):
@@ -78,12 +77,18 @@ def main(argv=None) -> int:
     from dpo_jax.evaluation.results import result_line, write_json
     from dpo_jax.evaluation.runs import load_policy, read_run
     from dpo_jax.evaluation.sentiment_frontier import reward_and_kl
+    from dpo_jax.evaluation.sentiment_pairs import imdb_prefixes
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
     points = []
     try:
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
-        prompts = imdb_prefixes(args)
+        prompts = imdb_prefixes(
+            args.data_path,
+            args.split,
+            limit=args.num_prompts,
+            words=(args.prefix_min_words, args.prefix_max_words),
+        )
         classifier = ClassifierJudge(args.classifier)
         references: dict[str, tuple] = {}
         options = dict(

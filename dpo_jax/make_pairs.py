@@ -55,42 +55,24 @@ def parse_args(argv):
     return args
 
 
-def imdb_prefixes(args) -> list[str]:
-    import ml_collections
-
-    from dpo_jax.data import read_examples
-
-    data = ml_collections.ConfigDict(
-        dict(
-            source="imdb_prefixes",
-            path=args.data_path,
-            train_split=args.split,
-            eval_split="",
-            max_length=512,
-            max_prompt_length=64,
-            imdb_prefix_min_words=args.prefix_min_words,
-            imdb_prefix_max_words=args.prefix_max_words,
-        )
-    )
-    examples, _ = read_examples(data, split="train", limit=args.num_prompts, unique_prompts=True)
-    if not examples:
-        raise ValueError(f"no review prefixes in split {args.split!r} of {args.data_path!r}")
-    return [e.prompt for e in examples]
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from dpo_jax.data import load_tokenizer
-    from dpo_jax.evaluation.policy_samples import sample_policy
     from dpo_jax.evaluation.results import result_line, write_jsonl
     from dpo_jax.evaluation.runs import load_policy, read_run
-    from dpo_jax.evaluation.sentiment_pairs import preference_records, score_per_prompt
+    from dpo_jax.evaluation.sentiment_pairs import imdb_prefixes, preference_records, score_per_prompt
     from dpo_jax.judges import ClassifierJudge, JudgeError
+    from dpo_jax.sampling.prompts import sample_policy
 
     try:
         run = read_run(args.workdir)
-        prefixes = imdb_prefixes(args)
+        prefixes = imdb_prefixes(
+            args.data_path,
+            args.split,
+            limit=args.num_prompts,
+            words=(args.prefix_min_words, args.prefix_max_words),
+        )
         classifier = ClassifierJudge(args.classifier)
         model, params = load_policy(run.model_path, dtype=args.dtype)
         tokenizer = load_tokenizer(args.tokenizer or run.tokenizer_path())

@@ -28,6 +28,7 @@ ROOMS = (
     "sharding",
     "sampling",
     "checkpoint",
+    "judges",
     "evaluation",
     "training",
     "perf",

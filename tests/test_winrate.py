@@ -8,8 +8,8 @@ import pytest
 
 from dpo_jax import winrate
 from dpo_jax.data import load_tokenizer, read_examples
-from dpo_jax.model_loading import EXPORT_DIRNAME
 from dpo_jax.models import to_hf
+from dpo_jax.models.loading import EXPORT_DIRNAME
 from tests.judges.chat_server import KEY, MODEL, ChatServer, responses_of
 from tests.judges.tiny_classifiers import save_tiny_classifier
 from tests.synthetic.tiny_models import tiny_lm

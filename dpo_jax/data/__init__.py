@@ -49,7 +49,14 @@ from dpo_jax.data.loader import (
     make_eval_batches,
     make_train_loader,
 )
-from dpo_jax.data.prepare import STAGES, DataSettings, PreparedData, build_datasets, read_examples, read_settings
+from dpo_jax.data.prepare import (
+    STAGES,
+    DataSettings,
+    PreparedData,
+    build_datasets,
+    read_examples,
+    read_settings,
+)
 from dpo_jax.data.readers import FIXTURES_DIR, fixture_dir
 from dpo_jax.data.report import BadInputReport, BadRow
 from dpo_jax.data.sources import SOURCES, Example

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import ml_collections
 
-from dpo_jax.model_loading import resolve_model_path
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.loading import resolve_model_path
 
 RUN_CONFIG = "run_config.json"
 

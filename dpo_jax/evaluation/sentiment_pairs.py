@@ -16,7 +16,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
+
+from dpo_jax.data import read_examples
 
 FORMATS = ("pairs", "ranked")
 
@@ -81,3 +84,24 @@ def score_per_prompt(
         out.append(flat[start : start + len(texts)])
         start += len(texts)
     return out
+
+
+def imdb_prefixes(path: str, split: str, *, limit: int = 0, words: tuple[int, int] = (2, 8)) -> list[str]:
+    """The distinct review prefixes (`imdb_prefixes` source: words[0]..words[1] words, the length fixed per
+    review by a checksum) of `split` at `path` (a hub name, a directory, or "fixture:imdb")."""
+    data = ml_collections.ConfigDict(
+        dict(
+            source="imdb_prefixes",
+            path=path,
+            train_split=split,
+            eval_split="",
+            max_length=512,
+            max_prompt_length=64,
+            imdb_prefix_min_words=words[0],
+            imdb_prefix_max_words=words[1],
+        )
+    )
+    examples, _ = read_examples(data, split="train", limit=limit, unique_prompts=True)
+    if not examples:
+        raise ValueError(f"no review prefixes in split {split!r} of {path!r}")
+    return [e.prompt for e in examples]

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from dpo_jax.evaluation.policy_samples import sample_policy
 from dpo_jax.evaluation.winrate import judge_win_rate
+from dpo_jax.sampling.prompts import sample_policy
 
 
 class IncompleteJudging(RuntimeError):

@@ -1,16 +1,21 @@
 """Prompts as text in, completions as text out: reading prompt files, encoding them left padded, and
-sampling one completion per prompt with `generate` (the library side of `python -m dpo_jax.sample`)."""
+sampling completions of them with `generate` (the library side of `python -m dpo_jax.sample`).
+
+Prompts are encoded without special tokens (as training does), left padded, and keep their end when
+longer than the room the model leaves them. `sample_policy` keeps the tokens and log-probs of several
+completions per prompt (see batched.py); `sample_completions` is its one-completion text view.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from dpo_jax.sampling.generate import generate
+from dpo_jax.sampling.batched import Samples, sample_token_ids
 
 logger = logging.getLogger("dpo_jax")
 
@@ -46,38 +51,57 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int):
     return input_ids, mask
 
 
-def sample_completions(
-    model, params, tokenizer, prompts: list[str], *, settings: dict, batch_size: int, seed: int
-):
-    """One completion per prompt (text up to, not including, EOS)."""
+def decode_completions(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
+    texts = []
+    for row, row_mask in zip(tokens, mask):
+        kept = row[row_mask == 1].tolist()
+        if kept and kept[-1] == tokenizer.eos_token_id:
+            kept = kept[:-1]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True))
+    return texts
+
+
+def sample_policy(
+    model,
+    params,
+    tokenizer,
+    prompts: list[str],
+    *,
+    settings: dict,
+    num_samples: int = 1,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> Samples:
+    """`num_samples` completions per text prompt (`sample_token_ids` on the encoded prompts), with the
+    completions decoded into `texts`; `settings` are generate's temperature, top_k, top_p and
+    max_new_tokens."""
     max_new_tokens = settings["max_new_tokens"]
     max_prompt_length = model.config.max_position_embeddings - max_new_tokens
     if max_prompt_length < 1:
         raise ValueError(
-            f"--max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
             f"{model.config.max_position_embeddings} positions"
         )
-    input_ids, mask = encode_prompts(tokenizer, prompts, max_prompt_length)
-    batch_size = min(batch_size, len(prompts))
-    completions = []
-    rng = jax.random.key(seed)
-    for batch_index, start in enumerate(range(0, len(prompts), batch_size)):
-        # Every call has batch_size rows (the last batch repeats its prompts), so one program serves all.
-        rows = np.arange(start, start + batch_size) % len(prompts)
-        out = generate(
-            model,
-            params,
-            input_ids[rows],
-            mask[rows],
-            rng=jax.random.fold_in(rng, batch_index),
-            eos_id=tokenizer.eos_token_id,
-            pad_id=pad_id(tokenizer),
-            **settings,
-        )
-        tokens, token_mask = np.asarray(out["tokens"]), np.asarray(out["mask"])
-        for row in range(min(batch_size, len(prompts) - start)):
-            kept = tokens[row][token_mask[row] == 1].tolist()
-            if kept and kept[-1] == tokenizer.eos_token_id:
-                kept = kept[:-1]
-            completions.append(tokenizer.decode(kept, skip_special_tokens=True))
-    return completions
+    ids, mask = encode_prompts(tokenizer, prompts, max_prompt_length)
+    samples = sample_token_ids(
+        model,
+        params,
+        ids,
+        mask,
+        settings=settings,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=pad_id(tokenizer),
+    )
+    return dataclasses.replace(samples, texts=decode_completions(tokenizer, samples.tokens, samples.mask))
+
+
+def sample_completions(
+    model, params, tokenizer, prompts: list[str], *, settings: dict, batch_size: int, seed: int
+) -> list[str]:
+    """One completion per prompt (text up to, not including, EOS)."""
+    return sample_policy(
+        model, params, tokenizer, prompts, settings=settings, batch_size=batch_size, seed=seed
+    ).texts

@@ -1,0 +1,144 @@
+"""A win-rate evaluation of one trained run, from its workdir to result files (what `dpo_jax.winrate` runs).
+
+The run's held-out prompts are the first `num_prompts` distinct prompts of its eval split (the data
+config it trained with, or `data_source` / `data_path` for a plain model directory). The policy (or its
+Best-of-N) is compared at each temperature with the baseline: "chosen" (the dataset's preferred
+response), "reference" (the run's reference model, sampled) or the path of another model (sampled).
+Results go to OUT_DIR/<name>.json and OUT_DIR/<name>.comparisons.jsonl, written only once complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+
+from dpo_jax.data import Example, load_tokenizer, read_examples
+from dpo_jax.evaluation.results import write_json, write_jsonl
+from dpo_jax.evaluation.runs import RunInfo, load_policy
+from dpo_jax.evaluation.winrate import judge_win_rate
+from dpo_jax.evaluation.winrate_sweep import Contender, win_rate_sweep
+from dpo_jax.judges import RewardModelJudge
+
+
+@dataclasses.dataclass(frozen=True)
+class WinRateRequest:
+    task: str  # "tldr" | "hh" (the judge's question is chosen from it)
+    baseline: str = "chosen"
+    best_of: int = 1  # > 1: the policy is Best-of-N by `best_of_n_reward`
+    best_of_n_reward: str = ""
+    temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    num_prompts: int = 256
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    seed: int = 0
+    dtype: str = "float32"
+    data_source: str = ""
+    data_path: str = ""
+    name: str = ""
+
+    def __post_init__(self):
+        for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def held_out_examples(run: RunInfo, request: WinRateRequest) -> list[Example]:
+    if run.config is None and not (request.data_source and request.data_path):
+        raise ValueError(
+            f"{run.path} is not a dpo_jax workdir: give --data_source and --data_path for its prompts"
+        )
+    base = (
+        run.config.data.to_dict() if run.config is not None else dict(max_length=512, max_prompt_length=256)
+    )
+    data = ml_collections.ConfigDict(base)
+    data.source = request.data_source or data.source
+    data.path = request.data_path or data.path
+    examples, _ = read_examples(data, split="eval", limit=request.num_prompts, unique_prompts=True)
+    if not examples:
+        raise ValueError(f"{run.path}: the eval split of {data.path!r} holds no usable examples")
+    return examples
+
+
+def make_baseline(run: RunInfo, request: WinRateRequest, examples: list[Example]) -> Contender:
+    if request.baseline == "chosen":
+        if any(not e.responses for e in examples):
+            raise ValueError(f"{run.path}: its eval data has no responses, which --baseline=chosen needs")
+        return Contender("chosen", texts=[e.responses[0] for e in examples])
+    path = run.reference_path if request.baseline == "reference" else request.baseline
+    model, params = load_policy(path, dtype=request.dtype)
+    label = "reference" if request.baseline == "reference" else Path(path.rstrip("/")).name
+    return Contender(label, model=model, params=params)
+
+
+def evaluate_run(
+    run: RunInfo, judge, request: WinRateRequest, out_dir: Path, on_result: Callable[[dict], None]
+) -> tuple[str, list[dict]]:
+    """(result name, per-temperature summaries); `on_result` sees each summary as it is ready."""
+    examples = held_out_examples(run, request)
+    tokenizer = load_tokenizer(run.tokenizer_path())
+    model, params = load_policy(run.model_path, dtype=request.dtype)
+    reward = RewardModelJudge(request.best_of_n_reward) if request.best_of > 1 else None
+    policy = Contender(run.label, model=model, params=params, best_of=request.best_of, reward_judge=reward)
+    baseline = make_baseline(run, request, examples)
+    policy_label = "policy" if request.best_of == 1 else f"best_of_{request.best_of}"
+    name = request.name or safe_name(f"{policy_label}_vs_{baseline.label}_{judge.name}")
+    results = win_rate_sweep(
+        judge,
+        tokenizer,
+        [e.prompt for e in examples],
+        policy,
+        baseline,
+        request.temperatures,
+        max_new_tokens=request.max_new_tokens,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        on_result=lambda temperature, summary: on_result(
+            {"run": run.path, "baseline": baseline.label, **summary}
+        ),
+    )
+    summaries = [summary for summary, _ in results]
+    write_jsonl(
+        out_dir / f"{name}.comparisons.jsonl",
+        [{"temperature": s["temperature"], **r} for s, records in results for r in records],
+    )
+    settings = dataclasses.asdict(request)
+    write_json(
+        out_dir / f"{name}.json",
+        {
+            "run": run.path,
+            **settings,
+            "num_prompts": len(examples),
+            "judge": judge.name,
+            "judge_usage": judge.usage(),
+            "temperatures": summaries,
+        },
+    )
+    return name, summaries
+
+
+def check_judge(run: RunInfo, judge, request: WinRateRequest, out_dir: Path) -> dict:
+    """How often the judge prefers the dataset's chosen response to its rejected one (order randomised):
+    the judge's agreement with the human labels. Written to OUT_DIR/judge_agreement_<judge>.json."""
+    pairs = [e for e in held_out_examples(run, request) if len(e.responses) >= 2]
+    if not pairs:
+        raise ValueError(f"{run.path}: checking the judge needs preference pairs in the eval data")
+    summary, records = judge_win_rate(
+        judge,
+        [e.prompt for e in pairs],
+        [e.responses[0] for e in pairs],
+        [e.responses[1] for e in pairs],
+        seed=request.seed,
+    )
+    summary = {"run": run.path, "agreement_with_humans": summary.pop("win_rate"), **summary}
+    name = request.name or safe_name(f"judge_agreement_{judge.name}")
+    write_jsonl(out_dir / f"{name}.comparisons.jsonl", records)
+    write_json(out_dir / f"{name}.json", {**summary, "judge_usage": judge.usage()})
+    return summary
