@@ -53,16 +53,17 @@ def parse_args(argv):
 
 
 def expand_workdirs(spec: str) -> list[str]:
-    """Runs named directly, or every run (a directory with run_config.json) inside a sweep root."""
-    from dpo_jax.evaluation.runs import RUN_CONFIG
+    """Runs named directly, or the preference runs (not SFT: that is the reference) inside a sweep root."""
+    from dpo_jax.evaluation.runs import RUN_CONFIG, read_run
 
     runs = []
     for entry in (w for w in spec.split(",") if w):
         path = Path(entry)
         if path.is_dir() and not (path / RUN_CONFIG).exists() and not (path / "config.json").exists():
-            found = sorted(str(p.parent) for p in path.glob(f"*/{RUN_CONFIG}"))
+            found = [str(p.parent) for p in sorted(path.glob(f"*/{RUN_CONFIG}"))]
+            found = [run for run in found if read_run(run).method != "sft"]
             if not found:
-                raise FileNotFoundError(f"{entry} holds no run (no {RUN_CONFIG} in it or its subdirectories)")
+                raise FileNotFoundError(f"{entry} holds no preference run ({RUN_CONFIG} of a non-SFT run)")
             runs.extend(found)
         else:
             runs.append(entry)

@@ -8,7 +8,7 @@ completions ranked best first). Records are in the `source="local"` schemas the 
     ranked: {"prompt", "responses" (best first), "scores"}
 Completions that repeat another completion of the same prefix are dropped first (a pair of identical
 texts teaches nothing, and the trainer rejects identical ranked responses), and pairs with equal scores
-are skipped; both are counted.
+are skipped (a ranking keeps the first of equally scored completions); both are counted.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ def preference_records(
         ranked = sorted(unique.items(), key=lambda item: -item[1])
         made = 0
         if output_format == "ranked":
+            # A ranking must be strict: of completions with equal scores only the first is kept.
+            strict = [item for k, item in enumerate(ranked) if k == 0 or item[1] != ranked[k - 1][1]]
+            counts["tied_pairs"] += len(ranked) - len(strict)
+            ranked = strict
             if len(ranked) >= 2:
                 records.append(
                     {"prompt": prompt, "responses": [t for t, _ in ranked], "scores": [s for _, s in ranked]}
