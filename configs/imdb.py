@@ -3,8 +3,15 @@
     python -m dpo_jax.main --config=configs/imdb.py:sft --workdir=/tmp/imdb-sft
 
 The paper fine-tunes GPT-2-large on IMDb reviews, then trains DPO on pairs sampled from that
-model and labelled by a sentiment classifier. dpo_jax trains the SFT stage here; DPO runs on any
-pair file in the local format (`--config.data.source=local --config.data.path=pairs.jsonl`).
+model and labelled by a sentiment classifier. The SFT stage is `:sft`; `python -m dpo_jax.make_pairs`
+makes the pairs from the SFT run, and the default variant trains DPO on them:
+
+    python -m dpo_jax.make_pairs --workdir=/tmp/imdb-sft --num_samples=4 --out=/tmp/imdb_pairs.jsonl
+    python -m dpo_jax.main --config=configs/imdb.py --workdir=/tmp/imdb-dpo \
+        --config.model.name_or_path=/tmp/imdb-sft --config.data.path=/tmp/imdb_pairs.jsonl \
+        --config.data.eval_split=
+
+`python -m dpo_jax.frontier` then draws the reward-vs-KL frontier of a beta sweep (see the README).
 """
 
 from configs.common import apply_variants, base_config

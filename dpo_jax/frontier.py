@@ -22,6 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
+from dpo_jax.evaluation.sentiment_pairs import add_prefix_flags, prefixes_from_flags
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
 
@@ -35,16 +36,8 @@ def parse_args(argv):
     parser.add_argument("--workdirs", required=True, help="runs (or a sweep root), comma separated")
     parser.add_argument("--classifier", default=DEFAULT_SENTIMENT_CLASSIFIER)
     parser.add_argument("--out_dir", default="", help="default: the parent of the first run")
-    parser.add_argument("--data_path", default="stanfordnlp/imdb")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--num_prompts", type=int, default=256)
     parser.add_argument("--num_samples", type=int, default=4, help="samples per prefix")
-    parser.add_argument("--prefix_min_words", type=int, default=2)
-    parser.add_argument("--prefix_max_words", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=48)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add_prefix_flags(parser, split="test", num_prompts=256)
     parser.add_argument("--no_reference_point", action="store_true", help="skip evaluating the references")
     args = parser.parse_args(argv)
     if args.num_prompts < 2 or args.num_samples < 1:
@@ -78,18 +71,12 @@ def main(argv=None) -> int:
     from dpo_jax.evaluation.results import result_line, write_json
     from dpo_jax.evaluation.runs import load_policy, read_run
     from dpo_jax.evaluation.sentiment_frontier import reward_and_kl
-    from dpo_jax.evaluation.sentiment_pairs import imdb_prefixes
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
     points = []
     try:
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
-        prompts = imdb_prefixes(
-            args.data_path,
-            args.split,
-            limit=args.num_prompts,
-            words=(args.prefix_min_words, args.prefix_max_words),
-        )
+        prompts = prefixes_from_flags(args)
         classifier = ClassifierJudge(args.classifier)
         references: dict[str, tuple] = {}
         options = dict(

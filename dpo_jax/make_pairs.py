@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 
+from dpo_jax.evaluation.sentiment_pairs import add_prefix_flags
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
 
@@ -34,19 +35,11 @@ def parse_args(argv):
     parser.add_argument("--classifier", default=DEFAULT_SENTIMENT_CLASSIFIER, help="sentiment classifier")
     parser.add_argument("--num_samples", type=int, default=4, help="continuations per prefix (K >= 2)")
     parser.add_argument("--format", choices=("pairs", "ranked"), default="pairs")
-    parser.add_argument("--data_path", default="stanfordnlp/imdb", help="IMDb reviews: hub name or directory")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num_prompts", type=int, default=0, help="first N prefixes (0 = all)")
-    parser.add_argument("--prefix_min_words", type=int, default=2)
-    parser.add_argument("--prefix_max_words", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=48)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top_k", type=int, default=0)
     parser.add_argument("--top_p", type=float, default=1.0)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", default="", help="default: the model's own")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    add_prefix_flags(parser, split="train", num_prompts=0)
     args = parser.parse_args(argv)
     if args.num_samples < 2:
         parser.error("--num_samples must be >= 2: a pair needs two continuations")
@@ -61,18 +54,13 @@ def main(argv=None) -> int:
     from dpo_jax.data import load_tokenizer
     from dpo_jax.evaluation.results import result_line, write_jsonl
     from dpo_jax.evaluation.runs import load_policy, read_run
-    from dpo_jax.evaluation.sentiment_pairs import imdb_prefixes, preference_records, score_per_prompt
+    from dpo_jax.evaluation.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
     from dpo_jax.judges import ClassifierJudge, JudgeError
     from dpo_jax.sampling.prompts import sample_policy
 
     try:
         run = read_run(args.workdir)
-        prefixes = imdb_prefixes(
-            args.data_path,
-            args.split,
-            limit=args.num_prompts,
-            words=(args.prefix_min_words, args.prefix_max_words),
-        )
+        prefixes = prefixes_from_flags(args)
         classifier = ClassifierJudge(args.classifier)
         model, params = load_policy(run.model_path, dtype=args.dtype)
         tokenizer = load_tokenizer(args.tokenizer or run.tokenizer_path())

@@ -109,3 +109,24 @@ def imdb_prefixes(path: str, split: str, *, limit: int = 0, words: tuple[int, in
     if not examples:
         raise ValueError(f"no review prefixes in split {split!r} of {path!r}")
     return [e.prompt for e in examples]
+
+
+def add_prefix_flags(parser, *, split: str, num_prompts: int) -> None:
+    """The flags both IMDb commands (make_pairs, frontier) take: where the prefixes come from and how
+    continuations are sampled. `prefixes_from_flags` reads the first group back."""
+    parser.add_argument("--data_path", default="stanfordnlp/imdb", help="IMDb reviews: hub name or directory")
+    parser.add_argument("--split", default=split)
+    parser.add_argument("--num_prompts", type=int, default=num_prompts, help="first N prefixes (0 = all)")
+    parser.add_argument("--prefix_min_words", type=int, default=2)
+    parser.add_argument("--prefix_max_words", type=int, default=8)
+    parser.add_argument("--max_new_tokens", type=int, default=48)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+
+
+def prefixes_from_flags(args) -> list[str]:
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise ValueError("--batch_size and --max_new_tokens must be >= 1")
+    words = (args.prefix_min_words, args.prefix_max_words)
+    return imdb_prefixes(args.data_path, args.split, limit=args.num_prompts, words=words)
