@@ -1,0 +1,71 @@
+"""The sides of a win-rate comparison on a tiny random model: Best-of-N keeps the reward model's best of N
+samples, policy and baseline draw independent samples, and greedy copies of one model tie without a judge."""
+
+import numpy as np
+import pytest
+
+from dpo_jax.data import load_tokenizer
+from dpo_jax.evaluation.winrate_sweep import Contender, win_rate_sweep
+from dpo_jax.judges import Judge, ScoringJudge
+from dpo_jax.sampling.prompts import sample_policy
+from tests.synthetic.tiny_models import tiny_lm
+
+PROMPTS = ["the movie was", "I think that", "a", "Human: hi\n\nAssistant:"]
+SETTINGS = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8)
+
+
+class LengthReward(ScoringJudge):
+    name = "length"
+
+    def score(self, prompts, responses):
+        return np.array([len(r) for r in responses], np.float64)
+
+
+class NeverAsked(Judge):
+    name = "never"
+
+    def judge(self, comparisons):
+        assert not comparisons, "identical responses must not reach the judge"
+        return []
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_lm("gpt2", 512, std=0.5, max_positions=64)
+
+
+def test_best_of_n_keeps_the_highest_reward(model):
+    tokenizer = load_tokenizer("tiny")
+    best = Contender("bo4", *model, best_of=4, reward_judge=LengthReward())
+    chosen = best.completions(tokenizer, PROMPTS, settings=SETTINGS, batch_size=8, seed=3)
+    candidates = sample_policy(
+        *model, tokenizer, PROMPTS, settings=SETTINGS, num_samples=4, batch_size=8, seed=3
+    )
+    groups = candidates.per_prompt()
+    assert chosen == [texts[int(np.argmax([len(t) for t in texts]))] for texts in groups]
+    assert any(len(set(texts)) > 1 for texts in groups)  # there was a choice to make
+    single = Contender("one", *model).completions(tokenizer, PROMPTS, settings=SETTINGS, batch_size=8, seed=3)
+    assert single == sample_policy(*model, tokenizer, PROMPTS, settings=SETTINGS, batch_size=8, seed=3).texts
+
+
+def test_two_copies_of_a_model_sample_independently_and_greedy_copies_tie(model):
+    tokenizer = load_tokenizer("tiny")
+    policy, baseline = Contender("a", *model), Contender("b", *model)
+    ((summary, records),) = win_rate_sweep(
+        NeverAsked(), tokenizer, PROMPTS, policy, baseline, [0.0], max_new_tokens=8, batch_size=4
+    )
+    assert (
+        summary["identical"] == len(PROMPTS) and summary["win_rate"] == 0.5 and summary["temperature"] == 0.0
+    )
+    texts = {
+        name: side.completions(tokenizer, PROMPTS, settings=SETTINGS, batch_size=4, seed=seed)
+        for name, side, seed in (("policy", policy, 0), ("baseline", baseline, 1))
+    }
+    assert texts["policy"] != texts["baseline"]  # the sweep's seeds 2s and 2s+1: independent samples
+
+
+def test_a_contender_is_a_model_or_texts():
+    with pytest.raises(ValueError, match="needs a model or fixed texts"):
+        Contender("none")
+    with pytest.raises(ValueError, match="best_of=3 needs"):
+        Contender("bo3", model="m", params={}, best_of=3)
