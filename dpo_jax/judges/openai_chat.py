@@ -57,13 +57,17 @@ class _Retryable(Exception):
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (it may also be an HTTP date); None when absent or unreadable."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def _error_message(body: bytes) -> str:
