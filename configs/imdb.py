@@ -22,6 +22,7 @@ def get_config(arg=None):
     c.model.name_or_path = "gpt2-large"
     c.data.source = "local"
     c.data.path = ""  # pairs sampled from the SFT model and labelled by the reward (JSONL/Parquet)
+    c.data.eval_split = ""  # make_pairs writes one file: no eval split unless one is given
     c.data.truncation_mode = "keep_start"
     c.data.max_length = 256
     c.data.max_prompt_length = 64
@@ -31,6 +32,7 @@ def get_config(arg=None):
     if "sft" in variants:
         c.data.source = "imdb"
         c.data.path = "stanfordnlp/imdb"
+        c.data.eval_split = "test"
     tiny = dict(source=c.data.source, path="fixture:" + c.data.source, eval_split="test")
     apply_variants(c, arg, tiny_source=tiny)
     return c

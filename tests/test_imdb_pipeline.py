@@ -32,7 +32,7 @@ def pipeline(tmp_path_factory):
     # One DPO run keeps the test short; a sweep is several such runs (launch/sweep.py).
     dpo = tiny_config("imdb", "tiny", num_train_steps=2, beta=0.5, tokenizer="")
     dpo.model.name_or_path = str(root / "sft")
-    dpo.data.path, dpo.data.eval_split = str(pairs), ""
+    dpo.data.path, dpo.data.eval_split = str(pairs), ""  # as the full config: one pair file
     train_and_evaluate(dpo, str(root / "beta_0.5"))
     return dict(root=root, classifier=classifier, pairs=pairs)
 
