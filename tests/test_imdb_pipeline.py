@@ -4,10 +4,12 @@ SFT (trainer) -> `python -m dpo_jax.make_pairs` (SFT samples scored by a tiny ra
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
 from dpo_jax import frontier, make_pairs
+from dpo_jax.data import read_examples
 from dpo_jax.evaluation.sentiment_pairs import imdb_prefixes, preference_records
 from dpo_jax.training import train_and_evaluate
 from tests.judges.tiny_classifiers import save_tiny_classifier
@@ -47,6 +49,19 @@ def test_make_pairs_writes_scored_pairs_the_trainer_reads(pipeline):
     # At most K(K-1)/2 = 6 pairs per prefix, and DPO trained on them (both runs exported a policy).
     assert len(records) <= 8 * 6 and len(records) >= 8  # the trainer needs a global batch of 8
     assert (pipeline["root"] / "beta_0.5" / "export" / "config.json").exists()
+
+
+def test_ranked_output_is_read_as_plackett_luce_data(pipeline, tmp_path):
+    out = tmp_path / "ranked.jsonl"
+    args = [f"--workdir={pipeline['root'] / 'sft'}", f"--classifier={pipeline['classifier']}", f"--out={out}"]
+    assert make_pairs.main([*args, "--format=ranked", "--num_samples=3", "--num_prompts=4", *SAMPLING]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["scores"] == sorted(r["scores"], reverse=True) for r in records)
+    examples, _ = read_examples(
+        ml_collections.ConfigDict(dict(source="local", path=str(out), max_length=64, max_prompt_length=32)),
+        split="train",
+    )
+    assert [list(e.responses) for e in examples] == [r["responses"] for r in records]
 
 
 def test_preference_records_pairs_and_ranking():
