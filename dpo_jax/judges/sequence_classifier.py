@@ -5,8 +5,10 @@
   * `ClassifierJudge`: a text classifier's probability of its positive class, e.g. the DPO paper's
     IMDb ground-truth reward `siebert/sentiment-roberta-large-english` (labels NEGATIVE / POSITIVE).
 
-Each scores the text prompt + response (for IMDb: the review prefix and its continuation), truncated
-to the model's maximum length keeping the end (the response is what is judged). Models are loaded
+The classifier scores the text prompt + response (for IMDb: the review prefix and its continuation);
+the reward model scores the text pair (prompt, response), joined by its tokenizer as in its training
+(e.g. [CLS] question [SEP] answer [SEP] for DeBERTa). Inputs are truncated to the model's maximum
+length from the left (the response is what is judged). Models are loaded
 with `AutoModelForSequenceClassification.from_pretrained` from a local directory or a hub name.
 torch is an optional dependency (`pip install dpo_jax[torch]`); without it these judges say so.
 """
@@ -75,12 +77,18 @@ class _SequenceClassifier(ScoringJudge):
         self._max_length = min(max_length or limit, limit, self._tokenizer.model_max_length)
         self.name_or_path = name_or_path
 
-    def _logits(self, texts: list[str]) -> np.ndarray:
+    # Reward models are trained on (question, answer) text pairs, which their tokenizer joins with its
+    # own separator; a classifier reads one text.
+    pair_input = False
+
+    def _logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         torch = self._torch
         out = []
         for start in range(0, len(texts), self._batch_size):
+            stop = start + self._batch_size
             batch = self._tokenizer(
-                texts[start : start + self._batch_size],
+                texts[start:stop],
+                pairs[start:stop] if pairs is not None else None,
                 padding=True,
                 truncation=True,
                 max_length=self._max_length,
@@ -93,6 +101,8 @@ class _SequenceClassifier(ScoringJudge):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if self.pair_input:
+            return self._scores_from_logits(self._logits(list(prompts), list(responses)))
         return self._scores_from_logits(self._logits([p + r for p, r in zip(prompts, responses)]))
 
     def _scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
@@ -100,7 +110,9 @@ class _SequenceClassifier(ScoringJudge):
 
 
 class RewardModelJudge(_SequenceClassifier):
-    """The reward model's single logit; the higher score wins."""
+    """The reward model's single logit for the pair (prompt, response); the higher score wins."""
+
+    pair_input = True
 
     def __init__(self, name_or_path: str, **kwargs):
         super().__init__(name_or_path, **kwargs)

@@ -23,11 +23,11 @@ def model_dirs(tmp_path_factory):
     }
 
 
-def reference_logits(path, text):
+def reference_logits(path, text, pair=None):
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
     with torch.no_grad():
-        return model(**tokenizer(text, return_tensors="pt")).logits[0].double().numpy()
+        return model(**tokenizer(text, pair, return_tensors="pt")).logits[0].double().numpy()
 
 
 def test_classifier_scores_are_positive_probabilities(model_dirs):
@@ -44,8 +44,9 @@ def test_reward_model_judge_prefers_the_higher_score(model_dirs):
     judge = RewardModelJudge(model_dirs["reward_model"])
     scores = judge.score(PROMPTS, RESPONSES)
     for prompt, response, score in zip(PROMPTS, RESPONSES, scores):
+        # The reward model reads (prompt, response) as a text pair, one example at a time here.
         assert score == pytest.approx(
-            reference_logits(model_dirs["reward_model"], prompt + response)[0], abs=1e-5
+            reference_logits(model_dirs["reward_model"], prompt, response)[0], abs=1e-5
         )
     verdicts = judge.judge(
         [Comparison(PROMPTS[0], RESPONSES[0], RESPONSES[2]), Comparison("x", "same", "same")]
