@@ -22,7 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.random_init_config = ml_collections.ConfigDict(TINY_MODELS["gpt2"])
     c.model.dtype = "bfloat16"  # compute dtype
     c.model.param_dtype = "float32"  # master weights
-    c.model.remat_policy = "none"  # none | full | dots | dots_with_no_batch_dims
+    c.model.remat_policy = "none"  # none | full | dots | dots_with_no_batch_dims | save_matmuls_attention
+    # auto: cuDNN flash attention on NVIDIA GPUs, splash on TPUs, XLA elsewhere and for decoding.
+    c.model.attention = "auto"  # auto | xla | cudnn | splash
     c.model.scan_layers = False
     c.model.dropout_rate = 0.0  # the reference implementation trains DPO with dropout off
 

@@ -2,8 +2,8 @@
 
 It is built from a transformers `GPT2Config` / `GPTNeoXConfig` (so hub checkpoints, local HF
 directories and tiny test models share one path) and turned back into one for `to_hf`. Options
-that only concern how we run the model (compute dtype, remat, scanned layers, dropout) live
-here too; they never change the numbers a checkpoint means.
+that only concern how we run the model (compute dtype, remat, attention kernel, scanned layers,
+dropout) live here too; they never change the numbers a checkpoint means.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 import jax.numpy as jnp
 
 ARCHITECTURES = ("gpt2", "gpt_neox")
-REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "save_matmuls_attention")
+# Attention kernels (dpo_jax.models.attention); "auto" picks the platform's at trace time.
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 # Activation names as transformers spells them; "gelu_new" is GPT-2's tanh approximation.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu")
 
@@ -55,6 +57,7 @@ class ModelConfig:
     param_dtype: Any = "float32"
     dropout_rate: float = 0.0
     remat_policy: str = "none"
+    attention: str = "auto"
     scan_layers: bool = False
     # The transformers config this came from (a plain dict), written back verbatim by to_hf so
     # that fields we do not model (token ids, architectures, ...) survive a round trip.
@@ -71,6 +74,8 @@ class ModelConfig:
             )
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"remat_policy {self.remat_policy!r}; expected one of {REMAT_POLICIES}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention {self.attention!r}; expected one of {ATTENTION_IMPLEMENTATIONS}")
         if self.scan_layers and self.scale_attn_by_inverse_layer_idx:
             raise ValueError(
                 "scale_attn_by_inverse_layer_idx needs a static layer index: use scan_layers=False"

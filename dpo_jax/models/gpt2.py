@@ -37,7 +37,7 @@ class GPT2Attention(nn.Module):
         scale = hd**-0.5 if cfg.scale_attn_weights else 1.0
         if cfg.scale_attn_by_inverse_layer_idx:
             scale /= self.layer_idx + 1
-        out = CausalAttentionCore(scale=scale, decode=self.decode, name="core")(q, k, v, attention_mask)
+        out = CausalAttentionCore(scale, self.decode, cfg.attention, name="core")(q, k, v, attention_mask)
         return Linear((h, hd, d), ("heads", "kv", "embed"), num_contract=2, name="c_proj", **kw)(out)
 
 

@@ -49,7 +49,7 @@ class GPTNeoXAttention(nn.Module):
         q, k, v = qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
         q = apply_rotary(q, position_ids, cfg.rotary_dim, cfg.rotary_emb_base)
         k = apply_rotary(k, position_ids, cfg.rotary_dim, cfg.rotary_emb_base)
-        out = CausalAttentionCore(scale=hd**-0.5, decode=self.decode, name="core")(q, k, v, attention_mask)
+        out = CausalAttentionCore(hd**-0.5, self.decode, cfg.attention, name="core")(q, k, v, attention_mask)
         return Linear((h, hd, d), ("heads", "kv", "embed"), num_contract=2, name="dense", **kw)(out)
 
 

@@ -15,7 +15,9 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
+from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, causal_attention
 from dpo_jax.models.config import ModelConfig
 
 INIT_STD = 0.02
@@ -33,11 +35,25 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
     raise ValueError(f"unknown activation {name!r}")
 
 
+# The name under which every projection's output is saved by the "save_matmuls_attention" policy.
+LINEAR_CHECKPOINT_NAME = "linear_out"
+
+
 def remat_policy(name: str):
+    """What a rematerialised block keeps for its backward pass; the rest is recomputed.
+
+    "save_matmuls_attention" keeps the projections' and the attention kernels' outputs by name
+    (`checkpoint_name`), so the backward recomputes only cheap elementwise work (norms, activations,
+    rotary) and never the attention. "dots" keeps XLA dot outputs only: a cuDNN or Pallas attention
+    kernel is no dot, so it would run again.
+    """
     return {
         "full": jax.checkpoint_policies.nothing_saveable,
         "dots": jax.checkpoint_policies.checkpoint_dots,
         "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        "save_matmuls_attention": jax.checkpoint_policies.save_only_these_names(
+            LINEAR_CHECKPOINT_NAME, ATTENTION_CHECKPOINT_NAME
+        ),
     }[name]
 
 
@@ -77,7 +93,7 @@ class Linear(nn.Module):
                 self.param_dtype,
             )
             y = y + bias.astype(self.dtype)
-        return y
+        return checkpoint_name(y, LINEAR_CHECKPOINT_NAME)
 
 
 class LayerNorm(nn.Module):
@@ -147,17 +163,19 @@ class CausalAttentionCore(nn.Module):
     """Masked causal attention over q, k, v [batch, length, heads, head_dim], with a KV cache.
 
     `attention_mask` [batch, key_slots] marks real tokens: the input length in a full forward,
-    the cache length when decoding. Decoding writes k/v at the cache index and advances it, so a
-    prompt can be prefilled in one call and continued one token at a time.
+    the cache length when decoding; a full forward also takes a pairwise [batch, length, length]
+    mask (see `dpo_jax.models.attention`). Decoding writes k/v at the cache index and advances it,
+    so a prompt can be prefilled in one call and continued one token at a time. The kernel is
+    `config.attention`'s (`dpo_jax.models.attention`); decoding always takes the XLA path.
     """
 
     scale: float
     decode: bool = False
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(self, q, k, v, attention_mask):
-        batch, length = q.shape[0], q.shape[1]
-        query_slots = jnp.arange(length, dtype=jnp.int32)
+        query_offset = 0
         if self.decode:
             initialized = self.has_variable("cache", "cached_key")
             cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
@@ -172,23 +190,17 @@ class CausalAttentionCore(nn.Module):
                     cached_value.value, v.astype(cached_value.value.dtype), (0, index, 0, 0)
                 )
                 cached_key.value, cached_value.value = k, v
-                cache_index.value = index + length
-                query_slots = query_slots + index
-        key_slots = jnp.arange(k.shape[1], dtype=jnp.int32)
-        mask = key_slots[None, :] <= query_slots[:, None]  # [q, k] causal
-        if attention_mask is not None:
-            if attention_mask.shape != (batch, k.shape[1]):
-                raise ValueError(
-                    f"attention_mask has shape {attention_mask.shape}; expected {(batch, k.shape[1])} "
-                    "(the input length, or the cache length when decoding)"
-                )
-            mask = mask[None] & attention_mask.astype(bool)[:, None, :]
-        # A padding query whose keys are all masked would otherwise be a fully masked softmax row;
-        # letting it see itself keeps every implementation finite (its output is never used).
-        mask = mask | (key_slots[None, :] == query_slots[:, None])
-        mask = jnp.broadcast_to(mask, (batch, length, k.shape[1]))[:, None]
-        return jax.nn.dot_product_attention(
-            q, k.astype(q.dtype), v.astype(q.dtype), mask=mask, scale=self.scale
+                cache_index.value = index + q.shape[1]
+                query_offset = index
+        return causal_attention(
+            q,
+            k,
+            v,
+            attention_mask,
+            scale=self.scale,
+            implementation=self.implementation,
+            decode=self.decode,
+            query_offset=query_offset,
         )
 
 

@@ -36,6 +36,7 @@ def _runtime_overrides(model_cfg) -> dict[str, Any]:
     return dict(
         dtype=model_cfg.dtype,
         remat_policy=model_cfg.remat_policy,
+        attention=model_cfg.attention,
         scan_layers=model_cfg.scan_layers,
         dropout_rate=model_cfg.dropout_rate,
     )

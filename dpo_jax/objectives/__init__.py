@@ -7,7 +7,7 @@ from dpo_jax.objectives.batch_loss import (
     reference_logps,
     token_unlikelihood,
 )
-from dpo_jax.objectives.logps import sequence_logps, sequence_logps_from_hidden
+from dpo_jax.objectives.logps import HiddenStates, sequence_logps, sequence_logps_from_hidden, token_logps
 from dpo_jax.objectives.losses import (
     LOSS_NAMES,
     dpo_loss,
@@ -24,6 +24,7 @@ from dpo_jax.objectives.losses import (
 )
 
 __all__ = [
+    "HiddenStates",
     "LOSS_NAMES",
     "UNLIKELIHOOD_MIN_COMPLEMENT",
     "batch_loss",
@@ -38,6 +39,7 @@ __all__ = [
     "sequence_logps",
     "sequence_logps_from_hidden",
     "sft_loss",
+    "token_logps",
     "token_unlikelihood",
     "unlikelihood_loss",
     "uses_reference",

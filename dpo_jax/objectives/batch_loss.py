@@ -9,7 +9,9 @@ Batch format (numpy or jax arrays), B prompts with K responses each, right padde
                                     `length_normalize`
 SFT batches have the same layout with K = 1.
 
-`apply_fn(params, input_ids [N, L], attention_mask [N, L]) -> logits [N, L, V]` is the model. All K
+`apply_fn(params, input_ids [N, L], attention_mask [N, L])` is the model: it returns logits [N, L, V], or
+`HiddenStates` (final hidden states and the output projection), which the log-probs then project onto
+the vocabulary at the response positions only (`dpo_jax.objectives.logps.token_logps`). All K
 responses go through one forward pass as a `[B * K, L]` batch, as the reference repo concatenates chosen
 and rejected: one larger matmul instead of K smaller ones, and one set of weights gathered under FSDP.
 
@@ -22,12 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dpo_jax.objectives.logps import (
-    _next_token_targets,
-    _reduce_over_sequence,
-    _token_logps,
-    sequence_logps,
-)
+from dpo_jax.objectives.logps import _next_token_targets, _reduce_over_sequence, _token_logps, token_logps
 from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
 
 # 1 - p is clipped here before the log (as Welleck et al. do): a rejected token the model already
@@ -60,14 +57,13 @@ def _response_terms(params, batch, apply_fn, length_normalize, with_rejected_unl
         return batch[name].reshape(num_prompts * num_responses, length)
 
     input_ids, loss_mask = flatten("input_ids"), flatten("loss_mask")
-    logits = apply_fn(params, input_ids, flatten("attention_mask"))
-    if not with_rejected_unlikelihood:
-        logps, _ = sequence_logps(logits, input_ids, loss_mask, average=length_normalize)
-        return logps.reshape(num_prompts, num_responses), None
+    outputs = apply_fn(params, input_ids, flatten("attention_mask"))
     targets, counted = _next_token_targets(input_ids, loss_mask)
-    token_logps = _token_logps(logits, targets)
-    logps, _ = _reduce_over_sequence(token_logps, counted, length_normalize)
-    unlikelihood = _unlikelihood_from_token_logps(token_logps, counted, length_normalize)
+    response_token_logps = token_logps(outputs, targets, counted)
+    logps, _ = _reduce_over_sequence(response_token_logps, counted, length_normalize)
+    if not with_rejected_unlikelihood:
+        return logps.reshape(num_prompts, num_responses), None
+    unlikelihood = _unlikelihood_from_token_logps(response_token_logps, counted, length_normalize)
     return logps.reshape(num_prompts, num_responses), unlikelihood.reshape(num_prompts, num_responses)[:, 1]
 
 

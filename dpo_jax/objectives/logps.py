@@ -11,6 +11,8 @@ reduction, where XLA fuses it, and the backward pass saves nothing of size `[N, 
 themselves.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -95,45 +97,115 @@ def sequence_logps(logits, input_ids, loss_mask, *, average=False):
     return _reduce_over_sequence(_token_logps(logits, targets), counted, average)
 
 
-def sequence_logps_from_hidden(
-    hidden, unembed, input_ids, loss_mask, *, average=False, chunk_size=DEFAULT_CHUNK_SIZE
-):
-    """`sequence_logps(hidden @ unembed, ...)` without ever holding the full `[N, L, V]` logits.
+class HiddenStates(NamedTuple):
+    """A model's output before the vocabulary projection, for losses that project only what counts.
 
-    The sequence is cut into chunks of `chunk_size` positions; each chunk's logits are built, reduced to
-    `[N, chunk_size]` log-probs and dropped. Each chunk is rematerialised in the backward pass
-    (`jax.checkpoint`), otherwise autodiff through the loop would store every chunk's logits and bring
-    the full-size array back. Chunk logits are accumulated in float32 even for bf16 inputs, so the result
-    is at least as accurate as going through bf16 logits.
+    hidden:     `[N, L, D]` final hidden states.
+    unembed:    `[D, V]` output projection (the model's `output_embedding`), in the compute dtype.
+    vocab_mask: optional `[V]` bool, False on vocabulary entries that are padding (never predicted):
+                their logits are -inf, as the model's own head would make them.
+    """
+
+    hidden: jax.Array
+    unembed: jax.Array
+    vocab_mask: jax.Array | None = None
+
+
+def token_logps(outputs, targets, counted, *, chunk_size=DEFAULT_CHUNK_SIZE):
+    """`[N, L]` float32 log-probs of `targets` (as `_next_token_targets` aligns them).
+
+    `outputs` is logits `[N, L, V]`, or `HiddenStates`: then only counted positions are projected onto
+    the vocabulary (`counted_token_logps_from_hidden`) and the others hold 0.
+    """
+    if isinstance(outputs, HiddenStates):
+        return counted_token_logps_from_hidden(
+            outputs.hidden,
+            outputs.unembed,
+            targets,
+            counted,
+            vocab_mask=outputs.vocab_mask,
+            chunk_size=chunk_size,
+        )
+    return _token_logps(outputs, targets)
+
+
+def counted_token_logps_from_hidden(
+    hidden, unembed, targets, counted, *, vocab_mask=None, chunk_size=DEFAULT_CHUNK_SIZE
+):
+    """log softmax(hidden @ unembed)[target] at the counted positions, never holding `[N, L, V]` logits.
+
+    Each row's counted positions are gathered to its front (a stable sort of the row, so the work
+    stays on the device that holds the row), the gathered sequence is cut into chunks of `chunk_size`
+    positions, and a chunk is projected only while some row still has counted positions in it: with
+    DPO's right-padded pairs the prompt and the padding are never projected. Each chunk is
+    rematerialised in the backward pass (`jax.checkpoint`), so autodiff keeps only its inputs. Logits
+    are accumulated in float32 from `hidden` and `unembed` in their own (compute) dtype.
 
     Args:
-      hidden: `[N, L, D]` final hidden states.
-      unembed: `[D, V]` unembedding (output projection) matrix.
-      input_ids, loss_mask, average: as in `sequence_logps`.
+      hidden: `[N, L, D]`; unembed: `[D, V]`.
+      targets, counted: `[N, L]` from `_next_token_targets`.
+      vocab_mask: optional `[V]` bool, False on padded vocabulary entries.
       chunk_size: positions per chunk; the peak logits memory is `N * chunk_size * V` float32 values.
 
     Returns:
-      `(logps [N] float32, num_tokens [N] float32)`.
+      `[N, L]` float32, 0 where not counted.
     """
     num_sequences, length, _ = hidden.shape
     chunk_size = max(1, min(chunk_size, length))
     num_chunks = -(-length // chunk_size)
     padding = num_chunks * chunk_size - length
-    targets, counted = _next_token_targets(input_ids, loss_mask)
-    # Padded positions get target 0 and never count, so they cannot change the result.
-    hidden = jnp.pad(hidden, ((0, 0), (0, padding), (0, 0)))
-    targets = jnp.pad(targets, ((0, 0), (0, padding)))
+    # Counted positions first in every row; a stable sort keeps them in order.
+    order = jnp.argsort(jnp.logical_not(counted), axis=1, stable=True)
+    gathered_hidden = jnp.take_along_axis(hidden, order[..., None], axis=1)
+    gathered_targets = jnp.take_along_axis(targets, order, axis=1)
+    # Padded positions get target 0 and lie past every row's counted ones, so they never count.
+    gathered_hidden = jnp.pad(gathered_hidden, ((0, 0), (0, padding), (0, 0)))
+    gathered_targets = jnp.pad(gathered_targets, ((0, 0), (0, padding)))
+    most_counted = jnp.max(jnp.sum(counted, axis=1, dtype=jnp.int32))
 
     def to_chunks(array):
         chunked = array.reshape(num_sequences, num_chunks, chunk_size, *array.shape[2:])
         return jnp.moveaxis(chunked, 1, 0)
 
     @jax.checkpoint
-    def chunk_token_logps(chunk):
-        hidden_chunk, target_chunk = chunk
+    def project(hidden_chunk, target_chunk, unembed):
         logits = jnp.einsum("ncd,dv->ncv", hidden_chunk, unembed, preferred_element_type=jnp.float32)
+        if vocab_mask is not None:
+            logits = jnp.where(vocab_mask, logits, -jnp.inf)
         return _token_logps(logits, target_chunk)
 
-    token_logps = jax.lax.map(chunk_token_logps, (to_chunks(hidden), to_chunks(targets)))
-    token_logps = jnp.moveaxis(token_logps, 0, 1).reshape(num_sequences, -1)[:, :length]
-    return _reduce_over_sequence(token_logps, counted, average)
+    def chunk_token_logps(unembed, chunk):
+        index, hidden_chunk, target_chunk = chunk
+        needed = index * chunk_size < most_counted
+        skip = lambda *_: jnp.zeros(target_chunk.shape, jnp.float32)  # noqa: E731
+        return unembed, jax.lax.cond(needed, project, skip, hidden_chunk, target_chunk, unembed)
+
+    chunks = (jnp.arange(num_chunks), to_chunks(gathered_hidden), to_chunks(gathered_targets))
+    _, gathered_logps = jax.lax.scan(chunk_token_logps, unembed, chunks)
+    gathered_logps = jnp.moveaxis(gathered_logps, 0, 1).reshape(num_sequences, -1)[:, :length]
+    # Back to the original positions; positions that do not count are zeroed, whatever was computed.
+    logps = jnp.take_along_axis(gathered_logps, jnp.argsort(order, axis=1), axis=1)
+    return jnp.where(counted, logps, 0.0)
+
+
+def sequence_logps_from_hidden(
+    hidden, unembed, input_ids, loss_mask, *, average=False, chunk_size=DEFAULT_CHUNK_SIZE, vocab_mask=None
+):
+    """`sequence_logps(hidden @ unembed, ...)` projecting only the counted positions, in chunks
+    (`counted_token_logps_from_hidden`), so the full `[N, L, V]` logits never exist.
+
+    Args:
+      hidden: `[N, L, D]` final hidden states.
+      unembed: `[D, V]` unembedding (output projection) matrix.
+      input_ids, loss_mask, average: as in `sequence_logps`.
+      chunk_size: positions per chunk; the peak logits memory is `N * chunk_size * V` float32 values.
+      vocab_mask: optional `[V]` bool, False on padded vocabulary entries.
+
+    Returns:
+      `(logps [N] float32, num_tokens [N] float32)`.
+    """
+    targets, counted = _next_token_targets(input_ids, loss_mask)
+    outputs = HiddenStates(hidden, unembed, vocab_mask)
+    return _reduce_over_sequence(
+        token_logps(outputs, targets, counted, chunk_size=chunk_size), counted, average
+    )

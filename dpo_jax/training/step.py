@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from dpo_jax.metrics import merge_metrics
-from dpo_jax.objectives import batch_loss, loss_options
+from dpo_jax.objectives import HiddenStates, batch_loss, loss_options
 from dpo_jax.sharding import batch_sharding
 
 
@@ -80,10 +80,17 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
 
 
 def make_apply_fn(model) -> Callable:
-    """`(params, input_ids, attention_mask) -> logits`, as the objectives call the model."""
+    """`(params, input_ids, attention_mask) -> HiddenStates`, as the objectives call the model.
+
+    The model stops before its vocabulary head: the objectives project only the response positions
+    (`dpo_jax.objectives.logps.token_logps`), in chunks, with the head's own [D, V] matrix in the
+    compute dtype, so neither policy nor reference ever holds [N, L, V] logits.
+    """
 
     def apply_fn(params, input_ids, attention_mask):
-        return model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+        hidden = model.apply({"params": params}, input_ids, attention_mask=attention_mask, return_hidden=True)
+        unembed = model.output_embedding(params).astype(model.config.compute_dtype)
+        return HiddenStates(hidden, unembed)
 
     return apply_fn
 

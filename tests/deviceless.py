@@ -1,0 +1,81 @@
+"""Deviceless targets for tests: a TPU or H100 mesh on this CPU host (jax.experimental.topologies).
+
+Compiling for them gives the real XLA:TPU / XLA:GPU program (its HLO, its memory analysis) without
+the accelerator; nothing runs. The H100 needs the CUDA plugin (jax[cuda12]); libtpu comes with
+jax[tpu]. See shared/aot/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import pathlib
+import re
+
+import jax
+from jax.experimental import topologies
+
+H100_TARGET_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "dpo_jax/perf/h100_target_config.txtpb"
+SHARED_H100_TARGET_CONFIG = pathlib.Path("/work/shared/aot/h100_target_config.txtpb")
+
+
+def cuda_plugin_missing() -> str | None:
+    """Why an H100 target cannot be built here, or None when it can."""
+    if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+        return "the CUDA plugin (jax[cuda12]) is not installed: no XLA:GPU compiler on this host"
+    if h100_target_config() is None:
+        return "no H100 target description (h100_target_config.txtpb) found"
+    return None
+
+
+def h100_target_config() -> str | None:
+    for path in (H100_TARGET_CONFIG, SHARED_H100_TARGET_CONFIG):
+        if path.exists():
+            return path.read_text()
+    return None
+
+
+@functools.cache
+def tpu_mesh(topology: str = "v5e:2x2", axis: str = "data") -> jax.sharding.Mesh:
+    topo = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+    return topologies.make_mesh(topo=topo, mesh_shape=(len(topo.devices),), axis_names=(axis,))
+
+
+@functools.cache
+def h100_mesh(axis: str = "data") -> jax.sharding.Mesh:
+    topo = topologies.get_topology_desc(platform="cuda", target_config=h100_target_config(), topology="1x1x1")
+    return topologies.make_mesh(topo=topo, mesh_shape=(1,), axis_names=(axis,))
+
+
+def target_cudnn_version() -> int:
+    """cuDNN's version as the H100 target describes it (dnn_version_info), in cuDNN's own encoding."""
+    text = h100_target_config() or ""
+    match = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)", text)
+    if match is None:
+        raise ValueError("the H100 target config has no dnn_version_info")
+    return int(match.group(1)) * 10000 + int(match.group(2)) * 100
+
+
+@contextlib.contextmanager
+def cudnn_version_from_target():
+    """Answer JAX's trace-time cuDNN version check from the target rather than a local libcudnn.
+
+    `jax.nn.dot_product_attention(implementation="cudnn")` asks the locally loaded cuDNN library for
+    its version while tracing; a CPU host without the NVIDIA wheels has none, though the compiler
+    needs no library to emit the cuDNN custom call. The target says which cuDNN the H100 runs.
+    """
+    from jax._src.cudnn import fused_attention_stablehlo
+
+    original = fused_attention_stablehlo.check_cudnn_version
+    try:
+        original()
+        yield  # a local cuDNN answers for itself
+        return
+    except RuntimeError:
+        pass
+    fused_attention_stablehlo.check_cudnn_version = target_cudnn_version
+    try:
+        yield
+    finally:
+        fused_attention_stablehlo.check_cudnn_version = original
