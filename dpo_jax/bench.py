@@ -1,6 +1,7 @@
 """Throughput of the real DPO train step on a random-init GPT-2 / Pythia, to set beside the TRL anchor.
 
-python -m dpo_jax.bench --model=pythia-1.4b --pairs=64 --seq=512 --micro=8 [--remat=none|full|dots|...]
+python -m dpo_jax.bench --model=pythia-1.4b --pairs=64 --seq=512 --micro=8 [--remat=none|save_matmuls_attention|...]
+    [--attention=auto|xla|cudnn|splash]
     [--precompute_ref] [--steps=10] [--warmup=2] [--mesh=-1,1,1] [--dtype=bfloat16] [--scan_layers]
 JAX_PLATFORMS=cpu python -m dpo_jax.bench --model=tiny --pairs=8 --seq=32 --steps=2 --warmup=1
 
@@ -24,7 +25,8 @@ from typing import Any
 
 import jax
 
-from dpo_jax.models.config import REMAT_POLICIES
+from dpo_jax.config.runtime import apply_device_memory_settings
+from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
 
@@ -38,7 +40,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq", type=int, default=512, help="tokens in every sequence")
     parser.add_argument("--prompt", type=int, default=None, help="prompt tokens (default seq // 2)")
     parser.add_argument("--micro", type=int, default=None, help="pairs per micro-batch (default pairs)")
-    parser.add_argument("--remat", default="none", choices=REMAT_POLICIES)
+    parser.add_argument("--remat", default="none", choices=REMAT_POLICIES, help="remat policy of each block")
+    parser.add_argument(
+        "--attention",
+        default="auto",
+        choices=ATTENTION_IMPLEMENTATIONS,
+        help="attention kernel (auto: by platform)",
+    )
     parser.add_argument("--scan_layers", action="store_true")
     parser.add_argument("--precompute_ref", action="store_true", help="reference log-probs in the batch")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -59,7 +67,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    result = run_benchmark(parse_args(argv))
+    args = parse_args(argv)
+    apply_device_memory_settings()
+    result = run_benchmark(args)
     if jax.process_index() == 0:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
     return result

@@ -53,6 +53,9 @@ def main(argv):
     # Orbax and absl log every checkpoint step at INFO; keep the run's own log readable.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
+    from dpo_jax.config.runtime import apply_device_memory_settings
+
+    apply_device_memory_settings()
     import jax
 
     if _wants_distributed():

@@ -45,6 +45,7 @@ def bench_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     config.model.dtype = args.dtype
     config.model.param_dtype = "float32"
     config.model.remat_policy = args.remat
+    config.model.attention = args.attention
     config.model.scan_layers = args.scan_layers
     config.reference.param_dtype = "bfloat16"
     config.reference.precompute_logps = args.precompute_ref
@@ -101,6 +102,18 @@ def precomputed_reference_logps(apply_fn, config, params, batch, mesh) -> jax.Ar
     return jax.jit(all_rows, out_shardings=batch_sharding(mesh, 2))(params, batch)
 
 
+# Custom-call targets of the attention kernels, as they appear in a compiled program's HLO.
+ATTENTION_KERNEL_CALLS = (("cudnn$fmha", "cudnn"), ("tpu_custom_call", "splash"))
+
+
+def attention_kernel(hlo_text: str) -> str:
+    """Which attention the compiled step runs: a cuDNN or Pallas kernel's custom call, else XLA's."""
+    for call, kernel in ATTENTION_KERNEL_CALLS:
+        if call in hlo_text:
+            return kernel
+    return "xla"
+
+
 def peak_memory_gb() -> float | None:
     """Peak bytes held on any local device so far (GiB, as the anchor's torch number), None if unknown."""
     # memory_stats() is None where the backend keeps no allocator statistics (CPU).
@@ -145,9 +158,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     train_step = jit_train_step(apply_fn, config, state_shardings, batch, mesh, has_reference=has_reference)
 
     start = time.perf_counter()
-    state, first_metrics = train_step(state, reference, batch)
-    jax.block_until_ready((state, first_metrics))
+    train_step = train_step.lower(state, reference, batch).compile()
     compile_seconds = time.perf_counter() - start
+    kernel = attention_kernel(train_step.as_text())
+    state, first_metrics = train_step(state, reference, batch)
     for _ in range(args.warmup):
         state, metrics = train_step(state, reference, batch)
     jax.block_until_ready(state)
@@ -171,6 +185,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         micro=args.micro,
         accum=config.grad_accum_steps,
         remat=args.remat,
+        attention=args.attention,
+        attention_kernel=kernel,
         scan_layers=args.scan_layers,
         precompute_ref=args.precompute_ref,
         dtype=args.dtype,

@@ -1,0 +1,128 @@
+"""Compile the benchmark's train step for an H100 on this CPU host and report what the compiler says.
+
+JAX_PLATFORMS=cpu python launch/h100_step_memory.py --model=pythia-2.8b --pairs=64 --seq=512 --micro=8 \
+    [--attention=auto] [--remat=none] [--target=/work/shared/aot/h100_target_config.txtpb]
+
+Nothing runs (deviceless ahead-of-time compilation, shared/aot/README.md): the answers are the XLA:GPU
+compiler's own for `python -m dpo_jax.bench` with the same flags: per-device argument, temporary,
+output and alias bytes, the peak that implies, whether XLA rematerialised anything to fit (its
+rematerialisation pass names the clones `*.remat*`), the attention kernel in the program (cuDNN
+custom calls) and the pre-optimisation FLOP count. Prints one line `AOT {json}`. Needs the CUDA
+plugin (jax[cuda12]); without a local cuDNN the trace-time version check is answered from the
+target's dnn_version_info (the compiler itself needs no cuDNN library).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+import jax
+from jax.experimental import topologies
+
+from dpo_jax.bench import parse_args as bench_args
+from dpo_jax.models import build_model
+from dpo_jax.models.loading import random_model_config
+from dpo_jax.perf.benchmark import bench_config
+from dpo_jax.sharding import abstract_sharded_state, batch_sharding
+from dpo_jax.sharding.mesh import make_mesh
+from dpo_jax.training.optim import make_optimizer
+from dpo_jax.training.state import state_init_fn
+from dpo_jax.training.step import jit_train_step, make_apply_fn
+
+GIB = 2**30
+H100_HBM_BYTES = 80 * 10**9
+
+
+def _target_cudnn_version(target_config: str) -> int:
+    match = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)", target_config)
+    return int(match.group(1)) * 10000 + int(match.group(2)) * 100
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", default="/work/shared/aot/h100_target_config.txtpb")
+    parser.add_argument("--hlo_out", default="", help="write the optimised HLO text here")
+    own, rest = parser.parse_known_args(argv)
+    args = bench_args(rest)
+    target_config = open(own.target).read()
+    try:
+        from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
+
+        cudnn_attention.check_cudnn_version()
+    except RuntimeError:
+        cudnn_attention.check_cudnn_version = lambda: _target_cudnn_version(target_config)
+
+    topo = topologies.get_topology_desc(platform="cuda", target_config=target_config, topology="1x1x1")
+    mesh = make_mesh((1, 1, 1), devices=topo.devices)
+    config = bench_config(args)
+    # Only the architecture is needed: a model description without weights.
+    model = build_model(random_model_config(config.model, param_dtype=config.model.param_dtype))
+    tx, _ = make_optimizer(config)
+    abstract_state, shardings = abstract_sharded_state(
+        state_init_fn(model, tx, config.seed), jax.random.PRNGKey(config.seed), mesh, ()
+    )
+    abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
+    )
+    reference = None
+    if not args.precompute_ref:
+        reference = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, jax.numpy.bfloat16, sharding=a.sharding),
+            abstract_state.params,
+        )
+    rows = args.pairs
+    batch = {
+        name: jax.ShapeDtypeStruct((rows, 2, args.seq), jax.numpy.int32, sharding=batch_sharding(mesh, 3))
+        for name in ("input_ids", "attention_mask", "loss_mask")
+    }
+    batch["example_mask"] = jax.ShapeDtypeStruct((rows,), jax.numpy.int32, sharding=batch_sharding(mesh, 1))
+    if args.precompute_ref:
+        batch["reference_logps"] = jax.ShapeDtypeStruct(
+            (rows, 2), jax.numpy.float32, sharding=batch_sharding(mesh, 2)
+        )
+    step = jit_train_step(
+        make_apply_fn(model), config, shardings, batch, mesh, has_reference=reference is not None
+    )
+    # Trace for the H100: attention="auto" reads the platform from the mesh in context.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        lowered = step.lower(abstract_state, reference, batch)
+    flops = (lowered.cost_analysis() or {}).get("flops")
+    compiled = lowered.compile()
+    memory = compiled.memory_analysis()
+    hlo = compiled.as_text()
+    if own.hlo_out:
+        with open(own.hlo_out, "w") as f:
+            f.write(hlo)
+    peak = (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        - memory.alias_size_in_bytes
+        + memory.temp_size_in_bytes
+    )
+    result = dict(
+        model=args.model,
+        pairs=args.pairs,
+        seq=args.seq,
+        micro=args.micro,
+        attention=args.attention,
+        remat=args.remat,
+        precompute_ref=args.precompute_ref,
+        argument_gib=round(memory.argument_size_in_bytes / GIB, 2),
+        output_gib=round(memory.output_size_in_bytes / GIB, 2),
+        alias_gib=round(memory.alias_size_in_bytes / GIB, 2),
+        temp_gib=round(memory.temp_size_in_bytes / GIB, 2),
+        peak_gb=round(peak / 1e9, 2),
+        fits_80gb=peak <= H100_HBM_BYTES,
+        xla_remat_clones=len(re.findall(r"\S+\.remat\S* = ", hlo)),
+        custom_calls=sorted(set(re.findall(r'custom_call_target="([^"]+)"', hlo))),
+        pre_optimisation_tflops=round(flops / 1e12, 2) if flops else None,
+    )
+    print("AOT " + json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
