@@ -27,7 +27,7 @@ from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding
-from dpo_jax.sharding.mesh import make_mesh
+from dpo_jax.sharding.mesh import DEFAULT_LOGICAL_AXIS_RULES, make_mesh
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import state_init_fn
 from dpo_jax.training.step import jit_train_step, make_apply_fn
@@ -62,7 +62,7 @@ def main(argv=None):
     model = build_model(random_model_config(config.model, param_dtype=config.model.param_dtype))
     tx, _ = make_optimizer(config)
     abstract_state, shardings = abstract_sharded_state(
-        state_init_fn(model, tx, config.seed), jax.random.PRNGKey(config.seed), mesh, ()
+        state_init_fn(model, tx, config.seed), jax.random.PRNGKey(config.seed), mesh, DEFAULT_LOGICAL_AXIS_RULES
     )
     abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings

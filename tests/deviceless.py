@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import os
 import pathlib
 import re
 
 import jax
 from jax.experimental import topologies
+
+# libtpu takes a machine-wide lock file by default; compiling (never running) for a TPU topology
+# in several processes at once (pytest workers, other sessions) is safe without it.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 H100_TARGET_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "dpo_jax/perf/h100_target_config.txtpb"
 SHARED_H100_TARGET_CONFIG = pathlib.Path("/work/shared/aot/h100_target_config.txtpb")
