@@ -1,11 +1,17 @@
-"""sequence_logps and sequence_logps_from_hidden against a float64 NumPy evaluation."""
+"""sequence_logps and the response-only projection from hidden states against a float64 NumPy evaluation."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpo_jax.objectives.logps import sequence_logps, sequence_logps_from_hidden
+from dpo_jax.objectives.logps import (
+    HiddenStates,
+    _next_token_targets,
+    sequence_logps,
+    sequence_logps_from_hidden,
+    token_logps,
+)
 
 NUM_SEQUENCES, LENGTH, VOCAB = 3, 9, 13
 
@@ -161,3 +167,48 @@ def test_from_hidden_backward_keeps_only_chunk_inputs():
     )
     largest_residual = max(leaf.size for leaf in jax.tree_util.tree_leaves(backward))
     assert largest_residual < NUM_SEQUENCES * LENGTH * VOCAB
+
+
+def hidden_inputs(seed, width=5):
+    rng = np.random.default_rng(seed)
+    hidden = rng.standard_normal((NUM_SEQUENCES, LENGTH, width)).astype(np.float32)
+    unembed = rng.standard_normal((width, VOCAB)).astype(np.float32)
+    _, input_ids, loss_mask = random_inputs(seed)
+    return hidden, unembed, input_ids, loss_mask
+
+
+def test_padded_vocabulary_entries_never_count():
+    """A vocabulary padded to a multiple of 128: masked entries get -inf logits, as the model's head gives."""
+    hidden, unembed, input_ids, loss_mask = hidden_inputs(11)
+    vocab_mask = np.arange(VOCAB) < VOCAB - 3  # the last three entries are padding
+    input_ids = input_ids % (VOCAB - 3)
+    masked_logits = jnp.where(vocab_mask, hidden @ unembed, -jnp.inf)
+    want = sequence_logps(masked_logits, input_ids, loss_mask)[0]
+    got = sequence_logps_from_hidden(
+        hidden, unembed, input_ids, loss_mask, chunk_size=4, vocab_mask=vocab_mask
+    )[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert not np.allclose(got, sequence_logps(hidden @ unembed, input_ids, loss_mask)[0])
+
+
+def test_only_counted_positions_are_projected():
+    """NaN hidden states everywhere but the counted positions: with every row's counted positions
+    fitting the first chunk, no other chunk may be projected, in the forward or the backward pass."""
+    hidden, unembed, input_ids, _ = hidden_inputs(12)
+    loss_mask = np.zeros((NUM_SEQUENCES, LENGTH), np.int32)
+    for row, start in enumerate((2, 4, 5)):
+        loss_mask[row, start : start + 3] = 1  # 3 counted targets per row after the shift
+    targets, counted = _next_token_targets(input_ids, loss_mask)
+    poisoned = np.where(np.asarray(counted)[..., None], hidden, np.nan)
+
+    def total(hidden, unembed):
+        return jnp.sum(token_logps(HiddenStates(hidden, unembed), targets, counted, chunk_size=3))
+
+    value, grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))(poisoned, unembed)
+    want_value, want_grads = jax.value_and_grad(total, argnums=(0, 1))(hidden, unembed)
+    np.testing.assert_allclose(value, want_value, rtol=1e-6)
+    for got, want in zip(grads, want_grads):
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    plain = jnp.where(counted, token_logps(hidden @ unembed, targets, counted), 0.0)
+    np.testing.assert_allclose(token_logps(HiddenStates(hidden, unembed), targets, counted), plain, atol=1e-6)
