@@ -29,6 +29,7 @@ from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
+from dpo_jax.training.optim import ADAM_MU_DTYPES
 
 RESULT_PREFIX = "RESULT "
 
@@ -48,6 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="attention kernel (auto: by platform)",
     )
     parser.add_argument("--scan_layers", action="store_true")
+    parser.add_argument(
+        "--adam_mu_dtype", default="float32", choices=ADAM_MU_DTYPES, help="Adam first moment"
+    )
     parser.add_argument("--precompute_ref", action="store_true", help="reference log-probs in the batch")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the compiling one")

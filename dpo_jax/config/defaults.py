@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.adam_b1 = 0.9
     c.adam_b2 = 0.999
     c.adam_eps = 1e-8
+    c.adam_mu_dtype = "float32"  # "bfloat16" keeps Adam's first moment in bf16 (memory; second stays fp32)
     c.max_grad_norm = 10.0
     c.global_batch_size = 64  # pairs per optimizer step, over all hosts and devices
     c.grad_accum_steps = 1  # micro-batches per step (global_batch_size / grad_accum_steps each)

@@ -60,6 +60,7 @@ def bench_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     config.warmup_steps = 0
     config.weight_decay = 0.0
     config.max_grad_norm = MAX_GRAD_NORM
+    config.adam_mu_dtype = args.adam_mu_dtype
     config.global_batch_size = args.pairs
     config.grad_accum_steps = args.pairs // args.micro
     config.num_train_steps = 1 + args.warmup + args.steps
@@ -187,6 +188,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         remat=args.remat,
         attention=args.attention,
         attention_kernel=kernel,
+        adam_mu_dtype=args.adam_mu_dtype,
         scan_layers=args.scan_layers,
         precompute_ref=args.precompute_ref,
         dtype=args.dtype,

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -124,6 +125,7 @@ def test_rmsprop_weight_decay_is_added_to_the_gradient_like_torch():
         (dict(max_grad_norm=-1.0), "max_grad_norm must be >= 0"),
         (dict(weight_decay=-0.1), "weight_decay must be >= 0, got -0.1"),
         (dict(optimizer="adam", adam_b2=1.0), "b2=1.0"),
+        (dict(optimizer="adamw", adam_mu_dtype="float16"), "adam_mu_dtype must be one of"),
     ],
 )
 def test_bad_settings_fail_naming_the_value(overrides, message):
@@ -136,3 +138,19 @@ def test_missing_field_is_named():
     del config["adam_eps"]
     with pytest.raises(ValueError, match="'adam_eps'"):
         optim.make_optimizer(config)
+
+
+def test_bf16_first_moment_keeps_the_second_in_float32():
+    params = {"w": jnp.ones((3,), jnp.float32)}
+    tx, _ = optim.make_optimizer(make_config(optimizer="adamw", warmup_steps=0, adam_mu_dtype="bfloat16"))
+    state = tx.init(params)
+    adam_state = next(
+        s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")
+    )
+    assert adam_state.mu["w"].dtype == jnp.bfloat16 and adam_state.nu["w"].dtype == jnp.float32
+    grads = {"w": jnp.array([0.5, -1.0, 2.0], jnp.float32)}
+    updates, _ = tx.update(grads, state, params)
+    reference, _ = optim.make_optimizer(make_config(optimizer="adamw", warmup_steps=0))
+    want, _ = reference.update(grads, reference.init(params), params)
+    # The first step's moments are exact in bf16 for these gradients: the update is the fp32 one.
+    np.testing.assert_allclose(updates["w"], want["w"], rtol=1e-6)
