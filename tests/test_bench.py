@@ -64,6 +64,7 @@ def test_tiny_bench_with_reference(capsys):
     result = _run(capsys, [*TINY, "--pairs=8", "--steps=2", "--warmup=1"])
     _check_consistent(result, pairs=8, micro=8, factor=8)
     assert result["precompute_ref"] is False and result["remat"] == "none"
+    assert result["attention"] == "auto" and result["attention_kernel"] == "xla"  # auto on a CPU
     # The reference is the initial policy: bf16 weights and bf16 compute give identical log-probs.
     assert result["loss_first"] == pytest.approx(math.log(2.0), abs=1e-6)
 
@@ -77,11 +78,14 @@ def test_tiny_bench_precomputed_reference_remat_accumulation(capsys):
         "--pairs=16",
         "--micro=8",
         "--precompute_ref",
-        "--remat=full",
+        "--remat=save_matmuls_attention",
+        "--attention=splash",  # Pallas interpret mode here, sharded over the 8 CPU devices
+        "--adam_mu_dtype=bfloat16",
     ]
     result = _run(capsys, argv)
     _check_consistent(result, pairs=16, micro=8, factor=6)
-    assert result["precompute_ref"] is True and result["remat"] == "full"
+    assert result["precompute_ref"] is True and result["remat"] == "save_matmuls_attention"
+    assert result["attention"] == "splash" and result["adam_mu_dtype"] == "bfloat16"
     assert result["mesh"] == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
     # Precomputed from the fp32 policy weights that the step also starts from.
     assert result["loss_first"] == pytest.approx(math.log(2.0), abs=1e-4)

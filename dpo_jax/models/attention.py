@@ -168,7 +168,12 @@ def _splash_kernel(length: int, num_heads: int, interpret: bool):
         block_kv_dq=block,
     )
     mask = masks.MultiHeadMask([masks.CausalMask((length, length))] * num_heads)
-    return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+    # The kernel holds its block-sparsity tables as arrays; made concretely (not as tracers of the
+    # trace that first asks for it), one kernel serves every later trace from the cache.
+    with jax.ensure_compile_time_eval():
+        return splash.make_splash_mha(
+            mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+        )
 
 
 def _splash_local(q, k, v, segment_ids, *, scale, interpret):
