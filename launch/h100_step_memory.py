@@ -4,7 +4,8 @@ JAX_PLATFORMS=cpu python launch/h100_step_memory.py --model=pythia-2.8b --pairs=
     [--attention=auto] [--remat=none] [--target=/work/shared/aot/h100_target_config.txtpb]
 
 Nothing runs (deviceless ahead-of-time compilation, shared/aot/README.md): the answers are the XLA:GPU
-compiler's own for `python -m dpo_jax.bench` with the same flags: per-device argument, temporary,
+compiler's own for `python -m dpo_jax.bench` with the same flags and the same device settings
+(`dpo_jax.config.runtime`): per-device argument, temporary,
 output and alias bytes, the peak that implies, whether XLA rematerialised anything to fit (its
 rematerialisation pass names the clones `*.remat*`), the attention kernel in the program (cuDNN
 custom calls) and the pre-optimisation FLOP count. Prints one line `AOT {json}`. Needs the CUDA
@@ -23,6 +24,7 @@ import jax
 from jax.experimental import topologies
 
 from dpo_jax.bench import parse_args as bench_args
+from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
@@ -47,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--hlo_out", default="", help="write the optimised HLO text here")
     own, rest = parser.parse_known_args(argv)
     args = bench_args(rest)
+    settings = apply_device_memory_settings()  # as `python -m dpo_jax.bench` runs
     target_config = open(own.target).read()
     try:
         from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
@@ -62,7 +65,10 @@ def main(argv=None):
     model = build_model(random_model_config(config.model, param_dtype=config.model.param_dtype))
     tx, _ = make_optimizer(config)
     abstract_state, shardings = abstract_sharded_state(
-        state_init_fn(model, tx, config.seed), jax.random.PRNGKey(config.seed), mesh, DEFAULT_LOGICAL_AXIS_RULES
+        state_init_fn(model, tx, config.seed),
+        jax.random.PRNGKey(config.seed),
+        mesh,
+        DEFAULT_LOGICAL_AXIS_RULES,
     )
     abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
@@ -117,6 +123,7 @@ def main(argv=None):
         peak_gb=round(peak / 1e9, 2),
         fits_80gb=peak <= H100_HBM_BYTES,
         xla_remat_clones=len(re.findall(r"\S+\.remat\S* = ", hlo)),
+        xla_flags=settings["XLA_FLAGS"],
         custom_calls=sorted(set(re.findall(r'custom_call_target="([^"]+)"', hlo))),
         pre_optimisation_tflops=round(flops / 1e12, 2) if flops else None,
     )

@@ -128,7 +128,9 @@ def test_precomputed_reference_logps_keep_row_order():
         return params["table"][input_ids]  # a bigram model: cheap and row-dependent
 
     mesh = make_mesh((-1, 1, 1))
-    batch = make_global_batch(benchmark.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1), mesh)
+    batch = make_global_batch(
+        benchmark.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1), mesh
+    )
     expected = reference_logps(params, batch, apply_fn=apply_fn)
     config = ml_collections.ConfigDict(dict(grad_accum_steps=2, length_normalize=False))
     got = benchmark.precomputed_reference_logps(apply_fn, config, params, batch, mesh)
