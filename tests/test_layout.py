@@ -129,9 +129,7 @@ def test_no_import_cycles():
 def test_imports_flow_one_way(module):
     room = room_of(module)
     for target in sorted(GRAPH[module]):
-        assert not target.startswith("configs"), (
-            f"{module} imports {target}: library code never imports configs/"
-        )
+        assert not target.startswith("configs"), f"{module} imports {target}: library code never imports configs/"
         target_room = room_of(target)
         if room == COMMANDS_ROOM or target_room in ("package", room):
             continue

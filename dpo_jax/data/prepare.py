@@ -227,10 +227,7 @@ def read_examples(data_config: Any, *, split: str = "eval", limit: int = 0, uniq
         raise ValueError(f"data config {settings.source!r} has no {split} split")
     spec = SOURCES.get(settings.source)
     table = open_split(
-        settings.path,
-        split_name,
-        hub_config=spec.hub_config if spec else None,
-        single_file_ok=split == "train",
+        settings.path, split_name, hub_config=spec.hub_config if spec else None, single_file_ok=split == "train"
     )
     adapter, _ = _source_for(settings, table)
     report = BadInputReport(split=split)
