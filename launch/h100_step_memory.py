@@ -1,7 +1,7 @@
 """Compile the benchmark's train step for an H100 on this CPU host and report what the compiler says.
 
 JAX_PLATFORMS=cpu python launch/h100_step_memory.py --model=pythia-2.8b --pairs=64 --seq=512 --micro=8 \
-    [--attention=auto] [--remat=none] [--target=/work/shared/aot/h100_target_config.txtpb]
+    [--attention=auto] [--remat=none] [--target=../shared/aot/h100_target_config.txtpb]
 
 Nothing runs (deviceless ahead-of-time compilation, shared/aot/README.md): the answers are the XLA:GPU
 compiler's own for `python -m dpo_jax.bench` with the same flags and the same device settings
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import re
 import sys
 
@@ -35,6 +36,15 @@ from dpo_jax.training.state import state_init_fn
 from dpo_jax.training.step import jit_train_step, make_apply_fn
 
 GIB = 2**30
+# shared/aot/ beside the checkout, or beside a folder of worktrees above it.
+DEFAULT_TARGET = next(
+    (
+        parent / "shared/aot/h100_target_config.txtpb"
+        for parent in pathlib.Path(__file__).resolve().parents[2:]
+        if (parent / "shared/aot/h100_target_config.txtpb").exists()
+    ),
+    "shared/aot/h100_target_config.txtpb",
+)
 H100_HBM_BYTES = 80 * 10**9
 
 
@@ -45,7 +55,7 @@ def _target_cudnn_version(target_config: str) -> int:
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--target", default="/work/shared/aot/h100_target_config.txtpb")
+    parser.add_argument("--target", default=str(DEFAULT_TARGET), help="an XLA:GPU target description")
     parser.add_argument("--hlo_out", default="", help="write the optimised HLO text here")
     own, rest = parser.parse_known_args(argv)
     args = bench_args(rest)

@@ -17,8 +17,8 @@ from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, causal_attention
 from dpo_jax.models.layers import LINEAR_CHECKPOINT_NAME
 from tests import deviceless
 
-BATCH, LENGTH, HEADS, HEAD_DIM = 2, 136, 2, 16
-LENGTHS = np.array([LENGTH, 93])  # one full row, one right-padded row
+BATCH, LENGTH, HEADS, HEAD_DIM = 2, 72, 2, 16
+LENGTHS = np.array([LENGTH, 45])  # one full row, one right-padded row
 
 
 def right_padding_mask(lengths, length):
