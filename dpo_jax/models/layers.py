@@ -19,7 +19,6 @@ from jax.ad_checkpoint import checkpoint_name
 
 from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, causal_attention
 from dpo_jax.models.config import ModelConfig
-from dpo_jax.models.norms import layer_norm
 
 INIT_STD = 0.02
 
@@ -98,8 +97,7 @@ class Linear(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm computed in fp32 (as torch autocast does), returned in the compute dtype; its backward
-    keeps no fp32 copy of the input (`dpo_jax.models.norms`)."""
+    """LayerNorm computed in fp32 (as torch autocast does), returned in the compute dtype."""
 
     eps: float
     dtype: jnp.dtype = jnp.float32
@@ -114,7 +112,11 @@ class LayerNorm(nn.Module):
         bias = self.param(
             "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (d,), self.param_dtype
         )
-        return layer_norm(x, scale, bias, self.eps, self.dtype)
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
 
 
 class Embed(nn.Module):
