@@ -79,7 +79,7 @@ def test_tiny_bench_precomputed_reference_remat_accumulation(capsys):
         "--micro=8",
         "--precompute_ref",
         "--remat=save_matmuls_attention",
-        "--attention=splash",  # Pallas interpret mode here, sharded over the 8 CPU devices
+        "--attention=splash",  # Pallas interpret mode on CPU, inside the sharded 8-device step
         "--adam_mu_dtype=bfloat16",
     ]
     result = _run(capsys, argv)
