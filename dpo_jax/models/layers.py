@@ -133,6 +133,8 @@ def resolve_position_ids(input_ids, attention_mask, position_ids, *, decode: boo
         return position_ids
     if decode:
         raise ValueError("decode=True needs explicit position_ids (the sampler tracks them)")
+    if attention_mask is not None and attention_mask.ndim == 3:
+        raise ValueError("a pairwise [B, L, L] attention_mask needs explicit position_ids")
     if attention_mask is None:
         return jnp.broadcast_to(jnp.arange(input_ids.shape[-1], dtype=jnp.int32), input_ids.shape)
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
@@ -147,7 +149,8 @@ class CausalAttentionCore(nn.Module):
     """Masked causal attention over q, k, v [batch, length, heads, head_dim], with a KV cache.
 
     `attention_mask` [batch, key_slots] marks real tokens: the input length in a full forward,
-    the cache length when decoding. Decoding writes k/v at the cache index and advances it, so a
+    the cache length when decoding. A full forward also takes a pairwise mask [batch, length, length]
+    (which keys each query may see; causality still applies on top). Decoding writes k/v at the cache index and advances it, so a
     prompt can be prefilled in one call and continued one token at a time.
     """
 
@@ -176,7 +179,15 @@ class CausalAttentionCore(nn.Module):
                 query_slots = query_slots + index
         key_slots = jnp.arange(k.shape[1], dtype=jnp.int32)
         mask = key_slots[None, :] <= query_slots[:, None]  # [q, k] causal
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.ndim == 3:
+            # Pairwise [batch, query, key]: shared-prompt and packed rows (see dpo_jax.data.packing).
+            if self.decode or attention_mask.shape != (batch, length, k.shape[1]):
+                raise ValueError(
+                    f"a pairwise attention_mask has shape {attention_mask.shape}; expected "
+                    f"{(batch, length, k.shape[1])} (full forward only, not decoding)"
+                )
+            mask = mask[None] & attention_mask.astype(bool)
+        elif attention_mask is not None:
             if attention_mask.shape != (batch, k.shape[1]):
                 raise ValueError(
                     f"attention_mask has shape {attention_mask.shape}; expected {(batch, k.shape[1])} "

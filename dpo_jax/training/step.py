@@ -80,10 +80,13 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
 
 
 def make_apply_fn(model) -> Callable:
-    """`(params, input_ids, attention_mask) -> logits`, as the objectives call the model."""
+    """`(params, input_ids, attention_mask, position_ids=None) -> logits`, as the objectives call the
+    model (row batches pass a pairwise [R, L, L] mask and their positions)."""
 
-    def apply_fn(params, input_ids, attention_mask):
-        return model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+    def apply_fn(params, input_ids, attention_mask, position_ids=None):
+        return model.apply(
+            {"params": params}, input_ids, attention_mask=attention_mask, position_ids=position_ids
+        )
 
     return apply_fn
 
