@@ -51,6 +51,33 @@ def example_row_lengths(split: TokenizedSplit, share_prompt: bool) -> np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
+class RowLayout:
+    """How the loader lays examples into rows (None in its place: today's padded [B, K, L] batches).
+
+    share_prompt: the prompt once per example. pack: several examples per row of `pack_length` tokens
+    (0 = the longest example row of the split). row_multiple: the row count of a packed step is rounded
+    up to it with empty rows (pass the data-parallel size times the micro-batches per step).
+    """
+
+    share_prompt: bool = True
+    pack: bool = False
+    pack_length: int = 0
+    row_multiple: int = 1
+
+    def __post_init__(self):
+        if self.pack_length < 0 or self.row_multiple < 1:
+            raise ValueError(f"bad row layout {self}: pack_length >= 0 and row_multiple >= 1 are required")
+
+
+def layout_from_config(data_config, *, row_multiple: int = 1) -> RowLayout | None:
+    """The row layout `data.share_prompt` / `data.pack` / `data.pack_length` ask for (None: padded)."""
+    share, pack = bool(data_config.share_prompt), bool(data_config.pack)
+    if not (share or pack):
+        return None
+    return RowLayout(share_prompt=share, pack=pack, pack_length=int(data_config.pack_length), row_multiple=row_multiple)
+
+
+@dataclasses.dataclass(frozen=True)
 class RowPlan:
     """Where each example of a global batch goes: `rows[r]` lists (position in the batch) per slot."""
 

@@ -55,7 +55,9 @@ def padded_batch(split):
 
 def row_batch(split, *, share_prompt, pack):
     lengths = example_row_lengths(split, share_prompt)
-    plan = plan_rows(lengths, row_length=int(lengths.max()) + 6, slots=4, pack=pack, row_multiple=8)
+    # Room for the longest example beside the shortest: packing must put several in some row.
+    row_length = int(lengths.max() + lengths.min())
+    plan = plan_rows(lengths, row_length=row_length, slots=4, pack=pack, row_multiple=8)
     indices = np.arange(split.num_examples)
     real = np.ones(len(indices), bool)
     return build_rows(
