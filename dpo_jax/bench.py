@@ -52,10 +52,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--lengths", default="", help="a length profile (shared/anchors/lengths_hh.tsv): realistic shapes"
     )
     parser.add_argument(
-        "--layout", default="padded", choices=LAYOUTS,
+        "--layout",
+        default="padded",
+        choices=LAYOUTS,
         help="padded sequences, or rows with the prompt shared and/or examples packed",
     )
-    parser.add_argument("--pack_length", type=int, default=0, help="tokens per packed row (0 = longest example)")
+    parser.add_argument(
+        "--pack_length", type=int, default=0, help="tokens per packed row (0 = longest example)"
+    )
     parser.add_argument("--flops_only", action="store_true", help="compile and count FLOPs, run nothing")
     args = parser.parse_args(argv)
     args.micro = args.micro or args.pairs

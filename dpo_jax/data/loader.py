@@ -93,7 +93,9 @@ class _BatchBuilder:
 
     def batch(self, rows: np.ndarray, real: np.ndarray, process_index: int, process_count: int):
         """This process's share of the global batch of `rows` (its contiguous block of them)."""
-        local = slice(process_index * len(rows) // process_count, (process_index + 1) * len(rows) // process_count)
+        local = slice(
+            process_index * len(rows) // process_count, (process_index + 1) * len(rows) // process_count
+        )
         return self.build(rows[local], seq_len=self.length_for(rows), real=real[local])
 
     def real_tokens(self, rows: np.ndarray) -> int:
@@ -168,14 +170,21 @@ class _RowBuilder:
         rows, lengths = rows[real], self._lengths[rows[real]]
         row_length = next(b for b in self.buckets if b >= lengths.max(initial=1))
         multiple = np.lcm(self.layout.row_multiple, process_count) if self.layout.pack else process_count
-        plan = plan_rows(lengths, row_length=row_length, slots=self.slots, pack=self.layout.pack, row_multiple=multiple)
+        plan = plan_rows(
+            lengths, row_length=row_length, slots=self.slots, pack=self.layout.pack, row_multiple=multiple
+        )
         if not self.layout.pack:  # one row per slot of the global batch, real or not: one shape
             plan.rows.extend([] for _ in range(len(real) - len(plan.rows)))
         per_process = len(plan.rows) // process_count
         block = range(process_index * per_process, (process_index + 1) * per_process)
         return build_rows(
-            self.split, rows, np.ones(len(rows), bool), plan, block,
-            share_prompt=self.layout.share_prompt, pad_id=self.pad_id,
+            self.split,
+            rows,
+            np.ones(len(rows), bool),
+            plan,
+            block,
+            share_prompt=self.layout.share_prompt,
+            pad_id=self.pad_id,
         )
 
 
@@ -183,7 +192,11 @@ def _builder(split, *, pad_id, max_length, length_buckets, layout, batch_size):
     if layout is None:
         return _BatchBuilder(split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets)
     return _RowBuilder(
-        split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets, layout=layout,
+        split,
+        pad_id=pad_id,
+        max_length=max_length,
+        length_buckets=length_buckets,
+        layout=layout,
         batch_size=batch_size,
     )
 
@@ -219,7 +232,11 @@ class TrainLoader:
         self.num_examples = split.num_examples
         self.steps_per_epoch = split.num_examples // global_batch_size
         self._builder = _builder(
-            split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets, layout=layout,
+            split,
+            pad_id=pad_id,
+            max_length=max_length,
+            length_buckets=length_buckets,
+            layout=layout,
             batch_size=global_batch_size,
         )
         self._length_buckets = length_buckets
@@ -330,7 +347,11 @@ class EvalBatches:
         self.process_count = process_count
         self.num_examples = split.num_examples
         self._builder = _builder(
-            split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets, layout=layout,
+            split,
+            pad_id=pad_id,
+            max_length=max_length,
+            length_buckets=length_buckets,
+            layout=layout,
             batch_size=global_batch_size,
         )
 

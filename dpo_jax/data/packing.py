@@ -74,7 +74,9 @@ def layout_from_config(data_config, *, row_multiple: int = 1) -> RowLayout | Non
     share, pack = bool(data_config.share_prompt), bool(data_config.pack)
     if not (share or pack):
         return None
-    return RowLayout(share_prompt=share, pack=pack, pack_length=int(data_config.pack_length), row_multiple=row_multiple)
+    return RowLayout(
+        share_prompt=share, pack=pack, pack_length=int(data_config.pack_length), row_multiple=row_multiple
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +88,9 @@ class RowPlan:
     slots: int
 
 
-def plan_rows(lengths: np.ndarray, *, row_length: int, slots: int, pack: bool, row_multiple: int = 1) -> RowPlan:
+def plan_rows(
+    lengths: np.ndarray, *, row_length: int, slots: int, pack: bool, row_multiple: int = 1
+) -> RowPlan:
     """Assigns the examples of one global batch (their row lengths, in batch order) to rows.
 
     Without packing every example has its own row. With packing: first-fit decreasing (ties keep batch
@@ -94,7 +98,9 @@ def plan_rows(lengths: np.ndarray, *, row_length: int, slots: int, pack: bool, r
     empty rows so it divides over processes, devices and micro-batches.
     """
     if int(lengths.max(initial=0)) > row_length:
-        raise ValueError(f"an example takes {int(lengths.max())} tokens, more than the row length {row_length}")
+        raise ValueError(
+            f"an example takes {int(lengths.max())} tokens, more than the row length {row_length}"
+        )
     if not pack:
         rows = [[i] for i in range(len(lengths))]
     else:
@@ -163,7 +169,14 @@ def build_rows(
             index = int(indices[i])
             responses = [split.response(index, j) for j in range(k)]
             offset = _write_example(
-                out, local, offset, slot, split.prompt(index), responses, share_prompt=share_prompt, real=real[i]
+                out,
+                local,
+                offset,
+                slot,
+                split.prompt(index),
+                responses,
+                share_prompt=share_prompt,
+                real=real[i],
             )
             out["example_mask"][local, slot] = int(real[i])
             out["example_index"][local, slot] = index
@@ -178,6 +191,8 @@ def real_tokens(batch: dict[str, np.ndarray]) -> int:
     """Tokens of real examples computed by the model in this batch, in either batch format."""
     if "segment_ids" in batch:
         segments = np.asarray(batch["segment_ids"])
-        slot_is_real = np.take_along_axis(np.asarray(batch["example_mask"]), np.maximum(segments - 1, 0), axis=1)
+        slot_is_real = np.take_along_axis(
+            np.asarray(batch["example_mask"]), np.maximum(segments - 1, 0), axis=1
+        )
         return int(np.sum((segments > 0) & (slot_is_real > 0)))
     return int(np.sum(np.asarray(batch["attention_mask"]) * np.asarray(batch["example_mask"])[:, None, None]))

@@ -177,13 +177,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if args.lengths or layout is not None:
         split = pairs_split(pair_lengths, model.config.vocab_size, model.config.vocab_size - 1, args.seed)
         host = host_batch(
-            split, layout, pad_id=model.config.vocab_size - 1, process_index=jax.process_index(),
+            split,
+            layout,
+            pad_id=model.config.vocab_size - 1,
+            process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        model_tokens = int(example_row_lengths(split, layout.share_prompt).sum() if layout else split.sequence_lengths().sum())
+        model_tokens = int(
+            example_row_lengths(split, layout.share_prompt).sum()
+            if layout
+            else split.sequence_lengths().sum()
+        )
     else:
         host = synthetic_pairs(
-            args.pairs // jax.process_count(), args.seq, args.prompt, model.config.vocab_size,
+            args.pairs // jax.process_count(),
+            args.seq,
+            args.prompt,
+            model.config.vocab_size,
             seed=args.seed + jax.process_index(),
         )
         model_tokens = args.pairs * 2 * args.seq

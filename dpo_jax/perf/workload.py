@@ -86,7 +86,9 @@ def layout_for(name: str, *, pack_length: int, row_multiple: int) -> RowLayout |
     if name == "padded":
         return None
     return RowLayout(
-        share_prompt=name.startswith("share"), pack=name.endswith("pack"), pack_length=pack_length,
+        share_prompt=name.startswith("share"),
+        pack=name.endswith("pack"),
+        pack_length=pack_length,
         row_multiple=row_multiple,
     )
 

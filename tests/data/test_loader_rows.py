@@ -64,7 +64,9 @@ def test_rows_hold_exactly_the_steps_examples(name):
         for index, (prompt, responses) in examples.items():
             assert prompt == list(split.prompt(index))
             assert responses == [list(split.response(index, k)) for k in range(2)]
-        np.testing.assert_array_equal(batch["index"][batch["example_mask"] > 0], batch["example_index"][batch["example_mask"] > 0])
+        np.testing.assert_array_equal(
+            batch["index"][batch["example_mask"] > 0], batch["example_index"][batch["example_mask"] > 0]
+        )
         assert len(batch["input_ids"]) % LAYOUTS[name].row_multiple == 0
         assert real_tokens(batch) == loader.real_tokens(step) == lengths[expected].sum()
         if LAYOUTS[name].pack:
@@ -80,7 +82,9 @@ def test_two_processes_concatenate_and_a_new_loader_resumes_identically(name):
     for step in (4, 0, 2):
         whole = single.batch(step)
         for key in whole:
-            np.testing.assert_array_equal(whole[key], np.concatenate([h.batch(step)[key] for h in halves]), key)
+            np.testing.assert_array_equal(
+                whole[key], np.concatenate([h.batch(step)[key] for h in halves]), key
+            )
             np.testing.assert_array_equal(whole[key], restarted.batch(step)[key], key)
     assert single.position(4) == _loader(split, None).position(4)  # the layout does not move the data
 
@@ -88,12 +92,21 @@ def test_two_processes_concatenate_and_a_new_loader_resumes_identically(name):
 def test_eval_rows_cover_every_example_once_without_fillers():
     split = _split(num_examples=11)
     batches = EvalBatches(
-        split, global_batch_size=4, process_index=0, process_count=1, pad_id=PAD, max_length=16,
+        split,
+        global_batch_size=4,
+        process_index=0,
+        process_count=1,
+        pad_id=PAD,
+        max_length=16,
         layout=LAYOUTS["share_pack"],
     )
     seen = [int(i) for batch in batches for i in batch["example_index"][batch["example_mask"] > 0]]
     assert sorted(seen) == list(range(11))
-    assert all(batch["example_index"][batch["example_mask"] == 0].tolist() == [-1] * int((batch["example_mask"] == 0).sum()) for batch in batches)
+    assert all(
+        batch["example_index"][batch["example_mask"] == 0].tolist()
+        == [-1] * int((batch["example_mask"] == 0).sum())
+        for batch in batches
+    )
 
 
 def test_a_pack_length_shorter_than_an_example_is_refused():

@@ -26,7 +26,9 @@ def truncated_split(num_responses: int, seed: int = 0) -> TokenizedSplit:
     prompts, responses = [], []
     for i in range(NUM_EXAMPLES):
         prompt = list(rng.integers(1, VOCAB, size=1 if i == 3 else int(rng.integers(2, 16))))
-        ranked = [list(rng.integers(1, VOCAB, size=int(rng.integers(1, 18)))) + [PAD] for _ in range(num_responses)]
+        ranked = [
+            list(rng.integers(1, VOCAB, size=int(rng.integers(1, 18)))) + [PAD] for _ in range(num_responses)
+        ]
         prompt, ranked = truncate_example(
             prompt, ranked, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT, truncation_mode="keep_end"
         )
@@ -72,6 +74,7 @@ CASES = [
     ("gpt_neox", 2, "unlikelihood", dict(share_prompt=False, pack=True)),
     ("gpt_neox", 2, "dpo", dict(share_prompt=True, pack=True)),
     ("gpt_neox", 4, "plackett_luce", dict(share_prompt=True, pack=False)),
+    ("gpt2", 1, "sft", dict(share_prompt=True, pack=True)),  # the SFT stage packs through the same path
 ]
 
 
@@ -98,21 +101,29 @@ def test_rows_match_padded_sequences(mesh, arch, num_responses, loss_name, layou
     assert sorted(index[real]) == list(range(NUM_EXAMPLES))
     if layout["pack"]:
         assert real.sum(axis=1).max() > 1  # some row really holds several examples
-    np.testing.assert_allclose(np.asarray(logps)[real], np.asarray(want_logps)[index[real]], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(logps)[real], np.asarray(want_logps)[index[real]], rtol=1e-5, atol=1e-4
+    )
     assert set(metrics) == set(want_metrics)
     for name, (total, count) in want_metrics.items():
         assert float(metrics[name][1]) == float(count), name
         np.testing.assert_allclose(float(metrics[name][0]), float(total), rtol=1e-5, atol=1e-5, err_msg=name)
     # fp32 rounding of sums taken in another order: relative to each tensor's largest gradient.
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * np.abs(b).max()), grads, want_grads
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * np.abs(b).max()),
+        grads,
+        want_grads,
     )
 
 
 def test_row_layout_positions_and_masks():
     """Hand-checked layout of one pair with a 3-token prompt: prefix, then each branch restarting."""
     split = TokenizedSplit(
-        np.array([5, 6, 7], np.int32), np.array([0, 3]), np.array([8, 0, 9, 9, 0], np.int32), np.array([0, 2, 5]), 2
+        np.array([5, 6, 7], np.int32),
+        np.array([0, 3]),
+        np.array([8, 0, 9, 9, 0], np.int32),
+        np.array([0, 2, 5]),
+        2,
     )
     plan = plan_rows(example_row_lengths(split, True), row_length=10, slots=1, pack=False)
     rows = build_rows(split, np.array([0]), np.array([True]), plan, range(1), share_prompt=True, pad_id=PAD)
@@ -123,7 +134,9 @@ def test_row_layout_positions_and_masks():
     np.testing.assert_array_equal(rows["loss_mask"][0], [0, 0, 0, 1, 1, 0, 1, 1, 1, 0])
     from dpo_jax.objectives.rows import row_attention_mask
 
-    mask = np.asarray(row_attention_mask(jnp.asarray(rows["segment_ids"]), jnp.asarray(rows["branch_ids"])))[0]
+    mask = np.asarray(row_attention_mask(jnp.asarray(rows["segment_ids"]), jnp.asarray(rows["branch_ids"])))[
+        0
+    ]
     # The second branch's copied prompt token sees the prefix and its own branch, not the first branch.
     np.testing.assert_array_equal(mask[5, :9], [1, 1, 0, 0, 0, 1, 1, 1, 1])
     assert not mask[9, :9].any()  # padding sees nothing of the example

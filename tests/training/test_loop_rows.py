@@ -14,8 +14,14 @@ from tests.train_helpers import read_metrics, tiny_config
 
 def _run(workdir, **data):
     config = tiny_config(
-        "hh", "tiny", num_train_steps=2, eval_every_examples=16, eval_samples=0, export_hf=False,
-        grad_accum_steps=2, mesh_shape=(4, 1, 2),
+        "hh",
+        "tiny",
+        num_train_steps=2,
+        eval_every_examples=16,
+        eval_samples=0,
+        export_hf=False,
+        grad_accum_steps=2,
+        mesh_shape=(4, 1, 2),
     )
     config.reference.precompute_logps = True
     for key, value in data.items():
