@@ -19,6 +19,12 @@ Batch format (numpy, per process, B = local batch, K = responses per example, L 
 The masks come from the stored lengths, never from input_ids != pad_id (pad == eos in GPT-2/Pythia).
 L is max_length, or with `length_buckets` the smallest bucket holding the longest sequence of the
 GLOBAL batch, so every process of a step gets one shape.
+
+Rows (`layout=RowLayout(...)`, from `data.share_prompt` / `data.pack`): the same examples per step, laid
+out by `dpo_jax.data.packing` (its docstring has the format): the prompt once per example, several
+examples per row. The global rows are planned from the whole global batch and process p takes the
+p-th contiguous block of them; eval rows hold real examples only (empty slots, no filler copies).
+The layout does not enter the data position: resuming onto another layout continues the same examples.
 """
 
 from __future__ import annotations
@@ -188,7 +194,8 @@ class _RowBuilder:
         )
 
 
-def _builder(split, *, pad_id, max_length, length_buckets, layout, batch_size):
+def _builder(split, pad_id, max_length, length_buckets, layout, batch_size):
+    """Padded [B, K, L] batches without a layout, rows (`dpo_jax.data.packing`) with one."""
     if layout is None:
         return _BatchBuilder(split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets)
     return _RowBuilder(
@@ -231,14 +238,7 @@ class TrainLoader:
         self.fingerprint = fingerprint
         self.num_examples = split.num_examples
         self.steps_per_epoch = split.num_examples // global_batch_size
-        self._builder = _builder(
-            split,
-            pad_id=pad_id,
-            max_length=max_length,
-            length_buckets=length_buckets,
-            layout=layout,
-            batch_size=global_batch_size,
-        )
+        self._builder = _builder(split, pad_id, max_length, length_buckets, layout, global_batch_size)
         self._length_buckets = length_buckets
         self.layout = layout
         self._max_length = max_length
@@ -346,14 +346,7 @@ class EvalBatches:
         self.process_index = process_index
         self.process_count = process_count
         self.num_examples = split.num_examples
-        self._builder = _builder(
-            split,
-            pad_id=pad_id,
-            max_length=max_length,
-            length_buckets=length_buckets,
-            layout=layout,
-            batch_size=global_batch_size,
-        )
+        self._builder = _builder(split, pad_id, max_length, length_buckets, layout, global_batch_size)
 
     def __len__(self) -> int:
         return -(-self.num_examples // self.global_batch_size)
