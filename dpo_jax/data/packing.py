@@ -185,14 +185,3 @@ def build_rows(
                 array[local, slot] = split.extras[name][index]
     out.update(extras)
     return out
-
-
-def real_tokens(batch: dict[str, np.ndarray]) -> int:
-    """Tokens of real examples computed by the model in this batch, in either batch format."""
-    if "segment_ids" in batch:
-        segments = np.asarray(batch["segment_ids"])
-        slot_is_real = np.take_along_axis(
-            np.asarray(batch["example_mask"]), np.maximum(segments - 1, 0), axis=1
-        )
-        return int(np.sum((segments > 0) & (slot_is_real > 0)))
-    return int(np.sum(np.asarray(batch["attention_mask"]) * np.asarray(batch["example_mask"])[:, None, None]))
