@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
+from dpo_jax.perf.workload import LAYOUTS
 from dpo_jax.training.optim import ADAM_MU_DTYPES
 
 RESULT_PREFIX = "RESULT "
@@ -58,11 +60,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes; one -1 fills")
     parser.add_argument("--dtype", default="bfloat16", help="compute dtype")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--lengths", default="", help="a length profile (shared/anchors/lengths_hh.tsv): realistic shapes"
+    )
+    parser.add_argument(
+        "--layout",
+        default="padded",
+        choices=LAYOUTS,
+        help="padded sequences, or rows with the prompt shared and/or examples packed",
+    )
+    parser.add_argument(
+        "--pack_length", type=int, default=0, help="tokens per packed row (0 = longest example)"
+    )
+    parser.add_argument("--flops_only", action="store_true", help="compile and count FLOPs, run nothing")
     args = parser.parse_args(argv)
     args.micro = args.micro or args.pairs
     args.prompt = args.seq // 2 if args.prompt is None else args.prompt
     if args.pairs < 1 or args.micro < 1 or args.pairs % args.micro:
         parser.error(f"--pairs={args.pairs} must be a positive multiple of --micro={args.micro}")
+    if args.lengths and not os.path.isfile(args.lengths):
+        parser.error(f"--lengths={args.lengths}: no such file")
+    if args.pack_length < 0:
+        parser.error("--pack_length must be >= 0")
     if not 1 <= args.prompt < args.seq:
         parser.error(f"--prompt={args.prompt} must leave at least one response token in --seq={args.seq}")
     if args.steps < 1 or args.warmup < 0:

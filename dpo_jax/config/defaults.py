@@ -50,6 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_train_examples = 0  # 0 = all
     c.data.max_eval_examples = 256  # the reference implementation evaluates on 256 pairs
     c.data.shp_min_score_ratio = 2.0
+    # Rows (dpo_jax.data.packing): the prompt computed once per example, its K responses attending to it
+    # (exact: same log-probs as separate sequences), and several examples packed per row. A step is
+    # still global_batch_size examples; a packed step has a varying number of rows.
+    c.data.share_prompt = False
+    c.data.pack = False
+    c.data.pack_length = 0  # tokens per packed row; 0 = the longest example row of the split
 
     # Objective (dpo_jax.objectives.preference_loss); checked when the config is read.
     c.loss = "dpo"  # dpo | ipo | hinge | robust | plackett_luce | sft

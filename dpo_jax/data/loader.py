@@ -19,6 +19,12 @@ Batch format (numpy, per process, B = local batch, K = responses per example, L 
 The masks come from the stored lengths, never from input_ids != pad_id (pad == eos in GPT-2/Pythia).
 L is max_length, or with `length_buckets` the smallest bucket holding the longest sequence of the
 GLOBAL batch, so every process of a step gets one shape.
+
+Rows (`layout=RowLayout(...)`, from `data.share_prompt` / `data.pack`): the same examples per step, laid
+out by `dpo_jax.data.packing` (its docstring has the format): the prompt once per example, several
+examples per row. The global rows are planned from the whole global batch and process p takes the
+p-th contiguous block of them; eval rows hold real examples only (empty slots, no filler copies).
+The layout does not enter the data position: resuming onto another layout continues the same examples.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dpo_jax.data.packing import RowLayout, build_rows, example_row_lengths, plan_rows
 from dpo_jax.data.prepare import PreparedData
 from dpo_jax.data.tokenization import TokenizedSplit
 
@@ -90,6 +97,16 @@ class _BatchBuilder:
                 f"tokenised data holds a {longest}-token sequence, longer than max_length={max_length}"
             )
 
+    def batch(self, rows: np.ndarray, real: np.ndarray, process_index: int, process_count: int):
+        """This process's share of the global batch of `rows` (its contiguous block of them)."""
+        local = slice(
+            process_index * len(rows) // process_count, (process_index + 1) * len(rows) // process_count
+        )
+        return self.build(rows[local], seq_len=self.length_for(rows), real=real[local])
+
+    def real_tokens(self, rows: np.ndarray) -> int:
+        return int(self._sequence_lengths[rows].sum())
+
     def length_for(self, global_rows: np.ndarray) -> int:
         longest = int(self._sequence_lengths[global_rows].max(initial=1))
         return next(b for b in self.buckets if b >= longest)
@@ -120,6 +137,77 @@ class _BatchBuilder:
         return batch
 
 
+class _RowBuilder:
+    """Lays the examples of a global batch into shared-prompt / packed rows (`dpo_jax.data.packing`).
+
+    Every shape is fixed per split except a packed step's row count: rows are `pack_length` (or the
+    longest example row) long, and unpacked steps have one row per example slot of the global batch.
+    """
+
+    def __init__(self, split, *, pad_id, max_length, length_buckets, layout: RowLayout, batch_size: int):
+        self.split, self.pad_id, self.layout = split, pad_id, layout
+        longest_sequence = int(split.sequence_lengths().max(initial=0))
+        if longest_sequence > max_length:
+            raise ValueError(
+                f"tokenised data holds a {longest_sequence}-token sequence, longer than max_length={max_length}"
+            )
+        self._lengths = example_row_lengths(split, layout.share_prompt)
+        longest = max(1, int(self._lengths.max(initial=1)))
+        if layout.pack:
+            if layout.pack_length and layout.pack_length < longest:
+                raise ValueError(
+                    f"data.pack_length={layout.pack_length} is shorter than the longest example row "
+                    f"({longest} tokens): no row could hold it"
+                )
+            self.row_length = layout.pack_length or longest
+            shortest = max(1, int(self._lengths.min(initial=1)))
+            self.slots = max(1, min(batch_size, self.row_length // shortest))
+            self.buckets = (self.row_length,)
+        else:
+            self.slots = 1
+            self.buckets = _validate_buckets(length_buckets, max(longest, max_length))
+            self.buckets = tuple(b for b in self.buckets if b < longest) + (longest,)
+
+    def real_tokens(self, rows: np.ndarray) -> int:
+        return int(self._lengths[rows].sum())
+
+    def batch(self, rows: np.ndarray, real: np.ndarray, process_index: int, process_count: int):
+        """This process's block of the rows holding the real examples among `rows`."""
+        rows, lengths = rows[real], self._lengths[rows[real]]
+        row_length = next(b for b in self.buckets if b >= lengths.max(initial=1))
+        multiple = np.lcm(self.layout.row_multiple, process_count) if self.layout.pack else process_count
+        plan = plan_rows(
+            lengths, row_length=row_length, slots=self.slots, pack=self.layout.pack, row_multiple=multiple
+        )
+        if not self.layout.pack:  # one row per slot of the global batch, real or not: one shape
+            plan.rows.extend([] for _ in range(len(real) - len(plan.rows)))
+        per_process = len(plan.rows) // process_count
+        block = range(process_index * per_process, (process_index + 1) * per_process)
+        return build_rows(
+            self.split,
+            rows,
+            np.ones(len(rows), bool),
+            plan,
+            block,
+            share_prompt=self.layout.share_prompt,
+            pad_id=self.pad_id,
+        )
+
+
+def _builder(split, pad_id, max_length, length_buckets, layout, batch_size):
+    """Padded [B, K, L] batches without a layout, rows (`dpo_jax.data.packing`) with one."""
+    if layout is None:
+        return _BatchBuilder(split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets)
+    return _RowBuilder(
+        split,
+        pad_id=pad_id,
+        max_length=max_length,
+        length_buckets=length_buckets,
+        layout=layout,
+        batch_size=batch_size,
+    )
+
+
 class TrainLoader:
     """Training batches by global step; see the module docstring for the contract."""
 
@@ -135,6 +223,7 @@ class TrainLoader:
         max_length: int,
         fingerprint: str,
         length_buckets: Sequence[int] | None = None,
+        layout: RowLayout | None = None,
     ):
         self.local_batch_size = _validate_processes(global_batch_size, process_index, process_count)
         if split.num_examples < global_batch_size:
@@ -149,10 +238,9 @@ class TrainLoader:
         self.fingerprint = fingerprint
         self.num_examples = split.num_examples
         self.steps_per_epoch = split.num_examples // global_batch_size
-        self._builder = _BatchBuilder(
-            split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets
-        )
+        self._builder = _builder(split, pad_id, max_length, length_buckets, layout, global_batch_size)
         self._length_buckets = length_buckets
+        self.layout = layout
         self._max_length = max_length
         self._permutation_epoch = -1
         self._permutation = np.zeros((0,), np.int64)
@@ -171,6 +259,7 @@ class TrainLoader:
             max_length=self._max_length,
             fingerprint=self.fingerprint,
             length_buckets=self._length_buckets,
+            layout=self.layout,
         )
 
     def epoch(self, step: int) -> int:
@@ -190,10 +279,12 @@ class TrainLoader:
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's slice of the global batch of `step`."""
         rows = self.global_rows(step)
-        start = self.process_index * self.local_batch_size
-        local = rows[start : start + self.local_batch_size]
-        seq_len = self._builder.length_for(rows)
-        return self._builder.build(local, seq_len=seq_len, real=np.ones(len(local), dtype=bool))
+        return self._builder.batch(rows, np.ones(len(rows), bool), self.process_index, self.process_count)
+
+    def real_tokens(self, step: int) -> int:
+        """Tokens of the global batch of `step` that the model computes, padding excluded (a shared
+        prompt counts once; a padded batch counts the prompt once per response)."""
+        return self._builder.real_tokens(self.global_rows(step))
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         step = start_step
@@ -246,16 +337,16 @@ class EvalBatches:
         pad_id: int,
         max_length: int,
         length_buckets: Sequence[int] | None = None,
+        layout: RowLayout | None = None,
     ):
         self.local_batch_size = _validate_processes(global_batch_size, process_index, process_count)
         if split.num_examples == 0:
             raise ValueError("the eval set is empty")
         self.global_batch_size = global_batch_size
         self.process_index = process_index
+        self.process_count = process_count
         self.num_examples = split.num_examples
-        self._builder = _BatchBuilder(
-            split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets
-        )
+        self._builder = _builder(split, pad_id, max_length, length_buckets, layout, global_batch_size)
 
     def __len__(self) -> int:
         return -(-self.num_examples // self.global_batch_size)
@@ -266,10 +357,7 @@ class EvalBatches:
         slots = np.arange(index * self.global_batch_size, (index + 1) * self.global_batch_size)
         real = slots < self.num_examples
         rows = np.where(real, slots, 0)
-        seq_len = self._builder.length_for(rows)
-        start = self.process_index * self.local_batch_size
-        local = slice(start, start + self.local_batch_size)
-        return self._builder.build(rows[local], seq_len=seq_len, real=real[local])
+        return self._builder.batch(rows, real, self.process_index, self.process_count)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(self)):
@@ -284,6 +372,7 @@ def make_train_loader(
     process_index: int,
     process_count: int,
     length_buckets: Sequence[int] | None = None,
+    layout: RowLayout | None = None,
 ) -> TrainLoader:
     return TrainLoader(
         prepared.train,
@@ -295,6 +384,7 @@ def make_train_loader(
         max_length=prepared.max_length,
         fingerprint=prepared.fingerprint,
         length_buckets=length_buckets,
+        layout=layout,
     )
 
 
@@ -306,6 +396,7 @@ def make_eval_batches(
     process_count: int,
     length_buckets: Sequence[int] | None = None,
     split: str = "eval",
+    layout: RowLayout | None = None,
 ) -> EvalBatches:
     """Every example of the eval split (or, with split="train", of the train split, e.g. to precompute
     reference log-probs) exactly once, in order, the last batch padded with example_mask=0 rows."""
@@ -322,4 +413,5 @@ def make_eval_batches(
         pad_id=prepared.pad_id,
         max_length=prepared.max_length,
         length_buckets=length_buckets,
+        layout=layout,
     )

@@ -14,9 +14,10 @@ import jax
 import numpy as np
 
 from dpo_jax.data import make_eval_batches
+from dpo_jax.data.packing import layout_from_config
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.objectives import batch_loss, loss_options, reference_logps
-from dpo_jax.sharding import gather_to_host, make_global_batch
+from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch
 
 
 def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):
@@ -42,46 +43,63 @@ def make_reference_logps_step(apply_fn: Callable, config):
     return step
 
 
-def _batches(prepared, batch_size: int, split: str):
+def _batches(prepared, batch_size: int, split: str, layout):
     return make_eval_batches(
         prepared,
         global_batch_size=batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         split=split,
+        layout=layout,
     )
 
 
-def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh) -> dict[str, float]:
+def pass_layout(config, mesh):
+    """The row layout of the passes without gradients: the training one, rows divided over the data axes."""
+    return layout_from_config(config.data, row_multiple=data_parallel_size(mesh))
+
+
+def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh, layout=None) -> dict[str, float]:
     """Average metrics over every eval example exactly once ({} when there is no eval split)."""
     if prepared.eval is None:
         return {}
     total = None
-    for local in _batches(prepared, batch_size, "eval"):
+    for local in _batches(prepared, batch_size, "eval", layout):
         metrics = eval_step(params, reference, make_global_batch(local, mesh))
         total = metrics if total is None else merge_metrics(total, metrics)
     return {} if total is None else metrics_to_floats(jax.device_get(total), skip_empty=True)
 
 
-def _split_reference_logps(step, reference, prepared, batch_size, mesh, split) -> np.ndarray:
-    rows = [
-        np.asarray(gather_to_host(step(reference, make_global_batch(local, mesh))))
-        for local in _batches(prepared, batch_size, split)
-    ]
-    num_examples = getattr(prepared, split).num_examples
-    return np.concatenate(rows)[:num_examples].astype(np.float32)
+def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, layout) -> np.ndarray:
+    data = getattr(prepared, split)
+    logps = np.zeros((data.num_examples, data.num_responses), np.float32)
+    start = 0
+    for local in _batches(prepared, batch_size, split, layout):
+        batch = make_global_batch(local, mesh)
+        if "example_index" in batch:
+            # Rows hold examples in packing order: each slot says which example it is.
+            values, index = gather_to_host((step(reference, batch), batch["example_index"]))
+            real = index >= 0
+            logps[index[real]] = np.asarray(values)[real]
+        else:
+            values = np.asarray(gather_to_host(step(reference, batch)))[: data.num_examples - start]
+            logps[start : start + len(values)] = values
+            start += len(values)
+    return logps
 
 
 def precompute_reference_logps(prepared, apply_fn, reference, config, mesh, batch_size: int):
     """Reference log-probs [N, K] of every train and eval example, attached so batches carry them.
 
     After this the reference params are no longer needed: the step reads `batch["reference_logps"]`.
+    The pass lays examples out as training does (`data.share_prompt`, `data.pack`).
     """
     step = jax.jit(make_reference_logps_step(apply_fn, config))
+    layout = pass_layout(config, mesh)
     splits = {}
     for split in ("train", "eval"):
         data = getattr(prepared, split)
         if data is not None:
-            logps = _split_reference_logps(step, reference, prepared, batch_size, mesh, split)
+            logps = _split_reference_logps(step, reference, prepared, batch_size, mesh, split, layout)
             splits[split] = data.with_extras(reference_logps=logps)
     return dataclasses.replace(prepared, **splits)

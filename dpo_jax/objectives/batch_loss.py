@@ -9,9 +9,15 @@ Batch format (numpy or jax arrays), B prompts with K responses each, right padde
                                     `length_normalize`
 SFT batches have the same layout with K = 1.
 
-`apply_fn(params, input_ids [N, L], attention_mask [N, L])` is the model: it returns logits [N, L, V], or
-`HiddenStates` (final hidden states and the output projection), which the log-probs then project onto
-the vocabulary at the response positions only (`dpo_jax.objectives.logps.token_logps`). All K
+Row batches (`dpo_jax.data.packing`: the prompt computed once per example, several examples per row)
+hold `[R, L]` token arrays with segment, branch and position ids and `[R, S, ...]` example arrays
+(example_mask, reference_logps); every per-example result then has shape `[R, S, K]`, and the losses
+see the `R * S` slots as one list (empty slots have example_mask 0).
+
+`apply_fn(params, input_ids [N, L], attention_mask [N, L], position_ids=None)` is the model; row batches
+pass a pairwise `[R, L, L]` mask and explicit positions. It returns logits [N, L, V], or `HiddenStates`
+(final hidden states and the output projection), which the log-probs then project onto the vocabulary
+at the response positions only (`dpo_jax.objectives.logps.token_logps`). All K
 responses go through one forward pass as a `[B * K, L]` batch, as the reference repo concatenates chosen
 and rejected: one larger matmul instead of K smaller ones, and one set of weights gathered under FSDP.
 
@@ -26,6 +32,7 @@ import jax.numpy as jnp
 
 from dpo_jax.objectives.logps import _next_token_targets, _reduce_over_sequence, _token_logps, token_logps
 from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
+from dpo_jax.objectives.rows import row_attention_mask, sum_per_response
 
 # 1 - p is clipped here before the log (as Welleck et al. do): a rejected token the model already
 # predicts with p > 1 - 1e-5 contributes at most -log(1e-5) ~ 11.5 and no gradient, instead of an
@@ -33,9 +40,8 @@ from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_reje
 UNLIKELIHOOD_MIN_COMPLEMENT = 1e-5
 
 
-def _unlikelihood_from_token_logps(token_logps, counted, average):
-    complement = jnp.maximum(-jnp.expm1(token_logps), UNLIKELIHOOD_MIN_COMPLEMENT)
-    return _reduce_over_sequence(-jnp.log(complement), counted, average)[0]
+def _unlikelihood_terms(token_logps):
+    return -jnp.log(jnp.maximum(-jnp.expm1(token_logps), UNLIKELIHOOD_MIN_COMPLEMENT))
 
 
 def token_unlikelihood(logits, input_ids, loss_mask, *, average=False):
@@ -45,26 +51,43 @@ def token_unlikelihood(logits, input_ids, loss_mask, *, average=False):
     `average=True` takes the mean over counted tokens instead of the sum. Returns `[N]` float32.
     """
     targets, counted = _next_token_targets(input_ids, loss_mask)
-    return _unlikelihood_from_token_logps(_token_logps(logits, targets), counted, average)
+    return _reduce_over_sequence(_unlikelihood_terms(_token_logps(logits, targets)), counted, average)[0]
+
+
+def is_row_batch(batch) -> bool:
+    """Shared-prompt / packed rows (`dpo_jax.data.packing`) rather than [B, K, L] padded sequences."""
+    return "segment_ids" in batch
 
 
 def _response_terms(params, batch, apply_fn, length_normalize, with_rejected_unlikelihood):
-    """`[B, K]` log-probs of every response, from a single forward of all B * K sequences, and the
-    `[B]` unlikelihood term of response 1 (None unless asked for)."""
-    num_prompts, num_responses, length = batch["input_ids"].shape
+    """Log-probs of every response from one forward, shaped like the batch's examples ([B, K], or
+    [R, S, K] for a row batch), and the unlikelihood term of response 1 (None unless asked for)."""
+    if is_row_batch(batch):
+        input_ids, loss_mask = batch["input_ids"], batch["loss_mask"]
+        mask = row_attention_mask(batch["segment_ids"], batch["branch_ids"])
+        outputs = apply_fn(params, input_ids, mask, batch["position_ids"])
 
-    def flatten(name):
-        return batch[name].reshape(num_prompts * num_responses, length)
+        def reduce(token_values, counted):
+            del counted  # sum_per_response shifts the mask itself, with the slot ids
+            sums, counts = sum_per_response(token_values, batch)
+            return sums / jnp.maximum(counts, 1.0) if length_normalize else sums
 
-    input_ids, loss_mask = flatten("input_ids"), flatten("loss_mask")
-    outputs = apply_fn(params, input_ids, flatten("attention_mask"))
+    else:
+        num_prompts, num_responses, length = batch["input_ids"].shape
+        input_ids = batch["input_ids"].reshape(num_prompts * num_responses, length)
+        loss_mask = batch["loss_mask"].reshape(num_prompts * num_responses, length)
+        outputs = apply_fn(params, input_ids, batch["attention_mask"].reshape(input_ids.shape))
+
+        def reduce(token_values, counted):
+            values = _reduce_over_sequence(token_values, counted, length_normalize)[0]
+            return values.reshape(num_prompts, num_responses)
+
     targets, counted = _next_token_targets(input_ids, loss_mask)
     response_token_logps = token_logps(outputs, targets, counted)
-    logps, _ = _reduce_over_sequence(response_token_logps, counted, length_normalize)
+    logps = reduce(response_token_logps, counted)
     if not with_rejected_unlikelihood:
-        return logps.reshape(num_prompts, num_responses), None
-    unlikelihood = _unlikelihood_from_token_logps(response_token_logps, counted, length_normalize)
-    return logps.reshape(num_prompts, num_responses), unlikelihood.reshape(num_prompts, num_responses)[:, 1]
+        return logps, None
+    return logps, reduce(_unlikelihood_terms(response_token_logps), counted)[..., 1]
 
 
 def _response_logps(params, batch, apply_fn, length_normalize):
@@ -72,7 +95,7 @@ def _response_logps(params, batch, apply_fn, length_normalize):
 
 
 def reference_logps(reference_params, batch, *, apply_fn, length_normalize=False):
-    """`[B, K]` reference log-probs, constant for autodiff; precomputes `batch["reference_logps"]`."""
+    """`[B, K]` (row batches: `[R, S, K]`) reference log-probs, constant for autodiff; precomputes `batch["reference_logps"]`."""
     frozen_params = jax.lax.stop_gradient(reference_params)
     return jax.lax.stop_gradient(_response_logps(frozen_params, batch, apply_fn, length_normalize))
 
@@ -117,13 +140,16 @@ def batch_loss(
             raise ValueError(
                 f"loss {loss_name!r} needs a reference: pass reference_params or batch['reference_logps']"
             )
+    # Row batches carry examples as [R, S, ...]; the losses take one flat list of examples.
+    num_responses = policy_logps.shape[-1]
+    example_mask = batch.get("example_mask")
     _, metrics = preference_loss(
         loss_name,
-        policy_logps,
-        reference,
+        policy_logps.reshape(-1, num_responses),
+        None if reference is None else reference.reshape(-1, num_responses),
         beta=beta,
-        example_mask=batch.get("example_mask"),
-        rejected_unlikelihood=rejected_unlikelihood,
+        example_mask=None if example_mask is None else example_mask.reshape(-1),
+        rejected_unlikelihood=None if rejected_unlikelihood is None else rejected_unlikelihood.reshape(-1),
         **options,
     )
     return metrics["loss"][0], metrics

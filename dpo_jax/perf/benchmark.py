@@ -10,6 +10,7 @@ rejected, 2 x seq per pair.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -19,11 +20,22 @@ import ml_collections
 import numpy as np
 
 from dpo_jax.config import base_config
+from dpo_jax.data.packing import example_row_lengths
 from dpo_jax.evaluation.passes import make_reference_logps_step
 from dpo_jax.metrics import metrics_to_floats
 from dpo_jax.metrics.writer import peak_flops_per_device
 from dpo_jax.models.loading import load_model
 from dpo_jax.models.presets import PRESET_TOKENIZERS, preset
+from dpo_jax.objectives.batch_loss import is_row_batch
+from dpo_jax.perf.workload import (
+    anchor_real_tokens,
+    fixed_pairs,
+    host_batch,
+    layout_for,
+    pairs_split,
+    profile_pairs,
+    read_lengths,
+)
 from dpo_jax.sharding import batch_sharding, data_parallel_size, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
@@ -98,9 +110,35 @@ def precomputed_reference_logps(apply_fn, config, params, batch, mesh) -> jax.Ar
             lambda micro: logps_step(params, micro), split_micro_batches(batch, num_micro)
         )
         # Undo the strided split: micro-batch a holds rows a, a + num_micro, a + 2 num_micro, ...
-        return jnp.swapaxes(per_micro, 0, 1).reshape(-1, per_micro.shape[-1])
+        return jnp.swapaxes(per_micro, 0, 1).reshape(-1, *per_micro.shape[2:])
 
-    return jax.jit(all_rows, out_shardings=batch_sharding(mesh, 2))(params, batch)
+    # [B, K] for padded batches, [R, S, K] for row batches: sharded like the rows either way.
+    ndim = 3 if is_row_batch(batch) else 2
+    return jax.jit(all_rows, out_shardings=batch_sharding(mesh, ndim))(params, batch)
+
+
+def _workload(args, *, row_multiple: int):
+    """(pair lengths [pairs, 3], row layout or None) for the command's arguments."""
+    if args.lengths:
+        pair_lengths = profile_pairs(read_lengths(args.lengths), args.pairs)
+    else:
+        pair_lengths = fixed_pairs(args.pairs, args.seq, args.prompt)
+    return pair_lengths, layout_for(args.layout, pack_length=args.pack_length, row_multiple=row_multiple)
+
+
+def _compiled_flops(compiled_step, num_micro: int) -> float | None:
+    """XLA's FLOP count of the compiled train step (all devices), None where the backend gives none
+    or where it would be wrong: XLA counts a loop body once, so the micro-batch scan is only counted
+    right with one micro-batch (--micro equal to --pairs).
+
+    The cost of an SPMD program is that of one device's partition, hence the device count.
+    """
+    if num_micro != 1:
+        return None
+    cost = compiled_step.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    flops = (cost or {}).get("flops")
+    return float(flops) * jax.device_count() if flops else None
 
 
 # Custom-call targets of the attention kernels, as they appear in a compiled program's HLO.
@@ -149,19 +187,61 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     # Each process builds its own rows, as the trainer's loader does; one batch serves every step
     # so that no host-to-device copy or host sync sits inside the timed loop.
-    local_rows = args.pairs // jax.process_count()
-    host_batch = synthetic_pairs(
-        local_rows, args.seq, args.prompt, model.config.vocab_size, seed=args.seed + jax.process_index()
-    )
-    batch = make_global_batch(host_batch, mesh)
+    pair_lengths, layout = _workload(args, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps)
+    if args.lengths or layout is not None:
+        split = pairs_split(pair_lengths, model.config.vocab_size, model.config.vocab_size - 1, args.seed)
+        host = host_batch(
+            split,
+            layout,
+            pad_id=model.config.vocab_size - 1,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        model_tokens = int(
+            example_row_lengths(split, layout.share_prompt).sum()
+            if layout
+            else split.sequence_lengths().sum()
+        )
+    else:
+        host = synthetic_pairs(
+            args.pairs // jax.process_count(),
+            args.seq,
+            args.prompt,
+            model.config.vocab_size,
+            seed=args.seed + jax.process_index(),
+        )
+        model_tokens = args.pairs * 2 * args.seq
+    host.pop("example_index", None)  # bookkeeping for passes over a split; the step does not read it
+    batch = make_global_batch(host, mesh)
     if not has_reference:
         batch["reference_logps"] = precomputed_reference_logps(apply_fn, config, state.params, batch, mesh)
     train_step = jit_train_step(apply_fn, config, state_shardings, batch, mesh, has_reference=has_reference)
-
+    real_tokens = anchor_real_tokens(pair_lengths)
     start = time.perf_counter()
+    # Compiled once, ahead of time: the same executable is counted and timed.
     train_step = train_step.lower(state, reference, batch).compile()
     compile_seconds = time.perf_counter() - start
     kernel = attention_kernel(train_step.as_text())
+    compiled = _compiled_flops(train_step, config.grad_accum_steps)
+    shape_fields = dict(
+        layout=args.layout,
+        lengths=os.path.basename(args.lengths) or None,
+        batch_shape=list(batch["input_ids"].shape),
+        real_tokens_per_step=real_tokens,
+        model_tokens_per_step=model_tokens,
+        computed_tokens_per_step=int(np.prod(batch["input_ids"].shape)),
+        compiled_flops_per_step=compiled,
+        compiled_flops_per_real_token=round(compiled / real_tokens, 1) if compiled else None,
+    )
+    if args.flops_only:
+        return dict(
+            system="dpo_jax",
+            model=args.model,
+            n_params=n_params,
+            pairs=args.pairs,
+            attention_kernel=kernel,
+            **shape_fields,
+        )
     state, first_metrics = train_step(state, reference, batch)
     for _ in range(args.warmup):
         state, metrics = train_step(state, reference, batch)
@@ -172,7 +252,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     jax.block_until_ready((state, metrics))
     step_seconds = (time.perf_counter() - start) / args.steps
 
-    tokens_per_second = args.pairs * 2 * args.seq / step_seconds
+    tokens_per_second = real_tokens / step_seconds
     flops_factor = 8 if has_reference else 6
     flops_per_second = flops_factor * n_params * tokens_per_second
     peak = peak_flops_per_device()
@@ -181,8 +261,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         model=args.model,
         n_params=n_params,
         pairs=args.pairs,
-        seq=args.seq,
-        prompt=args.prompt,
+        seq=int(batch["input_ids"].shape[-1]),
+        prompt=None if args.lengths else args.prompt,
         micro=args.micro,
         accum=config.grad_accum_steps,
         remat=args.remat,
@@ -193,6 +273,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         precompute_ref=args.precompute_ref,
         dtype=args.dtype,
         mesh=dict(mesh.shape),
+        **shape_fields,
         steps=args.steps,
         warmup=args.warmup,
         step_seconds=round(step_seconds, 5),

@@ -20,7 +20,8 @@ from jax.experimental import multihost_utils
 
 from dpo_jax import data as data_lib
 from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_stop_for_preemption
-from dpo_jax.evaluation.passes import evaluate, make_eval_step, precompute_reference_logps
+from dpo_jax.data.packing import layout_from_config
+from dpo_jax.evaluation.passes import evaluate, make_eval_step, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import MetricsWriter, Throughput
@@ -120,6 +121,9 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        layout=layout_from_config(
+            config.data, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps
+        ),
     )
     num_steps = _num_train_steps(config, loader.steps_per_epoch)
     data_metrics = {k: float(v) for k, v in prepared.report_metrics().items()}
@@ -174,7 +178,9 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     eval_step = jax.jit(make_eval_step(apply_fn, config, has_reference=has_reference))
 
     def run_eval():
-        return evaluate(eval_step, state.params, reference, prepared, eval_batch_size, mesh)
+        return evaluate(
+            eval_step, state.params, reference, prepared, eval_batch_size, mesh, pass_layout(config, mesh)
+        )
 
     # --- Loop -----------------------------------------------------------------------------------
     writer = MetricsWriter(
@@ -185,7 +191,7 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     previous_handlers = install_preemption_handler()
     steps_per_eval = max(1, config.eval_every_examples // config.global_batch_size)
     progress = _progress_bar(config, start_step, num_steps)
-    pending, previous, last_logged, last_eval = [], None, {}, {}
+    pending, real_tokens, previous, last_logged, last_eval = [], [], None, {}, {}
     batch = first_batch
     step = start_step
     logger.info("training steps %d..%d (%d per epoch)", start_step, num_steps, loader.steps_per_epoch)
@@ -197,12 +203,15 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
             _check_finite(previous, step - 1, config)
         previous = metrics
         pending.append(metrics)
+        real_tokens.append(loader.real_tokens(step - 1))
         if step < num_steps:
             batch = make_global_batch(loader.batch(step), mesh)
         if step % config.log_every_steps == 0 or step == num_steps:
+            # Tokens the model computes for real examples (no padding; a shared prompt once).
+            data_metrics["data/real_tokens_per_step"] = sum(real_tokens) / len(real_tokens)
             last_logged = _log_train(writer, pending, step, schedule, throughput, data_metrics)
             data_metrics = {}
-            pending = []
+            pending, real_tokens = [], []
         if step % steps_per_eval == 0 or step == num_steps:
             last_eval = run_eval()
             writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})

@@ -80,15 +80,22 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
 
 
 def make_apply_fn(model) -> Callable:
-    """`(params, input_ids, attention_mask) -> HiddenStates`, as the objectives call the model.
+    """`(params, input_ids, attention_mask, position_ids=None) -> HiddenStates`, as the objectives call the
+    model (row batches pass a pairwise [R, L, L] mask and their positions).
 
     The model stops before its vocabulary head: the objectives project only the response positions
     (`dpo_jax.objectives.logps.token_logps`), in chunks, with the head's own [D, V] matrix in the
     compute dtype, so neither policy nor reference ever holds [N, L, V] logits.
     """
 
-    def apply_fn(params, input_ids, attention_mask):
-        hidden = model.apply({"params": params}, input_ids, attention_mask=attention_mask, return_hidden=True)
+    def apply_fn(params, input_ids, attention_mask, position_ids=None):
+        hidden = model.apply(
+            {"params": params},
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            return_hidden=True,
+        )
         unembed = model.output_embedding(params).astype(model.config.compute_dtype)
         return HiddenStates(hidden, unembed)
 
