@@ -1,0 +1,21 @@
+"""dpo_jax: Direct Preference Optimization in JAX/Flax.
+
+The package root holds only what every room shares: the errors that mark a mistake in what the user
+gave (a config value, a file, a flag). Commands print such an error as one line and exit with status
+`USER_ERROR_EXIT` (2, as argparse does for a bad command line); any other exception is a programming
+error and keeps its traceback.
+"""
+
+USER_ERROR_EXIT = 2
+
+
+class UserError(ValueError):
+    """A mistake in what the user gave: a config value, a data file, a flag, a workdir."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file, directory or dataset the user named does not exist or holds nothing usable."""
+
+
+class UnwritableError(UserError, PermissionError):
+    """A directory the user named cannot be written."""

@@ -8,6 +8,7 @@ go onto an abstract target that carries shardings, so a checkpoint resumes on an
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,8 +16,21 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from dpo_jax import MissingInputError, UnwritableError, UserError
+
+logger = logging.getLogger("dpo_jax")
+
 STATE_ITEM = "state"
 DATA_ITEM = "data"
+# Orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" and renames it when complete; a crash
+# mid-save leaves one behind.
+TMP_MARKER = ".orbax-checkpoint-tmp-"
+# Unreadable steps are moved here (beside the checkpoint directory), never deleted: the user decides.
+UNREADABLE_SUFFIX = "_unreadable"
+
+
+class UnreadableCheckpointError(UserError):
+    """No saved step of a checkpoint directory can be read."""
 
 
 def _param_path_name(path: tuple) -> str:
@@ -47,6 +61,10 @@ def _signature_mismatches(saved: Mapping[str, list[int]], expected: Mapping[str,
     return problems
 
 
+class _SignatureMismatch(UserError):
+    pass
+
+
 def _require_writable(directory: epath.Path) -> None:
     probe = directory / f".write_probe_{jax.process_index()}"
     try:
@@ -54,7 +72,7 @@ def _require_writable(directory: epath.Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise PermissionError(f"Checkpoint directory {str(directory)!r} is not writable: {error}") from error
+        raise UnwritableError(f"Checkpoint directory {str(directory)!r} is not writable: {error}") from error
 
 
 class Checkpointer:
@@ -71,14 +89,22 @@ class Checkpointer:
         self, directory: str | epath.Path, *, save_every_steps: int, keep: int, async_save: bool = True
     ):
         if save_every_steps < 1:
-            raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}.")
+            raise UserError(f"save_every_steps must be >= 1, got {save_every_steps}.")
         if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}.")
+            raise UserError(f"keep must be >= 1, got {keep}.")
         self.directory = epath.Path(directory)
         self.save_every_steps = save_every_steps
         _require_writable(self.directory)
+        stale = sorted(path.name for path in self.directory.iterdir() if TMP_MARKER in path.name)
+        if stale and jax.process_index() == 0:
+            logger.warning(
+                "removing %d unfinished checkpoint(s) left by a crash in %s: %s",
+                len(stale),
+                self.directory,
+                ", ".join(stale),
+            )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(STATE_ITEM, DATA_ITEM)
@@ -134,7 +160,7 @@ class Checkpointer:
     def _resolve_step(self, step: int | None) -> int:
         resolved = self.latest_step() if step is None else int(step)
         if resolved is None or resolved not in self._manager.all_steps():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"No checkpoint for step {step} in {str(self.directory)!r}; saved steps: {self.all_steps()}."
             )
         return resolved
@@ -145,7 +171,9 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: ocp.args.JsonRestore()}))
         return restored[DATA_ITEM]
 
-    def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, Any]:
+    def restore(
+        self, step: int | None, abstract_state: Any, *, data_item: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         """(state, data_position) of `step` (None: latest), laid out as `abstract_state` asks.
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`, e.g. from
@@ -153,10 +181,10 @@ class Checkpointer:
         tensors when the checkpoint's parameter shapes differ from the target's.
         """
         step = self._resolve_step(step)
-        data_item = self.read_data_item(step)
+        data_item = data_item if data_item is not None else self.read_data_item(step)
         problems = _signature_mismatches(data_item["model_signature"], model_signature(abstract_state))
         if problems:
-            raise ValueError(
+            raise _SignatureMismatch(
                 f"Checkpoint step {step} in {str(self.directory)!r} was saved from a different model:\n  "
                 + "\n  ".join(problems)
             )
@@ -164,6 +192,57 @@ class Checkpointer:
             step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)})
         )
         return restored[STATE_ITEM], data_item["data_position"]
+
+    def restore_latest_readable(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """(step, state, data item) of the newest step that reads completely; None when nothing is saved.
+
+        A step that fails to read (a truncated array file, a missing manifest or data item) is moved to
+        `<directory>_unreadable/<step>` with a warning naming it, so that the run resumes from the
+        step before it and later saves of that step number are not blocked; nothing is deleted.
+        A checkpoint of a different model is not "unreadable": that error is raised as it is.
+        """
+        failures = []
+        for step in reversed(self.all_steps()):
+            try:
+                data_item = self.read_data_item(step)
+                state, _ = self.restore(step, abstract_state, data_item=data_item)
+            except _SignatureMismatch:
+                raise
+            except Exception as error:  # Orbax and TensorStore raise many types for a damaged file
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                failures.append(f"step {step}: {reason}")
+                self._set_aside(step, reason)
+                continue
+            return step, state, data_item
+        if failures:
+            raise UnreadableCheckpointError(
+                f"no checkpoint in {str(self.directory)!r} is readable (moved to "
+                f"{str(self._unreadable_directory())!r}):\n  " + "\n  ".join(failures)
+            )
+        return None
+
+    def _unreadable_directory(self) -> epath.Path:
+        return self.directory.parent / (self.directory.name + UNREADABLE_SUFFIX)
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        target = self._unreadable_directory() / str(step)
+        if jax.process_index() == 0:
+            logger.warning(
+                "checkpoint step %d in %s is unreadable (%s): moved to %s, falling back to an earlier step",
+                step,
+                self.directory,
+                reason,
+                target,
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # set aside before under the same step number: keep both
+                target = target.parent / f"{step}.{len(list(target.parent.iterdir()))}"
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"dpo_jax_set_aside_{step}")
+        self._manager.reload()
 
     def wait_until_finished(self) -> None:
         self._manager.wait_until_finished()

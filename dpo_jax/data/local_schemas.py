@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dpo_jax import UserError
 from dpo_jax.data.fields import checked_text, list_field, text_field
 from dpo_jax.data.report import BAD_VALUE, CHAT_TEMPLATE_MISMATCH, EMPTY_FIELD, PROMPT_MISMATCH, BadRow
 from dpo_jax.data.sources import PAIRS, RANKED, SINGLE, Adapter, Example, ParseOptions
@@ -40,7 +41,7 @@ class ChatRenderer:
 
     def __init__(self, tokenizer):
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise UserError(
                 f"chat data needs a tokenizer with a chat_template; {tokenizer.name_or_path!r} has none"
             )
         self._tokenizer = tokenizer
@@ -83,7 +84,7 @@ class ChatRenderer:
 
 def _renderer(options: ParseOptions, field: str) -> ChatRenderer:
     if options.chat_renderer is None:
-        raise ValueError(f"field {field!r} holds chat messages, which need a tokenizer with a chat_template")
+        raise UserError(f"field {field!r} holds chat messages, which need a tokenizer with a chat_template")
     return options.chat_renderer
 
 
@@ -146,7 +147,7 @@ def local_schema(columns: frozenset[str], description: str) -> tuple[frozenset[s
     for selector, required, adapter, kind in LOCAL_SCHEMAS:
         if selector <= columns:
             return required, adapter, kind
-    raise ValueError(
+    raise UserError(
         f"{description}: columns {sorted(columns)} match no local schema; expected `messages`, "
         f"`prompt`+`chosen`+`rejected`, `prompt`+`responses` or `prompt`+`completion`"
     )

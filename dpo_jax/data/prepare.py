@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from dpo_jax import UserError
 from dpo_jax.data.cache import cache_key, load_cached_split, save_cached_split
 from dpo_jax.data.local_schemas import ChatRenderer, local_schema
 from dpo_jax.data.readers import RawTable, open_split
@@ -60,7 +61,7 @@ def _get(config: Any, name: str, default: Any = _MISSING) -> Any:
     value = getattr(config, name, _MISSING)
     if value is _MISSING or value is None:
         if default is _MISSING:
-            raise ValueError(f"data config has no {name!r} field")
+            raise UserError(f"data config has no {name!r} field")
         return default
     return value
 
@@ -68,27 +69,27 @@ def _get(config: Any, name: str, default: Any = _MISSING) -> Any:
 def read_settings(config: Any) -> DataSettings:
     source = _get(config, "source")
     if source not in SOURCES and source != LOCAL_SOURCE:
-        raise ValueError(f"unknown data source {source!r}; known: {sorted(SOURCES) + [LOCAL_SOURCE]}")
+        raise UserError(f"unknown data source {source!r}; known: {sorted(SOURCES) + [LOCAL_SOURCE]}")
     spec = SOURCES.get(source)
     path = _get(config, "path", "") or (spec.hub_name if spec else "")
     if not path:
-        raise ValueError("data source 'local' needs data.path (a file or a directory of split files)")
+        raise UserError("data source 'local' needs data.path (a file or a directory of split files)")
     max_length = int(_get(config, "max_length"))
     max_prompt_length = int(_get(config, "max_prompt_length"))
     if not 0 < max_prompt_length <= max_length:
-        raise ValueError(f"need 0 < max_prompt_length ({max_prompt_length}) <= max_length ({max_length})")
+        raise UserError(f"need 0 < max_prompt_length ({max_prompt_length}) <= max_length ({max_length})")
     truncation_mode = _get(config, "truncation_mode", "") or (
         spec.default_truncation if spec else "keep_start"
     )
     if truncation_mode not in TRUNCATION_MODES:
-        raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+        raise UserError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
     options = ParseOptions(
         shp_min_score_ratio=float(_get(config, "shp_min_score_ratio", 2.0)),
         imdb_prefix_min_words=int(_get(config, "imdb_prefix_min_words", 2)),
         imdb_prefix_max_words=int(_get(config, "imdb_prefix_max_words", 8)),
     )
     if not 0 < options.imdb_prefix_min_words <= options.imdb_prefix_max_words:
-        raise ValueError("need 0 < imdb_prefix_min_words <= imdb_prefix_max_words")
+        raise UserError("need 0 < imdb_prefix_min_words <= imdb_prefix_max_words")
     return DataSettings(
         source=source,
         path=str(path),
@@ -133,13 +134,13 @@ class PreparedData:
 
 def _check_stage(kind: str, stage: str, source: str) -> None:
     if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        raise UserError(f"stage must be one of {STAGES}, got {stage!r}")
     if kind == PROMPT_ONLY and stage != "prompts":
-        raise ValueError(
+        raise UserError(
             f"source {source!r} holds prompts only (for sampling): use stage 'prompts', not {stage!r}"
         )
     if kind == SINGLE and stage == "dpo":
-        raise ValueError(f"source {source!r} has one response per prompt; stage 'dpo' needs two or more")
+        raise UserError(f"source {source!r} has one response per prompt; stage 'dpo' needs two or more")
 
 
 def _walk_rows(table: RawTable, adapter: Adapter, options: ParseOptions, report: BadInputReport):
@@ -153,7 +154,7 @@ def _walk_rows(table: RawTable, adapter: Adapter, options: ParseOptions, report:
             report.record(error, location)
             continue
         except ValueError as error:
-            raise ValueError(f"{location}: {error}") from error
+            raise UserError(f"{location}: {error}") from error
         yield location, example
 
 
@@ -334,7 +335,7 @@ def build_datasets(data_config: Any, tokenizer, *, stage: str, cache_dir: str | 
     `cache_dir`, when given, replaces `data_config.cache_dir` (the trainer points it into the workdir).
     """
     if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        raise UserError(f"stage must be one of {STAGES}, got {stage!r}")
     settings = read_settings(data_config)
     if cache_dir is not None:
         settings = dataclasses.replace(settings, cache_dir=cache_dir)
@@ -343,7 +344,7 @@ def build_datasets(data_config: Any, tokenizer, *, stage: str, cache_dir: str | 
     )
     if train.num_examples == 0:
         train_report.log(logger, source=settings.source)
-        raise ValueError(f"no usable training examples in {settings.path!r}: {train_report.summary()}")
+        raise UserError(f"no usable training examples in {settings.path!r}: {train_report.summary()}")
     eval_split = eval_report = eval_fingerprint = None
     eval_hit = False
     if settings.eval_split:
@@ -352,7 +353,7 @@ def build_datasets(data_config: Any, tokenizer, *, stage: str, cache_dir: str | 
         )
         if eval_split.num_examples == 0:
             eval_report.log(logger, source=settings.source)
-            raise ValueError(
+            raise UserError(
                 f"no usable eval examples in split {settings.eval_split!r}: {eval_report.summary()}"
             )
     for report, hit in ((train_report, train_hit), (eval_report, eval_hit)):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dpo_jax import MissingInputError, UserError
 from dpo_jax.data.report import INVALID_JSON, BadRow, RowLocation
 
 # A record is either a dict or the BadRow that parsing it produced (invalid JSON, not an object).
@@ -53,7 +54,7 @@ def fixture_dir(name: str) -> str:
     path = FIXTURES_DIR / _FIXTURE_ALIASES.get(name, name)
     if not path.is_dir():
         available = sorted(p.name for p in FIXTURES_DIR.iterdir() if p.is_dir())
-        raise FileNotFoundError(f"no fixture {name!r} in {FIXTURES_DIR} (available: {available})")
+        raise MissingInputError(f"no fixture {name!r} in {FIXTURES_DIR} (available: {available})")
     return str(path)
 
 
@@ -72,7 +73,7 @@ class RawTable:
     def require_columns(self, required: frozenset[str] | set[str]) -> None:
         missing = sorted(set(required) - self.columns)
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{self.description} lacks the column(s) {missing} needed by this source "
                 f"(found columns: {sorted(self.columns)})"
             )
@@ -202,7 +203,7 @@ def _hub_table(name: str, split: str, hub_config: str | None) -> RawTable:
     try:
         dataset = datasets.load_dataset(*args, split=split)
     except Exception as error:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{name!r} is not a local file or directory, and loading it from the Hugging Face hub "
             f"(split {split!r}) failed: {error}"
         ) from error
@@ -234,9 +235,9 @@ def open_split(
     local = Path(path).expanduser()
     if local.is_file():
         if not _suffix(local):
-            raise ValueError(f"{local}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})")
+            raise UserError(f"{local}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})")
         if not single_file_ok:
-            raise ValueError(
+            raise UserError(
                 f"{local} is a single file, which holds no {split!r} split: point the path at a directory "
                 f"with one file per split, give this split as a file path, or leave it empty"
             )
@@ -245,11 +246,11 @@ def open_split(
         files = _split_files(local, split)
         if not files:
             present = sorted(str(p.relative_to(local)) for p in local.rglob("*") if _suffix(p))
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{local} has no files for split {split!r} (looked for {split}.jsonl, {split}.parquet, "
                 f"{split}-NNNNN-of-NNNNN.* or a {split}/ folder; found {present or 'no data files'})"
             )
         return _local_table(files, f"{local} [{split}]")
     if not looks_like_hub_name(path):
-        raise FileNotFoundError(f"data path {path!r} does not exist and is not a hub dataset name")
+        raise MissingInputError(f"data path {path!r} does not exist and is not a hub dataset name")
     return _hub_table(path, split, hub_config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from dpo_jax import UserError
 from dpo_jax.assets import TINY_TOKENIZER_DIR
 
 TINY_ALIAS = "tiny"
@@ -21,7 +22,7 @@ def load_tokenizer(name_or_path: str):
     source = str(TINY_TOKENIZER_DIR) if name_or_path == TINY_ALIAS else name_or_path
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {name_or_path!r} has no EOS token, which every response must end with")
+        raise UserError(f"tokenizer {name_or_path!r} has no EOS token, which every response must end with")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dpo_jax import MissingInputError
 from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, to_hf_config
 
 # Non-parameter buffers some checkpoints carry (causal-mask and rotary caches): safe to drop.
@@ -246,7 +247,7 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
             for name, t in torch.load(path, map_location="cpu", weights_only=True).items():
                 state[name] = t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
         return state
-    raise FileNotFoundError(f"{directory}: no *.safetensors or pytorch_model*.bin weights found")
+    raise MissingInputError(f"{directory}: no *.safetensors or pytorch_model*.bin weights found")
 
 
 def resolve_checkpoint_dir(path_or_name: str) -> str:
@@ -260,7 +261,7 @@ def resolve_checkpoint_dir(path_or_name: str) -> str:
     try:
         return snapshot_download(repo_id=path_or_name, allow_patterns=_WEIGHT_PATTERNS)
     except Exception as e:  # offline machines, typos: say which name could not be resolved
-        raise OSError(
+        raise MissingInputError(
             f"{path_or_name!r} is not a local directory and could not be fetched from the Hugging Face hub: {e}"
         ) from e
 
@@ -280,7 +281,7 @@ def from_hf(
     directory = resolve_checkpoint_dir(path_or_name)
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{directory}: no config.json")
+        raise MissingInputError(f"{directory}: no config.json")
     hf_config = transformers.AutoConfig.from_pretrained(directory)
     cfg = from_hf_config(hf_config, dtype=dtype, param_dtype=param_dtype, **overrides)
     params = convert_hf_state_dict(cfg, read_state_dict(directory), source=directory)

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 
+from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
 
@@ -25,7 +26,7 @@ def resolve_model_path(name_or_path: str) -> str:
     if os.path.exists(os.path.join(exported, "config.json")):
         return exported
     if os.path.isdir(name_or_path) and not os.path.exists(os.path.join(name_or_path, "config.json")):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{name_or_path} is a directory without config.json and without {EXPORT_DIRNAME}/config.json: "
             "not a Hugging Face model directory, nor a finished dpo_jax workdir"
         )
@@ -64,6 +65,6 @@ def tokenizer_source(config) -> str:
         return config.tokenizer
     name = config.model.name_or_path
     if name == "random":
-        raise ValueError("model.name_or_path='random' needs config.tokenizer (e.g. 'tiny' or 'gpt2')")
+        raise UserError("model.name_or_path='random' needs config.tokenizer (e.g. 'tiny' or 'gpt2')")
     path = resolve_model_path(name)
     return resolve_checkpoint_dir(path) if os.path.isdir(path) else path

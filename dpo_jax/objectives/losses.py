@@ -22,6 +22,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from dpo_jax import UserError
 from dpo_jax.metrics import masked_sum_count
 
 
@@ -146,36 +147,36 @@ def validate_loss_options(
     running the wrong objective.
     """
     if name not in _LOSSES:
-        raise ValueError(f"loss_name={name!r} is not a known loss; known losses: {', '.join(LOSS_NAMES)}")
+        raise UserError(f"loss_name={name!r} is not a known loss; known losses: {', '.join(LOSS_NAMES)}")
     spec = _LOSSES[name]
     if not _is_real_number(beta) or not beta > 0:
-        raise ValueError(f"beta={beta!r} must be a number > 0")
+        raise UserError(f"beta={beta!r} must be a number > 0")
     if not _is_real_number(label_smoothing) or not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing={label_smoothing!r} must lie in [0, 0.5)")
+        raise UserError(f"label_smoothing={label_smoothing!r} must lie in [0, 0.5)")
     if label_smoothing != 0 and "label_smoothing" not in spec.option_names:
-        raise ValueError(
+        raise UserError(
             f"label_smoothing={label_smoothing!r} is ignored by loss {name!r}; "
             f"it is used only by {_losses_taking('label_smoothing')}"
         )
     if not isinstance(num_responses, int) or isinstance(num_responses, bool):
-        raise ValueError(f"num_responses={num_responses!r} must be an integer")
+        raise UserError(f"num_responses={num_responses!r} must be an integer")
     if spec.is_pairwise and num_responses != 2:
-        raise ValueError(
+        raise UserError(
             f"num_responses={num_responses} but loss {name!r} compares exactly 2 responses; "
             "use plackett_luce for rankings of more than 2"
         )
     minimum_responses = 2 if spec.is_preference else 1
     if num_responses < minimum_responses:
-        raise ValueError(f"num_responses={num_responses} but loss {name!r} needs >= {minimum_responses}")
+        raise UserError(f"num_responses={num_responses} but loss {name!r} needs >= {minimum_responses}")
     if not isinstance(top_k, int) or isinstance(top_k, bool):
-        raise ValueError(f"top_k={top_k!r} must be an integer")
+        raise UserError(f"top_k={top_k!r} must be an integer")
     if top_k != 0 and "top_k" not in spec.option_names:
-        raise ValueError(f"top_k={top_k} is ignored by loss {name!r}; only {_losses_taking('top_k')} uses it")
+        raise UserError(f"top_k={top_k} is ignored by loss {name!r}; only {_losses_taking('top_k')} uses it")
     if not 0 <= top_k <= num_responses:
-        raise ValueError(f"top_k={top_k} must lie in [0, num_responses={num_responses}] (0: whole ranking)")
+        raise UserError(f"top_k={top_k} must lie in [0, num_responses={num_responses}] (0: whole ranking)")
     for field, value in (("reference_free", reference_free), ("length_normalize", length_normalize)):
         if not isinstance(value, bool):
-            raise ValueError(f"{field}={value!r} must be a bool")
+            raise UserError(f"{field}={value!r} must be a bool")
 
 
 def _losses_taking(option):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpo_jax import UserError
 from dpo_jax.sampling.batched import Samples, sample_token_ids
 
 logger = logging.getLogger("dpo_jax")
@@ -38,7 +39,7 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int):
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     for index, ids in enumerate(encoded):
         if not ids:
-            raise ValueError(f"prompt {index} encodes to no tokens: nothing to continue")
+            raise UserError(f"prompt {index} encodes to no tokens: nothing to continue")
         if len(ids) > max_prompt_length:
             logger.warning("prompt %d has %d tokens; keeping its last %d", index, len(ids), max_prompt_length)
             encoded[index] = ids[-max_prompt_length:]
@@ -78,7 +79,7 @@ def sample_policy(
     max_new_tokens = settings["max_new_tokens"]
     max_prompt_length = model.config.max_position_embeddings - max_new_tokens
     if max_prompt_length < 1:
-        raise ValueError(
+        raise UserError(
             f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
             f"{model.config.max_position_embeddings} positions"
         )

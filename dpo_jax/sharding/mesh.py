@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
+from dpo_jax import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # The batch dimension is split over these axes (see dpo_jax.sharding.arrays).
 BATCH_MESH_AXES = ("data", "fsdp")
@@ -64,24 +66,24 @@ def resolve_mesh_shape(mesh_shape: Sequence[int], device_count: int) -> tuple[in
     """Replaces the single -1 of `mesh_shape` so that the product equals `device_count`."""
     shape = tuple(int(size) for size in mesh_shape)
     if len(shape) != len(MESH_AXES):
-        raise ValueError(f"mesh_shape {shape} must have one size per mesh axis {MESH_AXES}.")
+        raise UserError(f"mesh_shape {shape} must have one size per mesh axis {MESH_AXES}.")
     if any(size == 0 or size < -1 for size in shape):
-        raise ValueError(f"mesh_shape {shape} may only hold positive sizes and at most one -1.")
+        raise UserError(f"mesh_shape {shape} may only hold positive sizes and at most one -1.")
     fill_positions = [index for index, size in enumerate(shape) if size == -1]
     if len(fill_positions) > 1:
-        raise ValueError(
+        raise UserError(
             f"mesh_shape {shape} has {len(fill_positions)} entries of -1; at most one is allowed."
         )
     fixed_product = math.prod(size for size in shape if size != -1)
     if fill_positions:
         if device_count % fixed_product:
-            raise ValueError(
+            raise UserError(
                 f"mesh_shape {shape}: {device_count} devices do not divide by the fixed sizes' product "
                 f"{fixed_product}, so -1 cannot fill the remaining devices."
             )
         shape = tuple(device_count // fixed_product if size == -1 else size for size in shape)
     elif fixed_product != device_count:
-        raise ValueError(
+        raise UserError(
             f"mesh_shape {shape} needs {fixed_product} devices but {device_count} are available."
         )
     return shape
@@ -105,14 +107,14 @@ def _check_rules(abstract_tree: Any, mesh: Mesh, rules: LogicalAxisRules) -> Non
         targets = () if mesh_axes is None else (mesh_axes,) if isinstance(mesh_axes, str) else mesh_axes
         unknown_axes = [axis for axis in targets if axis not in mesh.axis_names]
         if unknown_axes:
-            raise ValueError(
+            raise UserError(
                 f"Logical axis rule {logical_name!r} -> {mesh_axes!r} names mesh axes {unknown_axes} "
                 f"that the mesh {mesh.axis_names} does not have."
             )
     ruled_names = {logical_name for logical_name, _ in rules}
     unruled_names = sorted(_logical_names_in(abstract_tree) - ruled_names)
     if unruled_names:
-        raise ValueError(
+        raise UserError(
             f"Logical axis names {unruled_names} are used by the model but have no rule in "
             f"logical_axis_rules (known: {sorted(ruled_names)}); add a rule, with None to replicate."
         )

@@ -6,6 +6,7 @@ mesh once the devices are known.
 
 from __future__ import annotations
 
+from dpo_jax import UserError
 from dpo_jax.objectives import uses_reference, validate_loss_options
 
 STAGES = ("sft", "dpo")
@@ -19,9 +20,9 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
     to be 1 for SFT and 2 for pairwise losses, and checked again once known.
     """
     if config.stage not in STAGES:
-        raise ValueError(f"config.stage={config.stage!r}; expected one of {STAGES}")
+        raise UserError(f"config.stage={config.stage!r}; expected one of {STAGES}")
     if (config.stage == "sft") != (config.loss == "sft"):
-        raise ValueError(
+        raise UserError(
             f"config.stage={config.stage!r} with config.loss={config.loss!r}: the sft stage trains loss 'sft' "
             "and the dpo stage a preference loss"
         )
@@ -37,45 +38,45 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
         length_normalize=config.length_normalize,
     )
     if config.nonfinite_policy not in NONFINITE_POLICIES:
-        raise ValueError(
+        raise UserError(
             f"config.nonfinite_policy={config.nonfinite_policy!r}; expected one of {NONFINITE_POLICIES}"
         )
     if config.model.dropout_rate:
         # The reference forward must be deterministic while the policy's is not; until the step
         # carries separate apply functions, refuse rather than silently train without dropout.
-        raise ValueError(
+        raise UserError(
             f"config.model.dropout_rate={config.model.dropout_rate}: training with dropout is not supported; "
             "DPO trains with dropout off (as the reference implementation)"
         )
     for field in ("global_batch_size", "grad_accum_steps", "log_every_steps", "checkpoint_every_steps"):
         if getattr(config, field) < 1:
-            raise ValueError(f"config.{field}={getattr(config, field)} must be >= 1")
+            raise UserError(f"config.{field}={getattr(config, field)} must be >= 1")
     if config.global_batch_size % config.grad_accum_steps:
-        raise ValueError(
+        raise UserError(
             f"config.global_batch_size={config.global_batch_size} is not divisible by "
             f"config.grad_accum_steps={config.grad_accum_steps}"
         )
     if config.num_train_steps < 0 or config.num_epochs < 0:
-        raise ValueError("config.num_train_steps and config.num_epochs must be >= 0")
+        raise UserError("config.num_train_steps and config.num_epochs must be >= 0")
     if config.num_train_steps == 0 and config.num_epochs == 0:
-        raise ValueError("set config.num_train_steps or config.num_epochs")
+        raise UserError("set config.num_train_steps or config.num_epochs")
     if config.reference.precompute_logps and not uses_reference(
         config.loss, reference_free=config.reference_free
     ):
-        raise ValueError("config.reference.precompute_logps=True but this run uses no reference model")
+        raise UserError("config.reference.precompute_logps=True but this run uses no reference model")
 
 
 def validate_layout(config, *, data_parallel_size: int, process_count: int) -> None:
     """The global batch must split evenly over hosts, data-parallel devices and micro-batches."""
     micro = config.global_batch_size // config.grad_accum_steps
     if micro % data_parallel_size:
-        raise ValueError(
+        raise UserError(
             f"micro-batch of {micro} (config.global_batch_size={config.global_batch_size} / "
             f"config.grad_accum_steps={config.grad_accum_steps}) is not divisible by the data-parallel size "
             f"{data_parallel_size} (mesh data x fsdp, config.mesh_shape={tuple(config.mesh_shape)})"
         )
     if config.global_batch_size % process_count:
-        raise ValueError(
+        raise UserError(
             f"config.global_batch_size={config.global_batch_size} is not divisible by the number of "
             f"processes {process_count}"
         )

@@ -18,6 +18,7 @@ import jax
 from etils import epath
 from jax.experimental import multihost_utils
 
+from dpo_jax import UnwritableError, UserError
 from dpo_jax import data as data_lib
 from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_stop_for_preemption
 from dpo_jax.data.packing import layout_from_config
@@ -55,7 +56,7 @@ def _prepare_workdir(workdir: epath.Path, config) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise PermissionError(f"workdir {str(workdir)!r} is not writable: {e}") from e
+        raise UnwritableError(f"workdir {str(workdir)!r} is not writable: {e}") from e
     if jax.process_index() == 0:
         (workdir / "run_config.json").write_text(config.to_json_best_effort(indent=2))
 
@@ -64,7 +65,7 @@ def _num_train_steps(config, steps_per_epoch: int) -> int:
     if config.num_train_steps:
         return config.num_train_steps
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise UserError(
             f"the train set has fewer examples than config.global_batch_size={config.global_batch_size}: no full step"
         )
     return config.num_epochs * steps_per_epoch

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dpo_jax import UserError
+
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 ADAM_MU_DTYPES = ("float32", "bfloat16")
@@ -35,14 +37,14 @@ def make_schedule(
     min(1, (step + 1) / (warmup_steps + 1)), so the very first update already moves the params.
     """
     if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"Unknown lr_schedule {lr_schedule!r}; expected one of {LR_SCHEDULES}.")
+        raise UserError(f"Unknown lr_schedule {lr_schedule!r}; expected one of {LR_SCHEDULES}.")
     if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate}.")
+        raise UserError(f"learning_rate must be positive, got {learning_rate}.")
     if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        raise UserError(f"warmup_steps must be >= 0, got {warmup_steps}.")
     decaying = lr_schedule != "constant"
     if decaying and (total_steps is None or total_steps <= warmup_steps):
-        raise ValueError(
+        raise UserError(
             f"lr_schedule {lr_schedule!r} needs total_steps > warmup_steps, got total_steps={total_steps}, "
             f"warmup_steps={warmup_steps}."
         )
@@ -83,14 +85,14 @@ def _config_value(config: Any, name: str) -> Any:
     try:
         return config[name]
     except KeyError:
-        raise ValueError(f"Optimizer config is missing the field {name!r}.") from None
+        raise UserError(f"Optimizer config is missing the field {name!r}.") from None
 
 
 def make_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(transformation, schedule) from the config; gradients are clipped first when max_grad_norm > 0."""
     optimizer = _config_value(config, "optimizer")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}.")
+        raise UserError(f"Unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}.")
     lr_schedule = _config_value(config, "lr_schedule")
     schedule = make_schedule(
         learning_rate=float(_config_value(config, "learning_rate")),
@@ -101,14 +103,14 @@ def make_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Sch
     weight_decay = float(_config_value(config, "weight_decay"))
     max_grad_norm = float(_config_value(config, "max_grad_norm"))
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+        raise UserError(f"weight_decay must be >= 0, got {weight_decay}.")
     if max_grad_norm < 0:
-        raise ValueError(f"max_grad_norm must be >= 0 (0 turns clipping off), got {max_grad_norm}.")
+        raise UserError(f"max_grad_norm must be >= 0 (0 turns clipping off), got {max_grad_norm}.")
 
     if optimizer in ("adamw", "adam"):
         b1, b2, eps = (float(_config_value(config, name)) for name in ("adam_b1", "adam_b2", "adam_eps"))
         if not (0 <= b1 < 1 and 0 <= b2 < 1 and eps > 0):
-            raise ValueError(
+            raise UserError(
                 f"Need 0 <= adam_b1, adam_b2 < 1 and adam_eps > 0; got b1={b1}, b2={b2}, eps={eps}."
             )
         # The first moment may be kept in bf16 (half its memory: 5.6 GB at 2.8B); the second stays

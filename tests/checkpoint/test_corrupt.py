@@ -1,0 +1,61 @@
+"""Damaged checkpoints: restore falls back to the newest readable step, names the bad ones, deletes nothing."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from dpo_jax import UserError, checkpoint, sharding
+from tests.checkpoint.test_checkpointer import restore_target, trained_state
+
+
+def _save_steps(directory, steps):
+    state = trained_state(sharding.make_mesh((8, 1, 1)))
+    with checkpoint.Checkpointer(directory, save_every_steps=1, keep=10, async_save=False) as checkpointer:
+        for step in steps:
+            checkpointer.save(step, state, data_position={"step": step})
+
+
+def _truncate_array_files(step_dir: Path) -> None:
+    """Halves every array data file: what a disk filling up mid-write leaves."""
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_falls_back_past_damaged_steps_then_says_when_none_is_readable(tmp_path, caplog):
+    directory = tmp_path / "checkpoints"
+    _save_steps(directory, [1, 2, 3, 4])
+    _truncate_array_files(directory / "4")
+    for path in (directory / "3" / "data").iterdir():  # a missing data item
+        path.unlink()
+    (directory / "3" / "data").rmdir()
+    (directory / "5.orbax-checkpoint-tmp-123").mkdir()  # a crash mid-save
+    target = restore_target(sharding.make_mesh((8, 1, 1)))
+    with caplog.at_level(logging.WARNING, logger="dpo_jax"):
+        with checkpoint.Checkpointer(directory, save_every_steps=1, keep=10) as checkpointer:
+            step, _, data_item = checkpointer.restore_latest_readable(target)
+            assert step == 2 and data_item["data_position"] == {"step": 2}
+            assert checkpointer.all_steps() == [1, 2]
+    assert "5.orbax-checkpoint-tmp-123" in caplog.text
+    assert not (directory / "5.orbax-checkpoint-tmp-123").exists()
+    for bad in (3, 4):
+        assert f"checkpoint step {bad} in {directory} is unreadable" in caplog.text
+        assert (tmp_path / "checkpoints_unreadable" / str(bad)).is_dir()  # set aside, not deleted
+
+    for step in (1, 2):
+        _truncate_array_files(directory / str(step))
+    with checkpoint.Checkpointer(directory, save_every_steps=1, keep=10) as checkpointer:
+        with pytest.raises(UserError, match=r"no checkpoint in .* is readable.*\n  step 2: .*\n  step 1: "):
+            checkpointer.restore_latest_readable(target)
+        assert checkpointer.restore_latest_readable(target) is None  # all set aside: a fresh start
+
+
+def test_a_different_model_is_not_mistaken_for_damage(tmp_path):
+    directory = tmp_path / "checkpoints"
+    _save_steps(directory, [1])
+    wrong_target = restore_target(sharding.make_mesh((8, 1, 1)), mlp_size=4)
+    with checkpoint.Checkpointer(directory, save_every_steps=1, keep=10) as checkpointer:
+        with pytest.raises(UserError, match="different model"):
+            checkpointer.restore_latest_readable(wrong_target)
+        assert checkpointer.all_steps() == [1]
