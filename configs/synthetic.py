@@ -118,6 +118,7 @@ def get_config(arg=None):
     c.mesh_shape = (-1, 1, 1)
     c.log_every_steps = 50
     c.eval_every_examples = 1_000_000  # once, at the end of each stage
+    c.do_first_eval = False
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 1
     c.tensorboard = False

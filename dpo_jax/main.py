@@ -5,14 +5,21 @@ asks for: `training.train_and_evaluate` (one SFT or DPO stage), or the synthetic
 (`config.task == "synthetic_benchmark"`, several stages built on the trainer). Multi-host runs
 (TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call; on a TPU VM it finds its peers by itself, elsewhere it reads
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
+
+Exit status: 0 finished; 2 a mistake in the command line, config, data or workdir (one line on
+stderr); 75 (PREEMPTED_EXIT) stopped by SIGTERM after saving a checkpoint: rerun the same command to
+resume; 1 anything else, e.g. non-finite losses (one line) or a bug (with its traceback).
 """
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from dpo_jax import parse_flags_or_exit, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the exported model.")
@@ -47,6 +54,7 @@ def _initialize_distributed(jax) -> None:
     jax.distributed.initialize(initialization_timeout=_INIT_TIMEOUT.value, **kwargs)
 
 
+@report_user_errors
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,15 +69,22 @@ def main(argv):
     if _wants_distributed():
         _initialize_distributed(jax)
     config = _CONFIG.value
-    if config.get("task", "train") == "synthetic_benchmark":
-        from dpo_jax.synthetic.experiment import run_experiment
+    from dpo_jax.checkpoint import PREEMPTED_EXIT
+    from dpo_jax.training import NonFiniteLossError, Preempted, train_and_evaluate
 
-        run_experiment(config, _WORKDIR.value)
-        return
-    from dpo_jax.training import train_and_evaluate
+    try:
+        if config.get("task", "train") == "synthetic_benchmark":
+            from dpo_jax.synthetic.experiment import run_experiment
 
-    train_and_evaluate(config, _WORKDIR.value)
+            run_experiment(config, _WORKDIR.value)
+        elif train_and_evaluate(config, _WORKDIR.value).preempted:
+            raise Preempted
+    except Preempted:
+        sys.exit(PREEMPTED_EXIT)
+    except NonFiniteLossError as error:  # the run failed, not the code: no traceback
+        logging.getLogger("dpo_jax").error("%s", error)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags_or_exit)

@@ -2,6 +2,7 @@
 
 from dpo_jax.checkpoint.checkpointer import DATA_ITEM, STATE_ITEM, Checkpointer, model_signature
 from dpo_jax.checkpoint.preemption import (
+    PREEMPTED_EXIT,
     install_preemption_handler,
     preemption_requested,
     should_stop_for_preemption,
@@ -9,6 +10,7 @@ from dpo_jax.checkpoint.preemption import (
 
 __all__ = [
     "DATA_ITEM",
+    "PREEMPTED_EXIT",
     "STATE_ITEM",
     "Checkpointer",
     "install_preemption_handler",

@@ -11,6 +11,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+# The exit status of a run stopped by SIGTERM after saving: EX_TEMPFAIL from sysexits.h ("try again
+# later"), distinct from 0 (finished), 1 (failed) and 2 (a user error), so a scheduler can requeue it.
+PREEMPTED_EXIT = 75
+
 _preemption_flag = threading.Event()
 
 

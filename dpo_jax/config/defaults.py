@@ -81,6 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 1
     c.num_train_steps = 0  # 0 = num_epochs over the train set
     c.nonfinite_policy = "stop"  # stop | skip: a non-finite loss or gradient never updates the params
+    c.max_consecutive_skipped_steps = 10  # with "skip": this many non-finite steps in a row end the run
+    # Resuming refuses a checkpoint trained with other optimisation settings (beta, lr, data...);
+    # True continues anyway (dpo_jax.training.workdir.HARMLESS_FIELDS may always change).
+    c.allow_config_change = False
 
     # Mesh and sharding: axes (data, fsdp, tensor); one -1 takes the remaining devices.
     c.mesh_shape = (-1, 1, 1)
@@ -90,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 10
     c.eval_every_examples = 20_000  # as the reference implementation
     c.eval_batch_size = 0  # 0 = the micro-batch size
+    c.do_first_eval = True  # evaluate before the first step, as the reference implementation does
     # Policy and reference completions for the first eval prompts, side by side (WORKDIR/samples/).
     c.eval_samples = 16
     c.eval_sample_max_new_tokens = 128

@@ -1,7 +1,10 @@
 """Where metrics go: stdout, WORKDIR/metrics.jsonl, TensorBoard, optionally W&B; throughput figures.
 
 Only process 0 writes. Each logged step is one JSON object in metrics.jsonl, with at least
-`step`, `loss`, `rewards/accuracies` and `rewards/margins` for preference stages.
+`step`, `loss`, `rewards/accuracies` and `rewards/margins` for preference stages; a non-finite value is
+written as JSON null (strict JSON has no NaN). A resumed run passes `resume_step`: rows of later steps,
+written before the restored checkpoint's run was killed, are dropped, so every step appears once. A
+metrics.jsonl deleted while the run writes is recreated, with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import jax
 from etils import epath
 
 logger = logging.getLogger("dpo_jax")
+
+METRICS_FILENAME = "metrics.jsonl"
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' datasheets; used for MFU only.
 PEAK_BF16_FLOPS = {
@@ -68,14 +73,25 @@ class Throughput:
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, *, tensorboard: bool, wandb_project: str = "", config=None):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        tensorboard: bool,
+        wandb_project: str = "",
+        config=None,
+        resume_step: int | None = None,
+    ):
         self.enabled = jax.process_index() == 0
+        self.path = epath.Path(workdir, METRICS_FILENAME)
         self._jsonl = None
         self._tb = None
         self._wandb = None
         if not self.enabled:
             return
-        self._jsonl = epath.Path(workdir, "metrics.jsonl").open("a")
+        if resume_step is not None:
+            _drop_rows_after(self.path, resume_step)
+        self._jsonl = self.path.open("a")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -90,8 +106,14 @@ class MetricsWriter:
     def write(self, step: int, metrics: dict[str, float], *, echo: bool = True) -> None:
         if not self.enabled:
             return
-        clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in metrics.items()}
-        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+        clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
+        if not self.path.exists():
+            logger.warning(
+                "%s vanished while the run was writing it: recreated from step %d on", self.path, step
+            )
+            self._jsonl.close()
+            self._jsonl = self.path.open("a")
+        self._jsonl.write(json.dumps({"step": int(step), **clean}, allow_nan=False) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
             for k, v in metrics.items():
@@ -111,6 +133,27 @@ class MetricsWriter:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _drop_rows_after(path: epath.Path, step: int) -> None:
+    """Rewrites `path` without the rows of steps after `step` (atomically: a kill leaves old or new)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _row_step(line) <= step]
+    if len(kept) == len(lines):
+        return
+    logger.info("%s: dropped %d rows after the restored step %d", path, len(lines) - len(kept), step)
+    partial = path.parent / (path.name + ".tmp")
+    partial.write_text("".join(kept))
+    partial.replace(path)
+
+
+def _row_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):  # a line cut by a kill mid-write: dropped with the later rows
+        return math.inf
 
 
 def _fmt(value: float) -> str:

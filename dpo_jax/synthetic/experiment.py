@@ -45,7 +45,7 @@ from dpo_jax.synthetic.exact import (
 )
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from dpo_jax.synthetic.task import SyntheticTask
-from dpo_jax.training import FINISHED_MARKER, run_training
+from dpo_jax.training import FINISHED_MARKER, Preempted, run_training
 
 logger = logging.getLogger("dpo_jax")
 
@@ -225,6 +225,9 @@ _NOT_IN_IDENTITY = (
     "tensorboard",
     "wandb_project",
     "progress_bar",
+    "do_first_eval",
+    "allow_config_change",
+    "max_consecutive_skipped_steps",
 )
 
 
@@ -256,7 +259,8 @@ def train_stage(stage_cfg, stage_dir: Path, make_data: Callable, data_identity: 
     stage_dir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         identity_file.write_text(json.dumps(identity))
-    run_training(stage_cfg, str(stage_dir), make_data(), tokenizer=None)
+    if run_training(stage_cfg, str(stage_dir), make_data(), tokenizer=None).preempted:
+        raise Preempted(f"stage {stage_dir.name} was preempted; rerun to resume")
     if not (stage_dir / FINISHED_MARKER).exists():
         raise RuntimeError(
             f"stage {stage_dir.name} stopped before its last step (preempted?); rerun to resume"

@@ -9,9 +9,10 @@
 from dpo_jax.training.loop import (
     FINISHED_MARKER,
     NonFiniteLossError,
+    Preempted,
     TrainResult,
     run_training,
     train_and_evaluate,
 )
 
-__all__ = ["FINISHED_MARKER", "NonFiniteLossError", "TrainResult", "run_training", "train_and_evaluate"]
+__all__ = ["FINISHED_MARKER", "NonFiniteLossError", "Preempted", "TrainResult", "run_training", "train_and_evaluate"]

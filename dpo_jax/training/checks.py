@@ -48,6 +48,10 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
             f"config.model.dropout_rate={config.model.dropout_rate}: training with dropout is not supported; "
             "DPO trains with dropout off (as the reference implementation)"
         )
+    if config.max_consecutive_skipped_steps < 0:
+        raise UserError(
+            f"config.max_consecutive_skipped_steps={config.max_consecutive_skipped_steps} must be >= 0 (0: no limit)"
+        )
     for field in ("global_batch_size", "grad_accum_steps", "log_every_steps", "checkpoint_every_steps"):
         if getattr(config, field) < 1:
             raise UserError(f"config.{field}={getattr(config, field)} must be >= 1")

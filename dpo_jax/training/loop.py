@@ -18,9 +18,14 @@ import jax
 from etils import epath
 from jax.experimental import multihost_utils
 
-from dpo_jax import UnwritableError, UserError
+from dpo_jax import UserError
 from dpo_jax import data as data_lib
-from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_stop_for_preemption
+from dpo_jax.checkpoint import (
+    PREEMPTED_EXIT,
+    Checkpointer,
+    install_preemption_handler,
+    should_stop_for_preemption,
+)
 from dpo_jax.data.packing import layout_from_config
 from dpo_jax.evaluation.passes import evaluate, make_eval_step, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
@@ -34,6 +39,13 @@ from dpo_jax.training.checks import validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
 from dpo_jax.training.step import jit_train_step, make_apply_fn
+from dpo_jax.training.workdir import (
+    WorkdirLock,
+    config_changes,
+    optimisation_config,
+    prepare_workdir,
+    write_run_config,
+)
 
 logger = logging.getLogger("dpo_jax")
 
@@ -44,21 +56,13 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class Preempted(Exception):
+    """A run stopped by SIGTERM after saving (for callers that run several stages, e.g. the synthetic experiment)."""
+
+
 def _workdir_path(workdir: str) -> epath.Path:
     """Local paths made absolute (Orbax needs it); gs:// and other URLs as they are."""
     return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
-
-
-def _prepare_workdir(workdir: epath.Path, config) -> None:
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_probe_{jax.process_index()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UnwritableError(f"workdir {str(workdir)!r} is not writable: {e}") from e
-    if jax.process_index() == 0:
-        (workdir / "run_config.json").write_text(config.to_json_best_effort(indent=2))
 
 
 def _num_train_steps(config, steps_per_epoch: int) -> int:
@@ -91,29 +95,38 @@ class TrainResult:
     model: Any
     params: Any  # the final policy params, on the mesh
     steps: int
+    preempted: bool = False  # stopped by SIGTERM after saving; the command exits with PREEMPTED_EXIT
 
 
 def train_and_evaluate(config, workdir: str):
     """Train the stage the config asks for on its dataset: load the tokenizer and the data, then train."""
     validate_config(config)
-    _prepare_workdir(_workdir_path(workdir), config)
-    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
-    cache_dir = default_cache_dir(config, workdir)
-    prepared = data_lib.build_datasets(config.data, tokenizer, stage=config.stage, cache_dir=cache_dir)
-    return run_training(config, workdir, prepared, tokenizer=tokenizer)
+    path = _workdir_path(workdir)
+    prepare_workdir(path)
+    with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
+        tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
+        cache_dir = default_cache_dir(config, workdir)
+        prepared = data_lib.build_datasets(config.data, tokenizer, stage=config.stage, cache_dir=cache_dir)
+        return run_training(config, workdir, prepared, tokenizer=tokenizer)
 
 
 def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResult:
     """Train one stage on prepared data (any `PreparedData`, e.g. synthetic token arrays)."""
-    # --- Checks and runtime ---------------------------------------------------------------------
     validate_config(config, num_responses=prepared.num_responses)
-    workdir = _workdir_path(workdir)
-    _prepare_workdir(workdir, config)
+    path = _workdir_path(workdir)
+    prepare_workdir(path)
+    with WorkdirLock(path):
+        return _train(config, path, prepared, tokenizer)
+
+
+def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
+    # --- Runtime ---------------------------------------------------------------------------------
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_layout(config, data_parallel_size=data_parallel_size(mesh), process_count=jax.process_count())
     logger.info(
         "mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(), jax.process_count()
     )
+    logger.info("objective: %s", describe_objective(config))
 
     # --- Data -----------------------------------------------------------------------------------
     loader = data_lib.make_train_loader(
@@ -150,101 +163,66 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
         reference = place_reference(ref_host, state_shardings.params, config.reference.param_dtype)
     del host_params
 
-    # --- Restore --------------------------------------------------------------------------------
     checkpointer = Checkpointer(
         workdir / "checkpoints",
         save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
     )
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, position = checkpointer.restore(latest, abstract_state)
-        loader.check_position(position)
-        logger.info("resumed from step %d in %s", latest, checkpointer.directory)
-    start_step = int(jax.device_get(state.step))
-
-    # --- Steps ----------------------------------------------------------------------------------
-    apply_fn = make_apply_fn(model)
-
-    # Passes without gradients use the micro-batch size: it is known to fit.
-    eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
-    if has_reference and config.reference.precompute_logps:
-        prepared = precompute_reference_logps(prepared, apply_fn, reference, config, mesh, eval_batch_size)
-        loader = loader.with_data(prepared)
-        reference, has_reference = None, False  # freed: the logps travel with the batches
-    first_batch = make_global_batch(loader.batch(start_step), mesh)
-    train_step = jit_train_step(
-        apply_fn, config, state_shardings, first_batch, mesh, has_reference=has_reference
-    )
-    eval_step = jax.jit(make_eval_step(apply_fn, config, has_reference=has_reference))
-
-    def run_eval():
-        return evaluate(
-            eval_step, state.params, reference, prepared, eval_batch_size, mesh, pass_layout(config, mesh)
-        )
-
-    # --- Loop -----------------------------------------------------------------------------------
-    writer = MetricsWriter(
-        str(workdir), tensorboard=config.tensorboard, wandb_project=config.wandb_project, config=config
-    )
-    tokens_per_step = config.global_batch_size * prepared.num_responses * prepared.max_length
-    throughput = Throughput(model.config.num_params(), tokens_per_step, 8 if has_reference else 6)
-    previous_handlers = install_preemption_handler()
-    steps_per_eval = max(1, config.eval_every_examples // config.global_batch_size)
-    progress = _progress_bar(config, start_step, num_steps)
-    pending, real_tokens, previous, last_logged, last_eval = [], [], None, {}, {}
-    batch = first_batch
-    step = start_step
-    logger.info("training steps %d..%d (%d per epoch)", start_step, num_steps, loader.steps_per_epoch)
-    while step < num_steps:
-        state, metrics = train_step(state, reference, batch)
-        step += 1
-        # Check the previous step's flag now: it is done, so this costs no pipeline stall.
-        if previous is not None:
-            _check_finite(previous, step - 1, config)
-        previous = metrics
-        pending.append(metrics)
-        real_tokens.append(loader.real_tokens(step - 1))
-        if step < num_steps:
-            batch = make_global_batch(loader.batch(step), mesh)
-        if step % config.log_every_steps == 0 or step == num_steps:
-            # Tokens the model computes for real examples (no padding; a shared prompt once).
-            data_metrics["data/real_tokens_per_step"] = sum(real_tokens) / len(real_tokens)
-            last_logged = _log_train(writer, pending, step, schedule, throughput, data_metrics)
-            data_metrics = {}
-            pending, real_tokens = [], []
-        if step % steps_per_eval == 0 or step == num_steps:
-            last_eval = run_eval()
-            writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
-            if config.eval_samples and tokenizer is not None:
-                samples = side_by_side_samples(
-                    model, state.params, reference, prepared, tokenizer, config, step
-                )
-                write_samples(workdir, step, samples)
-        checkpointer.save(step, state, loader.position(step))
-        if should_stop_for_preemption(step, check_every_steps=config.log_every_steps):
-            checkpointer.save(step, state, loader.position(step), force=True)
-            logger.warning("preemption signal: saved step %d and stopping", step)
-            break
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(
-                {k.split("/")[-1]: f"{v:.3g}" for k, v in last_logged.items() if k.startswith("perf/")}
-            )
-    if previous is not None:
-        _check_finite(previous, step, config)
-    checkpointer.save(step, state, loader.position(step), force=True)
+    # Closed on every exit path: an error then surfaces alone, not under Orbax's background threads
+    # failing at interpreter shutdown, and the save in flight is finalised rather than left as a tmp dir.
+    try:
+        state = _restore(checkpointer, abstract_state, loader, config) or state
+        write_run_config(workdir, config)
+        run = _Run(config, workdir, model, prepared, tokenizer, loader, checkpointer, schedule, num_steps)
+        state, outcome = run.loop(state, reference, state_shardings, mesh, has_reference, data_metrics)
+    except BaseException:
+        _close_after_error(checkpointer)
+        raise
     checkpointer.close()
-    writer.close()
-    for signum, handler in previous_handlers.items():
-        signal.signal(signum, handler)
-    if progress is not None:
-        progress.close()
 
     # --- Export ---------------------------------------------------------------------------------
-    if step == num_steps:
+    if outcome.step == num_steps:
         _finish(config, workdir, model, state, tokenizer)
-    return TrainResult(last_logged, last_eval, model, state.params, step)
+    elif outcome.preempted:
+        logger.warning(
+            "preempted: saved step %d of %d; exit status %d asks the scheduler to requeue",
+            outcome.step,
+            num_steps,
+            PREEMPTED_EXIT,
+        )
+    return TrainResult(
+        outcome.last_logged, outcome.last_eval, model, state.params, outcome.step, preempted=outcome.preempted
+    )
+
+
+def _restore(checkpointer, abstract_state, loader, config):
+    """The newest readable checkpoint's state, after checking it was trained with this config; None if none."""
+    found = checkpointer.restore_latest_readable(abstract_state)
+    if found is None:
+        return None
+    step, state, data_item = found
+    saved_config = data_item.get("metadata", {}).get("config")
+    if saved_config is not None:
+        changes = config_changes(saved_config, optimisation_config(config))
+        if changes and not config.allow_config_change:
+            raise UserError(
+                f"{checkpointer.directory} (step {step}) was trained with other settings; resuming would "
+                "silently mix two runs:\n  "
+                + "\n  ".join(changes)
+                + "\nUse a new workdir, restore those values, or pass --config.allow_config_change=True."
+            )
+        for change in changes:
+            logger.warning("resuming with a changed setting (allow_config_change): %s", change)
+    loader.check_position(data_item["data_position"])
+    logger.info("resumed from step %d in %s", step, checkpointer.directory)
+    return state
+
+
+def _close_after_error(checkpointer) -> None:
+    try:
+        checkpointer.close()
+    except Exception as error:  # the error in flight is the one to show
+        logger.warning("closing the checkpointer after an error failed too: %s", error)
 
 
 def _optimizer_config(config, num_steps: int):
@@ -254,30 +232,190 @@ def _optimizer_config(config, num_steps: int):
     return opt
 
 
-def _check_finite(metrics, step: int, config) -> None:
-    if float(jax.device_get(metrics["nonfinite"][0])) == 0.0:
-        return
-    floats = metrics_to_floats(metrics)
-    message = (
-        f"non-finite loss or gradient at step {step} (loss={floats.get('loss')}, grad_norm={floats.get('grad_norm')}); "
-        "the update was skipped"
-    )
-    if config.nonfinite_policy == "stop":
-        raise NonFiniteLossError(
-            message + ". Stopping (set config.nonfinite_policy='skip' to skip such steps)."
+@dataclasses.dataclass
+class _Outcome:
+    step: int
+    preempted: bool
+    last_logged: dict[str, float]
+    last_eval: dict[str, float]
+
+
+class _Run:
+    """The loop over steps: train, log, evaluate, checkpoint, stop on preemption or persistent non-finite steps."""
+
+    def __init__(
+        self, config, workdir, model, prepared, tokenizer, loader, checkpointer, schedule, num_steps
+    ):
+        self.config, self.workdir, self.model = config, workdir, model
+        self.prepared, self.tokenizer, self.loader = prepared, tokenizer, loader
+        self.checkpointer, self.schedule, self.num_steps = checkpointer, schedule, num_steps
+        self.consecutive_skipped = 0
+        self.applied = 0  # updates applied by this process's run (a resumed run counts from its restart)
+        self.recorded_config = {"config": optimisation_config(config)}
+
+    def loop(self, state, reference, state_shardings, mesh, has_reference, data_metrics):
+        config, prepared, loader = self.config, self.prepared, self.loader
+        start_step = int(jax.device_get(state.step))
+        apply_fn = make_apply_fn(self.model)
+        # Passes without gradients use the micro-batch size: it is known to fit.
+        eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
+        if has_reference and config.reference.precompute_logps:
+            prepared = precompute_reference_logps(
+                prepared, apply_fn, reference, config, mesh, eval_batch_size
+            )
+            loader = loader.with_data(prepared)
+            reference, has_reference = None, False  # freed: the logps travel with the batches
+        first_batch = make_global_batch(loader.batch(start_step), mesh)
+        train_step = jit_train_step(
+            apply_fn, config, state_shardings, first_batch, mesh, has_reference=has_reference
         )
-    logger.warning(message)
+        eval_step = jax.jit(make_eval_step(apply_fn, config, has_reference=has_reference))
+
+        writer = MetricsWriter(
+            str(self.workdir),
+            tensorboard=config.tensorboard,
+            wandb_project=config.wandb_project,
+            config=config,
+            resume_step=start_step,
+        )
+        tokens_per_step = config.global_batch_size * prepared.num_responses * prepared.max_length
+        throughput = Throughput(self.model.config.num_params(), tokens_per_step, 8 if has_reference else 6)
+        previous_handlers = install_preemption_handler()
+        progress = _progress_bar(config, start_step, self.num_steps)
+        steps_per_eval = max(1, config.eval_every_examples // config.global_batch_size)
+        last_logged, last_eval, pending, real_tokens, previous = {}, {}, [], [], None
+        preempted = False
+
+        def run_eval(step):
+            metrics = evaluate(
+                eval_step, state.params, reference, prepared, eval_batch_size, mesh, pass_layout(config, mesh)
+            )
+            writer.write(step, {f"eval/{k}": v for k, v in metrics.items()})
+            return metrics
+
+        try:
+            if start_step == 0 and config.do_first_eval:
+                last_eval = run_eval(0)
+            logger.info(
+                "training steps %d..%d (%d per epoch)", start_step, self.num_steps, loader.steps_per_epoch
+            )
+            batch, step = first_batch, start_step
+            while step < self.num_steps:
+                state, metrics = train_step(state, reference, batch)
+                step += 1
+                # Check the previous step's flag now: it is done, so this costs no pipeline stall.
+                if previous is not None:
+                    self._check_finite(previous, step - 1)
+                previous = metrics
+                pending.append(metrics)
+                real_tokens.append(loader.real_tokens(step - 1))
+                if step < self.num_steps:
+                    batch = make_global_batch(loader.batch(step), mesh)
+                if step % config.log_every_steps == 0 or step == self.num_steps:
+                    self._check_finite(previous, step)
+                    previous = None
+                    # Tokens the model computes for real examples (no padding; a shared prompt once).
+                    data_metrics["data/real_tokens_per_step"] = sum(real_tokens) / len(real_tokens)
+                    last_logged = self._log_train(writer, pending, step, state, throughput, data_metrics)
+                    data_metrics, pending, real_tokens = {}, [], []
+                if step % steps_per_eval == 0 or step == self.num_steps:
+                    last_eval = run_eval(step)
+                    if config.eval_samples and self.tokenizer is not None:
+                        samples = side_by_side_samples(
+                            self.model, state.params, reference, prepared, self.tokenizer, config, step
+                        )
+                        write_samples(self.workdir, step, samples)
+                self._save(step, state)
+                if should_stop_for_preemption(step, check_every_steps=config.log_every_steps):
+                    self._save(step, state, force=True)
+                    preempted = True
+                    break
+                if progress is not None:
+                    progress.update(1)
+                    perf = {k: v for k, v in last_logged.items() if k.startswith("perf/")}
+                    progress.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in perf.items()})
+            if previous is not None:
+                self._check_finite(previous, step)
+            if step > start_step and self.applied == 0 and not preempted:
+                raise NonFiniteLossError(
+                    f"no step of this run ({start_step + 1}..{step}) updated the parameters: every one was "
+                    "non-finite and skipped. Not exporting the unchanged model."
+                )
+            self._save(step, state, force=True)
+        finally:
+            writer.close()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            if progress is not None:
+                progress.close()
+        return state, _Outcome(step, preempted, last_logged, last_eval)
+
+    def _save(self, step, state, *, force=False):
+        self.checkpointer.save(
+            step, state, self.loader.position(step), force=force, metadata=self.recorded_config
+        )
+
+    def _check_finite(self, metrics, step: int) -> None:
+        if float(jax.device_get(metrics["nonfinite"][0])) == 0.0:
+            self.consecutive_skipped = 0
+            self.applied += 1
+            return
+        self.consecutive_skipped += 1
+        floats = metrics_to_floats(metrics)
+        message = (
+            f"non-finite loss or gradient at step {step} (loss={floats.get('loss')}, "
+            f"grad_norm={floats.get('grad_norm')}); the update was skipped"
+        )
+        if self.config.nonfinite_policy == "stop":
+            raise NonFiniteLossError(
+                message + ". Stopping (set config.nonfinite_policy='skip' to skip such steps)."
+            )
+        limit = self.config.max_consecutive_skipped_steps
+        if limit and self.consecutive_skipped >= limit:
+            raise NonFiniteLossError(
+                f"{message}: {self.consecutive_skipped} non-finite steps in a row "
+                f"(config.max_consecutive_skipped_steps={limit}). Stopping: the run is not training."
+            )
+        logger.warning(message)
+
+    def _log_train(self, writer, pending, step, state, throughput, data_metrics) -> dict[str, float]:
+        summed = merge_metrics(*jax.device_get(pending))
+        floats = metrics_to_floats(summed, skip_empty=True)
+        floats["nonfinite"] = float(summed["nonfinite"][0])  # skipped steps in this interval, not a mean
+        floats["learning_rate"] = applied_learning_rate(self.schedule, state.opt_state, pending[-1])
+        floats.update(throughput.update(step))
+        floats.update(data_metrics)
+        writer.write(step, floats)
+        return floats
 
 
-def _log_train(writer, pending, step, schedule, throughput, data_metrics) -> dict[str, float]:
-    summed = merge_metrics(*jax.device_get(pending))
-    floats = metrics_to_floats(summed, skip_empty=True)
-    floats["nonfinite"] = float(summed["nonfinite"][0])  # skipped steps in this interval, not a mean
-    floats["learning_rate"] = float(schedule(step - 1))
-    floats.update(throughput.update(step))
-    floats.update(data_metrics)
-    writer.write(step, floats)
-    return floats
+def applied_learning_rate(schedule, opt_state, last_metrics) -> float:
+    """The learning rate of the last step's update: the schedule at the optimizer's own update count.
+
+    A skipped (non-finite) step leaves the optimizer state, and so its count, unchanged while the
+    train step advances, so schedule(step - 1) would run ahead of what the optimizer applies.
+    """
+    counts = [
+        leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+        if path and getattr(path[-1], "name", None) == "count"
+    ]
+    if not counts:
+        raise ValueError("the optimizer state has no update count")
+    count = int(jax.device_get(counts[0]))
+    skipped = float(jax.device_get(last_metrics["nonfinite"][0])) > 0
+    # After an applied update the count has advanced past it; after a skipped one it names the next update.
+    return float(schedule(count if skipped else count - 1))
+
+
+def describe_objective(config) -> str:
+    logps = (
+        "token-mean log-probs (TRL's convention, config.length_normalize=True)"
+        if config.length_normalize
+        else "summed log-probs (the reference implementation's convention)"
+    )
+    reference = "reference-free" if config.reference_free else "with a reference model"
+    return f"loss {config.loss}, beta {config.beta}, {logps}, {reference}"
 
 
 def _progress_bar(config, start: int, total: int):
