@@ -1,0 +1,90 @@
+"""The workdir lock (one run at a time, stale locks taken over) and the config check on resume."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from etils import epath
+
+from dpo_jax import UserError
+from dpo_jax.training.loop import train_and_evaluate
+from dpo_jax.training.workdir import (
+    LOCK_FILENAME,
+    WorkdirLock,
+    WorkdirLockedError,
+    config_changes,
+    optimisation_config,
+)
+from tests.train_helpers import tiny_config
+
+
+@pytest.fixture
+def other_process():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _write_lock(workdir, *, host, pid, age_s=0.0):
+    path = workdir / LOCK_FILENAME
+    path.write_text(json.dumps({"host": host, "pid": pid, "started": 0.0}))
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_a_live_run_on_this_host_keeps_the_workdir(tmp_path, other_process):
+    import socket
+
+    _write_lock(tmp_path, host=socket.gethostname(), pid=other_process.pid)
+    with pytest.raises(WorkdirLockedError, match=rf"in use by another run \(pid {other_process.pid} on"):
+        WorkdirLock(epath.Path(tmp_path)).acquire()
+    # The trainer refuses before reading any data or building any model.
+    with pytest.raises(UserError, match="in use by another run"):
+        train_and_evaluate(tiny_config("hh", "tiny", num_train_steps=1), str(tmp_path))
+
+
+def test_stale_locks_are_taken_over_and_a_released_lock_is_gone(tmp_path, caplog):
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = _write_lock(tmp_path, host=socket.gethostname(), pid=int(dead.stdout))
+    with caplog.at_level(logging.WARNING, logger="dpo_jax"):
+        with WorkdirLock(epath.Path(tmp_path)):
+            assert json.loads(path.read_text())["pid"] == os.getpid()
+            with WorkdirLock(epath.Path(tmp_path)):  # re-entrant within a process
+                pass
+            assert path.exists()
+    assert "taking over the stale lock" in caplog.text
+    assert not path.exists()
+
+
+def test_another_host_is_judged_by_its_heartbeat(tmp_path):
+    _write_lock(tmp_path, host="elsewhere", pid=1, age_s=10)
+    with pytest.raises(WorkdirLockedError, match="pid 1 on elsewhere, heartbeat 10 s ago"):
+        WorkdirLock(epath.Path(tmp_path), stale_after_s=60).acquire()
+    _write_lock(tmp_path, host="elsewhere", pid=1, age_s=120)
+    lock = WorkdirLock(epath.Path(tmp_path), stale_after_s=60, heartbeat_s=0.05)
+    lock.acquire()
+    stamp = time.time() - 1000
+    os.utime(lock.path, (stamp, stamp))
+    time.sleep(0.3)
+    assert time.time() - os.stat(lock.path).st_mtime < 5  # the heartbeat refreshes it
+    lock.release()
+
+
+def test_only_optimisation_fields_count_as_changes():
+    saved = optimisation_config(tiny_config("hh", "tiny"))
+    harmless = tiny_config("hh", "tiny", log_every_steps=7, eval_every_examples=5, mesh_shape=(2, 4, 1))
+    assert config_changes(saved, optimisation_config(harmless)) == []
+    changed = tiny_config("hh", "tiny", beta=0.5, learning_rate=1e-3, **{"data.max_length": 48})
+    assert config_changes(saved, optimisation_config(changed)) == [
+        "beta: 0.1 -> 0.5",
+        "data.max_length: 64 -> 48",
+        f"learning_rate: {json.dumps(saved['learning_rate'])} -> 0.001",
+    ]
