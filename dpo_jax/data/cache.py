@@ -26,7 +26,7 @@ from dpo_jax.data.tokenization import TokenizedSplit
 logger = logging.getLogger(__name__)
 
 # Bump when the tokenised format or the tokenisation rule changes, to invalidate old entries.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: bad rows numbered from 1, by physical line in JSONL
 
 
 def cache_key(identity: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_jax import MissingInputError, UserError
-from dpo_jax.data.report import INVALID_JSON, BadRow, RowLocation
+from dpo_jax.data.report import INVALID_JSON, INVALID_UTF8, BadRow, RowLocation
 
 # A record is either a dict or the BadRow that parsing it produced (invalid JSON, not an object).
 Record = dict[str, Any] | BadRow
@@ -91,34 +91,49 @@ def looks_like_hub_name(path: str) -> bool:
     return bool(_HUB_NAME.match(path)) and not _suffix(Path(path))
 
 
-def _open_text(path: Path):
+def _open_bytes(path: Path):
+    # Bytes, decoded line by line: one non-UTF-8 byte is then one bad row, not a failed run.
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def _json_records(path: Path) -> Iterator[tuple[RowLocation, Record]]:
-    with _open_text(path) as handle:
+    """Records with their 1-based physical line (JSONL) or element number (a JSON array)."""
+    with _open_bytes(path) as handle:
         first = handle.read(1)
         while first and first.isspace():
             first = handle.read(1)
         handle.seek(0)
-        if first == "[":
+        if first == b"[":
             # A JSON array cannot be streamed line by line; such files are small in practice.
-            for row, record in enumerate(json.load(handle)):
-                yield RowLocation(str(path), row), _as_object(record)
+            raw = handle.read()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                line = raw[: error.start].count(b"\n") + 1
+                raise UserError(
+                    f"{path} line {line}: not UTF-8 ({error.reason}); a JSON array is read whole"
+                ) from None
+            for index, record in enumerate(json.loads(text)):
+                yield RowLocation(str(path), index + 1, "record"), _as_object(record)
             return
-        row = 0
-        for line in handle:
+        for number, raw_line in enumerate(handle, start=1):
+            location = RowLocation(str(path), number, "line")
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                detail = f"byte {error.start + 1} of the line ({raw_line[error.start : error.end]!r}): {error.reason}"
+                yield location, BadRow(INVALID_UTF8, "<line>", detail)
+                continue
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                yield RowLocation(str(path), row), BadRow(INVALID_JSON, "<line>", str(error))
+                yield location, BadRow(INVALID_JSON, "<line>", str(error))
             else:
-                yield RowLocation(str(path), row), _as_object(record)
-            row += 1
+                yield location, _as_object(record)
 
 
 def _as_object(record: Any) -> Record:
@@ -151,8 +166,8 @@ def _parquet_records(path: Path) -> Iterator[tuple[RowLocation, Record]]:
     row = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
         for record in batch.to_pylist():
-            yield RowLocation(str(path), row), record
             row += 1
+            yield RowLocation(str(path), row), record
 
 
 def _file_digest(path: Path) -> str:
@@ -213,8 +228,8 @@ def _hub_table(name: str, split: str, hub_config: str | None) -> RawTable:
         fingerprint = hashlib.sha256(json.dumps(list(dataset), default=str).encode()).hexdigest()
 
     def iterate() -> Iterator[tuple[RowLocation, Record]]:
-        for row, record in enumerate(dataset):
-            yield RowLocation(description, row), dict(record)
+        for index, record in enumerate(dataset):
+            yield RowLocation(description, index + 1), dict(record)
 
     return RawTable(description, frozenset(dataset.column_names), f"hub:{fingerprint}", iterate)
 

@@ -19,6 +19,7 @@ EMPTY_FIELD = "empty_field"
 NOT_A_STRING = "not_a_string"
 BAD_VALUE = "bad_value"
 INVALID_JSON = "invalid_json"
+INVALID_UTF8 = "invalid_utf8"
 IDENTICAL_RESPONSES = "identical_responses"
 PROMPT_MISMATCH = "prompt_mismatch"
 NO_ASSISTANT_TURN = "no_assistant_turn"
@@ -37,6 +38,7 @@ BAD_REASONS = frozenset(
         NOT_A_STRING,
         BAD_VALUE,
         INVALID_JSON,
+        INVALID_UTF8,
         IDENTICAL_RESPONSES,
         PROMPT_MISMATCH,
         NO_ASSISTANT_TURN,
@@ -63,13 +65,18 @@ class BadRow(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class RowLocation:
-    """Where a raw row came from: a file path (or `hub:<name>:<split>`) and its 0-based record index."""
+    """Where a raw row came from: a file path (or `hub:<name>:<split>`) and its 1-based number.
+
+    For JSONL the number is the physical line, as an editor shows it (blank lines count); for a JSON
+    array the element, for Parquet and hub datasets the row.
+    """
 
     file: str
     row: int
+    unit: str = "row"  # "line" | "record" | "row"
 
     def __str__(self) -> str:
-        return f"{self.file} row {self.row}"
+        return f"{self.file} {self.unit} {self.row}"
 
 
 @dataclasses.dataclass
@@ -92,6 +99,7 @@ class BadInputReport:
                     "reason": error.reason,
                     "file": location.file,
                     "row": location.row,
+                    "unit": location.unit,
                     "field": error.field,
                     "detail": error.detail,
                 }
@@ -130,10 +138,11 @@ class BadInputReport:
         logger.info("data %s %s", source, self.summary())
         for sample in self.samples:
             logger.warning(
-                "data %s %s: skipped %s row %d (%s in field %r) %s",
+                "data %s %s: skipped %s %s %d (%s in field %r) %s",
                 source,
                 self.split,
                 sample["file"],
+                sample.get("unit", "row"),
                 sample["row"],
                 sample["reason"],
                 sample["field"],

@@ -79,7 +79,25 @@ def test_json_array_files_and_invalid_lines(tmp_path, tokenizer):
     )
     assert prepared.train.num_examples == 2
     assert prepared.train_report.counts == {"invalid_json": 2}
-    assert [s["row"] for s in prepared.train_report.samples] == [1, 2]
+    assert [s["row"] for s in prepared.train_report.samples] == [2, 3]  # physical lines, from 1
+
+
+def test_non_utf8_bytes_are_a_counted_row_named_by_its_line(tmp_path, tokenizer, caplog):
+    good = json.dumps(PAIR).encode()
+    bad = b'{"prompt": "Q:", "chosen": " caf\xe9", "rejected": " bad"}'
+    for name, opener in (("train.jsonl", open), ("train.jsonl.gz", gzip.open)):
+        path = tmp_path / name
+        with opener(path, "wb") as handle:
+            handle.write(b"\n".join([good, b"", bad, good]) + b"\n")  # the bad row is on line 3
+        prepared = build_datasets(
+            data_config(source="local", path=str(path), eval_split=""), tokenizer, stage="dpo"
+        )
+        assert prepared.train.num_examples == 2
+        assert prepared.train_report.counts == {"invalid_utf8": 1}
+        (sample,) = prepared.train_report.samples
+        assert (sample["file"], sample["row"], sample["unit"]) == (str(path), 3, "line")
+        assert "byte 33" in sample["detail"] and "\\xe9" in sample["detail"]
+    assert f"{tmp_path / 'train.jsonl'} line 3 (invalid_utf8" in caplog.text
 
 
 def test_parquet_ranked_responses(tmp_path, tokenizer):

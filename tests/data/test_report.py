@@ -10,22 +10,23 @@ from dpo_jax.data.report import BadInputReport, BadRow, RowLocation
 
 def _report_with(reasons):
     report = BadInputReport(split="train", samples_per_reason=2)
-    for row, reason in enumerate(reasons):
+    for row, reason in enumerate(reasons, start=1):
         report.rows_read += 1
-        report.record(BadRow(reason, "chosen", f"row {row}"), RowLocation("data.jsonl", row))
+        report.record(BadRow(reason, "chosen", f"row {row}"), RowLocation("data.jsonl", row, "line"))
     return report
 
 
 def test_counts_and_first_samples_per_reason():
     report = _report_with(["empty_field"] * 3 + ["filtered_score_ratio", "prompt_mismatch"])
     assert report.counts == {"empty_field": 3, "filtered_score_ratio": 1, "prompt_mismatch": 1}
-    assert [s["row"] for s in report.samples if s["reason"] == "empty_field"] == [0, 1]
+    assert [s["row"] for s in report.samples if s["reason"] == "empty_field"] == [1, 2]
     assert report.samples[0] == {
         "reason": "empty_field",
         "file": "data.jsonl",
-        "row": 0,
+        "row": 1,
+        "unit": "line",
         "field": "chosen",
-        "detail": "row 0",
+        "detail": "row 1",
     }
     assert (report.num_bad, report.num_filtered) == (4, 1)
 
@@ -56,7 +57,7 @@ def test_log_has_one_summary_line_and_the_samples(caplog):
         "data hh train: 1 rows read, 0 examples kept, 1 bad and 0 filtered rows (prompt_mismatch=1)"
         in caplog.text
     )
-    assert "data.jsonl row 0 (prompt_mismatch in field 'chosen')" in caplog.text
+    assert "data.jsonl line 1 (prompt_mismatch in field 'chosen')" in caplog.text
 
 
 def test_unknown_reason_is_a_programming_error():

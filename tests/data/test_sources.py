@@ -123,7 +123,8 @@ def test_bad_rows_name_file_row_and_field(tokenizer):
     mismatch = by_reason["prompt_mismatch"]
     assert mismatch["file"].endswith("hh/train.jsonl")
     assert mismatch["field"] == "rejected"
-    assert read_jsonl(mismatch["file"])[mismatch["row"]]["chosen"].startswith("\n\nHuman:")
+    assert mismatch["unit"] == "line"  # 1-based, as an editor shows it
+    assert read_jsonl(mismatch["file"])[mismatch["row"] - 1]["chosen"].startswith("\n\nHuman:")
     assert by_reason["not_a_string"]["field"] == "rejected"
 
 
@@ -250,7 +251,7 @@ def test_chat_rows_need_a_chat_template(tmp_path, tokenizer):
     plain = load_tokenizer("tiny")
     plain.chat_template = None
     path = write_jsonl(tmp_path / "train.jsonl", read_jsonl(fixture_dir("local_chat") + "/train.jsonl")[:4])
-    with pytest.raises(ValueError, match="train.jsonl row 0.*chat_template"):
+    with pytest.raises(ValueError, match="train.jsonl line 1: .*chat_template"):
         build_datasets(data_config(source="local", path=path, eval_split=""), plain, stage="dpo")
 
 
