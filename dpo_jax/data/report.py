@@ -49,6 +49,9 @@ BAD_REASONS = frozenset(
     }
 )
 FILTER_REASONS = frozenset({FILTERED_SCORE_RATIO, DUPLICATE_PROMPT})
+# Not reasons (the example is kept): counted apart, see BadInputReport.truncated.
+TRUNCATED_PROMPT = "truncated_prompt"
+TRUNCATED_RESPONSE = "truncated_response"
 
 
 class BadRow(Exception):
@@ -89,6 +92,15 @@ class BadInputReport:
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
     samples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     samples_per_reason: int = 3
+    # Kept examples that the length limits cut (not bad rows): how much of the data max_length and
+    # max_prompt_length change, by part. An example can count in both.
+    truncated: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {TRUNCATED_PROMPT: 0, TRUNCATED_RESPONSE: 0}
+    )
+
+    def count_truncation(self, *, prompt: bool, response: bool) -> None:
+        self.truncated[TRUNCATED_PROMPT] += int(prompt)
+        self.truncated[TRUNCATED_RESPONSE] += int(response)
 
     def record(self, error: BadRow, location: RowLocation) -> None:
         seen = self.counts.get(error.reason, 0)
@@ -121,6 +133,7 @@ class BadInputReport:
             f"{base}/examples": self.examples_kept,
             f"{base}/bad_rows": self.num_bad,
             f"{base}/filtered_rows": self.num_filtered,
+            **{f"{base}/{part}": count for part, count in sorted(self.truncated.items())},
         }
         for reason, count in sorted(self.counts.items()):
             kind = "filtered" if reason in FILTER_REASONS else "bad"
@@ -131,7 +144,8 @@ class BadInputReport:
         reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.counts.items())) or "none"
         return (
             f"{self.split}: {self.rows_read} rows read, {self.examples_kept} examples kept, "
-            f"{self.num_bad} bad and {self.num_filtered} filtered rows ({reasons})"
+            f"{self.num_bad} bad and {self.num_filtered} filtered rows ({reasons}); length limits cut "
+            f"{self.truncated[TRUNCATED_PROMPT]} prompts and the responses of {self.truncated[TRUNCATED_RESPONSE]} examples"
         )
 
     def log(self, logger: logging.Logger, *, source: str) -> None:

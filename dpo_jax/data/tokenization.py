@@ -165,7 +165,9 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
 
-def _fit_one(prompt, responses, eos_id: int, settings: TokenizeSettings) -> tuple[list[int], list[list[int]]]:
+def _fit_one(
+    prompt, responses, eos_id: int, settings: TokenizeSettings, report: BadInputReport | None = None
+) -> tuple[list[int], list[list[int]]]:
     if eos_id in prompt:
         raise BadRow(EOS_IN_TEXT, "prompt", "the prompt text contains the EOS token")
     for k, response in enumerate(responses):
@@ -182,6 +184,8 @@ def _fit_one(prompt, responses, eos_id: int, settings: TokenizeSettings) -> tupl
             truncation_mode=settings.truncation_mode,
         )[0]
         return cut, [[]]
+    full_prompt_length = len(prompt)
+    full_response_lengths = [len(r) + 1 for r in responses]
     prompt, responses = truncate_example(
         prompt,
         [list(r) + [eos_id] for r in responses],
@@ -194,6 +198,11 @@ def _fit_one(prompt, responses, eos_id: int, settings: TokenizeSettings) -> tupl
             NO_ROOM_FOR_RESPONSE,
             "prompt",
             f"after truncation the prompt ({len(prompt)} tokens) leaves no room in max_length={settings.max_length}",
+        )
+    if report is not None:
+        report.count_truncation(
+            prompt=len(prompt) < full_prompt_length,
+            response=any(len(r) < n for r, n in zip(responses, full_response_lengths)),
         )
     return prompt, responses
 
@@ -231,7 +240,7 @@ def tokenize_examples(
             if num_responses is None:
                 num_responses = 1 if settings.prompt_only else len(example.responses)
             try:
-                prompt, own = _fit_one(prompt, own, eos_id, settings)
+                prompt, own = _fit_one(prompt, own, eos_id, settings, report)
             except BadRow as error:
                 report.record(error, location)
                 continue

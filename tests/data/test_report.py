@@ -39,6 +39,8 @@ def test_metrics_are_flat_and_named_by_split_and_reason():
         "data/train/examples": 7,
         "data/train/bad_rows": 1,
         "data/train/filtered_rows": 1,
+        "data/train/truncated_prompt": 0,
+        "data/train/truncated_response": 0,
         "data/train/bad/empty_field": 1,
         "data/train/filtered/filtered_score_ratio": 1,
     }

@@ -171,3 +171,19 @@ def test_limit_stops_after_enough_examples(tokenizer):
     assert split.num_examples == 3 and report.examples_kept == 3
     assert split.head(2).num_examples == 2
     assert split.head(2).prompt(1).tolist() == split.prompt(1).tolist()
+
+
+def test_kept_examples_cut_by_the_length_limits_are_counted(tokenizer):
+    long_prompt, long_response = "word " * 12, " more" * 12
+    examples = [
+        Example("Q:", (" a", " b")),  # fits
+        Example(long_prompt, (" a", " b")),  # fits only once its prompt is cut
+        Example("Q:", (long_response, " b")),  # the chosen response is cut
+        Example(long_prompt, (long_response, " b")),  # both
+    ]
+    split, report = _tokenize(tokenizer, examples, max_length=16, max_prompt_length=8, truncation_mode="keep_end")
+    assert split.num_examples == 4 and report.counts == {}
+    assert report.truncated == {"truncated_prompt": 2, "truncated_response": 2}
+    metrics = report.metrics()
+    assert (metrics["data/train/truncated_prompt"], metrics["data/train/truncated_response"]) == (2, 2)
+    assert "length limits cut 2 prompts and the responses of 2 examples" in report.summary()
