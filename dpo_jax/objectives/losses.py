@@ -13,7 +13,10 @@ same switch applies to every loss here rather than being hard-wired to one of th
 Metrics are (sum, count) pairs over real rows (see `dpo_jax.metrics`). For K > 2, "rejected" metrics
 are the mean over responses 1..K-1, and `rewards/accuracies` counts a row as correct when the best
 response's implicit reward is strictly above every other response's; for K = 2 both reduce to the usual
-pairwise definitions.
+pairwise definitions. "Strictly above" means by more than float32 rounding (`TIE_TOLERANCE`): at step 1
+the policy equals the reference, but its log-probs come from the differentiated forward and the
+reference's from a separate one (or a precomputed pass with another batch shape), which XLA may round
+differently; a margin of a few ulps is a tie, not a win, as it is in TRL, whose two forwards agree bitwise.
 """
 
 import dataclasses
@@ -188,11 +191,26 @@ def _best_versus_others(values):
     return values[:, 0], jnp.mean(values[:, 1:], axis=-1)
 
 
-def _preference_metrics(policy_logps, scores, beta, example_mask):
+# Relative float32 rounding allowed in a sum of token log-probs computed two ways: 16 ulps of the
+# magnitudes involved, hundreds of times the rounding of a sum of a few hundred tokens, and far below
+# any margin that training produces.
+TIE_TOLERANCE = 16 * float(jnp.finfo(jnp.float32).eps)
+
+
+def _wins_beyond_rounding(scores, policy_logps, reference_logps):
+    """[B] whether response 0's score beats every other response's by more than float32 rounding."""
+    magnitude = jnp.abs(policy_logps)
+    if reference_logps is not None:
+        magnitude = magnitude + jnp.abs(reference_logps)
+    tolerance = TIE_TOLERANCE * (magnitude[:, :1] + magnitude[:, 1:])
+    return jnp.all(scores[:, :1] - scores[:, 1:] > tolerance, axis=-1)
+
+
+def _preference_metrics(policy_logps, reference_logps, scores, beta, example_mask):
     rewards = beta * scores
     chosen_rewards, rejected_rewards = _best_versus_others(rewards)
     chosen_logps, rejected_logps = _best_versus_others(policy_logps)
-    best_is_strictly_first = jnp.all(rewards[:, :1] > rewards[:, 1:], axis=-1)
+    best_is_strictly_first = _wins_beyond_rounding(scores, policy_logps, reference_logps)
     per_row = {
         "rewards/chosen": chosen_rewards,
         "rewards/rejected": rejected_rewards,
@@ -244,7 +262,7 @@ def preference_loss(
             )
         scores = policy_logps - reference_logps
     else:
-        scores = policy_logps
+        scores, reference_logps = policy_logps, None
 
     if spec.needs_rejected_unlikelihood != (rejected_unlikelihood is not None):
         needed = "needs" if spec.needs_rejected_unlikelihood else "does not take"
@@ -254,7 +272,7 @@ def preference_loss(
         loss_options["rejected_unlikelihood"] = jnp.asarray(rejected_unlikelihood, dtype=jnp.float32)
     if spec.is_preference:
         per_row_loss = spec.function(scores, beta=beta, **loss_options)
-        metrics = _preference_metrics(policy_logps, scores, beta, example_mask)
+        metrics = _preference_metrics(policy_logps, reference_logps, scores, beta, example_mask)
     else:
         per_row_loss = spec.function(scores, **loss_options)
         metrics = {"logps/chosen": masked_sum_count(policy_logps[:, 0], example_mask)}

@@ -299,3 +299,26 @@ def test_validate_loss_options_accepts_every_loss_with_defaults_and_lists_names_
     with pytest.raises(ValueError) as error:
         validate_loss_options("simpo", beta=BETA)
     assert all(name in str(error.value) for name in LOSS_NAMES)
+
+
+def test_margins_within_float32_rounding_are_ties_not_wins():
+    # Equal models whose log-probs were summed in two orders (as two XLA programs may): same values up
+    # to float32 rounding. A strict `>` would count about half of those rows as wins.
+    rng = np.random.default_rng(0)
+    wins_if_strict = 0
+    for _ in range(8):
+        token_logps = -rng.exponential(3.0, size=(16, 2, 200)).astype(np.float32)
+        forward = np.zeros((16, 2), np.float32)
+        backward = np.zeros((16, 2), np.float32)
+        for t in range(200):
+            forward += token_logps[..., t]
+            backward += token_logps[..., 199 - t]
+        scores = forward - backward
+        wins_if_strict += int(np.sum(scores[:, 0] > scores[:, 1]))
+        _, metrics = preference_loss("dpo", jnp.asarray(forward), jnp.asarray(backward), beta=0.1)
+        assert float(metrics["rewards/accuracies"][0]) == 0.0
+    assert wins_if_strict > 0  # the data does exercise rounding
+    # A real margin, however small next to the log-probs, still wins.
+    policy = jnp.asarray([[-300.0, -300.0]]) + jnp.asarray([[1e-2, 0.0]])
+    _, metrics = preference_loss("dpo", policy, jnp.asarray([[-300.0, -300.0]]), beta=0.1)
+    assert float(metrics["rewards/accuracies"][0]) == 1.0
