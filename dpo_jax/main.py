@@ -19,7 +19,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from dpo_jax import parse_flags_or_exit, report_user_errors
+from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the exported model.")
@@ -68,7 +68,10 @@ def main(argv):
 
     if _wants_distributed():
         _initialize_distributed(jax)
-    config = _CONFIG.value
+    try:
+        config = _CONFIG.value
+    except OSError as error:  # config_flags defers a config file that failed to load until it is read
+        raise UserError(f"command line: --config: {' '.join(str(error).split())}") from None
     from dpo_jax.checkpoint import PREEMPTED_EXIT
     from dpo_jax.training import NonFiniteLossError, Preempted, train_and_evaluate
 
