@@ -70,13 +70,14 @@ def main(argv):
         _initialize_distributed(jax)
     try:
         config = _CONFIG.value
+        task = config.get("task", "train")  # the first read: a placeholder raises it here
     except OSError as error:  # config_flags defers a config file that failed to load until it is read
         raise UserError(f"command line: --config: {' '.join(str(error).split())}") from None
     from dpo_jax.checkpoint import PREEMPTED_EXIT
     from dpo_jax.training import NonFiniteLossError, Preempted, train_and_evaluate
 
     try:
-        if config.get("task", "train") == "synthetic_benchmark":
+        if task == "synthetic_benchmark":
             from dpo_jax.synthetic.experiment import run_experiment
 
             run_experiment(config, _WORKDIR.value)
