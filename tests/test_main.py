@@ -15,7 +15,7 @@ from tests.train_helpers import run_main
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, overrides, message):
-    result = run_main(tmp_path / "run", *overrides, "--config.num_train_steps=1", timeout=180)
+    result = run_main(tmp_path / "run", *overrides, "--config.num_train_steps=1", timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -23,6 +23,6 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, overrides, message):
 
 
 def test_a_missing_config_file_is_a_user_error(tmp_path):
-    result = run_main(tmp_path, config="configs/nope.py", timeout=120)
+    result = run_main(tmp_path, config="configs/nope.py", timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: command line:" in result.stderr and "configs/nope.py" in result.stderr
