@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 
+from dpo_jax import report_user_errors
 from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
@@ -34,13 +35,17 @@ from dpo_jax.perf.workload import LAYOUTS
 from dpo_jax.training.optim import ADAM_MU_DTYPES
 
 RESULT_PREFIX = "RESULT "
+ANCHOR_PAIRS, ANCHOR_SEQ = 64, 512
+CPU_PAIRS, CPU_SEQ = 8, 64
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dpo_jax.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="pythia-1.4b", choices=sorted(MODEL_PRESETS))
-    parser.add_argument("--pairs", type=int, default=64, help="preference pairs per optimizer step")
-    parser.add_argument("--seq", type=int, default=512, help="tokens in every sequence")
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="pairs per optimizer step (default 64; 8 on CPU)"
+    )
+    parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 512; 64 on CPU)")
     parser.add_argument("--prompt", type=int, default=None, help="prompt tokens (default seq // 2)")
     parser.add_argument("--micro", type=int, default=None, help="pairs per micro-batch (default pairs)")
     parser.add_argument("--remat", default="none", choices=REMAT_POLICIES, help="remat policy of each block")
@@ -74,6 +79,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--flops_only", action="store_true", help="compile and count FLOPs, run nothing")
     args = parser.parse_args(argv)
+    # The anchor's shape (64 pairs x 512) needs tens of GB of activations even for the tiny preset
+    # (GPT-2's 50k vocabulary): a CPU gets a shape that fits unless one is asked for.
+    on_cpu = jax.default_backend() == "cpu"
+    args.pairs = args.pairs or (CPU_PAIRS if on_cpu else ANCHOR_PAIRS)
+    args.seq = args.seq or (CPU_SEQ if on_cpu else ANCHOR_SEQ)
     args.micro = args.micro or args.pairs
     args.prompt = args.seq // 2 if args.prompt is None else args.prompt
     if args.pairs < 1 or args.micro < 1 or args.pairs % args.micro:
@@ -89,6 +99,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@report_user_errors
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     apply_device_memory_settings()

@@ -20,6 +20,8 @@ import sys
 
 from absl import app, flags
 
+from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
+
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory, hub name or dpo_jax workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A dpo_jax run's workdir (alias of --model).")
 _PROMPTS = flags.DEFINE_string("prompts_file", None, "Text file (one prompt per line) or .jsonl file.")
@@ -43,18 +45,19 @@ def _load_tokenizer(name: str, model_dir: str):
     except (OSError, ValueError) as error:
         if name:
             raise
-        raise ValueError(f"{model_dir} has no usable tokenizer ({error}); pass --tokenizer") from error
+        raise UserError(f"{model_dir} has no usable tokenizer ({error}); pass --tokenizer") from error
 
 
+@report_user_errors
 def main(argv):
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if bool(_MODEL.value) == bool(_WORKDIR.value):
-        raise app.UsageError("pass exactly one of --model and --workdir")
+        raise UserError("pass exactly one of --model and --workdir")
     if not _PROMPTS.value:
-        raise app.UsageError("--prompts_file is required")
+        raise UserError("--prompts_file is required")
     if _BATCH_SIZE.value < 1:
-        raise app.UsageError("--batch_size must be >= 1")
+        raise UserError("--batch_size must be >= 1")
     from dpo_jax.models import from_hf
     from dpo_jax.models.loading import resolve_model_path
     from dpo_jax.sampling.prompts import read_prompts, sample_completions
@@ -64,7 +67,7 @@ def main(argv):
     tokenizer = _load_tokenizer(_TOKENIZER.value, model_dir)
     prompts = read_prompts(_PROMPTS.value)
     if not prompts:
-        raise app.UsageError(f"{_PROMPTS.value} holds no prompts")
+        raise UserError(f"{_PROMPTS.value} holds no prompts")
     settings = dict(
         temperature=_TEMPERATURE.value,
         top_p=_TOP_P.value,
@@ -80,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags_or_exit)

@@ -145,3 +145,10 @@ def test_precomputed_reference_logps_keep_row_order():
 def test_bad_arguments_fail_at_start(argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_defaults_fit_the_device():
+    args = bench.parse_args(["--model=tiny"])
+    assert jax.default_backend() == "cpu" and (args.pairs, args.seq, args.micro) == (8, 64, 8)
+    args = bench.parse_args(["--model=tiny", "--pairs=64", "--seq=512"])  # the anchor's shape when asked
+    assert (args.pairs, args.seq) == (64, 512)
