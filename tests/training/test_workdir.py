@@ -66,7 +66,7 @@ def test_stale_locks_are_taken_over_and_a_released_lock_is_gone(tmp_path, caplog
 
 def test_another_host_is_judged_by_its_heartbeat(tmp_path):
     _write_lock(tmp_path, host="elsewhere", pid=1, age_s=10)
-    with pytest.raises(WorkdirLockedError, match="pid 1 on elsewhere, heartbeat 10 s ago"):
+    with pytest.raises(WorkdirLockedError, match=r"pid 1 on elsewhere, heartbeat 1\d s ago"):
         WorkdirLock(epath.Path(tmp_path), stale_after_s=60).acquire()
     _write_lock(tmp_path, host="elsewhere", pid=1, age_s=120)
     lock = WorkdirLock(epath.Path(tmp_path), stale_after_s=60, heartbeat_s=0.05)
