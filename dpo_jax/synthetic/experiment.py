@@ -341,6 +341,13 @@ def run_experiment(config, workdir: str) -> dict:
     data_identity = _digest({field: settings[field] for field in _DATA_FIELDS})
     prompts = draw_prompts(task, settings)
     seconds = {}
+    stage_names = ["sft", *baselines, *(f"{config.loss} beta={beta!r}" for beta in betas)]
+    logger.info(
+        "synthetic experiment in %s: %d training stages (%s), then the exact evaluation",
+        root,
+        len(stage_names),
+        ", ".join(stage_names),
+    )
 
     def generator_data():
         rng = _rng(settings, 2)
@@ -404,6 +411,7 @@ def run_experiment(config, workdir: str) -> dict:
         (root / report.EVAL_FILE).write_text(json.dumps(result, indent=2))
         report.plot(result, root / PLOT_FILE)
         print(report.format_table(result), flush=True)
+        print(f"wrote {root / report.EVAL_FILE} and {root / PLOT_FILE}; stages under {root}", flush=True)
         # launch/sweep.py skips a beta whose workdir has the marker, as for a single training run.
         (root / FINISHED_MARKER).write_text(json.dumps({"time": time.time()}))
     return result

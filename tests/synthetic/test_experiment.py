@@ -57,6 +57,7 @@ def test_tiny_benchmark_writes_every_figure(first_run):
     kls = [point["kl"] for point in sorted(saved["frontier"], key=lambda p: p["beta"])]
     assert len(kls) >= 3 and all(np.diff(kls) < 0)
     assert (workdir / "synthetic_frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {workdir / 'synthetic_eval.json'} and {workdir / 'synthetic_frontier.png'}" in printed
     for stage in STAGES:
         assert (workdir / stage / "FINISHED").exists() and (
             workdir / stage / "export" / "config.json"
