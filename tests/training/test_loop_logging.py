@@ -30,7 +30,7 @@ def test_logged_learning_rate_follows_the_optimizer_count_past_skipped_steps():
     skipped = {"nonfinite": (np.float32(1.0), np.float32(1.0))}
     # Say step 5 ran after two skipped steps: the third applied update used schedule(2), not the
     # schedule(step - 1) = schedule(4) that was logged before.
-    assert applied_learning_rate(schedule, opt_state, applied) == float(schedule(2)) == 3 / 11
+    assert applied_learning_rate(schedule, opt_state, applied) == float(schedule(2)) == np.float32(3 / 11)
     assert applied_learning_rate(schedule, opt_state, skipped) == float(schedule(3))
 
 
