@@ -36,6 +36,7 @@ def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant):
     assert records[1]["data/train/examples"] > 0  # the bad-input report is part of the run's metrics
     evals = [json.loads(line) for line in Path(tmp_path, "metrics.jsonl").read_text().splitlines()]
     assert any("eval/loss" in e for e in evals)
+    assert evals[0]["step"] == 0 and "eval/loss" in evals[0]  # do_first_eval, as the reference
     assert (tmp_path / "FINISHED").exists()
     samples = [json.loads(line) for line in (tmp_path / "samples" / "step_2.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and all(isinstance(s["policy"], str) for s in samples)
