@@ -66,6 +66,9 @@ HARMLESS_FIELDS = frozenset(
 )
 
 
+RUN_LENGTH_FIELDS = frozenset({"num_train_steps", "num_epochs"})
+
+
 def prepare_workdir(workdir: epath.Path) -> None:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -232,8 +235,10 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'field: saved -> current' for every optimisation field that differs (added or removed included)."""
     missing = object()
     changes = []
+    # The run's length shapes the updates only through a decaying schedule: a constant one may be extended.
+    length_matters = "constant" not in (saved.get("lr_schedule"), current.get("lr_schedule"))
     for key in sorted(saved.keys() | current.keys()):
-        if key in HARMLESS_FIELDS:
+        if key in HARMLESS_FIELDS or (key in RUN_LENGTH_FIELDS and not length_matters):
             continue
         before, after = saved.get(key, missing), current.get(key, missing)
         if before != after:

@@ -82,6 +82,11 @@ def test_only_optimisation_fields_count_as_changes():
     saved = optimisation_config(tiny_config("hh", "tiny"))
     harmless = tiny_config("hh", "tiny", log_every_steps=7, eval_every_examples=5, mesh_shape=(2, 4, 1))
     assert config_changes(saved, optimisation_config(harmless)) == []
+    longer = tiny_config("hh", "tiny", num_train_steps=40)  # a constant schedule may be extended ...
+    assert config_changes(saved, optimisation_config(longer)) == []
+    decaying = optimisation_config(tiny_config("hh", "tiny", lr_schedule="cosine"))
+    longer_decay = optimisation_config(tiny_config("hh", "tiny", lr_schedule="cosine", num_train_steps=40))
+    assert config_changes(decaying, longer_decay) == ["num_train_steps: 4 -> 40"]  # ... a decaying one not
     changed = tiny_config("hh", "tiny", beta=0.5, learning_rate=1e-3, **{"data.max_length": 48})
     assert config_changes(saved, optimisation_config(changed)) == [
         "beta: 0.1 -> 0.5",
