@@ -42,7 +42,9 @@ class ScalarHeadModel(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, position_ids=None, *, deterministic: bool = True):
         body = model_class(self.config.arch)(self.config, name=BODY)
-        hidden = body(input_ids, attention_mask, position_ids, deterministic=deterministic, return_hidden=True)
+        hidden = body(
+            input_ids, attention_mask, position_ids, deterministic=deterministic, return_hidden=True
+        )
         kernel = self.param(
             HEAD,
             nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), ("embed",)),
@@ -80,6 +82,11 @@ def scalar_head_params(lm_params: dict, rng: jax.Array, *, hidden_size: int, zer
     return {BODY: body, HEAD: np.asarray(head, dtype)}
 
 
+def hf_eos_id(cfg: ModelConfig) -> int | None:
+    """The EOS id the model's Hugging Face config names (None when it names none)."""
+    return (cfg.hf_config or {}).get("eos_token_id")
+
+
 def to_hf_reward_model(
     model: ScalarHeadModel,
     params,
@@ -95,8 +102,7 @@ def to_hf_reward_model(
     from safetensors.numpy import save_file
 
     cfg = model.config
-    eos = (cfg.hf_config or {}).get("eos_token_id")
-    if pad_token_id is not None and pad_token_id == eos and not allow_pad_equal_eos:
+    if pad_token_id is not None and pad_token_id == hf_eos_id(cfg) and not allow_pad_equal_eos:
         raise ValueError(
             f"pad_token_id={pad_token_id} is also the EOS id: transformers would score the token before "
             "each trailing EOS, not the one dpo_jax scores; export another pad id (or allow_pad_equal_eos=True "

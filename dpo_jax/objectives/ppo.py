@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from dpo_jax.objectives.logps import _token_logps
+
 
 def masked_mean(values, mask):
     """Mean of `values` over positions with mask 1 (0 when there are none)."""
@@ -106,3 +108,8 @@ def token_entropy(logits):
     logits = logits.astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def response_token_logps(logits, tokens):
+    """[B, T] log softmax(logits)[token] in float32, from the logits at the predicting positions [B, T, V]."""
+    return _token_logps(logits, tokens)

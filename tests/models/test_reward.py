@@ -47,7 +47,9 @@ def test_export_loads_in_transformers_with_the_same_scores(tmp_path, arch):
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "rm")).eval()
     assert type(hf).__name__.endswith("ForSequenceClassification")
     with torch.no_grad():
-        theirs = hf(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)).logits[:, 0].numpy()
+        theirs = (
+            hf(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask)).logits[:, 0].numpy()
+        )
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
 
     reloaded, params_again = from_hf_reward_model(str(tmp_path / "rm"))
