@@ -91,6 +91,18 @@ def _synthetic_settings() -> ml_collections.ConfigDict:
     s.sft = _stage_overrides(learning_rate=3e-3, num_train_steps=1000, warmup_steps=50, lr_schedule="cosine")
     s.preferred_ft = _stage_overrides()
     s.unlikelihood = _stage_overrides()
+    # The RLHF baselines (dpo_jax/synthetic/rlhf.py), off by default (the `rlhf` variant turns them on).
+    # Best-of-N from pi_ref ranked by the learned reward model, for each N (comma separated; "" = none).
+    s.best_of_n = ""
+    # PPO from pi_ref on the pair prompts, one stage per KL coefficient ("" = no PPO) and reward
+    # ("true": the task's hidden reward; "learned": the reward model).
+    s.ppo_kl_coefs = ""
+    s.ppo_rewards = "true,learned"
+    # The reward model trains on the DPO pairs like DPO (steps, learning rate) unless set here; PPO's
+    # rollout batch (global_batch_size prompts), rollout steps (num_train_steps) and learning rate here,
+    # the rest of PPO in the top-level `ppo` fields.
+    s.reward_model = _stage_overrides()
+    s.ppo = _stage_overrides(learning_rate=1e-3, num_train_steps=200, global_batch_size=128, warmup_steps=0)
     return s
 
 
@@ -123,10 +135,17 @@ def get_config(arg=None):
     c.tensorboard = False
     c.progress_bar = False
 
+    c.ppo.num_epochs = 4
+    c.ppo.num_minibatches = 4
+    c.ppo.vf_coef = 0.1
+
     variants = [v for v in (arg or "").split(",") if v]
-    unknown = sorted(set(variants) - {"tiny"})
+    unknown = sorted(set(variants) - {"tiny", "rlhf"})
     if unknown:
-        raise ValueError(f"unknown config variant(s) {unknown}; known: ['tiny']")
+        raise ValueError(f"unknown config variant(s) {unknown}; known: ['rlhf', 'tiny']")
+    if "rlhf" in variants:
+        c.synthetic.best_of_n = ",".join(str(2**k) for k in range(8))  # 1, 2, 4, ..., 128
+        c.synthetic.ppo_kl_coefs = "0.05,0.1,0.25,0.5,1.0"
     if "tiny" in variants:
         s = c.synthetic
         s.vocab_size = 4
@@ -147,4 +166,11 @@ def get_config(arg=None):
         c.num_train_steps = 8
         c.log_every_steps = 4
         c.checkpoint_every_steps = 4
+        s.reward_model.update(dict(learning_rate=3e-3))
+        s.ppo.update(dict(num_train_steps=3, global_batch_size=16, learning_rate=1e-2))
+        c.ppo.num_epochs = 2
+        c.ppo.num_minibatches = 2
+        if "rlhf" in variants:
+            s.best_of_n = "1,2,8"
+            s.ppo_kl_coefs = "0.1"
     return c

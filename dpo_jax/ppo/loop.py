@@ -27,7 +27,7 @@ from dpo_jax.metrics.writer import MetricsWriter
 from dpo_jax.models import to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_scalar_head_model
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
-from dpo_jax.ppo.rewards import RewardFn, as_float_scores
+from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
 from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
 from dpo_jax.ppo.step import MINIBATCH_KEYS, jit_ppo_update
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
@@ -141,6 +141,8 @@ def run_ppo(
     )
     reference = place_reference(reference_host, state_shardings.params[POLICY], config.reference.param_dtype)
     del host_params, reference_host
+    if reward is None:
+        reward = load_reward_model_fn(config, mesh, rules)
 
     # --- Restore --------------------------------------------------------------------------------
     checkpointer = Checkpointer(

@@ -13,8 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpo_jax.models import abstract_params
+from dpo_jax.models.loading import load_scalar_head_model
 from dpo_jax.models.reward import sequence_scores
-from dpo_jax.sharding import gather_to_host, make_global_batch
+from dpo_jax.sharding import gather_to_host, logical_to_mesh_shardings, make_global_batch
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -35,6 +37,18 @@ def reward_model_fn(model, params, mesh) -> RewardFn:
         return np.asarray(gather_to_host(score(params, make_global_batch(batch, mesh))), np.float32)
 
     return reward
+
+
+def load_reward_model_fn(config, mesh, rules) -> RewardFn:
+    """The `RewardFn` of the reward model `config.ppo.reward_model` (an export or a reward_model workdir),
+    its params laid out on the mesh by their logical axes like the policy's."""
+    if not config.ppo.reward_model:
+        raise ValueError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
+    model, host_params = load_scalar_head_model(
+        config.model, param_dtype=config.reference.param_dtype, seed=config.seed, name_or_path=config.ppo.reward_model
+    )
+    shardings = logical_to_mesh_shardings(abstract_params(model, boxed=True), mesh, rules)
+    return reward_model_fn(model, jax.tree.map(jax.device_put, host_params, shardings), mesh)
 
 
 def as_float_scores(scores, num_rows: int) -> np.ndarray:

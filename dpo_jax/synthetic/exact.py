@@ -171,3 +171,11 @@ def gain_ratio(policy_reward: float, reference_reward: float, optimum_reward: fl
     if available == 0:
         return float("nan")
     return float((policy_reward - reference_reward) / available)
+
+
+def method_stats(logp: np.ndarray, logp_ref: np.ndarray, reward: np.ndarray) -> dict[str, float]:
+    """A policy's exact reward and KL, the optimum's reward at that KL, and the gain ratio."""
+    stats = policy_stats(logp, logp_ref, reward)
+    reference = policy_stats(logp_ref, logp_ref, reward)["reward"]
+    optimum = optimum_reward_at_kl(logp_ref, reward, stats["kl"])
+    return {**stats, "optimum_reward": optimum, "gain_ratio": gain_ratio(stats["reward"], reference, optimum)}
