@@ -2,10 +2,11 @@
 reward model or a reward function, GAE and clipped policy / value updates, sharded and exactly resumable.
 
     from dpo_jax.ppo import run_ppo
-    run_ppo(config, workdir, prompts, reward)      # prompts: [N, P] left padded + mask; reward: a RewardFn
+    run_ppo(config, workdir, prompt_ids, prompt_mask, reward, eos_id=..., pad_id=...)  # reward: a RewardFn
+    run_ppo_stage(config, workdir)   # `stage=ppo`: the dataset's prompts, config.ppo.reward_model
 """
 
-from dpo_jax.ppo.loop import PPOResult, run_ppo
+from dpo_jax.ppo.loop import PPOResult, run_ppo, run_ppo_stage
 from dpo_jax.ppo.rewards import RewardFn, reward_model_fn
 
-__all__ = ["PPOResult", "RewardFn", "reward_model_fn", "run_ppo"]
+__all__ = ["PPOResult", "RewardFn", "reward_model_fn", "run_ppo", "run_ppo_stage"]

@@ -22,16 +22,24 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from dpo_jax import data as data_lib
 from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_stop_for_preemption
+from dpo_jax.evaluation.samples import left_padded_prompts
 from dpo_jax.metrics.writer import MetricsWriter
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_scalar_head_model
+from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_scalar_head_model, tokenizer_source
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
 from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
 from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
 from dpo_jax.ppo.step import MINIBATCH_KEYS, jit_ppo_update
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
-from dpo_jax.training.loop import FINISHED_MARKER, _optimizer_config, _prepare_workdir, _workdir_path
+from dpo_jax.training.loop import (
+    FINISHED_MARKER,
+    _optimizer_config,
+    _prepare_workdir,
+    _workdir_path,
+    default_cache_dir,
+)
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
 from dpo_jax.training.step import make_apply_fn
@@ -250,3 +258,20 @@ def _finish(config, workdir, policy, state) -> None:
         marker = {"step": config.num_train_steps, "time": time.time()}
         (workdir / FINISHED_MARKER).write_text(json.dumps(marker))
     multihost_utils.sync_global_devices("dpo_jax_ppo_finished")
+
+
+def run_ppo_stage(config, workdir: str) -> PPOResult:
+    """`stage="ppo"` from the command line: the prompts of the config's dataset (every distinct train
+    prompt, left padded), scored by the reward model `config.ppo.reward_model`; responses end at EOS."""
+    if not config.ppo.reward_model:
+        raise ValueError(
+            "config.stage='ppo' needs config.ppo.reward_model (a stage=reward_model workdir or export)"
+        )
+    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
+    prepared = data_lib.build_datasets(
+        config.data, tokenizer, stage="prompts", cache_dir=default_cache_dir(config, workdir)
+    )
+    prompt_ids, prompt_mask = left_padded_prompts(
+        prepared.train, prepared.train.num_examples, prepared.pad_id, prepared.eos_id
+    )
+    return run_ppo(config, workdir, prompt_ids, prompt_mask, eos_id=prepared.eos_id, pad_id=prepared.pad_id)

@@ -45,7 +45,10 @@ def load_reward_model_fn(config, mesh, rules) -> RewardFn:
     if not config.ppo.reward_model:
         raise ValueError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
     model, host_params = load_scalar_head_model(
-        config.model, param_dtype=config.reference.param_dtype, seed=config.seed, name_or_path=config.ppo.reward_model
+        config.model,
+        param_dtype=config.reference.param_dtype,
+        seed=config.seed,
+        name_or_path=config.ppo.reward_model,
     )
     shardings = logical_to_mesh_shardings(abstract_params(model, boxed=True), mesh, rules)
     return reward_model_fn(model, jax.tree.map(jax.device_put, host_params, shardings), mesh)
