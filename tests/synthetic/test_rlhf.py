@@ -11,7 +11,7 @@ import pytest
 
 from configs.synthetic import get_config
 from dpo_jax.synthetic.rlhf import ppo_runs
-from dpo_jax.training.loop import train_and_evaluate
+from dpo_jax.synthetic.experiment import run_experiment
 
 PPO_STAGES = ("ppo_true_reward_kl_0.1", "ppo_learned_reward_kl_0.1")
 
@@ -21,7 +21,7 @@ def rlhf_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rlhf")
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        result = train_and_evaluate(get_config("tiny,rlhf"), str(workdir))
+        result = run_experiment(get_config("tiny,rlhf"), str(workdir))
     return workdir, result, stdout.getvalue()
 
 
@@ -50,7 +50,7 @@ def test_every_rlhf_baseline_is_evaluated_exactly(rlhf_run):
 def test_rerun_reuses_the_rlhf_stages(rlhf_run):
     workdir, result, _ = rlhf_run
     with contextlib.redirect_stdout(io.StringIO()):
-        again = train_and_evaluate(get_config("tiny,rlhf"), str(workdir))
+        again = run_experiment(get_config("tiny,rlhf"), str(workdir))
     assert again["seconds"]["reward_model"] == 0.0
     assert all(again["seconds"][stage] == 0.0 for stage in PPO_STAGES)
     assert again["ppo_true_reward"] == result["ppo_true_reward"] and again["best_of_n"] == result["best_of_n"]
