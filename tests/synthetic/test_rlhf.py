@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from configs.synthetic import get_config
-from dpo_jax.synthetic.rlhf import ppo_runs
 from dpo_jax.synthetic.experiment import run_experiment
+from dpo_jax.synthetic.rlhf import ppo_runs
 
 PPO_STAGES = ("ppo_true_reward_kl_0.1", "ppo_learned_reward_kl_0.1")
 
