@@ -96,3 +96,17 @@ def load_scalar_head_model(
         lm_params, jax.random.PRNGKey(seed), hidden_size=lm.config.hidden_size, zero_head=zero_head
     )
     return ScalarHeadModel(lm.config), params
+
+
+def load_reference_params(config, initial_params):
+    """Host params of the frozen reference: `config.reference.name_or_path`, else the initial policy's
+    own params (the paper's setting)."""
+    if not config.reference.name_or_path:
+        return initial_params
+    _, params = load_model(
+        config.model,
+        param_dtype=config.reference.param_dtype,
+        seed=config.seed,
+        name_or_path=config.reference.name_or_path,
+    )
+    return params

@@ -27,7 +27,13 @@ from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_
 from dpo_jax.evaluation.samples import left_padded_prompts
 from dpo_jax.metrics.writer import MetricsWriter
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_scalar_head_model, tokenizer_source
+from dpo_jax.models.loading import (
+    EXPORT_DIRNAME,
+    load_model,
+    load_reference_params,
+    load_scalar_head_model,
+    tokenizer_source,
+)
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
 from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
 from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
@@ -105,15 +111,7 @@ def _load_models(config):
         name_or_path=config.ppo.value_model or None,
         zero_head=not config.ppo.value_model,
     )
-    if config.reference.name_or_path:
-        _, reference_host = load_model(
-            config.model,
-            param_dtype=config.reference.param_dtype,
-            seed=config.seed,
-            name_or_path=config.reference.name_or_path,
-        )
-    else:
-        reference_host = policy_host  # the initial policy, as in the paper
+    reference_host = load_reference_params(config, policy_host)
     return policy, value, {POLICY: policy_host, VALUE: value_host}, reference_host
 
 

@@ -26,7 +26,13 @@ from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import MetricsWriter, Throughput
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_scalar_head_model, tokenizer_source
+from dpo_jax.models.loading import (
+    EXPORT_DIRNAME,
+    load_model,
+    load_reference_params,
+    load_scalar_head_model,
+    tokenizer_source,
+)
 from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
@@ -142,15 +148,7 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     has_reference = stage_uses_reference(config)
     reference = None
     if has_reference:
-        if config.reference.name_or_path:
-            _, ref_host = load_model(
-                config.model,
-                param_dtype=config.reference.param_dtype,
-                seed=config.seed,
-                name_or_path=config.reference.name_or_path,
-            )
-        else:
-            ref_host = host_params  # the initial policy, as in the paper
+        ref_host = load_reference_params(config, host_params)
         reference = place_reference(ref_host, state_shardings.params, config.reference.param_dtype)
     del host_params
 
