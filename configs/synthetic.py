@@ -22,6 +22,11 @@ stage's; `synthetic.<stage>` holds what the other stages change. The frontier ov
 Measured on 2 shared CPU cores: the default run about 2.5 minutes (DPO at beta 0.1: gain ratio
 0.93; preferred-FT 0.81, unlikelihood 0.47); the 5-beta sweep about 6 minutes (gain ratio 0.92 to
 0.95 at every beta). `:tiny` shrinks everything to a seconds-long end-to-end check.
+
+The RLHF baselines (reward model on the same pairs, PPO with the true and the learned reward at each
+KL coefficient, exact best-of-N with the learned reward model), beside DPO at the same betas:
+
+    python -m dpo_jax.main --config=configs/synthetic.py:rlhf --workdir=/tmp/dpo-rlhf
 """
 
 import ml_collections
@@ -135,8 +140,8 @@ def get_config(arg=None):
     c.tensorboard = False
     c.progress_bar = False
 
-    c.ppo.num_epochs = 4
-    c.ppo.num_minibatches = 4
+    c.ppo.num_epochs = 2
+    c.ppo.num_minibatches = 2
     c.ppo.vf_coef = 0.1
 
     variants = [v for v in (arg or "").split(",") if v]
@@ -144,8 +149,9 @@ def get_config(arg=None):
     if unknown:
         raise ValueError(f"unknown config variant(s) {unknown}; known: ['rlhf', 'tiny']")
     if "rlhf" in variants:
+        # DPO and PPO at the same betas (PPO's KL coefficient is the beta of the same objective).
+        c.synthetic.betas = c.synthetic.ppo_kl_coefs = "0.1,0.25,0.5,1.0"
         c.synthetic.best_of_n = ",".join(str(2**k) for k in range(8))  # 1, 2, 4, ..., 128
-        c.synthetic.ppo_kl_coefs = "0.05,0.1,0.25,0.5,1.0"
     if "tiny" in variants:
         s = c.synthetic
         s.vocab_size = 4
@@ -172,5 +178,5 @@ def get_config(arg=None):
         c.ppo.num_minibatches = 2
         if "rlhf" in variants:
             s.best_of_n = "1,2,8"
-            s.ppo_kl_coefs = "0.1"
+            s.betas = s.ppo_kl_coefs = "0.1"
     return c
