@@ -120,12 +120,14 @@ def run_ppo(
     workdir: str,
     prompt_ids: np.ndarray,
     prompt_mask: np.ndarray,
-    reward: RewardFn,
+    reward: RewardFn | None = None,
     *,
     eos_id,
     pad_id: int,
 ) -> PPOResult:
-    """PPO on left-padded prompts [N, P] (mask 1 on real tokens) with scores from `reward`."""
+    """PPO on left-padded prompts [N, P] (mask 1 on real tokens) with scores from `reward`, or from the
+    reward model `config.ppo.reward_model` when `reward` is None; `eos_id` ends a response (None: every
+    response has `config.ppo.max_new_tokens` tokens)."""
     # --- Checks and runtime ---------------------------------------------------------------------
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_ppo_config(config, num_prompts=len(prompt_ids), data_parallel=data_parallel_size(mesh))

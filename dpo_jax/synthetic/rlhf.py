@@ -45,7 +45,8 @@ def ppo_runs(settings) -> list[tuple[str, float]]:
         raise ValueError(
             f"config.synthetic.ppo_kl_coefs={settings.ppo_kl_coefs!r}: need distinct values >= 0"
         )
-    return [(reward, coef) for reward in rewards for coef in coefs]
+    # Both rewards at one coefficient before the next: an interrupted sweep still compares them.
+    return [(reward, coef) for coef in coefs for reward in rewards]
 
 
 def best_of_n_sizes(settings) -> list[int]:
