@@ -16,6 +16,11 @@ from dpo_jax.synthetic.rlhf import ppo_runs
 PPO_STAGES = ("ppo_true_reward_kl_0.1", "ppo_learned_reward_kl_0.1")
 
 
+def same(a, b) -> bool:
+    """Equal as JSON (NaN, the gain ratio of pi_ref itself, is not equal to itself as a float)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 @pytest.fixture(scope="module")
 def rlhf_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rlhf")
@@ -28,12 +33,13 @@ def rlhf_run(tmp_path_factory):
 def test_every_rlhf_baseline_is_evaluated_exactly(rlhf_run):
     workdir, result, printed = rlhf_run
     saved = json.loads((workdir / "synthetic_eval.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    assert same(saved, result)
     assert 0.0 <= saved["reward_model"]["eval_pair_accuracy"] <= 1.0
     assert [p["n"] for p in saved["best_of_n"]] == [1, 2, 8]
     # N = 1 is pi_ref itself.
-    assert saved["best_of_n"][0]["kl"] == pytest.approx(0.0, abs=1e-9)
-    assert saved["best_of_n"][0]["reward"] == pytest.approx(saved["reference"]["reward"], abs=1e-9)
+    assert saved["best_of_n"][0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert saved["best_of_n"][0]["reward"] == pytest.approx(saved["reference"]["reward"], abs=1e-6)
+    assert np.isnan(saved["best_of_n"][0]["gain_ratio"])  # no gain ratio for pi_ref itself
     for name in ("ppo_true_reward", "ppo_learned_reward", "best_of_n"):
         for point in saved[name]:
             assert point["reward"] <= point["optimum_reward"] + 1e-6 and point["kl"] >= -1e-9
@@ -53,7 +59,9 @@ def test_rerun_reuses_the_rlhf_stages(rlhf_run):
         again = run_experiment(get_config("tiny,rlhf"), str(workdir))
     assert again["seconds"]["reward_model"] == 0.0
     assert all(again["seconds"][stage] == 0.0 for stage in PPO_STAGES)
-    assert again["ppo_true_reward"] == result["ppo_true_reward"] and again["best_of_n"] == result["best_of_n"]
+    assert same(again["ppo_true_reward"], result["ppo_true_reward"]) and same(
+        again["best_of_n"], result["best_of_n"]
+    )
 
 
 def test_ppo_settings_are_checked():
