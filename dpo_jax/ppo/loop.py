@@ -34,7 +34,7 @@ from dpo_jax.models.loading import (
     load_scalar_head_model,
     tokenizer_source,
 )
-from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
+from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue, make_logits_fn, make_policy_value_fn
 from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
 from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
 from dpo_jax.ppo.step import MINIBATCH_KEYS, jit_ppo_update
@@ -48,7 +48,6 @@ from dpo_jax.training.loop import (
 )
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.step import make_apply_fn
 
 logger = logging.getLogger("dpo_jax")
 
@@ -164,8 +163,8 @@ def run_ppo(
         start_step = 0
 
     # --- Programs -------------------------------------------------------------------------------
-    apply_fn = make_apply_fn(module)
-    targets_fn = jax.jit(make_rollout_targets(apply_fn, make_apply_fn(policy), settings, prompt_length))
+    apply_fn = make_policy_value_fn(module)
+    targets_fn = jax.jit(make_rollout_targets(apply_fn, make_logits_fn(policy), settings, prompt_length))
     update = jit_ppo_update(apply_fn, settings, prompt_length, state_shardings, mesh)
 
     # --- Loop -----------------------------------------------------------------------------------

@@ -32,3 +32,21 @@ class PolicyAndValue(nn.Module):
         logits = self.policy(input_ids, attention_mask)
         values = self.value(input_ids, attention_mask)
         return logits, values
+
+
+def make_policy_value_fn(module: PolicyAndValue):
+    """`(params, input_ids, attention_mask) -> (logits, values)`, as the rollout and the update call it."""
+
+    def apply_fn(params, input_ids, attention_mask):
+        return module.apply({"params": params}, input_ids, attention_mask)
+
+    return apply_fn
+
+
+def make_logits_fn(model: nn.Module):
+    """`(params, input_ids, attention_mask) -> logits` of a language model (the frozen reference)."""
+
+    def apply_fn(params, input_ids, attention_mask):
+        return model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+
+    return apply_fn

@@ -38,7 +38,7 @@ from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_bat
 from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.step import jit_train_step, make_apply_fn
+from dpo_jax.training.step import jit_train_step, make_apply_fn, make_value_fn
 
 logger = logging.getLogger("dpo_jax")
 
@@ -166,7 +166,8 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     start_step = int(jax.device_get(state.step))
 
     # --- Steps ----------------------------------------------------------------------------------
-    apply_fn = make_apply_fn(model)
+    # A reward model's objective reads its values; a policy's, its hidden states and vocabulary head.
+    apply_fn = make_value_fn(model) if config.stage == "reward_model" else make_apply_fn(model)
 
     # Passes without gradients use the micro-batch size: it is known to fit.
     eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
