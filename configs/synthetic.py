@@ -22,6 +22,11 @@ stage's; `synthetic.<stage>` holds what the other stages change. The frontier ov
 Measured on 2 shared CPU cores: the default run about 2.5 minutes (DPO at beta 0.1: gain ratio
 0.93; preferred-FT 0.81, unlikelihood 0.47); the 5-beta sweep about 6 minutes (gain ratio 0.92 to
 0.95 at every beta). `:tiny` shrinks everything to a seconds-long end-to-end check.
+
+The RLHF baselines (reward model on the same pairs, PPO with the true and the learned reward at each
+KL coefficient, exact best-of-N with the learned reward model), beside DPO at the same betas:
+
+    python -m dpo_jax.main --config=configs/synthetic.py:rlhf --workdir=/tmp/dpo-rlhf
 """
 
 import ml_collections
@@ -91,6 +96,18 @@ def _synthetic_settings() -> ml_collections.ConfigDict:
     s.sft = _stage_overrides(learning_rate=3e-3, num_train_steps=1000, warmup_steps=50, lr_schedule="cosine")
     s.preferred_ft = _stage_overrides()
     s.unlikelihood = _stage_overrides()
+    # The RLHF baselines (dpo_jax/synthetic/rlhf.py), off by default (the `rlhf` variant turns them on).
+    # Best-of-N from pi_ref ranked by the learned reward model, for each N (comma separated; "" = none).
+    s.best_of_n = ""
+    # PPO from pi_ref on the pair prompts, one stage per KL coefficient ("" = no PPO) and reward
+    # ("true": the task's hidden reward; "learned": the reward model).
+    s.ppo_kl_coefs = ""
+    s.ppo_rewards = "true,learned"
+    # The reward model trains on the DPO pairs like DPO (steps, learning rate) unless set here; PPO's
+    # rollout batch (global_batch_size prompts), rollout steps (num_train_steps) and learning rate here,
+    # the rest of PPO in the top-level `ppo` fields.
+    s.reward_model = _stage_overrides()
+    s.ppo = _stage_overrides(learning_rate=1e-3, num_train_steps=200, global_batch_size=128, warmup_steps=0)
     return s
 
 
@@ -124,10 +141,18 @@ def get_config(arg=None):
     c.tensorboard = False
     c.progress_bar = False
 
+    c.ppo.num_epochs = 2
+    c.ppo.num_minibatches = 2
+    c.ppo.vf_coef = 0.1
+
     variants = [v for v in (arg or "").split(",") if v]
-    unknown = sorted(set(variants) - {"tiny"})
+    unknown = sorted(set(variants) - {"tiny", "rlhf"})
     if unknown:
-        raise ValueError(f"unknown config variant(s) {unknown}; known: ['tiny']")
+        raise ValueError(f"unknown config variant(s) {unknown}; known: ['rlhf', 'tiny']")
+    if "rlhf" in variants:
+        # DPO and PPO at the same betas (PPO's KL coefficient is the beta of the same objective).
+        c.synthetic.betas = c.synthetic.ppo_kl_coefs = "0.1,0.25,0.5,1.0"
+        c.synthetic.best_of_n = ",".join(str(2**k) for k in range(8))  # 1, 2, 4, ..., 128
     if "tiny" in variants:
         s = c.synthetic
         s.vocab_size = 4
@@ -148,4 +173,11 @@ def get_config(arg=None):
         c.num_train_steps = 8
         c.log_every_steps = 4
         c.checkpoint_every_steps = 4
+        s.reward_model.update(dict(learning_rate=3e-3))
+        s.ppo.update(dict(num_train_steps=3, global_batch_size=16, learning_rate=1e-2))
+        c.ppo.num_epochs = 2
+        c.ppo.num_minibatches = 2
+        if "rlhf" in variants:
+            s.best_of_n = "1,2,8"
+            s.betas = s.ppo_kl_coefs = "0.1"
     return c

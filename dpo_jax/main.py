@@ -1,7 +1,8 @@
 """Command line: `python -m dpo_jax.main --config=configs/hh.py --workdir=DIR [--config.beta=0.5]`.
 
 This file is intentionally short: flags, logging, the multi-host runtime, then the run the config
-asks for: `training.train_and_evaluate` (one SFT or DPO stage), or the synthetic experiment
+asks for: `training.train_and_evaluate` (one SFT, DPO or reward-model stage), `ppo.run_ppo_stage`
+(`stage=ppo`), or the synthetic experiment
 (`config.task == "synthetic_benchmark"`, several stages built on the trainer). Multi-host runs
 (TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call; on a TPU VM it finds its peers by itself, elsewhere it reads
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
@@ -81,6 +82,10 @@ def main(argv):
             from dpo_jax.synthetic.experiment import run_experiment
 
             run_experiment(config, _WORKDIR.value)
+        elif config.stage == "ppo":  # rollouts and updates, not the trainer's loop over a dataset
+            from dpo_jax.ppo import run_ppo_stage
+
+            run_ppo_stage(config, _WORKDIR.value)
         elif train_and_evaluate(config, _WORKDIR.value).preempted:
             raise Preempted
     except Preempted:

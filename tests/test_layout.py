@@ -31,6 +31,7 @@ ROOMS = (
     "judges",
     "evaluation",
     "training",
+    "ppo",
     "perf",
     "synthetic",
 )

@@ -105,4 +105,25 @@ def base_config() -> ml_collections.ConfigDict:
     c.tensorboard = True
     c.wandb_project = ""  # "" = W&B off
     c.progress_bar = True
+    c.ppo = ppo_config()
     return c
+
+
+def ppo_config() -> ml_collections.ConfigDict:
+    """`stage="ppo"` (dpo_jax.ppo): global_batch_size prompts per rollout, num_train_steps rollouts,
+    the optimizer fields as for any stage; the RLHF-specific settings here."""
+    p = ml_collections.ConfigDict()
+    p.reward_model = ""  # a reward-model export or workdir (stage=reward_model); "" = a given reward function
+    p.value_model = ""  # the value model's start: "" = the policy's initial body with a zero head
+    p.kl_coef = 0.05  # beta of the per-token KL penalty to the reference
+    p.num_epochs = 4  # passes over each rollout batch
+    p.num_minibatches = 4  # minibatches per pass (each global_batch_size / num_minibatches prompts)
+    p.clip_range = 0.2
+    p.value_clip_range = 0.2
+    p.vf_coef = 0.1
+    p.entropy_coef = 0.0
+    p.gamma = 1.0
+    p.lam = 0.95
+    p.whiten_advantages = True
+    p.max_new_tokens = 64
+    return p

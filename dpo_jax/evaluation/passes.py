@@ -16,18 +16,17 @@ import numpy as np
 from dpo_jax.data import make_eval_batches
 from dpo_jax.data.packing import layout_from_config
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
-from dpo_jax.objectives import batch_loss, loss_options, reference_logps
+from dpo_jax.objectives import make_loss_fn, reference_logps
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch
 
 
 def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):
     """`eval_step(params, reference_params, batch) -> metrics` (sums; no gradients)."""
-    options = loss_options(config)
+    loss_fn = make_loss_fn(apply_fn, config)
 
     def eval_step(params, reference_params, batch):
         reference = reference_params if has_reference else None
-        _, metrics = batch_loss(params, reference, batch, apply_fn=apply_fn, **options)
-        return metrics
+        return loss_fn(params, reference, batch)[1]
 
     return eval_step
 

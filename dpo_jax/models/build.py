@@ -13,8 +13,13 @@ from dpo_jax.models.gpt_neox import GPTNeoXForCausalLM
 _MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}
 
 
+def model_class(arch: str) -> type[nn.Module]:
+    """The language-model class of an architecture ("gpt2", "gpt_neox")."""
+    return _MODEL_CLASSES[arch]
+
+
 def build_model(config: ModelConfig) -> nn.Module:
-    return _MODEL_CLASSES[config.arch](config)
+    return model_class(config.arch)(config)
 
 
 def _init_fn(model: nn.Module):

@@ -123,10 +123,16 @@ def _neox_specs(cfg: ModelConfig):
     return top, "gpt_neox.layers.{i}.", ("layers",), layer
 
 
-def tensor_specs(cfg: ModelConfig) -> list[tuple[TensorSpec, tuple[str, ...], int | None]]:
-    """Every tensor of the checkpoint: (spec with the full HF name, Flax path, layer index or None)."""
+def tensor_specs(
+    cfg: ModelConfig, *, body_only: bool = False
+) -> list[tuple[TensorSpec, tuple[str, ...], int | None]]:
+    """Every tensor of the checkpoint: (spec with the full HF name, Flax path, layer index or None).
+
+    `body_only` leaves out the untied vocabulary head (`embed_out`): a sequence-classification
+    checkpoint (reward model) has the body and a score head instead.
+    """
     top, layer_prefix, stack_path, layer = (_gpt2_specs if cfg.arch == "gpt2" else _neox_specs)(cfg)
-    out = [(s, s.path, None) for s in top]
+    out = [(s, s.path, None) for s in top if not (body_only and s.path[0] == "embed_out")]
     for i in range(cfg.num_layers):
         for s in layer:
             full = dataclasses.replace(s, hf_name=layer_prefix.format(i=i) + s.hf_name)
@@ -180,13 +186,14 @@ def _unstack_layers(cfg: ModelConfig, params: dict) -> dict:
 
 
 def convert_hf_state_dict(
-    cfg: ModelConfig, state_dict: dict[str, np.ndarray], source: str = "state dict"
+    cfg: ModelConfig, state_dict: dict[str, np.ndarray], source: str = "state dict", *, body_only: bool = False
 ) -> dict:
-    """HF tensors (numpy) -> our params tree (numpy, param dtype). Strict about names and shapes."""
+    """HF tensors (numpy) -> our params tree (numpy, param dtype). Strict about names and shapes.
+    `body_only`: no vocabulary head expected (see `tensor_specs`)."""
     tensors = {_canonical_name(cfg, k): v for k, v in state_dict.items()}
     params: dict = {}
     dtype = as_dtype(cfg.param_dtype)
-    for spec, path, _ in tensor_specs(cfg):
+    for spec, path, _ in tensor_specs(cfg, body_only=body_only):
         if spec.hf_name not in tensors:
             raise ValueError(f"{source}: missing tensor {spec.hf_name!r} (expected shape {spec.hf_shape})")
         value = np.asarray(tensors.pop(spec.hf_name))
@@ -205,13 +212,15 @@ def convert_hf_state_dict(
     return _stack_layers(cfg, params) if cfg.scan_layers else params
 
 
-def export_hf_state_dict(cfg: ModelConfig, params: Any, dtype: Any = "float32") -> dict[str, np.ndarray]:
-    """Our params -> HF tensors under the names `save_pretrained` writes."""
+def export_hf_state_dict(
+    cfg: ModelConfig, params: Any, dtype: Any = "float32", *, body_only: bool = False
+) -> dict[str, np.ndarray]:
+    """Our params -> HF tensors under the names `save_pretrained` writes (`body_only`: no vocabulary head)."""
     params = _unstack_layers(cfg, _to_numpy_tree(params))
     out_dtype = as_dtype(dtype)
     prefix = "transformer." if cfg.arch == "gpt2" else ""
     state = {}
-    for spec, path, _ in tensor_specs(cfg):
+    for spec, path, _ in tensor_specs(cfg, body_only=body_only):
         value = np.asarray(_get(params, path), dtype=np.float32)
         state[prefix + spec.hf_name] = np.ascontiguousarray(spec.to_hf(value)).astype(out_dtype)
     return state

@@ -8,6 +8,7 @@ final policy, so an SFT run feeds a DPO run), or "random" (a fresh model of
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.reward import ScalarHeadModel, from_hf_reward_model, scalar_head_params
 
 EXPORT_DIRNAME = "export"
 
@@ -68,3 +70,44 @@ def tokenizer_source(config) -> str:
         raise UserError("model.name_or_path='random' needs config.tokenizer (e.g. 'tiny' or 'gpt2')")
     path = resolve_model_path(name)
     return resolve_checkpoint_dir(path) if os.path.isdir(path) else path
+
+
+def is_reward_model_dir(path: str) -> bool:
+    """Whether a Hugging Face directory (or dpo_jax workdir) holds a sequence classifier (a reward model)."""
+    config_path = os.path.join(resolve_model_path(path), "config.json")
+    if not os.path.exists(config_path):
+        return False
+    with open(config_path) as f:
+        architectures = json.load(f).get("architectures") or []
+    return any(name.endswith("ForSequenceClassification") for name in architectures)
+
+
+def load_scalar_head_model(
+    model_cfg, *, param_dtype: str, seed: int, name_or_path: str | None = None, zero_head: bool = False
+):
+    """-> (ScalarHeadModel, host params): a reward-model export as it is, or a language model's body
+    with a fresh head (normal(0.02), or 0 with `zero_head`: a value model that starts predicting 0)."""
+    name = name_or_path or model_cfg.name_or_path
+    if name != "random" and is_reward_model_dir(name):
+        return from_hf_reward_model(
+            resolve_model_path(name), param_dtype=param_dtype, **_runtime_overrides(model_cfg)
+        )
+    lm, lm_params = load_model(model_cfg, param_dtype=param_dtype, seed=seed, name_or_path=name)
+    params = scalar_head_params(
+        lm_params, jax.random.PRNGKey(seed), hidden_size=lm.config.hidden_size, zero_head=zero_head
+    )
+    return ScalarHeadModel(lm.config), params
+
+
+def load_reference_params(config, initial_params):
+    """Host params of the frozen reference: `config.reference.name_or_path`, else the initial policy's
+    own params (the paper's setting)."""
+    if not config.reference.name_or_path:
+        return initial_params
+    _, params = load_model(
+        config.model,
+        param_dtype=config.reference.param_dtype,
+        seed=config.seed,
+        name_or_path=config.reference.name_or_path,
+    )
+    return params

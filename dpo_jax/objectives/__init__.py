@@ -1,10 +1,13 @@
 """The DPO objective family as pure functions: sequence log-probs, preference losses, the batch loss."""
 
 from dpo_jax.objectives.batch_loss import (
+    REWARD_LOSSES,
     UNLIKELIHOOD_MIN_COMPLEMENT,
     batch_loss,
     loss_options,
+    make_loss_fn,
     reference_logps,
+    reward_batch_loss,
     token_unlikelihood,
 )
 from dpo_jax.objectives.logps import HiddenStates, sequence_logps, sequence_logps_from_hidden, token_logps
@@ -26,15 +29,18 @@ from dpo_jax.objectives.losses import (
 __all__ = [
     "HiddenStates",
     "LOSS_NAMES",
+    "REWARD_LOSSES",
     "UNLIKELIHOOD_MIN_COMPLEMENT",
     "batch_loss",
     "dpo_loss",
     "hinge_loss",
     "ipo_loss",
     "loss_options",
+    "make_loss_fn",
     "plackett_luce_loss",
     "preference_loss",
     "reference_logps",
+    "reward_batch_loss",
     "robust_loss",
     "sequence_logps",
     "sequence_logps_from_hidden",

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from dpo_jax.models.reward import sequence_scores
 from dpo_jax.objectives.logps import _next_token_targets, _reduce_over_sequence, _token_logps, token_logps
 from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
 from dpo_jax.objectives.rows import row_attention_mask, sum_per_response
@@ -153,6 +154,60 @@ def batch_loss(
         **options,
     )
     return metrics["loss"][0], metrics
+
+
+# The reward model's losses by config name -> the reference-free preference loss they are on scores.
+REWARD_LOSSES = {"bradley_terry": "dpo", "plackett_luce": "plackett_luce"}
+
+
+def reward_batch_loss(params, batch, *, score_fn, loss_name, **options):
+    """A reward model's loss on a batch of ranked responses: Bradley-Terry (or Plackett-Luce) on its scores.
+
+    `score_fn(params, input_ids [N, L], attention_mask [N, L]) -> values [N, L]` is the scalar-head model;
+    a response's reward is the value at its last real token (`models.reward.sequence_scores`). The loss
+    is the reference-free preference loss of `REWARD_LOSSES[loss_name]` with beta = 1 on the rewards
+    (Bradley-Terry: -log sigmoid(r_w - r_l)), so `rewards/*` metrics are the model's rewards and
+    `rewards/accuracies` its pairwise (ranking) accuracy. Returns `(loss_sum, metrics)` like `batch_loss`.
+    """
+    num_prompts, num_responses, length = batch["input_ids"].shape
+    input_ids = batch["input_ids"].reshape(num_prompts * num_responses, length)
+    attention_mask = batch["attention_mask"].reshape(num_prompts * num_responses, length)
+    scores = sequence_scores(score_fn(params, input_ids, attention_mask), attention_mask)
+    _, metrics = preference_loss(
+        REWARD_LOSSES[loss_name],
+        scores.reshape(num_prompts, num_responses),
+        None,
+        beta=1.0,
+        example_mask=batch.get("example_mask"),
+        reference_free=True,
+        **options,
+    )
+    # With no reference, logps/* would repeat the rewards under a misleading name.
+    metrics = {name: value for name, value in metrics.items() if not name.startswith("logps/")}
+    return metrics["loss"][0], metrics
+
+
+def make_loss_fn(apply_fn, config):
+    """`loss_fn(params, reference_params, batch) -> (loss_sum, metrics)` of the config's stage: the
+    policy objectives (`batch_loss`) or, for `stage="reward_model"`, `reward_batch_loss`."""
+    if config.stage == "reward_model":
+        options = {"loss_name": config.loss}
+        if config.loss == "bradley_terry":
+            options["label_smoothing"] = config.label_smoothing
+        if config.loss == "plackett_luce" and config.plackett_luce_top_k:
+            options["top_k"] = config.plackett_luce_top_k
+
+        def reward_loss_fn(params, reference_params, batch):
+            del reference_params
+            return reward_batch_loss(params, batch, score_fn=apply_fn, **options)
+
+        return reward_loss_fn
+    options = loss_options(config)
+
+    def policy_loss_fn(params, reference_params, batch):
+        return batch_loss(params, reference_params, batch, apply_fn=apply_fn, **options)
+
+    return policy_loss_fn
 
 
 def loss_options(config) -> dict[str, Any]:

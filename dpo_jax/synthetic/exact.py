@@ -23,6 +23,9 @@ from dpo_jax.objectives import sequence_logps
 # Bisection on the inverse temperature 1/beta: iterations enough to pin float64 down.
 _BISECTION_STEPS = 200
 _MAX_DOUBLINGS = 200
+# A KL below this is the float32 tables' normalisation error (rows sum to 1 within ~1e-7), not a
+# policy: best-of-1, which renormalises pi_ref's table, lands at ~5e-9.
+_SAME_AS_REFERENCE_KL = 1e-6
 
 
 def log_normalise(logits: np.ndarray) -> np.ndarray:
@@ -171,3 +174,17 @@ def gain_ratio(policy_reward: float, reference_reward: float, optimum_reward: fl
     if available == 0:
         return float("nan")
     return float((policy_reward - reference_reward) / available)
+
+
+def method_stats(logp: np.ndarray, logp_ref: np.ndarray, reward: np.ndarray) -> dict[str, float]:
+    """A policy's exact reward and KL, the optimum's reward at that KL, and the gain ratio (nan for a
+    policy within the tables' rounding of pi_ref, e.g. best-of-1: its ratio would be rounding noise)."""
+    stats = policy_stats(logp, logp_ref, reward)
+    reference = policy_stats(logp_ref, logp_ref, reward)["reward"]
+    optimum = optimum_reward_at_kl(logp_ref, reward, stats["kl"])
+    ratio = (
+        gain_ratio(stats["reward"], reference, optimum)
+        if abs(stats["kl"]) > _SAME_AS_REFERENCE_KL
+        else float("nan")
+    )
+    return {**stats, "optimum_reward": optimum, "gain_ratio": ratio}

@@ -21,7 +21,6 @@ stale results.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -33,25 +32,18 @@ import jax
 import numpy as np
 
 from dpo_jax.models.loading import load_model
-from dpo_jax.objectives import uses_reference
-from dpo_jax.synthetic import report
+from dpo_jax.synthetic import report, rlhf
 from dpo_jax.synthetic.data import prepared_from_arrays
-from dpo_jax.synthetic.exact import (
-    frontier,
-    gain_ratio,
-    optimal_logprobs,
-    optimum_reward_at_kl,
-    policy_stats,
-)
+from dpo_jax.synthetic.exact import frontier, method_stats, optimal_logprobs, policy_stats
+from dpo_jax.synthetic.stages import digest, stage_config, stage_identity, train_stage
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from dpo_jax.synthetic.task import SyntheticTask
-from dpo_jax.training import FINISHED_MARKER, Preempted, run_training
+from dpo_jax.training import FINISHED_MARKER
 
 logger = logging.getLogger("dpo_jax")
 
 BASELINES = {"preferred_ft": ("sft", "sft"), "unlikelihood": ("dpo", "unlikelihood")}  # name: (stage, loss)
 PREFERENCE_DATA = "preference_data.npz"
-IDENTITY_FILE = "stage_identity.json"
 PLOT_FILE = "synthetic_frontier.png"
 # The fields of `config.synthetic` that decide the data; the rest (betas, where things live) do not.
 _DATA_FIELDS = (
@@ -111,10 +103,6 @@ def _check_model(config, task: SyntheticTask) -> None:
         )
     if positions is not None and positions < task.prompt_length + task.response_length:
         raise ValueError(f"the model's {positions} positions cannot hold prompt + response tokens")
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,76 +186,6 @@ class PolicyTables:
         )
 
 
-def stage_config(config, *, stage: str, loss: str, init: str, overrides=None):
-    """The top-level config turned into one stage's training config; `overrides` entries that are
-    None keep the top-level value."""
-    c = config.copy_and_resolve_references()
-    with c.unlocked():
-        c.stage, c.loss = stage, loss
-        c.model.name_or_path = init
-        c.reference.name_or_path = ""  # the initial policy, pi_ref for every stage after SFT
-        c.export_hf = True  # later stages and the evaluator read the exported policy
-        c.update({name: value for name, value in dict(overrides or {}).items() if value is not None})
-    return c
-
-
-# Fields that change how a stage runs or reports, not what it learns: a rerun may change them.
-_NOT_IN_IDENTITY = (
-    "synthetic",  # where the shared stages live, which betas run beside this one, the frontier grid
-    "data",  # unused: the benchmark builds its own token arrays
-    "mesh_shape",
-    "logical_axis_rules",
-    "log_every_steps",
-    "eval_every_examples",
-    "eval_batch_size",
-    "checkpoint_every_steps",
-    "keep_checkpoints",
-    "tensorboard",
-    "wandb_project",
-    "progress_bar",
-    "do_first_eval",
-    "allow_config_change",
-    "max_consecutive_skipped_steps",
-)
-
-
-def _stage_identity(stage_cfg, data_identity: str) -> dict:
-    fields = {k: v for k, v in stage_cfg.to_dict().items() if k not in _NOT_IN_IDENTITY}
-    # A loss that ignores beta (SFT, the baselines) does not depend on it, so every beta of a sweep
-    # shares those stages.
-    if not uses_reference(stage_cfg.loss):
-        fields.pop("beta")
-    return {"config": _digest(fields), "data": data_identity}
-
-
-def train_stage(stage_cfg, stage_dir: Path, make_data: Callable, data_identity: str) -> float:
-    """Train one stage unless it has finished; returns the seconds spent (0 when skipped)."""
-    identity = _stage_identity(stage_cfg, data_identity)
-    identity_file = stage_dir / IDENTITY_FILE
-    if identity_file.exists():
-        recorded = json.loads(identity_file.read_text())
-        if recorded != identity:
-            raise ValueError(
-                f"{stage_dir} was trained with other settings ({recorded} != {identity}); "
-                "use a new workdir (or delete that stage) to train with these"
-            )
-    if (stage_dir / FINISHED_MARKER).exists():
-        logger.info("stage %s: finished earlier, loading its export", stage_dir.name)
-        return 0.0
-    start = time.time()
-    logger.info("stage %s: training (loss %s)", stage_dir.name, stage_cfg.loss)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        identity_file.write_text(json.dumps(identity))
-    if run_training(stage_cfg, str(stage_dir), make_data(), tokenizer=None).preempted:
-        raise Preempted(f"stage {stage_dir.name} was preempted; rerun to resume")
-    if not (stage_dir / FINISHED_MARKER).exists():
-        raise RuntimeError(
-            f"stage {stage_dir.name} stopped before its last step (preempted?); rerun to resume"
-        )
-    return time.time() - start
-
-
 def _sample_preference_data(
     task, settings, prompts: Prompts, tables: PolicyTables, ref_params
 ) -> PreferenceData:
@@ -292,13 +210,6 @@ def preference_data(path: Path, identity: str, make: Callable[[], PreferenceData
     return data
 
 
-def _method_stats(logp, logp_ref, reward) -> dict:
-    stats = policy_stats(logp, logp_ref, reward)
-    reference = policy_stats(logp_ref, logp_ref, reward)["reward"]
-    optimum = optimum_reward_at_kl(logp_ref, reward, stats["kl"])
-    return {**stats, "optimum_reward": optimum, "gain_ratio": gain_ratio(stats["reward"], reference, optimum)}
-
-
 def frontier_grid(settings, betas) -> list[float]:
     grid = np.geomspace(settings.frontier_beta_min, settings.frontier_beta_max, settings.frontier_points)
     return sorted(set(grid.tolist()) | set(betas))
@@ -310,19 +221,19 @@ def evaluate_policies(task, prompts_eval, logp_ref, policy_logps: dict, betas, f
     generator = task.generator_logprobs(prompts_eval)
     result = {
         "reference": policy_stats(logp_ref, logp_ref, reward),
-        "generator": _method_stats(generator, logp_ref, reward),
+        "generator": method_stats(generator, logp_ref, reward),
         "reward_maximum": float(np.mean(reward.max(-1))),
         "dpo_by_beta": [],
         "optimum_by_beta": [],
     }
     for beta in betas:
-        dpo = _method_stats(policy_logps[("dpo", beta)], logp_ref, reward)
+        dpo = method_stats(policy_logps[("dpo", beta)], logp_ref, reward)
         result["dpo_by_beta"].append({"beta": beta, **dpo})
         optimum = policy_stats(optimal_logprobs(logp_ref, reward, beta), logp_ref, reward)
         result["optimum_by_beta"].append({"beta": beta, **optimum})
     for name, logp in policy_logps.items():
         if name[0] != "dpo":
-            result[name[0]] = _method_stats(logp, logp_ref, reward)
+            result[name[0]] = method_stats(logp, logp_ref, reward)
     result["frontier"] = frontier(logp_ref, reward, frontier_betas)
     return result
 
@@ -338,15 +249,18 @@ def run_experiment(config, workdir: str) -> dict:
     shared = Path(os.path.abspath(settings.reference_workdir)) if settings.reference_workdir else root
     for directory in {root, shared}:
         directory.mkdir(parents=True, exist_ok=True)
-    data_identity = _digest({field: settings[field] for field in _DATA_FIELDS})
+    data_identity = digest({field: settings[field] for field in _DATA_FIELDS})
     prompts = draw_prompts(task, settings)
     seconds = {}
     stage_names = ["sft", *baselines, *(f"{config.loss} beta={beta!r}" for beta in betas)]
+    if rlhf.needs_reward_model(settings):
+        stage_names.append(rlhf.REWARD_MODEL)
     logger.info(
-        "synthetic experiment in %s: %d training stages (%s), then the exact evaluation",
+        "synthetic experiment in %s: %d training stages (%s%s), then the exact evaluation",
         root,
         len(stage_names),
         ", ".join(stage_names),
+        ", and the PPO runs of synthetic.ppo_kl_coefs" if settings.get("ppo_kl_coefs") else "",
     )
 
     def generator_data():
@@ -360,7 +274,7 @@ def run_experiment(config, workdir: str) -> dict:
 
     tables = PolicyTables(config, task)
     ref_params = tables.load(shared / "sft")
-    pairs_identity = _digest({"data": data_identity, "sft": _stage_identity(sft_cfg, data_identity)})
+    pairs_identity = digest({"data": data_identity, "sft": stage_identity(sft_cfg, data_identity)})
     start = time.time()
     pairs = preference_data(
         shared / PREFERENCE_DATA,
@@ -390,12 +304,46 @@ def run_experiment(config, workdir: str) -> dict:
         name = f"{config.loss}_beta_{beta!r}"
         seconds[name] = train_stage(cfg, root / name, pair_data("dpo", "pairs"), pairs_identity)
         stage_dirs[("dpo", beta)] = root / name
+    # The RLHF baselines do not depend on beta either: they live beside SFT and the baselines.
+    if rlhf.needs_reward_model(settings):
+        seconds[rlhf.REWARD_MODEL] = rlhf.train_reward_model(
+            config, shared, pair_data("dpo", "pairs"), pairs_identity
+        )
+        stage_dirs[(rlhf.REWARD_MODEL,)] = shared / rlhf.REWARD_MODEL
+    ppo_dirs = {}
+    for reward_kind, kl_coef in rlhf.ppo_runs(settings):
+        name = rlhf.ppo_stage_name(reward_kind, kl_coef)
+        seconds[name] = rlhf.train_ppo(
+            config, task, prompts.pairs, shared, reward_kind, kl_coef, pairs_identity
+        )
+        ppo_dirs[(reward_kind, kl_coef)] = shared / name
 
     start = time.time()
-    policy_logps = {key: tables.table(tables.load(path), prompts.eval) for key, path in stage_dirs.items()}
+    policy_logps = {
+        key: tables.table(tables.load(path), prompts.eval)
+        for key, path in stage_dirs.items()
+        if key != (rlhf.REWARD_MODEL,)
+    }
     result = evaluate_policies(
         task, prompts.eval, pairs.eval_logp_ref, policy_logps, betas, frontier_grid(settings, betas)
     )
+    proxy_table = None
+    if rlhf.needs_reward_model(settings):
+        proxy_table = rlhf.reward_model_table(
+            shared / rlhf.REWARD_MODEL, task, prompts.eval, batch_size=settings.table_batch_size
+        )
+    result.update(
+        rlhf.evaluate_rlhf(
+            task,
+            pairs.eval_logp_ref,
+            task.reward(prompts.eval, task.all_completions()),
+            proxy_table=proxy_table,
+            ppo_logps={key: tables.table(tables.load(path), prompts.eval) for key, path in ppo_dirs.items()},
+            sizes=rlhf.best_of_n_sizes(settings),
+            pairs=pairs,
+        )
+    )
+    stage_dirs.update({("ppo", *key): path for key, path in ppo_dirs.items()})
     seconds["evaluation"] = time.time() - start
     result.update(
         report.headline(result, float(config.beta) if float(config.beta) in betas else betas[0]),

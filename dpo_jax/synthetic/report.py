@@ -18,6 +18,12 @@ logger = logging.getLogger("dpo_jax")
 EVAL_FILE = "synthetic_eval.json"
 # Baselines in the order of the paper's figure, with the names the table and figure show.
 BASELINE_LABELS = {"preferred_ft": "preferred-FT", "unlikelihood": "unlikelihood"}
+# The RLHF baselines' series: name -> (label, the field that sets each point, its table cell).
+RLHF_SERIES = {
+    "ppo_true_reward": ("PPO (true reward)", "kl_coef", "{:.3f}"),
+    "ppo_learned_reward": ("PPO (learned RM)", "kl_coef", "{:.3f}"),
+    "best_of_n": ("best-of-N (learned RM)", "n", "N={}"),
+}
 
 
 def headline(result: dict, beta: float) -> dict:
@@ -64,6 +70,9 @@ def _rows(result: dict) -> list[tuple[str, ...]]:
     for name, label in BASELINE_LABELS.items():
         if name in result:
             rows.append((label, "-", *_point_cells(result[name])))
+    for name, (label, key, column) in RLHF_SERIES.items():
+        for point in result.get(name, []):
+            rows.append((label, column.format(point[key]), *_point_cells(point)))
     if "generator" in result:
         rows.append(("generator (SFT data)", "-", *_point_cells(result["generator"])))
     return rows
@@ -80,7 +89,7 @@ def _point_cells(point: dict) -> tuple[str, ...]:
 
 def format_table(result: dict) -> str:
     """Method, beta, KL(pi || pi_ref), E[r], the optimum's E[r] at that KL and the gain ratio, all exact."""
-    header = ("method", "beta", "KL", "E[r]", "optimum E[r] at KL", "gain ratio")
+    header = ("method", "beta / N", "KL", "E[r]", "optimum E[r] at KL", "gain ratio")
     rows = [header, *_rows(result)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
@@ -96,6 +105,13 @@ def format_table(result: dict) -> str:
         f"E[max_y r] = {_number(result.get('reward_maximum'))}; "
         "gain ratio = (E[r] - E_ref[r]) / (optimum E[r] at the same KL - E_ref[r])"
     ]
+    if "reward_model" in result:
+        accuracy = result["reward_model"]
+        notes.append(
+            f"reward model: eval pair accuracy {_number(accuracy['eval_pair_accuracy'])} "
+            f"(the true reward on the same noisy labels: {_number(accuracy['true_reward_pair_accuracy'])}); "
+            "PPO's beta column is its KL coefficient"
+        )
     return "\n".join(lines + notes)
 
 
@@ -114,6 +130,11 @@ def plot(result: dict, path: str | Path) -> Path | None:
             label: [(result[n]["kl"], result[n]["reward"])]
             for n, label in BASELINE_LABELS.items()
             if n in result
+        },
+        **{
+            label: [(p["kl"], p["reward"]) for p in result[name]]
+            for name, (label, _, _) in RLHF_SERIES.items()
+            if result.get(name)
         },
         "reference (SFT)": [(0.0, result["reference"]["reward"])],
     }

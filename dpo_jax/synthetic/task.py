@@ -129,6 +129,10 @@ class SyntheticTask:
         per_token = self._hidden["token_values"][completions] + _ECHO_BONUS * echoes
         return self.reward_scale * per_token.sum(-1)
 
+    def paired_reward(self, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
+        """[M] float64 hidden reward of row m's completion [M, T] for row m's prompt [M, P]."""
+        return self._rowwise_reward(np.asarray(prompts), np.asarray(completions))
+
     def reward(self, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
         """[N, C] float64 hidden reward of every (prompt, completion) combination."""
         return self._rowwise_reward(np.asarray(prompts)[:, None, :], np.asarray(completions)[None, :, :])

@@ -7,27 +7,69 @@ mesh once the devices are known.
 from __future__ import annotations
 
 from dpo_jax import UserError
-from dpo_jax.objectives import uses_reference, validate_loss_options
+from dpo_jax.objectives import REWARD_LOSSES, uses_reference, validate_loss_options
 
-STAGES = ("sft", "dpo")
+# sft and dpo train a policy; reward_model trains a scalar-head model on the same preference data.
+STAGES = ("sft", "dpo", "reward_model")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
+def data_stage(config) -> str:
+    """The kind of examples the stage reads: responses for SFT, ranked responses otherwise."""
+    return "sft" if config.stage == "sft" else "dpo"
+
+
+def stage_uses_reference(config) -> bool:
+    """Whether the stage needs a frozen reference model (a reward model never does)."""
+    if config.stage == "reward_model":
+        return False
+    return uses_reference(config.loss, reference_free=config.reference_free)
+
+
+def _validate_reward_model(config, num_responses: int) -> None:
+    if config.loss not in REWARD_LOSSES:
+        raise UserError(
+            f"config.stage='reward_model' with config.loss={config.loss!r}; a reward model trains with "
+            f"one of {sorted(REWARD_LOSSES)}"
+        )
+    if config.reference_free or config.length_normalize or config.reference.precompute_logps:
+        raise UserError(
+            "config.reference_free, config.length_normalize and config.reference.precompute_logps are "
+            "policy settings; a reward model scores whole sequences and has no reference"
+        )
+    validate_loss_options(
+        REWARD_LOSSES[config.loss],
+        beta=1.0,
+        label_smoothing=config.label_smoothing,
+        num_responses=num_responses,
+        top_k=config.plackett_luce_top_k,
+        reference_free=True,
+    )
+
+
 def validate_config(config, *, num_responses: int | None = None) -> None:
-    """Raise ValueError naming the field for any inconsistent setting.
+    """Raise UserError naming the field for any inconsistent setting.
 
     num_responses is the K the data gives (2 for pairs); before the data is loaded it is assumed
     to be 1 for SFT and 2 for pairwise losses, and checked again once known.
     """
     if config.stage not in STAGES:
         raise UserError(f"config.stage={config.stage!r}; expected one of {STAGES}")
-    if (config.stage == "sft") != (config.loss == "sft"):
+    if num_responses is None:
+        num_responses = 1 if config.stage == "sft" else max(2, config.plackett_luce_top_k)
+    if config.stage == "reward_model":
+        _validate_reward_model(config, num_responses)
+    elif (config.stage == "sft") != (config.loss == "sft"):
         raise UserError(
             f"config.stage={config.stage!r} with config.loss={config.loss!r}: the sft stage trains loss 'sft' "
             "and the dpo stage a preference loss"
         )
-    if num_responses is None:
-        num_responses = 1 if config.stage == "sft" else max(2, config.plackett_luce_top_k)
+    else:
+        _validate_policy_loss(config, num_responses)
+    _validate_run(config)
+
+
+def _validate_policy_loss(config, num_responses: int) -> None:
     validate_loss_options(
         config.loss,
         beta=config.beta,
@@ -37,6 +79,13 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
         reference_free=config.reference_free,
         length_normalize=config.length_normalize,
     )
+    if config.reference.precompute_logps and not uses_reference(
+        config.loss, reference_free=config.reference_free
+    ):
+        raise UserError("config.reference.precompute_logps=True but this run uses no reference model")
+
+
+def _validate_run(config) -> None:
     if config.nonfinite_policy not in NONFINITE_POLICIES:
         raise UserError(
             f"config.nonfinite_policy={config.nonfinite_policy!r}; expected one of {NONFINITE_POLICIES}"
@@ -64,10 +113,6 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
         raise UserError("config.num_train_steps and config.num_epochs must be >= 0")
     if config.num_train_steps == 0 and config.num_epochs == 0:
         raise UserError("set config.num_train_steps or config.num_epochs")
-    if config.reference.precompute_logps and not uses_reference(
-        config.loss, reference_free=config.reference_free
-    ):
-        raise UserError("config.reference.precompute_logps=True but this run uses no reference model")
 
 
 def validate_layout(config, *, data_parallel_size: int, process_count: int) -> None:

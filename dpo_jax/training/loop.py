@@ -32,13 +32,19 @@ from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import MetricsWriter, Throughput
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, tokenizer_source
-from dpo_jax.objectives import uses_reference
+from dpo_jax.models.loading import (
+    EXPORT_DIRNAME,
+    load_model,
+    load_reference_params,
+    load_scalar_head_model,
+    tokenizer_source,
+)
+from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
-from dpo_jax.training.checks import validate_config, validate_layout
+from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.step import jit_train_step, make_apply_fn
+from dpo_jax.training.step import jit_train_step, make_apply_fn, make_value_fn
 from dpo_jax.training.workdir import (
     WorkdirLock,
     config_changes,
@@ -106,7 +112,7 @@ def train_and_evaluate(config, workdir: str):
     with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
         tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
         cache_dir = default_cache_dir(config, workdir)
-        prepared = data_lib.build_datasets(config.data, tokenizer, stage=config.stage, cache_dir=cache_dir)
+        prepared = data_lib.build_datasets(config.data, tokenizer, stage=data_stage(config), cache_dir=cache_dir)
         return run_training(config, workdir, prepared, tokenizer=tokenizer)
 
 
@@ -143,23 +149,20 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
     data_metrics = {k: float(v) for k, v in prepared.report_metrics().items()}
 
     # --- Model, optimizer, sharded state, reference ----------------------------------------------
-    model, host_params = load_model(config.model, param_dtype=config.model.param_dtype, seed=config.seed)
+    if config.stage == "reward_model":  # the initial model's body under a scalar head
+        model, host_params = load_scalar_head_model(
+            config.model, param_dtype=config.model.param_dtype, seed=config.seed
+        )
+    else:
+        model, host_params = load_model(config.model, param_dtype=config.model.param_dtype, seed=config.seed)
     tx, schedule = make_optimizer(_optimizer_config(config, num_steps))
     state, state_shardings, abstract_state = create_train_state(
         model, host_params, tx, mesh, rules, seed=config.seed
     )
-    has_reference = uses_reference(config.loss, reference_free=config.reference_free)
+    has_reference = stage_uses_reference(config)
     reference = None
     if has_reference:
-        if config.reference.name_or_path:
-            _, ref_host = load_model(
-                config.model,
-                param_dtype=config.reference.param_dtype,
-                seed=config.seed,
-                name_or_path=config.reference.name_or_path,
-            )
-        else:
-            ref_host = host_params  # the initial policy, as in the paper
+        ref_host = load_reference_params(config, host_params)
         reference = place_reference(ref_host, state_shardings.params, config.reference.param_dtype)
     del host_params
 
@@ -182,7 +185,7 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
 
     # --- Export ---------------------------------------------------------------------------------
     if outcome.step == num_steps:
-        _finish(config, workdir, model, state, tokenizer)
+        _finish(config, workdir, model, state, tokenizer, pad_id=prepared.pad_id, eos_id=prepared.eos_id)
     elif outcome.preempted:
         logger.warning(
             "preempted: saved step %d of %d; exit status %d asks the scheduler to requeue",
@@ -256,7 +259,11 @@ class _Run:
     def loop(self, state, reference, state_shardings, mesh, has_reference, data_metrics):
         config, prepared, loader = self.config, self.prepared, self.loader
         start_step = int(jax.device_get(state.step))
-        apply_fn = make_apply_fn(self.model)
+        # A reward model's objective reads its values; a policy's, its hidden states and vocabulary head.
+        if config.stage == "reward_model":
+            apply_fn = make_value_fn(self.model)
+        else:
+            apply_fn = make_apply_fn(self.model)
         # Passes without gradients use the micro-batch size: it is known to fit.
         eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
         if has_reference and config.reference.precompute_logps:
@@ -320,7 +327,7 @@ class _Run:
                     data_metrics, pending, real_tokens = {}, [], []
                 if step % steps_per_eval == 0 or step == self.num_steps:
                     last_eval = run_eval(step)
-                    if config.eval_samples and self.tokenizer is not None:
+                    if config.eval_samples and self.tokenizer is not None and config.stage != "reward_model":
                         samples = side_by_side_samples(
                             self.model, state.params, reference, prepared, self.tokenizer, config, step
                         )
@@ -426,10 +433,17 @@ def _progress_bar(config, start: int, total: int):
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
-def _finish(config, workdir, model, state, tokenizer) -> None:
+def _finish(config, workdir, model, state, tokenizer, *, pad_id: int, eos_id: int) -> None:
     params = gather_to_host(state.params) if config.export_hf else None
     if jax.process_index() == 0:
-        if config.export_hf:
+        if config.export_hf and config.stage == "reward_model":
+            # With pad == eos transformers would score the token before each EOS: export no pad id
+            # then (transformers scores the last column, right for unpadded or left-padded input).
+            exported_pad = None if pad_id in (eos_id, hf_eos_id(model.config)) else pad_id
+            to_hf_reward_model(
+                model, params, str(workdir / EXPORT_DIRNAME), pad_token_id=exported_pad, tokenizer=tokenizer
+            )
+        elif config.export_hf:
             to_hf(model, params, str(workdir / EXPORT_DIRNAME), tokenizer=tokenizer)
         marker = {"step": int(jax.device_get(state.step)), "time": time.time()}
         (workdir / FINISHED_MARKER).write_text(json.dumps(marker))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from dpo_jax.metrics import merge_metrics
-from dpo_jax.objectives import HiddenStates, batch_loss, loss_options
+from dpo_jax.objectives import HiddenStates, make_loss_fn
 from dpo_jax.sharding import batch_sharding
 
 
@@ -36,12 +36,8 @@ def split_micro_batches(batch: dict, num_micro: int) -> dict:
 
 def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
     """Build `train_step(state, reference_params, batch) -> (state, metrics)` for this config."""
-    options = loss_options(config)
     num_micro = config.grad_accum_steps
-
-    def loss_fn(params, reference_params, micro_batch):
-        return batch_loss(params, reference_params, micro_batch, apply_fn=apply_fn, **options)
-
+    loss_fn = make_loss_fn(apply_fn, config)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state, reference_params, batch):
@@ -100,6 +96,16 @@ def make_apply_fn(model) -> Callable:
         return HiddenStates(hidden, unembed)
 
     return apply_fn
+
+
+def make_value_fn(model) -> Callable:
+    """`(params, input_ids, attention_mask) -> values [N, L]` of a scalar-head (reward) model, as
+    `objectives.reward_batch_loss` calls it."""
+
+    def value_fn(params, input_ids, attention_mask):
+        return model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+
+    return value_fn
 
 
 def jit_train_step(apply_fn: Callable, config, state_shardings, batch: dict, mesh, *, has_reference: bool):

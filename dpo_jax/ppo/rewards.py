@@ -1,0 +1,66 @@
+"""Where a rollout's scores come from: `RewardFn(prompt_ids, prompt_mask, response_ids, response_mask)
+-> [B] float32`, host arrays in, host array out.
+
+A reward model (`reward_model_fn`: a `ScalarHeadModel`, its score at the last real token of prompt +
+response) or any given function, e.g. the synthetic task's hidden true reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dpo_jax.models import abstract_params
+from dpo_jax.models.loading import load_scalar_head_model
+from dpo_jax.models.reward import sequence_scores
+from dpo_jax.sharding import gather_to_host, logical_to_mesh_shardings, make_global_batch
+
+RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def reward_model_fn(model, params, mesh) -> RewardFn:
+    """A `RewardFn` scoring with a reward model whose params are (possibly sharded) on `mesh`."""
+
+    @jax.jit
+    def score(params, batch):
+        values = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
+        return sequence_scores(values, batch["attention_mask"])
+
+    def reward(prompt_ids, prompt_mask, response_ids, response_mask):
+        batch = {
+            "input_ids": np.concatenate([prompt_ids, response_ids], axis=1).astype(np.int32),
+            "attention_mask": np.concatenate([prompt_mask, response_mask], axis=1).astype(np.int32),
+        }
+        return np.asarray(gather_to_host(score(params, make_global_batch(batch, mesh))), np.float32)
+
+    return reward
+
+
+def load_reward_model_fn(config, mesh, rules) -> RewardFn:
+    """The `RewardFn` of the reward model `config.ppo.reward_model` (an export or a reward_model workdir),
+    its params laid out on the mesh by their logical axes like the policy's."""
+    if not config.ppo.reward_model:
+        raise ValueError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
+    model, host_params = load_scalar_head_model(
+        config.model,
+        param_dtype=config.reference.param_dtype,
+        seed=config.seed,
+        name_or_path=config.ppo.reward_model,
+    )
+    shardings = logical_to_mesh_shardings(abstract_params(model, boxed=True), mesh, rules)
+    return reward_model_fn(model, jax.tree.map(jax.device_put, host_params, shardings), mesh)
+
+
+def as_float_scores(scores, num_rows: int) -> np.ndarray:
+    """A reward function's output checked: [B] finite floats."""
+    scores = np.asarray(jnp.asarray(scores), np.float32)
+    if scores.shape != (num_rows,):
+        raise ValueError(f"the reward function returned shape {scores.shape}; expected ({num_rows},)")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(
+            f"the reward function returned non-finite scores: {scores[~np.isfinite(scores)][:5]}"
+        )
+    return scores
