@@ -17,7 +17,7 @@ from dpo_jax.data import make_eval_batches
 from dpo_jax.data.packing import layout_from_config
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.objectives import batch_loss, loss_options, reference_logps
-from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch
+from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, traced_in_context
 
 
 def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):
@@ -41,6 +41,21 @@ def make_reference_logps_step(apply_fn: Callable, config):
         )
 
     return step
+
+
+def jit_eval_step(apply_fn: Callable, config, mesh, rules, *, has_reference: bool):
+    """The eval step jitted and traced inside the mesh and `rules` (activation constraints bind).
+
+    Its input shardings are those of the arguments: the state's params and global batches.
+    """
+    return jax.jit(
+        traced_in_context(make_eval_step(apply_fn, config, has_reference=has_reference), mesh, rules)
+    )
+
+
+def jit_reference_logps_step(apply_fn: Callable, config, mesh, rules):
+    """The reference log-prob step, jitted like `jit_eval_step`."""
+    return jax.jit(traced_in_context(make_reference_logps_step(apply_fn, config), mesh, rules))
 
 
 def _batches(prepared, batch_size: int, split: str, layout):
@@ -88,13 +103,13 @@ def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, l
     return logps
 
 
-def precompute_reference_logps(prepared, apply_fn, reference, config, mesh, batch_size: int):
+def precompute_reference_logps(prepared, apply_fn, reference, config, mesh, rules, batch_size: int):
     """Reference log-probs [N, K] of every train and eval example, attached so batches carry them.
 
     After this the reference params are no longer needed: the step reads `batch["reference_logps"]`.
     The pass lays examples out as training does (`data.share_prompt`, `data.pack`).
     """
-    step = jax.jit(make_reference_logps_step(apply_fn, config))
+    step = jit_reference_logps_step(apply_fn, config, mesh, rules)
     layout = pass_layout(config, mesh)
     splits = {}
     for split in ("train", "eval"):

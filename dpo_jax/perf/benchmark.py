@@ -215,7 +215,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     batch = make_global_batch(host, mesh)
     if not has_reference:
         batch["reference_logps"] = precomputed_reference_logps(apply_fn, config, state.params, batch, mesh)
-    train_step = jit_train_step(apply_fn, config, state_shardings, batch, mesh, has_reference=has_reference)
+    train_step = jit_train_step(
+        apply_fn, config, state_shardings, batch, mesh, rules, has_reference=has_reference
+    )
     real_tokens = anchor_real_tokens(pair_lengths)
     start = time.perf_counter()
     # Compiled once, ahead of time: the same executable is counted and timed.

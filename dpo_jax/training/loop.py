@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from dpo_jax import data as data_lib
 from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_stop_for_preemption
 from dpo_jax.data.packing import layout_from_config
-from dpo_jax.evaluation.passes import evaluate, make_eval_step, pass_layout, precompute_reference_logps
+from dpo_jax.evaluation.passes import evaluate, jit_eval_step, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import MetricsWriter, Throughput
@@ -168,14 +168,16 @@ def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResu
     # Passes without gradients use the micro-batch size: it is known to fit.
     eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
     if has_reference and config.reference.precompute_logps:
-        prepared = precompute_reference_logps(prepared, apply_fn, reference, config, mesh, eval_batch_size)
+        prepared = precompute_reference_logps(
+            prepared, apply_fn, reference, config, mesh, rules, eval_batch_size
+        )
         loader = loader.with_data(prepared)
         reference, has_reference = None, False  # freed: the logps travel with the batches
     first_batch = make_global_batch(loader.batch(start_step), mesh)
     train_step = jit_train_step(
-        apply_fn, config, state_shardings, first_batch, mesh, has_reference=has_reference
+        apply_fn, config, state_shardings, first_batch, mesh, rules, has_reference=has_reference
     )
-    eval_step = jax.jit(make_eval_step(apply_fn, config, has_reference=has_reference))
+    eval_step = jit_eval_step(apply_fn, config, mesh, rules, has_reference=has_reference)
 
     def run_eval():
         return evaluate(
