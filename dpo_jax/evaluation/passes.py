@@ -86,20 +86,26 @@ def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh, layo
 
 
 def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, layout) -> np.ndarray:
-    data = getattr(prepared, split)
-    logps = np.zeros((data.num_examples, data.num_responses), np.float32)
-    start = 0
+    """[N, K] reference log-probs, each put on its example by the batch's `example_index`.
+
+    Never by its global row: on a multi-host mesh whose devices are not in process order, global
+    row j of a batch built from per-process rows is not example j (and packed rows hold several).
+    """
+    num_examples = getattr(prepared, split).num_examples
+    logps, filled = None, np.zeros(num_examples, np.int64)
     for local in _batches(prepared, batch_size, split, layout):
         batch = make_global_batch(local, mesh)
-        if "example_index" in batch:
-            # Rows hold examples in packing order: each slot says which example it is.
-            values, index = gather_to_host((step(reference, batch), batch["example_index"]))
-            real = index >= 0
-            logps[index[real]] = np.asarray(values)[real]
-        else:
-            values = np.asarray(gather_to_host(step(reference, batch)))[: data.num_examples - start]
-            logps[start : start + len(values)] = values
-            start += len(values)
+        values, index = gather_to_host((step(reference, batch), batch["example_index"]))
+        real = index >= 0
+        if logps is None:
+            logps = np.zeros((num_examples, values.shape[1]), np.float32)
+        logps[index[real]] = values[real]
+        np.add.at(filled, index[real], 1)
+    if logps is None or not (filled == 1).all():
+        raise AssertionError(
+            f"reference log-probs of the {split} split: {int((filled == 0).sum())} examples got none and "
+            f"{int((filled > 1).sum())} more than one"
+        )
     return logps
 
 

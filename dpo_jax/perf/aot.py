@@ -229,7 +229,7 @@ def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
         result["estimated_mfu"] = round(
             program.model_flops / (seconds * target.peak_bf16_flops * target.chips), 4
         )
-        result["estimate_note"] = "XLA cost model (optimal_seconds), not a measurement"
+        result["estimate_note"] = "an estimate from the XLA cost model (optimal_seconds), not a measurement"
     return result
 
 
