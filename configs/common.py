@@ -43,6 +43,8 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
         config.data.max_eval_examples = 16
         config.global_batch_size = 8  # one row per fake CPU device (the smallest fixture has 15 pairs)
         config.grad_accum_steps = 1
+        config.mesh_shape = (-1, 1, 1)  # pure data parallel over the fake CPU devices
+        config.model.remat_policy = "none"
         config.num_train_steps = 4
         config.learning_rate = 1e-3 if config.stage == "sft" else 1e-4
         config.optimizer = "adamw"

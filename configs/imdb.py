@@ -12,6 +12,11 @@ makes the pairs from the SFT run, and the default variant trains DPO on them:
         --config.data.eval_split=
 
 `python -m dpo_jax.frontier` then draws the reward-vs-KL frontier of a beta sweep (see the README).
+
+Intended targets: v5e-8, 1x H100. fp32 params, gradients and RMSprop moments with the bf16
+reference are ~11 GB, sharded over every chip (FSDP, `mesh_shape=(1, -1, 1)`), in micro-batches of
+16 pairs (64 per step, `grad_accum_steps=4`); `python -m dpo_jax.aot --config=configs/imdb.py
+--target=...` checks a target before a pod is started (README, "Compiling ahead of time").
 """
 
 from configs.common import apply_variants, base_config
@@ -28,6 +33,8 @@ def get_config(arg=None):
     c.data.max_prompt_length = 64
     c.beta = 0.1
     c.learning_rate = 1e-6
+    c.mesh_shape = (1, -1, 1)  # FSDP over every chip: see the docstring
+    c.grad_accum_steps = 4  # micro-batches of 16 pairs
     variants = (arg or "").split(",")
     if "sft" in variants:
         c.data.source = "imdb"

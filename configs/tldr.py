@@ -6,6 +6,12 @@
 
 The SFT stage trains on the human-written TL;DRs (CarperAI/openai_summarize_tldr). beta 0.5 as
 in some of the paper's TL;DR runs; override with --config.beta=0.1.
+
+Intended targets: v4-8, v5e-16, v5p-8, 1x and 8x H100. fp32 params, gradients and RMSprop moments
+with the bf16 reference are ~50 GB, so the state is sharded over every chip (FSDP, `mesh_shape=(1,
+-1, 1)`) and activations are recomputed (`remat_policy=full`) in micro-batches of 16 pairs (64 pairs
+per step, `grad_accum_steps=4`); `python -m dpo_jax.aot --config=configs/tldr.py --target=...`
+checks a target before a pod is started (README, "Compiling ahead of time").
 """
 
 from configs.common import apply_variants, base_config
@@ -20,6 +26,9 @@ def get_config(arg=None):
     c.data.truncation_mode = "keep_end"  # the post ends with the "TL;DR:" cue
     c.beta = 0.5
     c.learning_rate = 1e-6
+    c.mesh_shape = (1, -1, 1)  # FSDP over every chip: see the docstring
+    c.grad_accum_steps = 4  # micro-batches of 16 pairs
+    c.model.remat_policy = "full"
     variants = (arg or "").split(",")
     if "sft" in variants:
         c.data.source = "tldr_sft"

@@ -100,7 +100,13 @@ def main(argv=None):
             (rows, 2), jax.numpy.float32, sharding=batch_sharding(mesh, 2)
         )
     step = jit_train_step(
-        make_apply_fn(model), config, shardings, batch, mesh, has_reference=reference is not None
+        make_apply_fn(model),
+        config,
+        shardings,
+        batch,
+        mesh,
+        DEFAULT_LOGICAL_AXIS_RULES,
+        has_reference=reference is not None,
     )
     # Trace for the H100: attention="auto" reads the platform from the mesh in context.
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):

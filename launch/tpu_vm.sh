@@ -121,10 +121,34 @@ setup() {
 && ~/${REMOTE_VENV}/bin/pip install -e ~/${REMOTE_DIR} '${JAX_TPU_SPEC}'"
 }
 
+# Chips in the slice: v4-N and v5p-N count TensorCores (2 per chip), v5litepod-N / v5e-N count chips.
+slice_chips() {
+  local size="${ACCELERATOR_TYPE##*-}"
+  case "${ACCELERATOR_TYPE}" in
+    v4-*|v5p-*) echo $((size / 2)) ;;
+    *) echo "${size}" ;;
+  esac
+}
+
+# The layout for the slice: FSDP over every chip, the shipped configs' 64-pair step in micro-batches
+# that every chip gets a share of (16 pairs up to 16 chips, else one micro-batch of 64 split over up
+# to 64 chips). `python -m dpo_jax.aot --target=...` shows that these fit (README, "Compiling ahead of time").
+layout_flags() {
+  local chips
+  chips="$(slice_chips)"
+  echo "--config.mesh_shape=(1,${chips},1)"
+  if ((chips > 16)); then
+    echo "--config.grad_accum_steps=$((64 / chips > 0 ? 64 / chips : 1))"
+  fi
+}
+
 run() {
-  # The venv path stays unquoted so that the worker's shell expands "~".
+  local layout
+  mapfile -t layout < <(layout_flags)
+  # The venv path stays unquoted so that the worker's shell expands "~". Flags given after `--`
+  # come last and override the layout.
   on_all_workers "cd ${REMOTE_DIR} && ~/${REMOTE_VENV}/bin/python -m dpo_jax.main \
-$(shell_words "--config=${CONFIG}" "--workdir=${WORKDIR}" "$@")"
+$(shell_words "--config=${CONFIG}" "--workdir=${WORKDIR}" "${layout[@]}" "$@")"
 }
 
 delete() {

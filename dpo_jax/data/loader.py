@@ -15,6 +15,7 @@ Batch format (numpy, per process, B = local batch, K = responses per example, L 
   attention_mask int32 [B, K, L]  1 on prompt and response tokens
   loss_mask      int32 [B, K, L]  1 where input_ids[t] is a response token (its EOS included), else 0
   example_mask   int32 [B]        1 for a real example, 0 for an eval filler row
+  example_index  int32 [B]        eval batches only: the example's row in its split, -1 for filler
   <extra>        [B, ...]         the rows of each array attached with `TokenizedSplit.with_extras`
 The masks come from the stored lengths, never from input_ids != pad_id (pad == eos in GPT-2/Pythia).
 L is max_length, or with `length_buckets` the smallest bucket holding the longest sequence of the
@@ -357,7 +358,14 @@ class EvalBatches:
         slots = np.arange(index * self.global_batch_size, (index + 1) * self.global_batch_size)
         real = slots < self.num_examples
         rows = np.where(real, slots, 0)
-        return self._builder.batch(rows, real, self.process_index, self.process_count)
+        batch = self._builder.batch(rows, real, self.process_index, self.process_count)
+        if "example_index" not in batch:  # packed layouts say it per slot themselves
+            # Where each row's results belong: on a multi-host mesh a process's rows need not be
+            # contiguous in the global batch, so passes that collect per-example results go by this.
+            start = self.process_index * self.local_batch_size
+            local = slice(start, start + self.local_batch_size)
+            batch["example_index"] = np.where(real, slots, -1)[local].astype(np.int32)
+        return batch
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(self)):

@@ -17,7 +17,7 @@ from dpo_jax.data import make_eval_batches
 from dpo_jax.data.packing import layout_from_config
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.objectives import make_loss_fn, reference_logps
-from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch
+from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, traced_in_context
 
 
 def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):
@@ -40,6 +40,21 @@ def make_reference_logps_step(apply_fn: Callable, config):
         )
 
     return step
+
+
+def jit_eval_step(apply_fn: Callable, config, mesh, rules, *, has_reference: bool):
+    """The eval step jitted and traced inside the mesh and `rules` (activation constraints bind).
+
+    Its input shardings are those of the arguments: the state's params and global batches.
+    """
+    return jax.jit(
+        traced_in_context(make_eval_step(apply_fn, config, has_reference=has_reference), mesh, rules)
+    )
+
+
+def jit_reference_logps_step(apply_fn: Callable, config, mesh, rules):
+    """The reference log-prob step, jitted like `jit_eval_step`."""
+    return jax.jit(traced_in_context(make_reference_logps_step(apply_fn, config), mesh, rules))
 
 
 def _batches(prepared, batch_size: int, split: str, layout):
@@ -70,30 +85,36 @@ def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh, layo
 
 
 def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, layout) -> np.ndarray:
-    data = getattr(prepared, split)
-    logps = np.zeros((data.num_examples, data.num_responses), np.float32)
-    start = 0
+    """[N, K] reference log-probs, each put on its example by the batch's `example_index`.
+
+    Never by its global row: on a multi-host mesh whose devices are not in process order, global
+    row j of a batch built from per-process rows is not example j (and packed rows hold several).
+    """
+    num_examples = getattr(prepared, split).num_examples
+    logps, filled = None, np.zeros(num_examples, np.int64)
     for local in _batches(prepared, batch_size, split, layout):
         batch = make_global_batch(local, mesh)
-        if "example_index" in batch:
-            # Rows hold examples in packing order: each slot says which example it is.
-            values, index = gather_to_host((step(reference, batch), batch["example_index"]))
-            real = index >= 0
-            logps[index[real]] = np.asarray(values)[real]
-        else:
-            values = np.asarray(gather_to_host(step(reference, batch)))[: data.num_examples - start]
-            logps[start : start + len(values)] = values
-            start += len(values)
+        values, index = gather_to_host((step(reference, batch), batch["example_index"]))
+        real = index >= 0
+        if logps is None:
+            logps = np.zeros((num_examples, values.shape[1]), np.float32)
+        logps[index[real]] = values[real]
+        np.add.at(filled, index[real], 1)
+    if logps is None or not (filled == 1).all():
+        raise AssertionError(
+            f"reference log-probs of the {split} split: {int((filled == 0).sum())} examples got none and "
+            f"{int((filled > 1).sum())} more than one"
+        )
     return logps
 
 
-def precompute_reference_logps(prepared, apply_fn, reference, config, mesh, batch_size: int):
+def precompute_reference_logps(prepared, apply_fn, reference, config, mesh, rules, batch_size: int):
     """Reference log-probs [N, K] of every train and eval example, attached so batches carry them.
 
     After this the reference params are no longer needed: the step reads `batch["reference_logps"]`.
     The pass lays examples out as training does (`data.share_prompt`, `data.pack`).
     """
-    step = jax.jit(make_reference_logps_step(apply_fn, config))
+    step = jit_reference_logps_step(apply_fn, config, mesh, rules)
     layout = pass_layout(config, mesh)
     splits = {}
     for split in ("train", "eval"):

@@ -20,6 +20,12 @@ ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 # Activation names as transformers spells them; "gelu_new" is GPT-2's tanh approximation.
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu")
 
+# The embedding and the output head hold the vocabulary padded to a multiple of this (GPT-2's 50257 ->
+# 50304), so that the vocabulary axis divides by any tensor-parallel size up to 128 and the head's
+# matmul tiles evenly. The padded entries are zero on import, never exported, and the model cuts its
+# logits back to vocab_size, so no log-prob, sample or export ever sees them.
+VOCAB_PAD_MULTIPLE = 128
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -86,6 +92,11 @@ class ModelConfig:
             raise ValueError(f"rotary dimension {self.rotary_dim} (head_dim * rotary_pct) must be even")
         as_dtype(self.dtype)
         as_dtype(self.param_dtype)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and columns of the head: vocab_size rounded up to VOCAB_PAD_MULTIPLE."""
+        return -(-self.vocab_size // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE
 
     @property
     def head_dim(self) -> int:

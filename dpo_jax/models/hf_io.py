@@ -36,19 +36,34 @@ class TensorSpec:
     to_hf: Callable[[np.ndarray], np.ndarray]
 
 
-def _spec(hf_name, path, hf_shape, flax_shape=None, transpose=False):
-    """A tensor that maps by an optional transpose ([out, in] torch Linear) and a reshape."""
+def _spec(hf_name, path, hf_shape, flax_shape=None, transpose=False, vocab_axis=None, padded_vocab=None):
+    """A tensor that maps by an optional transpose ([out, in] torch Linear) and a reshape.
+
+    `vocab_axis` (in our layout) is padded with zero rows to `padded_vocab` on import and cut back to
+    the checkpoint's size on export, so the padding never leaves the model.
+    """
     flax_shape = tuple(flax_shape or hf_shape)
 
     def to_flax(x):
-        return (x.T if transpose else x).reshape(flax_shape)
+        x = (x.T if transpose else x).reshape(flax_shape)
+        if vocab_axis is None:
+            return x
+        widths = [(0, 0)] * x.ndim
+        widths[vocab_axis] = (0, padded_vocab - x.shape[vocab_axis])
+        return np.pad(x, widths)
 
     def to_hf(x):
+        if vocab_axis is not None:
+            x = np.take(x, np.arange(flax_shape[vocab_axis]), axis=vocab_axis)
         if transpose:
             return x.reshape(hf_shape[::-1]).T
         return x.reshape(hf_shape)
 
     return TensorSpec(hf_name, tuple(path), tuple(hf_shape), to_flax, to_hf)
+
+
+def _vocab_rows(cfg: ModelConfig, axis: int) -> dict:
+    return dict(vocab_axis=axis, padded_vocab=cfg.padded_vocab_size)
 
 
 def _norm_specs(hf_prefix, path_prefix, d):
@@ -61,7 +76,7 @@ def _norm_specs(hf_prefix, path_prefix, d):
 def _gpt2_specs(cfg: ModelConfig):
     d, h, hd, f = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size
     top = [
-        _spec("wte.weight", ("wte", "embedding"), (cfg.vocab_size, d)),
+        _spec("wte.weight", ("wte", "embedding"), (cfg.vocab_size, d), **_vocab_rows(cfg, 0)),
         _spec("wpe.weight", ("wpe", "embedding"), (cfg.max_position_embeddings, d)),
         *_norm_specs("ln_f", ("ln_f",), d),
     ]
@@ -100,11 +115,20 @@ def _neox_qkv_spec(cfg: ModelConfig, bias: bool):
 def _neox_specs(cfg: ModelConfig):
     d, h, hd, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size
     top = [
-        _spec("gpt_neox.embed_in.weight", ("embed_in", "embedding"), (v, d)),
+        _spec("gpt_neox.embed_in.weight", ("embed_in", "embedding"), (v, d), **_vocab_rows(cfg, 0)),
         *_norm_specs("gpt_neox.final_layer_norm", ("final_layer_norm",), d),
     ]
     if not cfg.tie_word_embeddings:
-        top.append(_spec("embed_out.weight", ("embed_out", "kernel"), (v, d), (d, v), transpose=True))
+        top.append(
+            _spec(
+                "embed_out.weight",
+                ("embed_out", "kernel"),
+                (v, d),
+                (d, v),
+                transpose=True,
+                **_vocab_rows(cfg, 1),
+            )
+        )
     layer = [
         *_norm_specs("input_layernorm", ("input_layernorm",), d),
         *_norm_specs("post_attention_layernorm", ("post_attention_layernorm",), d),

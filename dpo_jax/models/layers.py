@@ -135,7 +135,11 @@ class Embed(nn.Module):
         )
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+        # Gather the table's feature axis first (as FSDP does for every weight), so the lookup runs
+        # on each device's own rows of the batch. Left to itself, XLA keeps the features sharded and
+        # instead all-gathers the whole batch's token ids, then reshards the result all-to-all.
+        table = nn.with_logical_constraint(self.embedding, (self.axes[0], None))
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
 
     def attend(self, hidden: jax.Array) -> jax.Array:
         """Tied output head: hidden [..., D] -> logits [..., V]."""
@@ -279,6 +283,8 @@ class CausalLM(nn.Module):
     """A decoder-only language model: token embedding -> block stack -> final norm -> vocabulary head.
 
     `apply({"params": p}, input_ids, attention_mask=..., position_ids=...) -> logits [B, L, V]`;
+    the embedding and head hold `config.padded_vocab_size` entries (a multiple of 128, so the
+    vocabulary shards evenly), and the logits are cut back to the real V before anyone sees them;
     `return_hidden=True` returns the final hidden states [B, L, D] instead, for losses that project
     onto the vocabulary in chunks (see `output_embedding`). Subclasses give their parts the names of
     their Hugging Face checkpoints (so the converter is a reshape per tensor) and add what differs:
@@ -306,7 +312,9 @@ class CausalLM(nn.Module):
         cfg = self.config
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
         position_ids = resolve_position_ids(input_ids, attention_mask, position_ids, decode=decode)
-        token_embed = Embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name=self.embed_name, **kw)
+        token_embed = Embed(
+            cfg.padded_vocab_size, cfg.hidden_size, ("vocab", "embed"), name=self.embed_name, **kw
+        )
         hidden = dropout(cfg, self.embed_positions(token_embed(input_ids), position_ids), deterministic)
         hidden = BlockStack(cfg, self.block_cls, deterministic, decode, name=self.stack_name)(
             hidden, attention_mask, position_ids
@@ -315,11 +323,20 @@ class CausalLM(nn.Module):
         if return_hidden:
             return hidden
         if cfg.tie_word_embeddings:
-            return token_embed.attend(hidden)
-        head = Linear(
-            (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), use_bias=False, name="embed_out", **kw
+            logits = token_embed.attend(hidden)
+        else:
+            logits = Linear(
+                (cfg.hidden_size, cfg.padded_vocab_size),
+                ("embed", "vocab"),
+                use_bias=False,
+                name="embed_out",
+                **kw,
+            )(hidden)
+        logits = nn.with_logical_constraint(
+            logits, ("activation_batch", "activation_length", "activation_vocab")
         )
-        return head(hidden)
+        # The padded entries leave no trace: log-probs, sampling and exports see V columns.
+        return logits[..., : cfg.vocab_size] if cfg.padded_vocab_size != cfg.vocab_size else logits
 
     def embed_positions(self, token_embeddings: jax.Array, position_ids: jax.Array) -> jax.Array:
         """Position information added at the input (none here: rotary models add it in attention)."""
@@ -327,7 +344,8 @@ class CausalLM(nn.Module):
         return token_embeddings
 
     def output_embedding(self, params) -> jax.Array:
-        """The [D, V] matrix that maps final hidden states to logits."""
+        """The [D, V] matrix that maps final hidden states to logits (the real vocabulary only)."""
+        vocab = self.config.vocab_size
         if self.config.tie_word_embeddings:
-            return params[self.embed_name]["embedding"].T
-        return params["embed_out"]["kernel"]
+            return params[self.embed_name]["embedding"][:vocab].T
+        return params["embed_out"]["kernel"][:, :vocab]

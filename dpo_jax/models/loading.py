@@ -17,6 +17,7 @@ import jax
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.models.reward import ScalarHeadModel, from_hf_reward_model, scalar_head_params
 
 EXPORT_DIRNAME = "export"
@@ -48,6 +49,33 @@ def _runtime_overrides(model_cfg) -> dict[str, Any]:
 def random_model_config(model_cfg, *, param_dtype: str) -> ModelConfig:
     hf_fields = dict(model_cfg.random_init_config)
     return from_hf_config(hf_fields, param_dtype=param_dtype, **_runtime_overrides(model_cfg))
+
+
+def describe_model(model_cfg, *, param_dtype: str, name_or_path: str | None = None) -> ModelConfig:
+    """The model's architecture without its weights: for compiling ahead of time, off-line.
+
+    "random" is `random_init_config`; a local directory (or finished workdir) is read from its
+    config.json; a hub name is matched by its last path part to a published architecture
+    (dpo_jax.models.presets: "EleutherAI/pythia-2.8b" -> pythia-2.8b), so no download is needed.
+    """
+    name = name_or_path or model_cfg.name_or_path
+    if name == "random":
+        return random_model_config(model_cfg, param_dtype=param_dtype)
+    path = resolve_model_path(name)
+    overrides = dict(param_dtype=param_dtype, **_runtime_overrides(model_cfg))
+    if os.path.isdir(path):
+        import json
+
+        with open(os.path.join(resolve_checkpoint_dir(path), "config.json")) as f:
+            return from_hf_config(json.load(f), **overrides)
+    preset = name.rstrip("/").split("/")[-1].lower()
+    if preset not in MODEL_PRESETS:
+        raise ValueError(
+            f"model {name!r}: not a local directory and not a known architecture "
+            f"({', '.join(sorted(MODEL_PRESETS))}); pass a local Hugging Face directory or 'random' "
+            "with model.random_init_config"
+        )
+    return from_hf_config(dict(MODEL_PRESETS[preset]), **overrides)
 
 
 def load_model(model_cfg, *, param_dtype: str, seed: int, name_or_path: str | None = None):

@@ -181,7 +181,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if has_reference:
         reference = place_reference(host_params, state_shardings.params, config.reference.param_dtype)
     del host_params
-    n_params = sum(int(leaf.size) for leaf in jax.tree.leaves(state.params))
+    # The real vocabulary only: the padding to a multiple of 128 is not a parameter of the model.
+    n_params = model.config.num_params()
 
     apply_fn = make_apply_fn(model)
 
@@ -215,7 +216,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     batch = make_global_batch(host, mesh)
     if not has_reference:
         batch["reference_logps"] = precomputed_reference_logps(apply_fn, config, state.params, batch, mesh)
-    train_step = jit_train_step(apply_fn, config, state_shardings, batch, mesh, has_reference=has_reference)
+    train_step = jit_train_step(
+        apply_fn, config, state_shardings, batch, mesh, rules, has_reference=has_reference
+    )
     real_tokens = anchor_real_tokens(pair_lengths)
     start = time.perf_counter()
     # Compiled once, ahead of time: the same executable is counted and timed.

@@ -13,6 +13,8 @@ from dpo_jax.sharding.mesh import (
     make_mesh,
     mesh_and_rules,
     resolve_mesh_shape,
+    sharding_context,
+    traced_in_context,
     with_shardings,
 )
 
@@ -32,5 +34,7 @@ __all__ = [
     "make_mesh",
     "mesh_and_rules",
     "resolve_mesh_shape",
+    "sharding_context",
+    "traced_in_context",
     "with_shardings",
 ]

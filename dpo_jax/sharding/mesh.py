@@ -7,8 +7,10 @@ NamedSharding -> jit with out_shardings).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -60,6 +62,28 @@ def mesh_and_rules(
     """The config's mesh and rules; empty rules mean DEFAULT_LOGICAL_AXIS_RULES."""
     rules = tuple(tuple(rule) for rule in logical_axis_rules) or DEFAULT_LOGICAL_AXIS_RULES
     return make_mesh(tuple(mesh_shape)), rules
+
+
+@contextlib.contextmanager
+def sharding_context(mesh: Mesh, rules: LogicalAxisRules) -> Iterator[None]:
+    """The mesh and logical-axis-rules context under which the models' activation constraints bind.
+
+    Outside it `nn.with_logical_constraint` is a no-op and activation layouts are left to the
+    compiler's propagation; inside it every constrained activation gets the layout the rules give.
+    """
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(tuple(rules)):
+        yield
+
+
+def traced_in_context(fn: Callable, mesh: Mesh, rules: LogicalAxisRules) -> Callable:
+    """`fn` entering `sharding_context(mesh, rules)` whenever it runs, so also when jit traces it."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with sharding_context(mesh, rules):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def resolve_mesh_shape(mesh_shape: Sequence[int], device_count: int) -> tuple[int, ...]:

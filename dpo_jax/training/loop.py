@@ -27,7 +27,7 @@ from dpo_jax.checkpoint import (
     should_stop_for_preemption,
 )
 from dpo_jax.data.packing import layout_from_config
-from dpo_jax.evaluation.passes import evaluate, make_eval_step, pass_layout, precompute_reference_logps
+from dpo_jax.evaluation.passes import evaluate, jit_eval_step, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import MetricsWriter, Throughput
@@ -112,7 +112,9 @@ def train_and_evaluate(config, workdir: str):
     with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
         tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
         cache_dir = default_cache_dir(config, workdir)
-        prepared = data_lib.build_datasets(config.data, tokenizer, stage=data_stage(config), cache_dir=cache_dir)
+        prepared = data_lib.build_datasets(
+            config.data, tokenizer, stage=data_stage(config), cache_dir=cache_dir
+        )
         return run_training(config, workdir, prepared, tokenizer=tokenizer)
 
 
@@ -177,7 +179,7 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
         state = _restore(checkpointer, abstract_state, loader, config) or state
         write_run_config(workdir, config)
         run = _Run(config, workdir, model, prepared, tokenizer, loader, checkpointer, schedule, num_steps)
-        state, outcome = run.loop(state, reference, state_shardings, mesh, has_reference, data_metrics)
+        state, outcome = run.loop(state, reference, state_shardings, mesh, rules, has_reference, data_metrics)
     except BaseException:
         _close_after_error(checkpointer)
         raise
@@ -256,7 +258,7 @@ class _Run:
         self.applied = 0  # updates applied by this process's run (a resumed run counts from its restart)
         self.recorded_config = {"config": optimisation_config(config)}
 
-    def loop(self, state, reference, state_shardings, mesh, has_reference, data_metrics):
+    def loop(self, state, reference, state_shardings, mesh, rules, has_reference, data_metrics):
         config, prepared, loader = self.config, self.prepared, self.loader
         start_step = int(jax.device_get(state.step))
         # A reward model's objective reads its values; a policy's, its hidden states and vocabulary head.
@@ -268,15 +270,15 @@ class _Run:
         eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
         if has_reference and config.reference.precompute_logps:
             prepared = precompute_reference_logps(
-                prepared, apply_fn, reference, config, mesh, eval_batch_size
+                prepared, apply_fn, reference, config, mesh, rules, eval_batch_size
             )
             loader = loader.with_data(prepared)
             reference, has_reference = None, False  # freed: the logps travel with the batches
         first_batch = make_global_batch(loader.batch(start_step), mesh)
         train_step = jit_train_step(
-            apply_fn, config, state_shardings, first_batch, mesh, has_reference=has_reference
+            apply_fn, config, state_shardings, first_batch, mesh, rules, has_reference=has_reference
         )
-        eval_step = jax.jit(make_eval_step(apply_fn, config, has_reference=has_reference))
+        eval_step = jit_eval_step(apply_fn, config, mesh, rules, has_reference=has_reference)
 
         writer = MetricsWriter(
             str(self.workdir),

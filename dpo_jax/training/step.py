@@ -17,7 +17,7 @@ import optax
 
 from dpo_jax.metrics import merge_metrics
 from dpo_jax.objectives import HiddenStates, make_loss_fn
-from dpo_jax.sharding import batch_sharding
+from dpo_jax.sharding import batch_sharding, traced_in_context
 
 
 def split_micro_batches(batch: dict, num_micro: int) -> dict:
@@ -108,16 +108,20 @@ def make_value_fn(model) -> Callable:
     return value_fn
 
 
-def jit_train_step(apply_fn: Callable, config, state_shardings, batch: dict, mesh, *, has_reference: bool):
+def jit_train_step(
+    apply_fn: Callable, config, state_shardings, batch: dict, mesh, rules, *, has_reference: bool
+):
     """The train step jitted with explicit in/out shardings and the state donated.
 
     The reference params share the policy's shardings and are never donated; `batch` (global
-    arrays) fixes the batch shardings: its first dimension over the data-parallel axes.
+    arrays, or abstract ones for ahead-of-time compilation) fixes the batch shardings: its first
+    dimension over the data-parallel axes. The step is traced inside the mesh and `rules`, so the
+    models' activation constraints take effect.
     """
     batch_shardings = {k: batch_sharding(mesh, v.ndim) for k, v in batch.items()}
     reference_shardings = state_shardings.params if has_reference else None
     return jax.jit(
-        make_train_step(apply_fn, config, has_reference=has_reference),
+        traced_in_context(make_train_step(apply_fn, config, has_reference=has_reference), mesh, rules),
         in_shardings=(state_shardings, reference_shardings, batch_shardings),
         out_shardings=(state_shardings, None),
         donate_argnums=(0,),

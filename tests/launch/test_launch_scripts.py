@@ -48,9 +48,22 @@ def test_dry_run_run_launches_the_same_command_on_all_workers():
     assert command.startswith("gcloud compute tpus tpu-vm ssh dpo-jax --zone=us-central2-b --project=proj")
     assert "--worker=all" in command
     assert (
-        "python -m dpo_jax.main --config=configs/tldr.py --workdir=gs://bucket/run --config.beta=0.5"
-        in command
+        "python -m dpo_jax.main --config=configs/tldr.py --workdir=gs://bucket/run "
+        "'\\''--config.mesh_shape=(1,4,1)'\\'' --config.beta=0.5" in command
     )
+
+
+@pytest.mark.parametrize(
+    "accelerator, layout",
+    [
+        ("v4-8", "(1,4,1)'\\''"),  # 4 chips (v4 counts TensorCores)
+        ("v5litepod-16", "(1,16,1)'\\''"),
+        ("v5p-64", "(1,32,1)'\\'' --config.grad_accum_steps=2"),  # micro-batches of 32 pairs
+    ],
+)
+def test_run_shards_over_every_chip_of_the_slice(accelerator, layout):
+    (command,) = dry_run("run", ACCELERATOR_TYPE=accelerator)
+    assert "--config.mesh_shape=" + layout in command
 
 
 def test_unknown_subcommand_fails():

@@ -1,0 +1,61 @@
+"""Compile a config's train step, eval step and reference pass for a TPU slice or H100s, on a CPU.
+
+    python -m dpo_jax.aot --config=configs/tldr.py --target=v4-8 [--config.field=value ...]
+    python -m dpo_jax.aot --config=configs/imdb.py --target=h100,v5e-8
+
+Targets: v4-8, v4-32, v5e-8, v5e-16, v5p-8, v5p-64 (libtpu, `pip install -e ".[aot]"`), h100 and
+8xh100 (the CUDA plugin from the same extra; no GPU needed). Prints a table and one
+`RESULT {json}` line per program: per-device argument / temp / output / alias GiB, the peak with
+what else stays resident, the chip's HBM, `fits` and the margin, the collectives per step, the
+custom calls and the attention they imply, and on TPU the compiler's estimated step time and MFU.
+Exit status 1 when a program does not fit (with what would), 2 when the mesh cannot be laid out.
+JAX_PLATFORMS defaults to cpu here: the compile needs no accelerator.
+"""
+
+import json
+import os
+import sys
+
+# Before jax is imported (the config file imports it): compiling needs no accelerator, and an
+# installed CUDA plugin would otherwise try, and fail, to find a GPU.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
+_TARGETS = flags.DEFINE_list("target", ["v4-8"], "Comma-separated targets (see the module docstring).")
+_RESPONSES = flags.DEFINE_integer("responses", 2, "Responses per example (2 = pairs; more for rankings).")
+flags.mark_flags_as_required(["config"])
+
+RESULT_PREFIX = "RESULT "
+
+
+def main(argv):
+    del argv
+    from dpo_jax.perf.aot import AotConfigError, compile_config, format_table
+    from dpo_jax.perf.targets import TargetUnavailableError, get_target
+
+    results, status = [], 0
+    for name in _TARGETS.value:
+        try:
+            target_results, advice = compile_config(
+                _CONFIG.value, get_target(name), responses=_RESPONSES.value
+            )
+        except (AotConfigError, TargetUnavailableError, ValueError) as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            status = max(status, 2)
+            continue
+        for result in target_results:
+            print(RESULT_PREFIX + json.dumps(result), flush=True)
+        results.extend(target_results)
+        if advice:
+            print(f"{name}: does not fit. {advice}", file=sys.stderr)
+            status = max(status, 1)
+    if results:
+        print(format_table(results))
+    return status
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))

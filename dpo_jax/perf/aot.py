@@ -1,0 +1,315 @@
+"""Ahead-of-time compilation of the trainer's programs for an accelerator this machine does not have.
+
+`compile_config(config, target)` builds the trainer's own jitted train step, eval step and (with
+`reference.precompute_logps`) reference log-prob step for the config's model, mesh and shapes, on a
+TPU topology or an H100 target, from `jax.ShapeDtypeStruct` arguments carrying their shardings,
+and compiles them with the target's real compiler. Nothing runs: the answers are the compiler's.
+
+Per program it reports the per-device memory (`memory_analysis`), what else stays resident while
+it runs (the optimizer state during eval; the whole train state during the reference pass), the
+peak against the chip's HBM, the collectives per step and the custom calls (which attention
+kernel, if any) from the optimised HLO, and on TPU the compiler's cost-model step time and the
+MFU it implies, both labelled as estimates (the GPU compiler gives no cost model here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from dpo_jax.evaluation.passes import jit_eval_step, jit_reference_logps_step
+from dpo_jax.models import build_model
+from dpo_jax.models.config import as_dtype
+from dpo_jax.models.loading import describe_model
+from dpo_jax.objectives import uses_reference
+from dpo_jax.perf.hlo import attention_implementation, summarize_hlo
+from dpo_jax.perf.targets import GIB, Target, topology_devices
+from dpo_jax.sharding import (
+    DEFAULT_LOGICAL_AXIS_RULES,
+    MESH_AXES,
+    abstract_sharded_state,
+    batch_sharding,
+    data_parallel_size,
+    resolve_mesh_shape,
+)
+from dpo_jax.training.optim import make_optimizer
+from dpo_jax.training.state import state_init_fn
+from dpo_jax.training.step import jit_train_step, make_apply_fn
+
+
+class AotConfigError(ValueError):
+    """The config cannot be laid out on the target; the message says what would."""
+
+
+@dataclasses.dataclass
+class Program:
+    name: str
+    jitted: Callable
+    args: tuple
+    resident_bytes: int  # per device, alive during the program but not among its arguments
+    model_flops: float  # per call, over all devices (6N per trained token, 2N per forward token)
+    rows: int  # examples per call
+
+
+def per_device_bytes(tree: Any) -> int:
+    """Bytes one device holds of an abstract tree whose leaves carry shardings (the largest shard)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+        total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
+def target_mesh(mesh_shape, target: Target) -> Mesh:
+    """The ("data", "fsdp", "tensor") mesh over the target's devices, laid out on its physical torus."""
+    devices = topology_devices(target)
+    try:
+        shape = resolve_mesh_shape(mesh_shape, len(devices))
+    except ValueError as e:
+        raise AotConfigError(
+            f"{e} The {target.name} target has {target.chips} chips: e.g. --config.mesh_shape="
+            f"'(1, {target.chips}, 1)' (fsdp over every chip) or '(-1, 1, 1)' (data parallel)."
+        ) from e
+    if target.platform == "tpu":
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(shape, devices)
+    else:
+        grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def _batch(mesh: Mesh, rows: int, responses: int, length: int, *, reference_logps: bool, eval_pass: bool):
+    def array(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
+
+    batch = {
+        name: array((rows, responses, length), jnp.int32)
+        for name in ("input_ids", "attention_mask", "loss_mask")
+    }
+    batch["example_mask"] = array((rows,), jnp.int32)
+    if eval_pass:
+        batch["example_index"] = array((rows,), jnp.int32)
+    if reference_logps:
+        batch["reference_logps"] = array((rows, responses), jnp.float32)
+    return batch
+
+
+def _optimizer(config):
+    resolved = config.copy_and_resolve_references()
+    with resolved.unlocked():
+        # Only the schedule's shape depends on it; the state and the step do not.
+        resolved.total_steps = max(int(config.num_train_steps), int(config.warmup_steps) + 1)
+    return make_optimizer(resolved)[0]
+
+
+def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[list[Program], Any]:
+    """The trainer's jitted programs with abstract arguments, as `training.loop` builds them."""
+    policy_cfg = describe_model(config.model, param_dtype=config.model.param_dtype)
+    model = build_model(policy_cfg)
+    apply_fn = make_apply_fn(model)
+    abstract_state, _ = abstract_sharded_state(
+        state_init_fn(model, _optimizer(config), config.seed), jax.random.PRNGKey(config.seed), mesh, rules
+    )
+    reference_dtype = as_dtype(config.reference.param_dtype)
+    reference = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, reference_dtype, sharding=leaf.sharding),
+        abstract_state.params,
+    )
+    has_reference = uses_reference(config.loss, reference_free=config.reference_free)
+    precompute = has_reference and bool(config.reference.precompute_logps)
+    reference_in_step = has_reference and not precompute
+    length, global_rows = int(config.data.max_length), int(config.global_batch_size)
+    micro_rows = global_rows // int(config.grad_accum_steps)
+    eval_rows = int(config.eval_batch_size) or micro_rows
+    n = policy_cfg.num_params()
+    state_bytes = per_device_bytes(abstract_state)
+    params_bytes = per_device_bytes(abstract_state.params)
+
+    train_batch = _batch(mesh, global_rows, responses, length, reference_logps=precompute, eval_pass=False)
+    train = jit_train_step(
+        apply_fn, config, abstract_state_shardings(abstract_state), train_batch, mesh, rules,
+        has_reference=reference_in_step,
+    )  # fmt: skip
+    tokens = global_rows * responses * length
+    programs = [
+        Program(
+            "train_step",
+            train,
+            (abstract_state, reference if reference_in_step else None, train_batch),
+            resident_bytes=0,
+            model_flops=(6 + 2 * reference_in_step) * n * tokens,
+            rows=global_rows,
+        )
+    ]
+    eval_batch = _batch(mesh, eval_rows, responses, length, reference_logps=precompute, eval_pass=True)
+    eval_tokens = eval_rows * responses * length
+    programs.append(
+        Program(
+            "eval_step",
+            jit_eval_step(apply_fn, config, mesh, rules, has_reference=reference_in_step),
+            (abstract_state.params, reference if reference_in_step else None, eval_batch),
+            # The optimizer state stays on the devices while the loop evaluates.
+            resident_bytes=state_bytes - params_bytes,
+            model_flops=(2 + 2 * reference_in_step) * n * eval_tokens,
+            rows=eval_rows,
+        )
+    )
+    if precompute:
+        ref_batch = _batch(mesh, eval_rows, responses, length, reference_logps=False, eval_pass=True)
+        programs.append(
+            Program(
+                "reference_logps",
+                jit_reference_logps_step(apply_fn, config, mesh, rules),
+                (reference, ref_batch),
+                resident_bytes=state_bytes,  # the train state exists before the pass
+                model_flops=2 * n * eval_tokens,
+                rows=eval_rows,
+            )
+        )
+    return programs, policy_cfg
+
+
+def abstract_state_shardings(abstract_state):
+    return jax.tree.map(lambda leaf: leaf.sharding, abstract_state)
+
+
+def _cost_seconds(compiled) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # the GPU compiler has no cost model here
+        return None
+    if isinstance(cost, list):
+        cost = cost[0] if cost else {}
+    seconds = (cost or {}).get("optimal_seconds")
+    return float(seconds) if seconds and seconds > 0 else None
+
+
+def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
+    """Lower and compile one program for the target; the RESULT fields."""
+    compiled = program.jitted.lower(*program.args).compile()
+    memory = compiled.memory_analysis()
+    argument, output = memory.argument_size_in_bytes, memory.output_size_in_bytes
+    alias, temp = memory.alias_size_in_bytes, memory.temp_size_in_bytes
+    peak = argument + output - alias + temp + program.resident_bytes
+    hlo = summarize_hlo(compiled.as_text())
+    result: dict[str, Any] = dict(
+        program=program.name,
+        target=target.name,
+        device_kind=topology_devices(target)[0].device_kind,
+        chips=target.chips,
+        hosts=target.hosts,
+        mesh=dict(mesh.shape),
+        rows=program.rows,
+        argument_gib=round(argument / GIB, 3),
+        output_gib=round(output / GIB, 3),
+        alias_gib=round(alias / GIB, 3),
+        temp_gib=round(temp / GIB, 3),
+        resident_other_gib=round(program.resident_bytes / GIB, 3),
+        peak_gib=round(peak / GIB, 3),
+        peak_bytes=int(peak),
+        resident_other_bytes=int(program.resident_bytes),
+        hbm_gib=round(target.hbm_gib, 2),
+        fits=bool(peak <= target.hbm_bytes),
+        margin_gib=round((target.hbm_bytes - peak) / GIB, 3),
+        collectives=hlo["collectives"],
+        custom_calls=hlo["custom_calls"],
+        attention=attention_implementation(hlo["custom_calls"]),
+    )
+    seconds = _cost_seconds(compiled)
+    if seconds is not None:
+        result["estimated_step_seconds"] = round(seconds, 5)
+        result["estimated_mfu"] = round(
+            program.model_flops / (seconds * target.peak_bf16_flops * target.chips), 4
+        )
+        result["estimate_note"] = "an estimate from the XLA cost model (optimal_seconds), not a measurement"
+    return result
+
+
+def fit_advice(config, target: Target, mesh: Mesh, results: list[dict], model_cfg) -> str | None:
+    """What to change when a program does not fit (None when everything fits)."""
+    failing = [r for r in results if not r["fits"]]
+    if not failing:
+        return None
+    worst = min(failing, key=lambda r: r["margin_gib"])
+    message = (
+        f"{worst['program']} needs {worst['peak_gib']:.1f} GiB per device on {target.name} "
+        f"({target.hbm_gib:.0f} GiB HBM per chip)."
+    )
+    # Whatever the mesh and batch: fp32 params, gradients and two optimizer moments over every chip.
+    floor = 16 * model_cfg.num_params() / target.chips / GIB
+    if floor > target.hbm_gib:
+        return (
+            f"{message} No mesh of {target.name} fits this model: fp32 params, gradients and optimizer "
+            f"moments alone take {floor:.1f} GiB per chip sharded over all {target.chips} chips."
+        )
+    hints = []
+    if mesh.shape["fsdp"] * mesh.shape["tensor"] < target.chips:
+        hints.append(f"shard the state over every chip: --config.mesh_shape='(1, {target.chips}, 1)'")
+    accum = int(config.grad_accum_steps)
+    micro = int(config.global_batch_size) // accum
+    if micro // data_parallel_size(mesh) > 1:
+        hints.append(
+            f"halve the micro-batch: --config.grad_accum_steps={2 * accum} (micro-batch {micro // 2} pairs)"
+        )
+    if config.model.remat_policy != "full":
+        hints.append("recompute activations: --config.model.remat_policy=full")
+    if (
+        uses_reference(config.loss, reference_free=config.reference_free)
+        and not config.reference.precompute_logps
+    ):
+        hints.append("take the reference out of the step: --config.reference.precompute_logps=True")
+    return f"{message} Try: {'; '.join(hints)}." if hints else message
+
+
+def compile_config(config, target: Target, *, responses: int = 2) -> tuple[list[dict], str | None]:
+    """Compile the config's programs for `target` -> (RESULT dicts, advice when something does not fit)."""
+    mesh = target_mesh(config.mesh_shape, target)
+    rules = tuple(tuple(rule) for rule in config.logical_axis_rules) or DEFAULT_LOGICAL_AXIS_RULES
+    dp = data_parallel_size(mesh)
+    micro = int(config.global_batch_size) // int(config.grad_accum_steps)
+    if int(config.global_batch_size) % int(config.grad_accum_steps) or micro % dp:
+        raise AotConfigError(
+            f"global_batch_size={config.global_batch_size} / grad_accum_steps={config.grad_accum_steps} "
+            f"gives micro-batches of {micro} pairs, which the data-parallel size {dp} "
+            f"(data x fsdp of mesh {dict(mesh.shape)}) must divide."
+        )
+    programs, model_cfg = build_programs(config, mesh, rules, responses=responses)
+    results = []
+    for program in programs:
+        result = analyze(program, target, mesh)
+        result.update(
+            model=config.model.name_or_path,
+            num_params=model_cfg.num_params(),
+            seq=int(config.data.max_length),
+            micro_batch=micro,
+            grad_accum_steps=int(config.grad_accum_steps),
+            remat=config.model.remat_policy,
+            precompute_ref=bool(config.reference.precompute_logps),
+        )
+        results.append(result)
+    return results, fit_advice(config, target, mesh, results, model_cfg)
+
+
+def format_table(results: list[dict]) -> str:
+    header = ("program", "target", "mesh", "rows", "args", "temp", "other", "peak", "HBM", "fits", "est. MFU")
+    rows = [header]
+    for r in results:
+        mesh = "x".join(str(v) for v in r["mesh"].values())
+        mfu = f"{r['estimated_mfu']:.2f}" if "estimated_mfu" in r else "-"
+        rows.append(
+            (
+                r["program"], r["target"], mesh, str(r["rows"]), f"{r['argument_gib']:.2f}", f"{r['temp_gib']:.2f}",
+                f"{r['resident_other_gib']:.2f}", f"{r['peak_gib']:.2f}", f"{r['hbm_gib']:.1f}",
+                "yes" if r["fits"] else "NO", mfu,
+            )
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)

@@ -1,0 +1,167 @@
+"""Reading a compiled program's optimised HLO text: collectives per step and custom calls.
+
+Collectives inside a `while` body (the micro-batch scan, scanned layers) run once per iteration, so
+each computation's collectives are multiplied by the trip count XLA records on the loop
+(`known_trip_count`); a loop without one counts once and is flagged.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import re
+
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+
+_BYTES = {
+    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+    "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1,
+}  # fmt: skip
+_SHAPE = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+([a-z][a-z0-9\-]*)\((.*)$")
+_CALLED = re.compile(
+    r"\b(body|to_apply|calls|branch_computations|true_computation|false_computation)=\{?%?([\w.\-, %]+)\}?"
+)
+_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CUSTOM_CALL_TARGET = re.compile(r'custom_call_target="([^"]+)"')
+
+
+def shape_bytes(text: str) -> int:
+    """Bytes of every array shape written in `text` (a result type, possibly a tuple)."""
+    total = 0
+    for dtype, dims in _SHAPE.findall(text):
+        if dtype in _BYTES:
+            total += _BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+@dataclasses.dataclass
+class _Computation:
+    collectives: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    collective_bytes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    custom_calls: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    calls: list = dataclasses.field(default_factory=list)  # (callee, times)
+
+
+def _collective_kind(opcode: str) -> str | None:
+    base = opcode.removesuffix("-start")
+    return base if base in COLLECTIVES else None
+
+
+def _result_bytes(kind: str, opcode: str, result_type: str) -> int:
+    """Bytes a collective produces. An async start's result is a tuple (operands, outputs[, ...]):
+    its outputs are the larger half for all-gather and the same size as the operands otherwise."""
+    if not opcode.endswith("-start") or not result_type.startswith("("):
+        return shape_bytes(result_type)
+    sizes = [shape_bytes(m.group(0)) for m in _SHAPE.finditer(result_type)]
+    half = len(sizes) // 2
+    if kind == "all-gather" and half:
+        return sum(sizes[half : 2 * half])
+    return sum(sizes[:half]) if half else sum(sizes)
+
+
+def _parse(hlo_text: str) -> tuple[dict[str, _Computation], str | None, bool]:
+    computations: dict[str, _Computation] = {}
+    entry, current, unknown_trips = None, None, False
+    for line in hlo_text.splitlines():
+        header = _COMPUTATION.match(line)
+        if header:
+            current = computations.setdefault(header.group(1), _Computation())
+            if line.startswith("ENTRY"):
+                entry = header.group(1)
+            continue
+        instruction = _INSTRUCTION.match(line)
+        if current is None or not instruction:
+            continue
+        result_type, opcode, rest = instruction.groups()
+        kind = _collective_kind(opcode)
+        if kind:
+            current.collectives[kind] += 1
+            current.collective_bytes[kind] += _result_bytes(kind, opcode, result_type)
+        if opcode == "custom-call":
+            target = _CUSTOM_CALL_TARGET.search(rest)
+            current.custom_calls[target.group(1) if target else "?"] += 1
+        times = 1
+        if opcode == "while":
+            trip = _TRIP_COUNT.search(rest)
+            times = int(trip.group(1)) if trip else 1
+            unknown_trips |= trip is None
+        for key, callees in _CALLED.findall(rest):
+            if opcode == "while" and key != "body":
+                continue  # the condition runs collectives-free comparisons
+            for callee in callees.replace("%", "").split(","):
+                if callee.strip():
+                    current.calls.append((callee.strip(), times))
+    return computations, entry, unknown_trips
+
+
+def _totals(name: str, computations: dict[str, _Computation], memo: dict) -> _Computation:
+    if name in memo:
+        return memo[name]
+    memo[name] = _Computation()  # guards against recursion in malformed text
+    own = computations.get(name, _Computation())
+    total = _Computation(
+        collections.Counter(own.collectives),
+        collections.Counter(own.collective_bytes),
+        collections.Counter(own.custom_calls),
+    )
+    for callee, times in own.calls:
+        child = _totals(callee, computations, memo)
+        for field in ("collectives", "collective_bytes", "custom_calls"):
+            counter = getattr(total, field)
+            for key, value in getattr(child, field).items():
+                counter[key] += value * times
+    memo[name] = total
+    return total
+
+
+def summarize_hlo(hlo_text: str) -> dict:
+    """{"collectives": {kind: {"count", "bytes"}} per step, "custom_calls": {target: count}, ...}."""
+    computations, entry, unknown_trips = _parse(hlo_text)
+    if entry is None:
+        raise ValueError("HLO text has no ENTRY computation")
+    total = _totals(entry, computations, {})
+    return {
+        "collectives": {
+            kind: {"count": total.collectives[kind], "bytes": total.collective_bytes[kind]}
+            for kind in COLLECTIVES
+            if total.collectives[kind]
+        },
+        "custom_calls": dict(sorted(total.custom_calls.items())),
+        "loops_without_trip_count": unknown_trips,
+    }
+
+
+_ATTENTION_KERNELS = (
+    ("cudnn$fmha", "cudnn flash attention"),
+    ("tpu_custom_call", "pallas/mosaic kernel"),
+    ("mosaic", "pallas/mosaic kernel"),
+    ("triton", "triton kernel"),
+)
+
+
+def attention_implementation(custom_calls: dict) -> str:
+    """Which attention the program runs: a fused kernel's custom call, else XLA's dense softmax."""
+    found = sorted(
+        {label for target in custom_calls for key, label in _ATTENTION_KERNELS if key in target.lower()}
+    )
+    return ", ".join(found) if found else "xla dense (masked softmax, no kernel)"
+
+
+def collective_result_types(hlo_text: str, kind: str) -> list[str]:
+    """The result type of every `kind` collective instruction (sync or async start), as written."""
+    types = []
+    for line in hlo_text.splitlines():
+        instruction = _INSTRUCTION.match(line)
+        if instruction and _collective_kind(instruction.group(2)) == kind:
+            types.append(instruction.group(1))
+    return types
+
+
+def array_dims(result_type: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(dtype, dims) of every array in a result type: "(f32[2,3], s32[4])" -> [("f32", (2, 3)), ...]."""
+    return [
+        (dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in _SHAPE.findall(result_type)
+    ]

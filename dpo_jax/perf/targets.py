@@ -1,0 +1,109 @@
+"""Accelerator targets for deviceless ahead-of-time compilation: names -> topology descriptions.
+
+A target is what a run will meet: a TPU slice (every chip of a possibly multi-host slice) or one
+host of H100s. `topology_devices(target)` returns the devices of its topology, which JAX can
+compile for on a CPU-only machine: TPU through libtpu (`pip install "jax[tpu]"`), H100 through
+the CUDA plugin (`jax-cuda12-plugin`, no GPU or CUDA toolkit needed) and the target description
+`h100_target_config.txtpb` beside this file (an H100 80GB HBM3: 132 SMs, cuDNN 9.8, CUDA 12.9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+GIB = 2**30
+
+H100_TARGET_CONFIG = os.path.join(os.path.dirname(__file__), "h100_target_config.txtpb")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    platform: str  # "tpu" or "cuda"
+    topology: str  # libtpu's topology name, or the CUDA plugin's "slices x hosts x devices"
+    chips: int
+    hosts: int
+    hbm_bytes: int  # per chip, as the chip's datasheet gives it
+    peak_bf16_flops: float  # dense, per chip
+    # libtpu's chip layout: v4 and v5p pair two TensorCores into one "megacore" device per chip;
+    # chips_per_host fixes which chips share a host (a process) in multi-host slices.
+    megacore: bool = False
+    chips_per_host: tuple[int, int, int] = (2, 2, 1)
+
+    @property
+    def hbm_gib(self) -> float:
+        return self.hbm_bytes / GIB
+
+
+# Datasheet figures: v4 32 GiB / 275 TFLOP/s, v5e 16 GiB / 197, v5p 95 GiB / 459, H100 SXM 80 GB /
+# 989 (dense bf16). An H100's usable memory is the target description's device_memory_size.
+_H100_BYTES = 84_929_347_584
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("v4-8", "tpu", "v4:2x2x1", 4, 1, 32 * GIB, 275e12, megacore=True),
+        Target("v4-32", "tpu", "v4:2x2x4", 16, 4, 32 * GIB, 275e12, megacore=True),
+        Target("v5e-8", "tpu", "v5e:2x4", 8, 1, 16 * GIB, 197e12, chips_per_host=(2, 4, 1)),
+        Target("v5e-16", "tpu", "v5e:4x4", 16, 4, 16 * GIB, 197e12),
+        Target("v5p-8", "tpu", "v5p:2x2x1", 4, 1, 95 * GIB, 459e12, megacore=True),
+        Target("v5p-64", "tpu", "v5p:4x4x2", 32, 8, 95 * GIB, 459e12, megacore=True),
+        Target("h100", "cuda", "1x1x1", 1, 1, _H100_BYTES, 989e12),
+        Target("8xh100", "cuda", "1x1x8", 8, 1, _H100_BYTES, 989e12),
+    )
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; expected one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+class TargetUnavailableError(RuntimeError):
+    """The compiler for a target is not installed here (the `aot` extra)."""
+
+
+def topology_devices(target: Target) -> list:
+    """The target's devices, in the order a slice enumerates them; no accelerator is needed."""
+    from jax.experimental import topologies
+
+    # A deviceless compile touches no TPU, so it need not hold libtpu's one-process-per-host lock
+    # (/tmp/libtpu_lockfile): compiles may run side by side, e.g. beside a test run.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    try:
+        if target.platform == "tpu":
+            options = dict(chips_per_host_bounds=target.chips_per_host)
+            if target.megacore:
+                options["chip_config_name"] = "megacore"
+            topology = topologies.get_topology_desc(platform="tpu", topology_name=target.topology, **options)
+        else:
+            with open(H100_TARGET_CONFIG) as f:
+                target_config = f.read()
+            topology = topologies.get_topology_desc(
+                platform="cuda", target_config=target_config, topology=target.topology
+            )
+    except Exception as e:  # jax raises a plain RuntimeError/ValueError when the plugin is missing
+        package = '"jax[tpu]"' if target.platform == "tpu" else '"jax-cuda12-plugin" "jax-cuda12-pjrt"'
+        raise TargetUnavailableError(
+            f"cannot build the {target.name} topology ({target.platform} {target.topology}): {e}. "
+            f'Install the compiler with `pip install -e ".[aot]"` (or {package}).'
+        ) from e
+    devices = list(topology.devices)
+    hosts = len({device.process_index for device in devices})
+    if len(devices) != target.chips or hosts != target.hosts:
+        raise AssertionError(
+            f"{target.name}: topology has {len(devices)} devices on {hosts} hosts, expected {target.chips} on {target.hosts}"
+        )
+    return devices
+
+
+def jax_has_platform_plugin(platform: str) -> bool:
+    """Whether the compiler for `platform` ("tpu", "cuda") is installed (without initialising it)."""
+    import importlib.util
+
+    module = {"tpu": "libtpu", "cuda": "jax_plugins.xla_cuda12"}[platform]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
