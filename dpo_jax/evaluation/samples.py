@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from dpo_jax.sampling import generate
+from dpo_jax.sampling.prompts import left_pad
 
 
 def left_padded_prompts(split, num_prompts: int, pad_id: int, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,13 +23,7 @@ def left_padded_prompts(split, num_prompts: int, pad_id: int, eos_id: int) -> tu
     """
     prompts = [split.prompt(i) for i in range(min(num_prompts, split.num_examples))]
     prompts = [p if len(p) else np.array([eos_id], np.int32) for p in prompts]
-    width = max(len(p) for p in prompts)
-    ids = np.full((len(prompts), width), pad_id, np.int32)
-    mask = np.zeros((len(prompts), width), np.int32)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = prompt
-        mask[row, width - len(prompt) :] = 1
-    return ids, mask
+    return left_pad(prompts, pad_id)
 
 
 def _decode(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:

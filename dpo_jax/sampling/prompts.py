@@ -43,13 +43,19 @@ def encode_prompts(tokenizer, prompts: list[str], max_prompt_length: int):
         if len(ids) > max_prompt_length:
             logger.warning("prompt %d has %d tokens; keeping its last %d", index, len(ids), max_prompt_length)
             encoded[index] = ids[-max_prompt_length:]
-    length = max(len(ids) for ids in encoded)
-    input_ids = np.full((len(encoded), length), pad_id(tokenizer), np.int32)
-    mask = np.zeros((len(encoded), length), np.int32)
-    for row, ids in enumerate(encoded):
-        input_ids[row, length - len(ids) :] = ids
-        mask[row, length - len(ids) :] = 1
-    return input_ids, mask
+    return left_pad(encoded, pad_id(tokenizer))
+
+
+def left_pad(sequences, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token sequences left padded to a common width: ids [N, P] and mask [N, P] (1 on real tokens),
+    the layout `generate` takes."""
+    width = max(len(sequence) for sequence in sequences)
+    ids = np.full((len(sequences), width), pad, np.int32)
+    mask = np.zeros((len(sequences), width), np.int32)
+    for row, sequence in enumerate(sequences):
+        ids[row, width - len(sequence) :] = sequence
+        mask[row, width - len(sequence) :] = 1
+    return ids, mask
 
 
 def decode_completions(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:

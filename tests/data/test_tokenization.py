@@ -99,6 +99,7 @@ def test_batch_is_token_exact(tmp_path, tokenizer, mode):
         "attention_mask": np.int32,
         "loss_mask": np.int32,
         "example_mask": np.int32,
+        "example_index": np.int32,  # where each row's results go in a pass over the split
     }
 
 
