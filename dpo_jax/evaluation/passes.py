@@ -97,7 +97,7 @@ def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, l
         values, index = gather_to_host((step(reference, batch), batch["example_index"]))
         real = index >= 0
         if logps is None:
-            logps = np.zeros((num_examples, values.shape[1]), np.float32)
+            logps = np.zeros((num_examples, values.shape[-1]), np.float32)  # [B, K] or [R, S, K] values
         logps[index[real]] = values[real]
         np.add.at(filled, index[real], 1)
     if logps is None or not (filled == 1).all():
