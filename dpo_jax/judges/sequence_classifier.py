@@ -106,7 +106,8 @@ class _SequenceClassifier(ScoringJudge):
         return self._scores_from_logits(self._logits([p + r for p, r in zip(prompts, responses)]))
 
     def _scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """[N, labels] logits -> [N] scores; each judge (reward model, classifier) says how."""
+        raise TypeError(f"{type(self).__name__} does not say how its logits become scores")
 
 
 class RewardModelJudge(_SequenceClassifier):
