@@ -19,7 +19,7 @@ Batch (numpy, B = global_batch_size / process_count, K = prepared.num_responses,
     Responses are ranked best first along K (K = 2: chosen, rejected; K = 1 for SFT). loss_mask[t] = 1
     iff input_ids[t] is a response token, its EOS included; a model scores token t from logits at t - 1,
     so the log-prob of a response is sum_t loss_mask[t] * log p(input_ids[t] | input_ids[:t]).
-    Prompt length = sum(attention_mask - loss_mask) over L. See `loader.py` for shapes with length buckets.
+    Prompt length = sum(attention_mask - loss_mask) over L. Rows (shared prompt, packing): `packing.py`.
 
 Position (JSON-able): {"step", "epoch", "step_in_epoch", "seed", "global_batch_size", "num_examples",
     "dataset_fingerprint"}; `check_position` raises ValueError if it was taken on other data or settings.
