@@ -9,6 +9,8 @@ on one target per prompt:
   prompt's LAST row (the reference overwrites the target with each row's chosen response).
 Examples come in the order of each prompt's first row, as the reference's prompt dictionary orders them.
 Every other row of a prompt is counted as `merged_prompt` in the data report, with its file and line.
+A target that tokenisation then rejects (EOS in its text, no room) leaves its prompt without an example,
+counted under that reason: the reference would train on it, and another row's target would not be its.
 Data with one response per row (TL;DR human summaries, IMDb, local completions and chat) is not
 grouped: each row is its own demonstration.
 """
