@@ -14,26 +14,16 @@ import pytest
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.evaluation.saved_policy import load_saved_policy
-from dpo_jax.models import abstract_params, build_model
+from dpo_jax.models import build_model
 from dpo_jax.models.loading import describe_model
 from dpo_jax.sharding import mesh_and_rules
 from dpo_jax.training.state import create_train_state
 from dpo_jax.training.workdir import write_run_config
 from tests.checkpoint.test_corrupt import truncate_array_files
+from tests.synthetic.tiny_models import random_params
 from tests.train_helpers import tiny_config
 
 STEPS = (2, 4)
-
-
-def peaked_params(model, seed: int):
-    """Random params peaked enough (std 0.5) that greedy decoding does not hinge on rounding."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        centre = 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else 0.0
-        return (centre + 0.5 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, abstract_params(model))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,8 @@ def unexported_run(tmp_path_factory):
     config = tiny_config("hh", "tiny")
     model = build_model(describe_model(config.model, param_dtype=config.model.param_dtype))
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
-    params_at = {step: peaked_params(model, seed=step) for step in STEPS}
+    # std 0.5: next-token distributions peaked enough that greedy decoding does not hinge on rounding.
+    params_at = {step: random_params(model, seed=step, std=0.5) for step in STEPS}
     with Checkpointer(workdir / CHECKPOINT_DIRNAME, save_every_steps=1, keep=5, async_save=False) as saver:
         for step, params in params_at.items():
             state, _, _ = create_train_state(model, params, optax.adamw(1e-3), mesh, rules, seed=0)
