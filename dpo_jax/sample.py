@@ -20,6 +20,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
 
@@ -53,6 +54,7 @@ def _load_tokenizer(name: str, policy_tokenizer: str):
 def main(argv):
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     logging.getLogger("dpo_jax").setLevel(logging.INFO)  # e.g. which checkpoint step it samples from
     if bool(_MODEL.value) == bool(_WORKDIR.value):
         raise UserError("pass exactly one of --model and --workdir")

@@ -4,6 +4,7 @@ checkpoints but no export yet for its newest checkpoint's policy."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dpo_jax.checkpoint import CHECKPOINT_DIRNAME
 from dpo_jax.data import load_tokenizer
 from dpo_jax.models import from_hf, to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME
 from dpo_jax.sampling.prompts import encode_prompts, read_prompts, sample_completions
+from tests.checkpoint.test_corrupt import truncate_array_files
 from tests.evaluation.test_saved_policy import unexported_run  # noqa: F401  (a fixture)
 from tests.synthetic.tiny_models import tiny_lm
 
@@ -84,24 +87,30 @@ def test_sampling_follows_the_seed(workdir):
     assert len(first) == len(PROMPTS)
 
 
-def test_a_workdir_without_export_samples_its_newest_checkpoint(unexported_run, tmp_path):  # noqa: F811
-    workdir, model, params_at = unexported_run
+def test_a_workdir_without_export_samples_its_newest_readable_checkpoint(unexported_run, tmp_path):  # noqa: F811
+    source, model, params_at = unexported_run
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    truncate_array_files(workdir / CHECKPOINT_DIRNAME / "4")  # the newest step is damaged
     prompts_file = tmp_path / "prompts.txt"
     prompts_file.write_text("\n".join(PROMPTS[1:]) + "\n")
     records, stderr = run_cli(
         f"--workdir={workdir}", f"--prompts_file={prompts_file}", "--temperature=0", "--max_new_tokens=8"
     )
-    assert "has no export: sampling from its checkpoint at step 4" in stderr
+    assert f"checkpoint step 4 in {workdir / CHECKPOINT_DIRNAME} is unreadable" in stderr
+    assert "has no export: sampling from its checkpoint at step 2" in stderr
+    assert "Traceback" not in stderr and "Event loop is closed" not in stderr  # one warning, no noise
     settings = dict(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
     tokenizer = load_tokenizer("tiny")  # the run's configured tokenizer
-    expected = sample_completions(
-        model, params_at[4], tokenizer, PROMPTS[1:], settings=settings, batch_size=2, seed=0
-    )
-    assert [r["completion"] for r in records] == expected
-    assert expected != sample_completions(
-        model, params_at[2], tokenizer, PROMPTS[1:], settings=settings, batch_size=2, seed=0
-    )  # the two steps are told apart
+    expected = [
+        sample_completions(model, params, tokenizer, PROMPTS[1:], settings=settings, batch_size=2, seed=0)
+        for params in (params_at[2], params_at[4])
+    ]
+    assert expected[0] != expected[1]  # the two steps are told apart
+    assert [r["completion"] for r in records] == expected[0]
 
     _, stderr = run_cli(f"--workdir={tmp_path}", f"--prompts_file={prompts_file}", returncode=2)
-    assert stderr.splitlines()[-1].startswith(f"error: {tmp_path}: nothing to sample from: looked for an exported policy")
+    assert stderr.splitlines()[-1].startswith(
+        f"error: {tmp_path}: nothing to sample from: looked for an exported policy"
+    )
     assert "Traceback" not in stderr

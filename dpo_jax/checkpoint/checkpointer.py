@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +65,36 @@ def _signature_mismatches(saved: Mapping[str, list[int]], expected: Mapping[str,
 
 class _SignatureMismatch(UserError):
     pass
+
+
+def _quiet_abandoned_reads() -> None:
+    """Silences the noise a damaged step's failed restore leaves (installed once per process).
+
+    The restore fails with reads of its other arrays still in flight; TensorStore completes them later
+    into the event loop Orbax has closed meanwhile, and each reports `RuntimeError: Event loop is closed`
+    through `sys.unraisablehook`: dozens of tracebacks burying the one warning that names the bad step.
+    Exactly those are dropped; anything else reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "dpo_jax_quiet_abandoned_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.dpo_jax_quiet_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
+def _short_reason(error: Exception, limit: int = 300) -> str:
+    """The first line of a restore error, without the TensorStore spec that follows it (kilobytes of JSON)."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    text = text.split(" [tensorstore_spec", 1)[0]
+    text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _require_writable(directory: epath.Path) -> None:
@@ -257,6 +288,7 @@ class Checkpointer:
         read-only checkpointer skips it with the warning and leaves it in place. A checkpoint of a
         different model is not "unreadable": that error is raised as it is. `params_path`: as `restore`.
         """
+        _quiet_abandoned_reads()  # before the first read: a failing one reports while it unwinds
         failures = []
         for step in reversed(self.all_steps()):
             try:
@@ -265,7 +297,7 @@ class Checkpointer:
             except _SignatureMismatch:
                 raise
             except Exception as error:  # Orbax and TensorStore raise many types for a damaged file
-                reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                reason = _short_reason(error)
                 failures.append(f"step {step}: {reason}")
                 if self.read_only:
                     logger.warning(
