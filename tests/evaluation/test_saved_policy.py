@@ -16,8 +16,9 @@ from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.evaluation.saved_policy import load_saved_policy
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import describe_model
+from dpo_jax.ppo.model import POLICY, VALUE
 from dpo_jax.sharding import mesh_and_rules
-from dpo_jax.training.state import create_train_state
+from dpo_jax.training.state import TrainState, create_train_state
 from dpo_jax.training.workdir import write_run_config
 from tests.checkpoint.test_corrupt import truncate_array_files
 from tests.synthetic.tiny_models import random_params
@@ -92,4 +93,20 @@ def test_neither_an_export_nor_a_checkpoint_is_one_clear_error(unexported_run, t
         load_saved_policy(str(tmp_path))
     shutil.copy(source / "run_config.json", tmp_path / "run_config.json")
     with pytest.raises(UserError, match=looked_for + r"; no checkpoint in .* is readable \(left in place\)"):
+        load_saved_policy(str(tmp_path))
+
+
+def test_a_ppo_workdir_gives_the_policy_half_of_its_params(unexported_run, tmp_path):
+    source, model, params_at = unexported_run
+    params = {POLICY: params_at[2], VALUE: {"head": {"kernel": np.ones((64, 1), np.float32)}}}
+    with Checkpointer(tmp_path / CHECKPOINT_DIRNAME, save_every_steps=1, keep=1, async_save=False) as saver:
+        saver.save(3, TrainState.create(params=params, tx=optax.sgd(0.1), rng=0), data_position={"step": 3})
+    config = tiny_config("hh", "tiny")
+    config.stage = "ppo"
+    write_run_config(tmp_path, config)
+    assert_same_params(load_saved_policy(str(tmp_path)).params, params_at[2])
+
+    config.stage = "reward_model"
+    write_run_config(tmp_path, config)
+    with pytest.raises(UserError, match="stage='reward_model': not a language model to sample from"):
         load_saved_policy(str(tmp_path))
