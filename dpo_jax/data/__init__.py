@@ -34,7 +34,8 @@ Position (JSON-able): {"step", "epoch", "step_in_epoch", "seed", "global_batch_s
     max_train_examples / max_eval_examples   first N usable examples (0 = all)
     shp_min_score_ratio (2.0), imdb_prefix_min_words (2), imdb_prefix_max_words (8)
 
-Stages: "dpo" uses every ranked response; "sft" keeps the best one only (preferred-FT on pairwise data);
+Stages: "dpo" uses every ranked response; "sft" keeps one response, and on preference data one example
+per distinct prompt, as the reference implementation (`sft_set.py`: HH's last chosen, SHP's best scored);
 "prompts" keeps one entry per distinct prompt with no response (K = 1, loss_mask all 0), for sampling.
 Per-example arrays computed at run time (e.g. reference log-probs [N, K], gathered in order with
 `make_eval_batches(prepared, ..., split="train")`) ride along in every batch: attach them with
