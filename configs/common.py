@@ -24,10 +24,12 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
     if unknown:
         raise ValueError(f"unknown config variant(s) {unknown}; known: {sorted(known)}")
     if "sft" in variants:
+        # The reference implementation's SFT runs its DPO optimizer (RMSprop, warmup 150, clip 10) at
+        # its default lr 5e-7, 64 examples per step (README, "Defaults and the reference implementation").
         config.stage = "sft"
         config.loss = "sft"
-        config.learning_rate = 1e-5
-        config.optimizer = "adamw"
+        config.optimizer = "rmsprop"
+        config.learning_rate = 5e-7
     if "precompute" in variants:
         config.reference.precompute_logps = True
     if "tiny" in variants:

@@ -1,4 +1,6 @@
-"""TL;DR summarisation: DPO on the OpenAI comparisons (Stiennon et al.), the paper's summarisation run.
+"""TL;DR summarisation: DPO on the OpenAI comparisons (Stiennon et al.), the paper's summarisation task on
+Pythia-2.8B. The paper's TL;DR run started from a GPT-J (6B) SFT model, an architecture dpo_jax does not
+implement (GPT-2 and GPT-NeoX only); Pythia-2.8B is the paper's HH model and fits the same targets.
 
     python -m dpo_jax.main --config=configs/tldr.py:sft --workdir=/tmp/tldr-sft
     python -m dpo_jax.main --config=configs/tldr.py --workdir=/tmp/tldr-dpo \

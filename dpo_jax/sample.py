@@ -3,9 +3,10 @@
     python -m dpo_jax.sample --workdir=/tmp/hh-dpo --prompts_file=prompts.txt --temperature=0
     python -m dpo_jax.sample --model=EXPORT_DIR --tokenizer=tiny --prompts_file=prompts.jsonl
 
---model is a Hugging Face model directory or a finished dpo_jax workdir (its exported policy);
---workdir is the same flag under the name a run's directory goes by. The tokenizer defaults to the one
-saved with the model. Prompts: one per line of a text file (blank lines skipped), or, for a `.jsonl`
+--model is a Hugging Face model directory or a dpo_jax workdir: its exported policy, or, before the run
+has exported one (still training, preempted, killed), the policy of its newest readable checkpoint (the
+step is logged); --workdir is the same flag under the name a run's directory goes by. The tokenizer
+defaults to the one saved with the model (for a checkpoint: the one the run trained with). Prompts: one per line of a text file (blank lines skipped), or, for a `.jsonl`
 file, one JSON string or {"prompt": ...} object per line (so prompts may contain newlines, as HH's do).
 Prompts are encoded without special tokens (as training does), left padded, sampled with the KV cache
 (`dpo_jax.sampling.generate`) until EOS or --max_new_tokens, and printed as one JSON line per prompt:
@@ -19,6 +20,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
 
@@ -37,34 +39,35 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 logger = logging.getLogger("dpo_jax")
 
 
-def _load_tokenizer(name: str, model_dir: str):
+def _load_tokenizer(name: str, policy_tokenizer: str):
     from dpo_jax.data import load_tokenizer
 
     try:
-        return load_tokenizer(name or model_dir)
+        return load_tokenizer(name or policy_tokenizer)
     except (OSError, ValueError) as error:
         if name:
             raise
-        raise UserError(f"{model_dir} has no usable tokenizer ({error}); pass --tokenizer") from error
+        raise UserError(f"{policy_tokenizer} has no usable tokenizer ({error}); pass --tokenizer") from error
 
 
 @report_user_errors
 def main(argv):
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
+    logging.getLogger("dpo_jax").setLevel(logging.INFO)  # e.g. which checkpoint step it samples from
     if bool(_MODEL.value) == bool(_WORKDIR.value):
         raise UserError("pass exactly one of --model and --workdir")
     if not _PROMPTS.value:
         raise UserError("--prompts_file is required")
     if _BATCH_SIZE.value < 1:
         raise UserError("--batch_size must be >= 1")
-    from dpo_jax.models import from_hf
-    from dpo_jax.models.loading import resolve_model_path
+    from dpo_jax.evaluation.saved_policy import load_saved_policy
     from dpo_jax.sampling.prompts import read_prompts, sample_completions
 
-    model_dir = resolve_model_path(_MODEL.value or _WORKDIR.value)
-    model, params = from_hf(model_dir, dtype=_DTYPE.value)
-    tokenizer = _load_tokenizer(_TOKENIZER.value, model_dir)
+    policy = load_saved_policy(_MODEL.value or _WORKDIR.value, dtype=_DTYPE.value)
+    model, params = policy.model, policy.params
+    tokenizer = _load_tokenizer(_TOKENIZER.value, policy.tokenizer)
     prompts = read_prompts(_PROMPTS.value)
     if not prompts:
         raise UserError(f"{_PROMPTS.value} holds no prompts")

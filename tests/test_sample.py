@@ -1,8 +1,10 @@
 """`python -m dpo_jax.sample`: a tiny exported model and the shipped tokenizer give one completion per
-prompt, greedy decoding is deterministic, and a workdir stands for its exported policy."""
+prompt, greedy decoding is deterministic, a workdir stands for its exported policy, and a workdir with
+checkpoints but no export yet for its newest checkpoint's policy."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dpo_jax.checkpoint import CHECKPOINT_DIRNAME
 from dpo_jax.data import load_tokenizer
 from dpo_jax.models import from_hf, to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME
 from dpo_jax.sampling.prompts import encode_prompts, read_prompts, sample_completions
+from tests.checkpoint.test_corrupt import truncate_array_files
+from tests.evaluation.test_saved_policy import unexported_run  # noqa: F401  (a fixture)
 from tests.synthetic.tiny_models import tiny_lm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,20 +34,20 @@ def workdir(tmp_path_factory):
     return root
 
 
-def run_cli(*args):
+def run_cli(*args, returncode: int = 0):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
     env.pop("XLA_FLAGS", None)  # one CPU device, as from a shell
     result = subprocess.run(
         [sys.executable, "-m", "dpo_jax.sample", *args], capture_output=True, text=True, env=env, cwd=REPO
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == returncode, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
 def test_cli_prints_one_completion_per_prompt(workdir, tmp_path):
     prompts_file = tmp_path / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-    records = run_cli(
+    records, _ = run_cli(
         f"--workdir={workdir}",
         f"--prompts_file={prompts_file}",
         "--temperature=0",
@@ -80,3 +85,32 @@ def test_sampling_follows_the_seed(workdir):
         model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=1
     )
     assert len(first) == len(PROMPTS)
+
+
+def test_a_workdir_without_export_samples_its_newest_readable_checkpoint(unexported_run, tmp_path):  # noqa: F811
+    source, model, params_at = unexported_run
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    truncate_array_files(workdir / CHECKPOINT_DIRNAME / "4")  # the newest step is damaged
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("\n".join(PROMPTS[1:]) + "\n")
+    records, stderr = run_cli(
+        f"--workdir={workdir}", f"--prompts_file={prompts_file}", "--temperature=0", "--max_new_tokens=8"
+    )
+    assert f"checkpoint step 4 in {workdir / CHECKPOINT_DIRNAME} is unreadable" in stderr
+    assert "has no export: sampling from its checkpoint at step 2" in stderr
+    assert "Traceback" not in stderr and "Event loop is closed" not in stderr  # one warning, no noise
+    settings = dict(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
+    tokenizer = load_tokenizer("tiny")  # the run's configured tokenizer
+    expected = [
+        sample_completions(model, params, tokenizer, PROMPTS[1:], settings=settings, batch_size=2, seed=0)
+        for params in (params_at[2], params_at[4])
+    ]
+    assert expected[0] != expected[1]  # the two steps are told apart
+    assert [r["completion"] for r in records] == expected[0]
+
+    _, stderr = run_cli(f"--workdir={tmp_path}", f"--prompts_file={prompts_file}", returncode=2)
+    assert stderr.splitlines()[-1].startswith(
+        f"error: {tmp_path}: nothing to sample from: looked for an exported policy"
+    )
+    assert "Traceback" not in stderr

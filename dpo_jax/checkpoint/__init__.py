@@ -1,6 +1,12 @@
 """Checkpoints (Orbax: async, keep-N, atomic, restore onto any mesh) and the preemption signal."""
 
-from dpo_jax.checkpoint.checkpointer import DATA_ITEM, STATE_ITEM, Checkpointer, model_signature
+from dpo_jax.checkpoint.checkpointer import (
+    CHECKPOINT_DIRNAME,
+    DATA_ITEM,
+    STATE_ITEM,
+    Checkpointer,
+    model_signature,
+)
 from dpo_jax.checkpoint.preemption import (
     PREEMPTED_EXIT,
     install_preemption_handler,
@@ -9,6 +15,7 @@ from dpo_jax.checkpoint.preemption import (
 )
 
 __all__ = [
+    "CHECKPOINT_DIRNAME",
     "DATA_ITEM",
     "PREEMPTED_EXIT",
     "STATE_ITEM",

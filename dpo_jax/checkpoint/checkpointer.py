@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from dpo_jax import MissingInputError, UnwritableError, UserError
 
 logger = logging.getLogger("dpo_jax")
 
+CHECKPOINT_DIRNAME = "checkpoints"  # a run's checkpoints: WORKDIR/checkpoints/<step>
 STATE_ITEM = "state"
 DATA_ITEM = "data"
 # Orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" and renames it when complete; a crash
@@ -65,6 +67,36 @@ class _SignatureMismatch(UserError):
     pass
 
 
+def _quiet_abandoned_reads() -> None:
+    """Silences the noise a damaged step's failed restore leaves (installed once per process).
+
+    The restore fails with reads of its other arrays still in flight; TensorStore completes them later
+    into the event loop Orbax has closed meanwhile, and each reports `RuntimeError: Event loop is closed`
+    through `sys.unraisablehook`: dozens of tracebacks burying the one warning that names the bad step.
+    Exactly those are dropped; anything else reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "dpo_jax_quiet_abandoned_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.dpo_jax_quiet_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
+def _short_reason(error: Exception, limit: int = 300) -> str:
+    """The first line of a restore error, without the TensorStore spec that follows it (kilobytes of JSON)."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    text = text.split(" [tensorstore_spec", 1)[0]
+    text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _require_writable(directory: epath.Path) -> None:
     probe = directory / f".write_probe_{jax.process_index()}"
     try:
@@ -86,7 +118,13 @@ class Checkpointer:
     """
 
     def __init__(
-        self, directory: str | epath.Path, *, save_every_steps: int, keep: int, async_save: bool = True
+        self,
+        directory: str | epath.Path,
+        *,
+        save_every_steps: int,
+        keep: int,
+        async_save: bool = True,
+        read_only: bool = False,
     ):
         if save_every_steps < 1:
             raise UserError(f"save_every_steps must be >= 1, got {save_every_steps}.")
@@ -94,21 +132,36 @@ class Checkpointer:
             raise UserError(f"keep must be >= 1, got {keep}.")
         self.directory = epath.Path(directory)
         self.save_every_steps = save_every_steps
-        _require_writable(self.directory)
-        stale = sorted(path.name for path in self.directory.iterdir() if TMP_MARKER in path.name)
-        if stale and jax.process_index() == 0:
-            logger.warning(
-                "removing %d unfinished checkpoint(s) left by a crash in %s: %s",
-                len(stale),
-                self.directory,
-                ", ".join(stale),
-            )
+        self.read_only = read_only
+        if not read_only:
+            _require_writable(self.directory)
+            stale = sorted(path.name for path in self.directory.iterdir() if TMP_MARKER in path.name)
+            if stale and jax.process_index() == 0:
+                logger.warning(
+                    "removing %d unfinished checkpoint(s) left by a crash in %s: %s",
+                    len(stale),
+                    self.directory,
+                    ", ".join(stale),
+                )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True
+            max_to_keep=keep,
+            enable_async_checkpointing=async_save,
+            create=not read_only,
+            # A reader may look at the directory of a run still training: its in-flight save is not stale.
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(STATE_ITEM, DATA_ITEM)
         )
+
+    @classmethod
+    def reader(cls, directory: str | epath.Path) -> Checkpointer:
+        """A read-only view of `directory` (e.g. to sample from a run that is still training): it never
+        writes, never cleans up in-flight saves, and skips unreadable steps without moving them."""
+        if not epath.Path(directory).is_dir():
+            raise MissingInputError(f"no checkpoint directory {str(directory)!r}")
+        return cls(directory, save_every_steps=1, keep=1, async_save=False, read_only=True)
 
     def save(
         self,
@@ -124,6 +177,8 @@ class Checkpointer:
         `data_position` and `metadata` must be JSON-serialisable. A step that is already saved (a
         forced preemption save right after a periodic one) is not written twice.
         """
+        if self.read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only: it cannot save")
         step = int(step)
         if not force and step % self.save_every_steps:
             return False
@@ -172,52 +227,93 @@ class Checkpointer:
         return restored[DATA_ITEM]
 
     def restore(
-        self, step: int | None, abstract_state: Any, *, data_item: dict[str, Any] | None = None
+        self,
+        step: int | None,
+        abstract_state: Any,
+        *,
+        data_item: dict[str, Any] | None = None,
+        params_path: tuple[str, ...] | None = None,
     ) -> tuple[Any, Any]:
         """(state, data_position) of `step` (None: latest), laid out as `abstract_state` asks.
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`, e.g. from
         `sharding.abstract_sharded_state`; its shardings may come from any mesh. Fails naming the
         tensors when the checkpoint's parameter shapes differ from the target's.
+
+        With `params_path` (a tuple of keys, () for all of them), only that subtree of the saved
+        `state.params` is read, and `abstract_state` is the abstract tree of those params alone: the
+        optimizer state is never loaded (a sampler needs a third of the bytes).
         """
         step = self._resolve_step(step)
         data_item = data_item if data_item is not None else self.read_data_item(step)
-        problems = _signature_mismatches(data_item["model_signature"], model_signature(abstract_state))
+        saved_signature = data_item["model_signature"]
+        if params_path is None:
+            item_args = ocp.args.StandardRestore(abstract_state)
+        else:
+            prefix = "".join(f"{key}/" for key in params_path)
+            saved_signature = {
+                name[len(prefix) :]: shape
+                for name, shape in saved_signature.items()
+                if name.startswith(prefix)
+            }
+            target = {"params": abstract_state}
+            for key in reversed(params_path):
+                target["params"] = {key: target["params"]}
+            item_args = ocp.args.PyTreeRestore(
+                item=target,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True,
+            )
+        problems = _signature_mismatches(saved_signature, model_signature(abstract_state))
         if problems:
             raise _SignatureMismatch(
                 f"Checkpoint step {step} in {str(self.directory)!r} was saved from a different model:\n  "
                 + "\n  ".join(problems)
             )
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state)})
-        )
-        return restored[STATE_ITEM], data_item["data_position"]
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: item_args}))[STATE_ITEM]
+        if params_path is not None:
+            restored = restored["params"]
+            for key in params_path:
+                restored = restored[key]
+        return restored, data_item["data_position"]
 
-    def restore_latest_readable(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest_readable(
+        self, abstract_state: Any, *, params_path: tuple[str, ...] | None = None
+    ) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, data item) of the newest step that reads completely; None when nothing is saved.
 
         A step that fails to read (a truncated array file, a missing manifest or data item) is moved to
         `<directory>_unreadable/<step>` with a warning naming it, so that the run resumes from the
-        step before it and later saves of that step number are not blocked; nothing is deleted.
-        A checkpoint of a different model is not "unreadable": that error is raised as it is.
+        step before it and later saves of that step number are not blocked; nothing is deleted. A
+        read-only checkpointer skips it with the warning and leaves it in place. A checkpoint of a
+        different model is not "unreadable": that error is raised as it is. `params_path`: as `restore`.
         """
+        _quiet_abandoned_reads()  # before the first read: a failing one reports while it unwinds
         failures = []
         for step in reversed(self.all_steps()):
             try:
                 data_item = self.read_data_item(step)
-                state, _ = self.restore(step, abstract_state, data_item=data_item)
+                state, _ = self.restore(step, abstract_state, data_item=data_item, params_path=params_path)
             except _SignatureMismatch:
                 raise
             except Exception as error:  # Orbax and TensorStore raise many types for a damaged file
-                reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                reason = _short_reason(error)
                 failures.append(f"step {step}: {reason}")
-                self._set_aside(step, reason)
+                if self.read_only:
+                    logger.warning(
+                        "checkpoint step %d in %s is unreadable (%s): skipped, left in place",
+                        step,
+                        self.directory,
+                        reason,
+                    )
+                else:
+                    self._set_aside(step, reason)
                 continue
             return step, state, data_item
         if failures:
+            where = "left in place" if self.read_only else f"moved to {str(self._unreadable_directory())!r}"
             raise UnreadableCheckpointError(
-                f"no checkpoint in {str(self.directory)!r} is readable (moved to "
-                f"{str(self._unreadable_directory())!r}):\n  " + "\n  ".join(failures)
+                f"no checkpoint in {str(self.directory)!r} is readable ({where}):\n  " + "\n  ".join(failures)
             )
         return None
 

@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "test"
     c.data.max_length = 512
     c.data.max_prompt_length = 256
-    c.data.truncation_mode = "keep_end"
+    c.data.truncation_mode = ""  # "" = the source's, as the reference: keep_end for hh, keep_start otherwise
     c.data.cache_dir = ""  # "" = WORKDIR/data_cache
     c.data.max_train_examples = 0  # 0 = all
     c.data.max_eval_examples = 256  # the reference implementation evaluates on 256 pairs

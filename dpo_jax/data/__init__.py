@@ -19,7 +19,7 @@ Batch (numpy, B = global_batch_size / process_count, K = prepared.num_responses,
     Responses are ranked best first along K (K = 2: chosen, rejected; K = 1 for SFT). loss_mask[t] = 1
     iff input_ids[t] is a response token, its EOS included; a model scores token t from logits at t - 1,
     so the log-prob of a response is sum_t loss_mask[t] * log p(input_ids[t] | input_ids[:t]).
-    Prompt length = sum(attention_mask - loss_mask) over L. See `loader.py` for shapes with length buckets.
+    Prompt length = sum(attention_mask - loss_mask) over L. Rows (shared prompt, packing): `packing.py`.
 
 Position (JSON-able): {"step", "epoch", "step_in_epoch", "seed", "global_batch_size", "num_examples",
     "dataset_fingerprint"}; `check_position` raises ValueError if it was taken on other data or settings.
@@ -34,7 +34,8 @@ Position (JSON-able): {"step", "epoch", "step_in_epoch", "seed", "global_batch_s
     max_train_examples / max_eval_examples   first N usable examples (0 = all)
     shp_min_score_ratio (2.0), imdb_prefix_min_words (2), imdb_prefix_max_words (8)
 
-Stages: "dpo" uses every ranked response; "sft" keeps the best one only (preferred-FT on pairwise data);
+Stages: "dpo" uses every ranked response; "sft" keeps one response, and on preference data one example
+per distinct prompt, as the reference implementation (`sft_set.py`: HH's last chosen, SHP's best scored);
 "prompts" keeps one entry per distinct prompt with no response (K = 1, loss_mask all 0), for sampling.
 Per-example arrays computed at run time (e.g. reference log-probs [N, K], gathered in order with
 `make_eval_batches(prepared, ..., split="train")`) ride along in every batch: attach them with

@@ -26,7 +26,8 @@ from dpo_jax.data.tokenization import TokenizedSplit
 logger = logging.getLogger(__name__)
 
 # Bump when the tokenised format or the tokenisation rule changes, to invalidate old entries.
-CACHE_FORMAT_VERSION = 2  # 2: bad rows numbered from 1, by physical line in JSONL
+# 2: bad rows numbered from 1, by physical line in JSONL; 3: SFT on preference data, one example per prompt
+CACHE_FORMAT_VERSION = 3
 
 
 def cache_key(identity: dict[str, Any]) -> str:

@@ -18,8 +18,8 @@ Batch format (numpy, per process, B = local batch, K = responses per example, L 
   example_index  int32 [B]        eval batches only: the example's row in its split, -1 for filler
   <extra>        [B, ...]         the rows of each array attached with `TokenizedSplit.with_extras`
 The masks come from the stored lengths, never from input_ids != pad_id (pad == eos in GPT-2/Pythia).
-L is max_length, or with `length_buckets` the smallest bucket holding the longest sequence of the
-GLOBAL batch, so every process of a step gets one shape.
+L is max_length: every step has one shape, compiled once. Padding to shorter lengths is the rows'
+job (below: a shared prompt, several examples per row), not length buckets.
 
 Rows (`layout=RowLayout(...)`, from `data.share_prompt` / `data.pack`): the same examples per step, laid
 out by `dpo_jax.data.packing` (its docstring has the format): the prompt once per example, several
@@ -30,7 +30,7 @@ The layout does not enter the data position: resuming onto another layout contin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -73,24 +73,13 @@ def _validate_processes(global_batch_size: int, process_index: int, process_coun
     return global_batch_size // process_count
 
 
-def _validate_buckets(length_buckets: Sequence[int] | None, max_length: int) -> tuple[int, ...]:
-    if not length_buckets:
-        return (max_length,)
-    buckets = sorted(set(int(b) for b in length_buckets))
-    if buckets[0] <= 0 or buckets[-1] > max_length:
-        raise ValueError(f"length_buckets {list(length_buckets)} must lie in [1, max_length={max_length}]")
-    if buckets[-1] != max_length:
-        buckets.append(max_length)
-    return tuple(buckets)
-
-
 class _BatchBuilder:
-    """Pads selected examples of a split into the batch format, one shape per global batch."""
+    """Pads selected examples of a split into the batch format, [B, K, max_length]."""
 
-    def __init__(self, split: TokenizedSplit, *, pad_id: int, max_length: int, length_buckets):
+    def __init__(self, split: TokenizedSplit, *, pad_id: int, max_length: int):
         self.split = split
         self.pad_id = pad_id
-        self.buckets = _validate_buckets(length_buckets, max_length)
+        self.max_length = max_length
         self._sequence_lengths = split.sequence_lengths()
         longest = int(self._sequence_lengths.max(initial=0))
         if longest > max_length:
@@ -103,14 +92,10 @@ class _BatchBuilder:
         local = slice(
             process_index * len(rows) // process_count, (process_index + 1) * len(rows) // process_count
         )
-        return self.build(rows[local], seq_len=self.length_for(rows), real=real[local])
+        return self.build(rows[local], seq_len=self.max_length, real=real[local])
 
     def real_tokens(self, rows: np.ndarray) -> int:
         return int(self._sequence_lengths[rows].sum())
-
-    def length_for(self, global_rows: np.ndarray) -> int:
-        longest = int(self._sequence_lengths[global_rows].max(initial=1))
-        return next(b for b in self.buckets if b >= longest)
 
     def build(self, rows: np.ndarray, *, seq_len: int, real: np.ndarray) -> dict[str, np.ndarray]:
         num_responses = self.split.num_responses
@@ -145,7 +130,7 @@ class _RowBuilder:
     longest example row) long, and unpacked steps have one row per example slot of the global batch.
     """
 
-    def __init__(self, split, *, pad_id, max_length, length_buckets, layout: RowLayout, batch_size: int):
+    def __init__(self, split, *, pad_id, max_length, layout: RowLayout, batch_size: int):
         self.split, self.pad_id, self.layout = split, pad_id, layout
         longest_sequence = int(split.sequence_lengths().max(initial=0))
         if longest_sequence > max_length:
@@ -163,11 +148,9 @@ class _RowBuilder:
             self.row_length = layout.pack_length or longest
             shortest = max(1, int(self._lengths.min(initial=1)))
             self.slots = max(1, min(batch_size, self.row_length // shortest))
-            self.buckets = (self.row_length,)
         else:
+            self.row_length = longest
             self.slots = 1
-            self.buckets = _validate_buckets(length_buckets, max(longest, max_length))
-            self.buckets = tuple(b for b in self.buckets if b < longest) + (longest,)
 
     def real_tokens(self, rows: np.ndarray) -> int:
         return int(self._lengths[rows].sum())
@@ -175,10 +158,13 @@ class _RowBuilder:
     def batch(self, rows: np.ndarray, real: np.ndarray, process_index: int, process_count: int):
         """This process's block of the rows holding the real examples among `rows`."""
         rows, lengths = rows[real], self._lengths[rows[real]]
-        row_length = next(b for b in self.buckets if b >= lengths.max(initial=1))
         multiple = np.lcm(self.layout.row_multiple, process_count) if self.layout.pack else process_count
         plan = plan_rows(
-            lengths, row_length=row_length, slots=self.slots, pack=self.layout.pack, row_multiple=multiple
+            lengths,
+            row_length=self.row_length,
+            slots=self.slots,
+            pack=self.layout.pack,
+            row_multiple=multiple,
         )
         if not self.layout.pack:  # one row per slot of the global batch, real or not: one shape
             plan.rows.extend([] for _ in range(len(real) - len(plan.rows)))
@@ -195,18 +181,11 @@ class _RowBuilder:
         )
 
 
-def _builder(split, pad_id, max_length, length_buckets, layout, batch_size):
+def _builder(split, pad_id, max_length, layout, batch_size):
     """Padded [B, K, L] batches without a layout, rows (`dpo_jax.data.packing`) with one."""
     if layout is None:
-        return _BatchBuilder(split, pad_id=pad_id, max_length=max_length, length_buckets=length_buckets)
-    return _RowBuilder(
-        split,
-        pad_id=pad_id,
-        max_length=max_length,
-        length_buckets=length_buckets,
-        layout=layout,
-        batch_size=batch_size,
-    )
+        return _BatchBuilder(split, pad_id=pad_id, max_length=max_length)
+    return _RowBuilder(split, pad_id=pad_id, max_length=max_length, layout=layout, batch_size=batch_size)
 
 
 class TrainLoader:
@@ -223,7 +202,6 @@ class TrainLoader:
         pad_id: int,
         max_length: int,
         fingerprint: str,
-        length_buckets: Sequence[int] | None = None,
         layout: RowLayout | None = None,
     ):
         self.local_batch_size = _validate_processes(global_batch_size, process_index, process_count)
@@ -239,8 +217,7 @@ class TrainLoader:
         self.fingerprint = fingerprint
         self.num_examples = split.num_examples
         self.steps_per_epoch = split.num_examples // global_batch_size
-        self._builder = _builder(split, pad_id, max_length, length_buckets, layout, global_batch_size)
-        self._length_buckets = length_buckets
+        self._builder = _builder(split, pad_id, max_length, layout, global_batch_size)
         self.layout = layout
         self._max_length = max_length
         self._permutation_epoch = -1
@@ -259,7 +236,6 @@ class TrainLoader:
             pad_id=self._builder.pad_id,
             max_length=self._max_length,
             fingerprint=self.fingerprint,
-            length_buckets=self._length_buckets,
             layout=self.layout,
         )
 
@@ -337,7 +313,6 @@ class EvalBatches:
         process_count: int,
         pad_id: int,
         max_length: int,
-        length_buckets: Sequence[int] | None = None,
         layout: RowLayout | None = None,
     ):
         self.local_batch_size = _validate_processes(global_batch_size, process_index, process_count)
@@ -347,7 +322,7 @@ class EvalBatches:
         self.process_index = process_index
         self.process_count = process_count
         self.num_examples = split.num_examples
-        self._builder = _builder(split, pad_id, max_length, length_buckets, layout, global_batch_size)
+        self._builder = _builder(split, pad_id, max_length, layout, global_batch_size)
 
     def __len__(self) -> int:
         return -(-self.num_examples // self.global_batch_size)
@@ -379,7 +354,6 @@ def make_train_loader(
     seed: int,
     process_index: int,
     process_count: int,
-    length_buckets: Sequence[int] | None = None,
     layout: RowLayout | None = None,
 ) -> TrainLoader:
     return TrainLoader(
@@ -391,7 +365,6 @@ def make_train_loader(
         pad_id=prepared.pad_id,
         max_length=prepared.max_length,
         fingerprint=prepared.fingerprint,
-        length_buckets=length_buckets,
         layout=layout,
     )
 
@@ -402,7 +375,6 @@ def make_eval_batches(
     global_batch_size: int,
     process_index: int,
     process_count: int,
-    length_buckets: Sequence[int] | None = None,
     split: str = "eval",
     layout: RowLayout | None = None,
 ) -> EvalBatches:
@@ -420,6 +392,5 @@ def make_eval_batches(
         process_count=process_count,
         pad_id=prepared.pad_id,
         max_length=prepared.max_length,
-        length_buckets=length_buckets,
         layout=layout,
     )

@@ -96,27 +96,32 @@ def parse_chat_conversation(record: dict[str, Any], options: ParseOptions) -> Ex
 
 
 def _parse_chat_pair(record: dict[str, Any], options: ParseOptions) -> Example:
-    chosen = messages_field(record, "chosen")
-    rejected = messages_field(record, "rejected")
-    for field, conversation in (("chosen", chosen), ("rejected", rejected)):
+    # SFT uses the chosen conversation only, so the rejected one is not read (sources.py, ParseOptions.sft).
+    fields = ("chosen",) if options.sft else ("chosen", "rejected")
+    conversations = {field: messages_field(record, field) for field in fields}
+    for field, conversation in conversations.items():
         if not conversation:
             raise BadRow(EMPTY_FIELD, field)
+    chosen = conversations["chosen"]
     if record.get("prompt") is not None:
         prompt = messages_field(record, "prompt")
-        for field, conversation in (("chosen", chosen), ("rejected", rejected)):
+        for field, conversation in conversations.items():
             if len(conversation) != 1:
                 raise BadRow(BAD_VALUE, field, "with a prompt given, expected exactly one assistant message")
     else:
         prompt = chosen[:-1]
-        if rejected[:-1] != prompt:
+        if not options.sft and conversations["rejected"][:-1] != prompt:
             raise BadRow(PROMPT_MISMATCH, "rejected", "chosen and rejected differ before their last message")
-    return _renderer(options, "chosen").example(prompt, [("chosen", chosen[-1]), ("rejected", rejected[-1])])
+    replies = [(field, conversation[-1]) for field, conversation in conversations.items()]
+    return _renderer(options, "chosen").example(prompt, replies)
 
 
 def parse_pair(record: dict[str, Any], options: ParseOptions) -> Example:
     if isinstance(record.get("chosen"), list):
         return _parse_chat_pair(record, options)
     prompt = text_field(record, "prompt", allow_empty=True)
+    if options.sft:
+        return Example(prompt, (text_field(record, "chosen"),))
     return Example(prompt, (text_field(record, "chosen"), text_field(record, "rejected")))
 
 
@@ -125,7 +130,8 @@ def parse_ranked(record: dict[str, Any], options: ParseOptions) -> Example:
     responses = list_field(record, "responses")
     if not responses:
         raise BadRow(EMPTY_FIELD, "responses")
-    return Example(prompt, tuple(checked_text(r, f"responses[{i}]") for i, r in enumerate(responses)))
+    used = responses[:1] if options.sft else responses  # SFT: the best response alone
+    return Example(prompt, tuple(checked_text(r, f"responses[{i}]") for i, r in enumerate(used)))
 
 
 def parse_completion(record: dict[str, Any], options: ParseOptions) -> Example:

@@ -1,8 +1,8 @@
 """`build_datasets`: from a data config and a tokenizer to tokenised train/eval splits, with reports.
 
 Per split: open the raw table (local path or hub), check its columns, look the split up in the cache,
-and on a miss walk the rows through the source adapter, choose the responses the stage needs, tokenise,
-and store the result. Everything the walk rejects is counted in that split's `BadInputReport`, logged
+and on a miss walk the rows through the source adapter, choose the responses the stage needs (for SFT
+on preference data: one example per distinct prompt, `sft_set`), tokenise, and store the result. Everything the walk rejects is counted in that split's `BadInputReport`, logged
 once here at start-up, and exposed through `PreparedData.report_metrics()`.
 """
 
@@ -27,7 +27,8 @@ from dpo_jax.data.report import (
     BadRow,
     RowLocation,
 )
-from dpo_jax.data.sources import PAIRS, PROMPT_ONLY, SINGLE, SOURCES, Adapter, Example, ParseOptions
+from dpo_jax.data.sft_set import one_example_per_prompt
+from dpo_jax.data.sources import PAIRS, PROMPT_ONLY, RANKED, SINGLE, SOURCES, Adapter, Example, ParseOptions
 from dpo_jax.data.tokenization import TRUNCATION_MODES, TokenizedSplit, TokenizeSettings, tokenize_examples
 from dpo_jax.data.tokenizer import tokenizer_fingerprint
 
@@ -306,9 +307,12 @@ def _prepare_split(
         if cached is not None:
             return cached[0], cached[1], fingerprint, True
     report = BadInputReport(split=role)
-    options = settings.parse_options
+    options = dataclasses.replace(settings.parse_options, sft=stage == "sft")
     if getattr(tokenizer, "chat_template", None):
         options = dataclasses.replace(options, chat_renderer=ChatRenderer(tokenizer))
+    rows = _walk_rows(table, adapter, options, report)
+    if stage == "sft" and kind in (PAIRS, RANKED):
+        rows = one_example_per_prompt(rows, report)
     selector = _ResponseSelector(stage, kind, num_responses)
     tokenize_settings = TokenizeSettings(
         settings.max_length,
@@ -317,7 +321,7 @@ def _prepare_split(
         prompt_only=stage == "prompts",
     )
     split = tokenize_examples(
-        selector(_walk_rows(table, adapter, options, report), report),
+        selector(rows, report),
         tokenizer,
         tokenize_settings,
         report=report,

@@ -30,6 +30,8 @@ NO_ROOM_FOR_RESPONSE = "no_room_for_response"
 # Rows that are well formed but excluded on purpose (a documented filter, not a data error).
 FILTERED_SCORE_RATIO = "filtered_score_ratio"
 DUPLICATE_PROMPT = "duplicate_prompt"
+# SFT on preference data: a row of a prompt whose one SFT example another row gives (sft_set.py).
+MERGED_PROMPT = "merged_prompt"
 
 BAD_REASONS = frozenset(
     {
@@ -48,7 +50,7 @@ BAD_REASONS = frozenset(
         NO_ROOM_FOR_RESPONSE,
     }
 )
-FILTER_REASONS = frozenset({FILTERED_SCORE_RATIO, DUPLICATE_PROMPT})
+FILTER_REASONS = frozenset({FILTERED_SCORE_RATIO, DUPLICATE_PROMPT, MERGED_PROMPT})
 # Not reasons (the example is kept): counted apart, see BadInputReport.truncated.
 TRUNCATED_PROMPT = "truncated_prompt"
 TRUNCATED_RESPONSE = "truncated_response"

@@ -11,6 +11,11 @@ Text conventions follow the reference DPO implementation (eric-mitchell/direct-p
 - SHP: prompt "\\n\\nHuman: <history>\\n\\nAssistant:", responses " " + each reference, pairs kept only
   when score_ratio >= shp_min_score_ratio (2 in the reference).
 - TL;DR: the post rendered as "SUBREDDIT: r/..\\nTITLE: ..\\nPOST: ..\\nTL;DR:" and summaries " <text>".
+
+For the SFT stage (`ParseOptions.sft`) an adapter of pairwise data returns the preferred response alone
+and never checks the other one, since the SFT set does not use it: a pair unusable for DPO (an empty or
+mismatched rejected response) is still an SFT example, as in the reference. SHP returns both responses
+with their scores (the SFT target is the prompt's best-scored response; see sft_set.py).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ PROMPT_ONLY = "prompt_only"
 class Example:
     prompt: str
     responses: tuple[str, ...]  # best first
+    scores: tuple[float, ...] | None = None  # one per response where the data has them (SHP, for SFT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +61,8 @@ class ParseOptions:
     imdb_prefix_max_words: int = 8
     # Renders chat `messages` to text; set when the tokenizer has a chat template (local source only).
     chat_renderer: Any = None
+    # The SFT stage: pairwise adapters return the preferred response only, unchecked the rest (see above).
+    sft: bool = False
 
 
 Adapter = Callable[[dict[str, Any], ParseOptions], Example]
@@ -81,11 +89,13 @@ def _response(text: str, field: str) -> str:
 
 def parse_hh(record: dict[str, Any], options: ParseOptions) -> Example:
     chosen = text_field(record, "chosen")
-    rejected = text_field(record, "rejected")
+    rejected = None if options.sft else text_field(record, "rejected")
     cut = chosen.rfind(HH_ASSISTANT_TAG)
     if cut < 0:
         raise BadRow(NO_ASSISTANT_TURN, "chosen", f"no {HH_ASSISTANT_TAG!r} in the dialogue")
     prompt = chosen[: cut + len(HH_ASSISTANT_TAG)]
+    if options.sft:
+        return Example(prompt, (_response(chosen[len(prompt) :], "chosen"),))
     if not rejected.startswith(prompt):
         raise BadRow(PROMPT_MISMATCH, "rejected", "rejected does not start with the chosen dialogue's prompt")
     return Example(
@@ -114,6 +124,8 @@ def reddit_post(subreddit: str, title: str, post: str) -> str:
 def parse_tldr_comparisons(record: dict[str, Any], options: ParseOptions) -> Example:
     prompt = tldr_prompt(text_field(record, "prompt"))
     chosen = tldr_summary(text_field(record, "chosen"), "chosen")
+    if options.sft:
+        return Example(prompt, (chosen,))
     rejected = tldr_summary(text_field(record, "rejected"), "rejected")
     return Example(prompt, (chosen, rejected))
 
@@ -127,11 +139,12 @@ def parse_summarize_from_feedback(record: dict[str, Any], options: ParseOptions)
     if len(summaries) != 2 or not all(isinstance(s, dict) for s in summaries):
         raise BadRow(BAD_VALUE, "summaries", f"expected two summary objects, got {len(summaries)} entries")
     choice = choice_field(record, "choice", range(2))
-    texts = [
-        tldr_summary(text_field(s, "text", path=f"summaries[{i}].text"), f"summaries[{i}].text")
-        for i, s in enumerate(summaries)
-    ]
-    return Example(tldr_prompt(reddit_post(subreddit, title, post)), (texts[choice], texts[1 - choice]))
+    used = (choice,) if options.sft else (choice, 1 - choice)
+    texts = tuple(
+        tldr_summary(text_field(summaries[i], "text", path=f"summaries[{i}].text"), f"summaries[{i}].text")
+        for i in used
+    )
+    return Example(tldr_prompt(reddit_post(subreddit, title, post)), texts)
 
 
 def parse_tldr_sft(record: dict[str, Any], options: ParseOptions) -> Example:
@@ -163,7 +176,11 @@ def parse_shp(record: dict[str, Any], options: ParseOptions) -> Example:
     if ratio < options.shp_min_score_ratio:
         raise BadRow(FILTERED_SCORE_RATIO, "score_ratio", f"{ratio:.3g} < {options.shp_min_score_ratio:g}")
     preferred, other = (ref_a, ref_b) if a_preferred else (ref_b, ref_a)
-    return Example("\n\nHuman: " + history + HH_ASSISTANT_TAG, (" " + preferred, " " + other))
+    scores = None
+    if options.sft:  # the SFT target is the prompt's best-scored response, over all its pairs
+        score_a, score_b = number_field(record, "score_A"), number_field(record, "score_B")
+        scores = (score_a, score_b) if a_preferred else (score_b, score_a)
+    return Example("\n\nHuman: " + history + HH_ASSISTANT_TAG, (" " + preferred, " " + other), scores)
 
 
 def _spec(
@@ -174,7 +191,8 @@ def _spec(
     )
 
 
-# The reference reads only these; the other SHP columns (ids, timestamps, raw scores) may be absent.
+# What DPO reads; the other SHP columns (ids, timestamps) may be absent. SFT also reads the raw scores
+# score_A and score_B of each row (a row without them is a missing_field there).
 SHP_COLUMNS = ("history", "human_ref_A", "human_ref_B", "labels", "score_ratio")
 
 SOURCES: dict[str, SourceSpec] = {

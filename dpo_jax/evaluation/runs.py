@@ -64,15 +64,19 @@ class RunInfo:
         return self.model_path
 
 
-def read_run(path: str) -> RunInfo:
+def read_run_config(path: str) -> ml_collections.ConfigDict | None:
+    """The config a dpo_jax workdir was trained with (WORKDIR/run_config.json); None for any other path."""
     config_file = Path(path, RUN_CONFIG)
-    config = None
-    if config_file.is_file():
-        try:
-            config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_file}: not valid JSON ({error})") from error
-    return RunInfo(path=path, model_path=resolve_model_path(path), config=config)
+    if not config_file.is_file():
+        return None
+    try:
+        return ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file}: not valid JSON ({error})") from error
+
+
+def read_run(path: str) -> RunInfo:
+    return RunInfo(path=path, model_path=resolve_model_path(path), config=read_run_config(path))
 
 
 def load_policy(path: str, *, dtype: str = "float32"):

@@ -23,7 +23,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from dpo_jax import data as data_lib
-from dpo_jax.checkpoint import Checkpointer, install_preemption_handler, should_stop_for_preemption
+from dpo_jax.checkpoint import (
+    CHECKPOINT_DIRNAME,
+    Checkpointer,
+    install_preemption_handler,
+    should_stop_for_preemption,
+)
 from dpo_jax.evaluation.samples import left_padded_prompts
 from dpo_jax.metrics.writer import MetricsWriter
 from dpo_jax.models import to_hf
@@ -149,7 +154,9 @@ def run_ppo(
 
     # --- Restore --------------------------------------------------------------------------------
     checkpointer = Checkpointer(
-        workdir / "checkpoints", save_every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints
+        workdir / CHECKPOINT_DIRNAME,
+        save_every_steps=config.checkpoint_every_steps,
+        keep=config.keep_checkpoints,
     )
     if checkpointer.latest_step() is not None:
         state, position = checkpointer.restore(checkpointer.latest_step(), abstract_state)

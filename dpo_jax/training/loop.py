@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from dpo_jax import UserError
 from dpo_jax import data as data_lib
 from dpo_jax.checkpoint import (
+    CHECKPOINT_DIRNAME,
     PREEMPTED_EXIT,
     Checkpointer,
     install_preemption_handler,
@@ -169,7 +170,7 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
     del host_params
 
     checkpointer = Checkpointer(
-        workdir / "checkpoints",
+        workdir / CHECKPOINT_DIRNAME,
         save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
     )

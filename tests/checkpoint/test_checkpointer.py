@@ -198,7 +198,7 @@ def run_two_processes(handler_installed: str) -> list[str]:
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     workers = [
         subprocess.Popen(

@@ -3,7 +3,10 @@
 import logging
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
+from jax.sharding import SingleDeviceSharding
 
 from dpo_jax import UserError, checkpoint, sharding
 from tests.checkpoint.test_checkpointer import restore_target, trained_state
@@ -16,7 +19,7 @@ def _save_steps(directory, steps):
             checkpointer.save(step, state, data_position={"step": step})
 
 
-def _truncate_array_files(step_dir: Path) -> None:
+def truncate_array_files(step_dir: Path) -> None:
     """Halves every array data file: what a disk filling up mid-write leaves."""
     for path in (step_dir / "state").rglob("*"):
         if path.is_file() and path.parent.name == "d":
@@ -26,7 +29,7 @@ def _truncate_array_files(step_dir: Path) -> None:
 def test_falls_back_past_damaged_steps_then_says_when_none_is_readable(tmp_path, caplog):
     directory = tmp_path / "checkpoints"
     _save_steps(directory, [1, 2, 3, 4])
-    _truncate_array_files(directory / "4")
+    truncate_array_files(directory / "4")
     for path in (directory / "3" / "data").iterdir():  # a missing data item
         path.unlink()
     (directory / "3" / "data").rmdir()
@@ -44,7 +47,7 @@ def test_falls_back_past_damaged_steps_then_says_when_none_is_readable(tmp_path,
         assert (tmp_path / "checkpoints_unreadable" / str(bad)).is_dir()  # set aside, not deleted
 
     for step in (1, 2):
-        _truncate_array_files(directory / str(step))
+        truncate_array_files(directory / str(step))
     with checkpoint.Checkpointer(directory, save_every_steps=1, keep=10) as checkpointer:
         with pytest.raises(UserError, match=r"no checkpoint in .* is readable.*\n  step 2: .*\n  step 1: "):
             checkpointer.restore_latest_readable(target)
@@ -59,3 +62,42 @@ def test_a_different_model_is_not_mistaken_for_damage(tmp_path):
         with pytest.raises(UserError, match="different model"):
             checkpointer.restore_latest_readable(wrong_target)
         assert checkpointer.all_steps() == [1]
+
+
+def test_a_reader_restores_a_params_subtree_and_moves_nothing(tmp_path, caplog):
+    """`Checkpointer.reader` + `params_path`: what a sampler uses on a run that may still be training."""
+    directory = tmp_path / "checkpoints"
+    _save_steps(directory, [1, 2])
+    truncate_array_files(directory / "2")
+    (directory / "3.orbax-checkpoint-tmp-7").mkdir()  # a save in flight
+    mlp = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(
+            leaf.shape, leaf.dtype, sharding=SingleDeviceSharding(jax.devices()[1])
+        ),
+        restore_target(sharding.make_mesh((8, 1, 1))).params["mlp"],
+    )
+    with caplog.at_level(logging.WARNING, logger="dpo_jax"):
+        with checkpoint.Checkpointer.reader(directory) as reader:
+            step, params, _ = reader.restore_latest_readable(mlp, params_path=("mlp",))
+            with pytest.raises(RuntimeError, match="read-only"):
+                reader.save(5, params, data_position={})
+    assert step == 1 and set(params) == {"kernel", "bias"}
+    expected = trained_state(sharding.make_mesh((8, 1, 1))).params["mlp"]
+    for name in ("kernel", "bias"):
+        np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(expected[name]))
+        assert params[name].devices() == {jax.devices()[1]}
+    assert "checkpoint step 2 in" in caplog.text and "skipped, left in place" in caplog.text
+    assert (directory / "2").is_dir() and (directory / "3.orbax-checkpoint-tmp-7").is_dir()
+    assert not (tmp_path / "checkpoints_unreadable").exists()
+
+    wrong = {
+        "kernel": jax.ShapeDtypeStruct((8, 4), np.float32),
+        "bias": jax.ShapeDtypeStruct((4,), np.float32),
+    }
+    with checkpoint.Checkpointer.reader(directory) as reader:
+        with pytest.raises(
+            UserError, match=r"different model:\n  bias: checkpoint shape \(8,\) != model shape"
+        ):
+            reader.restore_latest_readable(wrong, params_path=("mlp",))
+    with pytest.raises(UserError, match="no checkpoint directory"):
+        checkpoint.Checkpointer.reader(tmp_path / "absent")

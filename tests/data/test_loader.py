@@ -6,7 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from dpo_jax.data import EvalBatches, TrainLoader, build_datasets, epoch_permutation, make_train_loader
+from dpo_jax.data import (
+    EvalBatches,
+    TrainLoader,
+    build_datasets,
+    epoch_permutation,
+    make_eval_batches,
+    make_train_loader,
+)
 from tests.data.data_helpers import data_config, split_from_lists
 
 PAD = 0
@@ -20,7 +27,7 @@ def _split(num_examples: int = 21, num_responses: int = 2):
     return split.with_extras(index=np.arange(num_examples))
 
 
-def _loader(split, *, process_index=0, process_count=1, seed=3, batch=4, buckets=None, fingerprint="fp"):
+def _loader(split, *, process_index=0, process_count=1, seed=3, batch=4, fingerprint="fp"):
     return TrainLoader(
         split,
         global_batch_size=batch,
@@ -30,7 +37,6 @@ def _loader(split, *, process_index=0, process_count=1, seed=3, batch=4, buckets
         pad_id=PAD,
         max_length=16,
         fingerprint=fingerprint,
-        length_buckets=buckets,
     )
 
 
@@ -153,7 +159,7 @@ def test_batch_size_must_divide_by_process_count():
         _loader(_split(3), batch=4)
 
 
-def _eval(split, *, process_index=0, process_count=1, batch=8, buckets=None):
+def _eval(split, *, process_index=0, process_count=1, batch=8):
     return EvalBatches(
         split,
         global_batch_size=batch,
@@ -161,7 +167,6 @@ def _eval(split, *, process_index=0, process_count=1, batch=8, buckets=None):
         process_count=process_count,
         pad_id=PAD,
         max_length=16,
-        length_buckets=buckets,
     )
 
 
@@ -187,19 +192,26 @@ def test_eval_batches_split_across_processes():
         _assert_batches_equal(batch, joined)
 
 
-def test_length_buckets_give_one_shape_per_global_step():
+def test_padded_batches_are_max_length_wide_and_take_no_length_buckets(tokenizer):
+    """One shape for every step and eval batch (one compile); shorter rows are packing's job, and the
+    length buckets the trainer never used are gone rather than accepted and ignored."""
     split = _split()
-    for step in range(6):
-        shapes = {
-            _loader(split, process_index=p, process_count=2, buckets=(8, 12)).batch(step)["input_ids"].shape
-            for p in range(2)
-        }
-        assert len(shapes) == 1
-        (shape,) = shapes
-        longest = split.sequence_lengths()[_loader(split).global_rows(step)].max()
-        assert shape[-1] == min(b for b in (8, 12, 16) if b >= longest)
-    with pytest.raises(ValueError, match="length_buckets"):
-        _loader(split, buckets=(8, 32))
+    assert {_loader(split).batch(step)["input_ids"].shape for step in range(5)} == {(4, 2, 16)}
+    assert {batch["input_ids"].shape for batch in _eval(_split(13))} == {(8, 2, 16)}
+    prepared = build_datasets(data_config(eval_split=""), tokenizer, stage="dpo")
+    with pytest.raises(TypeError, match="length_buckets"):
+        make_train_loader(
+            prepared, global_batch_size=4, seed=0, process_index=0, process_count=1, length_buckets=(8,)
+        )
+    with pytest.raises(TypeError, match="length_buckets"):
+        make_eval_batches(
+            prepared,
+            global_batch_size=4,
+            process_index=0,
+            process_count=1,
+            split="train",
+            length_buckets=(8,),
+        )
 
 
 def test_with_data_keeps_the_order_and_adds_extras(tokenizer):

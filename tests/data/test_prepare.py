@@ -12,9 +12,10 @@ def test_sft_on_pairs_keeps_the_chosen_response(tokenizer):
     dpo = build_datasets(data_config(), tokenizer, stage="dpo")
     sft = build_datasets(data_config(), tokenizer, stage="sft")
     assert (dpo.num_responses, sft.num_responses) == (2, 1)
-    # identical_responses rows are fine for preferred-FT, so SFT keeps one more example.
-    assert sft.train.num_examples == dpo.train.num_examples + 1
-    assert sft.train_report.counts.get("identical_responses") is None
+    # One example per distinct prompt (tests/data/test_sft_set.py): the fixture's 36 rows hold 7 repeats
+    # of a prompt and 4 rows bad for SFT too; the rejected responses' faults do not count for SFT.
+    assert sft.train.num_examples == 25 and sft.train_report.counts["merged_prompt"] == 7
+    assert not {"identical_responses", "prompt_mismatch", "missing_field"} & set(sft.train_report.counts)
     assert sft.train.response(0, 0).tolist() == dpo.train.response(0, 0).tolist()
 
 

@@ -50,7 +50,7 @@ def mesh():
 
 
 def padded_batch(split):
-    builder = _BatchBuilder(split, pad_id=PAD, max_length=MAX_LENGTH, length_buckets=None)
+    builder = _BatchBuilder(split, pad_id=PAD, max_length=MAX_LENGTH)
     rows = np.arange(split.num_examples)
     return builder.build(rows, seq_len=MAX_LENGTH, real=np.ones(len(rows), bool))
 

@@ -25,6 +25,11 @@ def tiny_lm(arch: str, vocab_size: int, *, seed: int = 0, std: float = 0.3, max_
         max_position_embeddings=max_positions,
     )
     model = build_model(config)
+    return model, random_params(model, seed=seed, std=std)
+
+
+def random_params(model, *, seed: int, std: float):
+    """Params of `model` drawn with numpy: normal(0, std), norm scales normal(1, std)."""
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
@@ -32,4 +37,4 @@ def tiny_lm(arch: str, vocab_size: int, *, seed: int = 0, std: float = 0.3, max_
         centre = 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else 0.0
         return (centre + std * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
 
-    return model, jax.tree_util.tree_map_with_path(draw, abstract_params(model))
+    return jax.tree_util.tree_map_with_path(draw, abstract_params(model))

@@ -1,0 +1,96 @@
+"""The policy a path holds, to sample from: a Hugging Face model (a directory, a hub name, a finished
+workdir's export), or else the newest readable Orbax checkpoint of a workdir that has no export yet (a
+run still training, stopped by preemption or killed).
+
+From a checkpoint, the model is rebuilt from the run's config (WORKDIR/run_config.json, architecture
+only: `describe_model` downloads nothing) and only the policy's params are read (no optimizer state),
+onto this process's first device whatever mesh the run trained on. The checkpoint directory is opened
+read-only, so a run still writing to it is not disturbed: its in-flight save is not cleaned up, and an
+unreadable step is skipped with a warning and left where it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+
+from dpo_jax import MissingInputError, UserError
+from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
+from dpo_jax.checkpoint.checkpointer import UnreadableCheckpointError
+from dpo_jax.evaluation.runs import read_run_config
+from dpo_jax.models import abstract_params, build_model, from_hf
+from dpo_jax.models.loading import EXPORT_DIRNAME, describe_model, resolve_model_path, tokenizer_source
+
+logger = logging.getLogger("dpo_jax")
+
+# Where the policy sits inside a checkpoint's `state.params`, per stage. PPO trains one module of two
+# halves (dpo_jax.ppo.model: POLICY, VALUE); a reward model is not a language model to sample from.
+_POLICY_PARAMS_PATH = {"sft": (), "dpo": (), "ppo": ("policy",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedPolicy:
+    model: Any
+    params: Any
+    tokenizer: str  # the tokenizer that goes with it: a directory or a hub name
+    source: str  # where the params came from, for the log
+
+
+def _has_hf_model(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, *parts, "config.json")) for parts in ((), (EXPORT_DIRNAME,)))
+
+
+def load_saved_policy(path: str, *, dtype: str = "float32") -> SavedPolicy:
+    """The model and params `path` holds: its Hugging Face weights if it has them, else the newest
+    readable checkpoint of the workdir `path`; fails naming both places when it has neither."""
+    if not os.path.isdir(path) or _has_hf_model(path):
+        model_dir = resolve_model_path(path)
+        model, params = from_hf(model_dir, dtype=dtype)
+        return SavedPolicy(model, params, tokenizer=model_dir, source=model_dir)
+    return _from_checkpoint(path, dtype)
+
+
+def _from_checkpoint(workdir: str, dtype: str) -> SavedPolicy:
+    checkpoints = os.path.join(workdir, CHECKPOINT_DIRNAME)
+    looked_for = (
+        f"looked for an exported policy ({os.path.join(workdir, EXPORT_DIRNAME, 'config.json')}) and for a "
+        f"checkpoint ({checkpoints}/<step>)"
+    )
+    nothing = MissingInputError(f"{workdir}: nothing to sample from: {looked_for}; found neither")
+    if not os.path.isdir(checkpoints):
+        raise nothing
+    with Checkpointer.reader(checkpoints) as reader:
+        if not reader.all_steps():  # at most a save a crash cut short
+            raise nothing
+        model, target, params_path, tokenizer = _restore_target(workdir, dtype)
+        try:
+            found = reader.restore_latest_readable(target, params_path=params_path)
+        except UnreadableCheckpointError as error:
+            raise UnreadableCheckpointError(f"{workdir}: nothing to sample from: {looked_for}; {error}") from error
+    step, params, _ = found
+    logger.info("%s has no export: sampling from its checkpoint at step %d", workdir, step)
+    return SavedPolicy(model, params, tokenizer=tokenizer, source=f"{checkpoints}/{step}")
+
+
+def _restore_target(workdir: str, dtype: str):
+    """(model, abstract params on this process's first device, where the policy sits in the saved
+    params, tokenizer) of the run that wrote `workdir`, from its run_config.json."""
+    config = read_run_config(workdir)
+    if config is None:
+        raise MissingInputError(
+            f"{workdir} has checkpoints but no run_config.json: the model they were saved from is unknown"
+        )
+    if config.stage not in _POLICY_PARAMS_PATH:
+        raise UserError(f"{workdir} trained stage={config.stage!r}: not a language model to sample from")
+    model_cfg = config.model.copy_and_resolve_references()
+    model_cfg.dtype = dtype
+    model = build_model(describe_model(model_cfg, param_dtype=model_cfg.param_dtype))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract_params(model)
+    )
+    return model, target, _POLICY_PARAMS_PATH[config.stage], tokenizer_source(config)
