@@ -134,9 +134,7 @@ def test_row_layout_positions_and_masks():
     np.testing.assert_array_equal(rows["loss_mask"][0], [0, 0, 0, 1, 1, 0, 1, 1, 1, 0])
     from dpo_jax.objectives.rows import row_attention_mask
 
-    mask = np.asarray(row_attention_mask(jnp.asarray(rows["segment_ids"]), jnp.asarray(rows["branch_ids"])))[
-        0
-    ]
+    mask = np.asarray(row_attention_mask(jax.tree.map(jnp.asarray, rows)).pairwise())[0]
     # The second branch's copied prompt token sees the prefix and its own branch, not the first branch.
     np.testing.assert_array_equal(mask[5, :9], [1, 1, 0, 0, 0, 1, 1, 1, 1])
     assert not mask[9, :9].any()  # padding sees nothing of the example
