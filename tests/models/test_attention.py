@@ -13,9 +13,19 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dpo_jax.models import ModelConfig, build_model, init_params
-from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, causal_attention, resolve_implementation
+from dpo_jax.models.attention import (
+    ATTENTION_CHECKPOINT_NAME,
+    RowMask,
+    _cudnn_attention,
+    causal_attention,
+    resolve_implementation,
+)
 from dpo_jax.models.layers import LINEAR_CHECKPOINT_NAME
+from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
+from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh, traced_in_context
+from dpo_jax.training.step import make_apply_fn
 from tests import deviceless
+from tests.synthetic.tiny_models import tiny_lm
 
 BATCH, LENGTH, HEADS, HEAD_DIM = 2, 72, 2, 16
 LENGTHS = np.array([LENGTH, 45])  # one full row, one right-padded row
@@ -190,3 +200,86 @@ def test_model_with_splash_equals_xla_and_remat_saves_attention_by_name():
         np.testing.assert_allclose(results[name][0], results["xla"][0], atol=2e-5)
         for got, want in zip(jax.tree.leaves(results[name][1]), jax.tree.leaves(results["xla"][1])):
             np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+# --- Shared-prompt and packed rows (dpo_jax.data.packing): RowMask on every backend. ---
+
+
+def test_cudnn_pairwise_call_on_xla_equals_the_xla_path(qkv):
+    """The call the cuDNN backend makes for rows (a [B, 1, L, L] mask, causality as cuDNN's own),
+    routed to XLA's implementation, equals the XLA path in values and gradients, for an even row
+    length and an odd one (cuDNN's backward with a mask needs even lengths: one position is added)."""
+    segments = np.array([[1] * 9 + [2] * 5 + [0] * 2, [1] * 6 + [2] * 7 + [0] * 3])
+    branches = np.array([[0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0]])
+    for length in (16, 15):
+        rows = RowMask(jnp.asarray(segments[:, :length]), jnp.asarray(branches[:, :length]), num_branches=2)
+        q, k, v = (x[:, :length] for x in qkv)
+        real = jnp.asarray(segments[:, :length] > 0)[:, :, None, None]
+
+        def loss(q, k, v, attention):
+            out = attention(q, k, v)
+            return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), jnp.where(real, out, 0.0)
+
+        def results(attention):
+            return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)(
+                q, k, v, attention
+            )
+
+        (want, want_out), want_grads = results(
+            lambda q, k, v: causal_attention(q, k, v, rows, scale=0.3, implementation="xla")
+        )
+        (got, got_out), got_grads = results(
+            lambda q, k, v: _cudnn_attention(q, k, v, rows.pairwise(), scale=0.3, implementation="xla")
+        )
+        np.testing.assert_allclose(got_out, want_out, atol=1e-6)
+        for g, w in zip(got_grads, want_grads):
+            np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def _row_losses(model, params, batch, mesh, loss_name):
+    """Log-probs, loss metrics and gradients of `batch_loss` on a row batch, traced in the mesh's
+    sharding context as the trainer traces its step (so splash runs per shard under shard_map)."""
+    apply_fn = make_apply_fn(model)
+
+    def run(params, batch):
+        def loss(p):
+            return batch_loss(p, params, batch, apply_fn=apply_fn, loss_name=loss_name, beta=0.5)
+
+        (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return reference_logps(params, batch, apply_fn=apply_fn), metrics, grads
+
+    return jax.jit(traced_in_context(run, mesh, DEFAULT_LOGICAL_AXIS_RULES))(params, batch)
+
+
+# Layouts rotate over the cases: both architectures, K = 1, 2 and 4, shared and unshared prompts
+# (one view per response, one pass), packed and unpacked rows of truncated examples.
+ROW_CASES = [
+    ("gpt2", 2, "dpo", dict(share_prompt=True, pack=False)),
+    ("gpt2", 4, "plackett_luce", dict(share_prompt=True, pack=True)),
+    ("gpt_neox", 2, "dpo", dict(share_prompt=False, pack=True)),
+    ("gpt_neox", 4, "plackett_luce", dict(share_prompt=True, pack=False)),
+    ("gpt_neox", 1, "sft", dict(share_prompt=True, pack=True)),
+]
+
+
+@pytest.mark.parametrize("arch,num_responses,loss_name,layout", ROW_CASES)
+def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, loss_name, layout):
+    from tests.objectives.test_rows import MAX_LENGTH, VOCAB, row_batch, truncated_split
+
+    mesh = make_mesh((8, 1, 1))
+    model, params = tiny_lm(arch, VOCAB, max_positions=MAX_LENGTH)
+    host = row_batch(truncated_split(num_responses), **layout)
+    batch = make_global_batch(host, mesh)
+    want_logps, want_metrics, want_grads = _row_losses(model, params, batch, mesh, loss_name)
+    splash = build_model(model.config.replace(attention="splash"))
+    logps, metrics, grads = _row_losses(splash, params, batch, mesh, loss_name)
+    real = host["example_mask"] > 0
+    if layout["pack"]:
+        assert real.sum(axis=1).max() > 1  # some row really holds several examples
+    np.testing.assert_allclose(np.asarray(logps)[real], np.asarray(want_logps)[real], rtol=1e-5, atol=1e-5)
+    for name, (total, count) in want_metrics.items():
+        assert float(metrics[name][1]) == float(count), name
+        np.testing.assert_allclose(float(metrics[name][0]), float(total), rtol=1e-5, atol=1e-5, err_msg=name)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max()), grads, want_grads
+    )
