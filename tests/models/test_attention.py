@@ -2,6 +2,7 @@
 TPU and H100 programs compile (deviceless) and contain their kernels' custom calls; "auto" picks by
 the platform the program is traced for; the remat policy saves the attention and projections by name."""
 
+import functools
 import re
 
 import jax
@@ -12,7 +13,7 @@ from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals' lis
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dpo_jax.models import ModelConfig, build_model, init_params
+from dpo_jax.models import ModelConfig, abstract_params, build_model, init_params
 from dpo_jax.models.attention import (
     ATTENTION_CHECKPOINT_NAME,
     RowMask,
@@ -23,6 +24,7 @@ from dpo_jax.models.attention import (
 from dpo_jax.models.layers import LINEAR_CHECKPOINT_NAME
 from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh, traced_in_context
+from dpo_jax.sharding.mesh import BATCH_MESH_AXES, MESH_AXES
 from dpo_jax.training.step import make_apply_fn
 from tests import deviceless
 from tests.synthetic.tiny_models import tiny_lm
@@ -205,60 +207,76 @@ def test_model_with_splash_equals_xla_and_remat_saves_attention_by_name():
 # --- Shared-prompt and packed rows (dpo_jax.data.packing): RowMask on every backend. ---
 
 
+def _rows_attention(implementation):
+    def attention(q, k, v, rows):
+        if implementation == "cudnn_call_on_xla":
+            return _cudnn_attention(q, k, v, rows.pairwise(), scale=0.3, implementation="xla")
+        return causal_attention(q, k, v, rows, scale=0.3, implementation=implementation)
+
+    return attention
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _rows_outputs_and_grads(implementation, q, k, v, rows):
+    """Outputs at the real queries and gradients of sum(sin(outputs)) over them."""
+    real = (rows.segment_ids > 0)[:, :, None, None]
+
+    def loss(q, k, v):
+        out = _rows_attention(implementation)(q, k, v, rows)
+        return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), jnp.where(real, out, 0.0)
+
+    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    return out, grads
+
+
+def _assert_rows_match_xla(implementation, qkv, segments, branches, num_branches, err_msg=""):
+    length = len(segments[0])
+    rows = RowMask(jnp.asarray(segments), jnp.asarray(branches), num_branches=num_branches)
+    q, k, v = (x[: len(segments), :length] for x in qkv)
+    want_out, want_grads = _rows_outputs_and_grads("xla", q, k, v, rows)
+    got_out, got_grads = _rows_outputs_and_grads(implementation, q, k, v, rows)
+    np.testing.assert_allclose(got_out, want_out, atol=1e-6, err_msg=err_msg)
+    for got, want in zip(got_grads, want_grads):
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=err_msg)
+
+
 def test_cudnn_pairwise_call_on_xla_equals_the_xla_path(qkv):
     """The call the cuDNN backend makes for rows (a [B, 1, L, L] mask, causality as cuDNN's own),
     routed to XLA's implementation, equals the XLA path in values and gradients, for an even row
     length and an odd one (cuDNN's backward with a mask needs even lengths: one position is added)."""
     segments = np.array([[1] * 9 + [2] * 5 + [0] * 2, [1] * 6 + [2] * 7 + [0] * 3])
-    branches = np.array([[0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0]])
+    branches = np.array(
+        [[0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0]]
+    )
     for length in (16, 15):
-        rows = RowMask(jnp.asarray(segments[:, :length]), jnp.asarray(branches[:, :length]), num_branches=2)
-        q, k, v = (x[:, :length] for x in qkv)
-        real = jnp.asarray(segments[:, :length] > 0)[:, :, None, None]
-
-        def loss(q, k, v, attention):
-            out = attention(q, k, v)
-            return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), jnp.where(real, out, 0.0)
-
-        def results(attention):
-            return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)(
-                q, k, v, attention
-            )
-
-        (want, want_out), want_grads = results(
-            lambda q, k, v: causal_attention(q, k, v, rows, scale=0.3, implementation="xla")
-        )
-        (got, got_out), got_grads = results(
-            lambda q, k, v: _cudnn_attention(q, k, v, rows.pairwise(), scale=0.3, implementation="xla")
-        )
-        np.testing.assert_allclose(got_out, want_out, atol=1e-6)
-        for g, w in zip(got_grads, want_grads):
-            np.testing.assert_allclose(g, w, atol=1e-6)
+        _assert_rows_match_xla("cudnn_call_on_xla", qkv, segments[:, :length], branches[:, :length], 2)
 
 
 def _row_losses(model, params, batch, mesh, loss_name):
-    """Log-probs, loss metrics and gradients of `batch_loss` on a row batch, traced in the mesh's
-    sharding context as the trainer traces its step (so splash runs per shard under shard_map)."""
+    """Log-probs, loss metrics and gradients of `batch_loss` on a row batch (log-probs of `params` as
+    the reference: one forward, then forward and backward), traced in the mesh's sharding context as
+    the trainer traces its step, so splash runs per shard under shard_map."""
     apply_fn = make_apply_fn(model)
 
     def run(params, batch):
+        logps = reference_logps(params, batch, apply_fn=apply_fn)
+        batch = dict(batch, reference_logps=logps)
+
         def loss(p):
-            return batch_loss(p, params, batch, apply_fn=apply_fn, loss_name=loss_name, beta=0.5)
+            return batch_loss(p, None, batch, apply_fn=apply_fn, loss_name=loss_name, beta=0.5)
 
         (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        return reference_logps(params, batch, apply_fn=apply_fn), metrics, grads
+        return logps, metrics, grads
 
     return jax.jit(traced_in_context(run, mesh, DEFAULT_LOGICAL_AXIS_RULES))(params, batch)
 
 
-# Layouts rotate over the cases: both architectures, K = 1, 2 and 4, shared and unshared prompts
-# (one view per response, one pass), packed and unpacked rows of truncated examples.
+# Interpret-mode splash is slow on a CPU: two cases cover both architectures, K = 2 and 4, packed and
+# unpacked rows of truncated examples (shared prompts: one view per response); the one-pass paths
+# (unshared prompts, K = 1) are checked on the attention alone below.
 ROW_CASES = [
-    ("gpt2", 2, "dpo", dict(share_prompt=True, pack=False)),
     ("gpt2", 4, "plackett_luce", dict(share_prompt=True, pack=True)),
-    ("gpt_neox", 2, "dpo", dict(share_prompt=False, pack=True)),
-    ("gpt_neox", 4, "plackett_luce", dict(share_prompt=True, pack=False)),
-    ("gpt_neox", 1, "sft", dict(share_prompt=True, pack=True)),
+    ("gpt_neox", 2, "dpo", dict(share_prompt=True, pack=False)),
 ]
 
 
@@ -281,5 +299,81 @@ def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, 
         assert float(metrics[name][1]) == float(count), name
         np.testing.assert_allclose(float(metrics[name][0]), float(total), rtol=1e-5, atol=1e-5, err_msg=name)
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max()), grads, want_grads
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max()),
+        grads,
+        want_grads,
     )
+
+
+def test_splash_rows_without_a_shared_prompt_take_segment_ids_and_equal_xla(qkv):
+    """Unshared prompts (each response a whole sequence: ids (example, branch)) and K = 1 (prompt and
+    response one sequence) on splash equal XLA in values and gradients; so do shared prompts."""
+    cases = {
+        "unshared, packed": (
+            [1] * 10 + [2] * 6 + [0] * 2,
+            [1] * 5 + [2] * 5 + [1] * 3 + [2] * 3 + [0] * 2,
+            2,
+        ),
+        "K = 1, packed": ([1] * 10 + [2] * 6 + [0] * 2, [0] * 4 + [1] * 6 + [0] * 2 + [1] * 4 + [0] * 2, 1),
+        "shared, packed": (
+            [1] * 9 + [2] * 7 + [0] * 2,
+            [0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 1, 1, 2, 2, 2, 2, 0, 0],
+            2,
+        ),
+    }
+    for name, (segments, branches, num_branches) in cases.items():
+        _assert_rows_match_xla("splash", qkv, [segments], [branches], num_branches, err_msg=name)
+
+
+def _compiled_row_program(mesh, attention="auto"):
+    """HLO of the policy forward and backward of a tiny bf16 GPT-NeoX on shared-prompt packed rows
+    (K = 2; the reference log-probs precomputed, as the trainer has them), compiled for `mesh`."""
+    from tests.objectives.test_rows import row_batch, truncated_split
+
+    mesh = jax.sharding.Mesh(mesh.devices.reshape(-1, 1, 1), MESH_AXES)
+    config = ModelConfig("gpt_neox", 256, 64, 1, 2, 128, 256, dtype="bfloat16", attention=attention)
+    model = build_model(config)
+    host = row_batch(truncated_split(2), share_prompt=True, pack=True)
+    host["reference_logps"] = np.zeros(host["response_lengths"].shape, np.float32)
+    rows = NamedSharding(mesh, P(BATCH_MESH_AXES))
+    batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows) for name, x in host.items()}
+    replicated = NamedSharding(mesh, P())
+    params = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_params(model)
+    )
+    apply_fn = make_apply_fn(model)
+
+    def grads(params, batch):
+        def loss(p):
+            return batch_loss(p, None, batch, apply_fn=apply_fn, loss_name="dpo", beta=0.1)[0]
+
+        return jax.grad(loss)(params)
+
+    with jax.default_matmul_precision("default"):  # see _compiled_custom_calls
+        lowered = jax.jit(traced_in_context(grads, mesh, DEFAULT_LOGICAL_AXIS_RULES)).lower(params, batch)
+    return lowered.compile().as_text(), host["input_ids"].shape
+
+
+def test_h100_row_program_compiles_to_cudnn_flash_attention_with_the_row_mask():
+    reason = deviceless.cuda_plugin_missing()
+    if reason:
+        pytest.skip(reason)
+    with deviceless.cudnn_version_from_target():
+        hlo, (num_rows, length) = _compiled_row_program(deviceless.h100_mesh())
+    calls = re.findall(r'custom_call_target="([^"]+)"', hlo)
+    assert "__cudnn$fmhaScaleBiasSoftmax" in calls and "__cudnn$fmhaScaleBiasSoftmaxBackward" in calls, calls
+    # The mask is one [R, 1, L, L] bias for both heads (the odd row length padded to even); no
+    # [R, H, L, L] score or softmax array of any dtype is left outside the kernels.
+    padded = length + length % 2
+    assert f"bf16[{num_rows},1,{padded},{padded}]" in hlo
+    assert not re.search(rf"\w+\[{num_rows},2,{padded},{padded}\]", hlo)
+
+
+def test_tpu_row_program_compiles_to_splash_kernels():
+    hlo, (_, length) = _compiled_row_program(deviceless.tpu_mesh())
+    calls = re.findall(r'custom_call_target="([^"]+)"', hlo)
+    # Forward, dq and dkv kernels for each of the K = 2 response views and for the one pass of rows
+    # without a shared prompt (the two branches of the per-shard choice): 3 x (2 + 1).
+    assert calls.count("tpu_custom_call") == 9, calls
+    # The dense pairwise mask is never built: no [..., L, L] array in the program.
+    assert not re.search(rf"\w+\[(\d+,)*{length},{length}\]", hlo)
