@@ -125,6 +125,8 @@ def test_auto_picks_by_the_platform_traced_for():
         assert resolve_implementation("auto", bf16, decode=False, pairwise=False) == "splash"
         assert resolve_implementation("auto", bf16, decode=True, pairwise=False) == "xla"
         assert resolve_implementation("splash", bf16, decode=False, pairwise=True) == "xla"
+        assert resolve_implementation("auto", bf16, decode=False, pairwise=True) == "xla"
+        assert resolve_implementation("auto", bf16, decode=False, pairwise=True, rows=True) == "splash"
     if deviceless.cuda_plugin_missing() is None:
         with jax.sharding.use_abstract_mesh(deviceless.h100_mesh().abstract_mesh):
             assert resolve_implementation("auto", bf16, decode=False, pairwise=False) == "cudnn"
@@ -133,6 +135,8 @@ def test_auto_picks_by_the_platform_traced_for():
                 == "xla"
             )
             assert resolve_implementation("auto", bf16, decode=True, pairwise=False) == "xla"
+            assert resolve_implementation("auto", bf16, decode=False, pairwise=True) == "cudnn"
+            assert resolve_implementation("auto", bf16, decode=False, pairwise=True, rows=True) == "cudnn"
 
 
 def _compiled_custom_calls(mesh, head_dim):
