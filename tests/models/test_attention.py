@@ -286,7 +286,13 @@ ROW_CASES = [
 
 @pytest.mark.parametrize("arch,num_responses,loss_name,layout", ROW_CASES)
 def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, loss_name, layout):
-    from tests.objectives.test_rows import MAX_LENGTH, VOCAB, row_batch, truncated_split
+    from tests.objectives.test_rows import (
+        MAX_LENGTH,
+        VOCAB,
+        assert_same_metrics_and_grads,
+        row_batch,
+        truncated_split,
+    )
 
     mesh = make_mesh((8, 1, 1))
     model, params = tiny_lm(arch, VOCAB, max_positions=MAX_LENGTH)
@@ -299,14 +305,7 @@ def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, 
     if layout["pack"]:
         assert real.sum(axis=1).max() > 1  # some row really holds several examples
     np.testing.assert_allclose(np.asarray(logps)[real], np.asarray(want_logps)[real], rtol=1e-5, atol=1e-5)
-    for name, (total, count) in want_metrics.items():
-        assert float(metrics[name][1]) == float(count), name
-        np.testing.assert_allclose(float(metrics[name][0]), float(total), rtol=1e-5, atol=1e-5, err_msg=name)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max()),
-        grads,
-        want_grads,
-    )
+    assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads)
 
 
 def test_splash_rows_without_a_shared_prompt_take_segment_ids_and_equal_xla(qkv):

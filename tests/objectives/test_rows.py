@@ -104,6 +104,11 @@ def test_rows_match_padded_sequences(mesh, arch, num_responses, loss_name, layou
     np.testing.assert_allclose(
         np.asarray(logps)[real], np.asarray(want_logps)[index[real]], rtol=1e-5, atol=1e-4
     )
+    assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads)
+
+
+def assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads):
+    """`batch_loss` metrics (sum, count) and gradients equal to fp32 rounding."""
     assert set(metrics) == set(want_metrics)
     for name, (total, count) in want_metrics.items():
         assert float(metrics[name][1]) == float(count), name
