@@ -1,14 +1,16 @@
 """Compile the benchmark's train step for an H100 on this CPU host and report what the compiler says.
 
 JAX_PLATFORMS=cpu python launch/h100_step_memory.py --model=pythia-2.8b --pairs=64 --seq=512 --micro=8 \
-    [--attention=auto] [--remat=none] [--target=../shared/aot/h100_target_config.txtpb]
+    [--attention=auto] [--remat=none] [--target=../shared/aot/h100_target_config.txtpb] [--rows=8,1024]
 
 Nothing runs (deviceless ahead-of-time compilation, shared/aot/README.md): the answers are the XLA:GPU
 compiler's own for `python -m dpo_jax.bench` with the same flags and the same device settings
 (`dpo_jax.config.runtime`): per-device argument, temporary,
 output and alias bytes, the peak that implies, whether XLA rematerialised anything to fit (its
 rematerialisation pass names the clones `*.remat*`), the attention kernel in the program (cuDNN
-custom calls) and the pre-optimisation FLOP count. Prints one line `AOT {json}`. Needs the CUDA
+custom calls) and the pre-optimisation FLOP count. Prints one line `AOT {json}`. `--rows=R,L` compiles
+the step on shared-prompt / packed rows instead (R rows of L tokens, 4 example slots, K = 2; README
+"One prompt pass per pair"). Needs the CUDA
 plugin (jax[cuda12]); without a local cuDNN the trace-time version check is answered from the
 target's dnn_version_info (the compiler itself needs no cuDNN library).
 """
@@ -26,6 +28,7 @@ from jax.experimental import topologies
 
 from dpo_jax.bench import parse_args as bench_args
 from dpo_jax.config.runtime import apply_device_memory_settings
+from dpo_jax.data.packing import ROW_FIELDS
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
@@ -53,10 +56,34 @@ def _target_cudnn_version(target_config: str) -> int:
     return int(match.group(1)) * 10000 + int(match.group(2)) * 100
 
 
+def _abstract_batch(args, rows: str, mesh) -> dict:
+    """The step's batch shapes: `args.pairs` padded pairs of `args.seq` tokens, or `rows` ("R,L")."""
+
+    def spec(shape, dtype=jax.numpy.int32):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
+
+    if rows:
+        num_rows, length = (int(x) for x in rows.split(","))
+        examples = (num_rows, 4)  # example slots per row, as dpo_jax.data.packing lays them out
+        batch = {name: spec((num_rows, length)) for name in ROW_FIELDS}
+        batch.update(example_mask=spec(examples), example_index=spec(examples))
+        batch["response_lengths"] = spec((*examples, 2))
+    else:
+        examples = (args.pairs,)
+        batch = {
+            name: spec((args.pairs, 2, args.seq)) for name in ("input_ids", "attention_mask", "loss_mask")
+        }
+        batch["example_mask"] = spec(examples)
+    if args.precompute_ref:
+        batch["reference_logps"] = spec((*examples, 2), jax.numpy.float32)
+    return batch
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", default=str(DEFAULT_TARGET), help="an XLA:GPU target description")
     parser.add_argument("--hlo_out", default="", help="write the optimised HLO text here")
+    parser.add_argument("--rows", default="", help="R,L: a step on R packed rows of L tokens")
     own, rest = parser.parse_known_args(argv)
     args = bench_args(rest)
     settings = apply_device_memory_settings()  # as `python -m dpo_jax.bench` runs
@@ -89,16 +116,7 @@ def main(argv=None):
             lambda a: jax.ShapeDtypeStruct(a.shape, jax.numpy.bfloat16, sharding=a.sharding),
             abstract_state.params,
         )
-    rows = args.pairs
-    batch = {
-        name: jax.ShapeDtypeStruct((rows, 2, args.seq), jax.numpy.int32, sharding=batch_sharding(mesh, 3))
-        for name in ("input_ids", "attention_mask", "loss_mask")
-    }
-    batch["example_mask"] = jax.ShapeDtypeStruct((rows,), jax.numpy.int32, sharding=batch_sharding(mesh, 1))
-    if args.precompute_ref:
-        batch["reference_logps"] = jax.ShapeDtypeStruct(
-            (rows, 2), jax.numpy.float32, sharding=batch_sharding(mesh, 2)
-        )
+    batch = _abstract_batch(args, own.rows, mesh)
     step = jit_train_step(
         make_apply_fn(model),
         config,
@@ -127,7 +145,8 @@ def main(argv=None):
     result = dict(
         model=args.model,
         pairs=args.pairs,
-        seq=args.seq,
+        rows=own.rows or None,
+        seq=None if own.rows else args.seq,
         micro=args.micro,
         attention=args.attention,
         remat=args.remat,

@@ -3,22 +3,35 @@
 `causal_attention(q, k, v, attention_mask, scale=..., implementation=..., decode=...)` over
 q [B, Lq, H, D] and k, v [B, Lk, H, D] (Lq == Lk except when decoding against a cache):
   xla     a dense masked softmax (`jax.nn.dot_product_attention`, implementation="xla"): any mask,
-          any device; the path for decoding with a KV cache and for pairwise [B, L, L] masks;
+          any device; the path for decoding with a KV cache;
   cudnn   cuDNN flash attention (NVIDIA GPUs, bf16/fp16, head_dim <= 128 and a multiple of 8):
           causal, with padding given as sequence lengths, so it needs right padding (every row's
-          real tokens first), as the training batches have;
+          real tokens first), as the training batches have; a pairwise mask (rows) goes in as a
+          [B, 1, L, L] mask broadcast over heads, which cuDNN adds to the scores as a bias;
   splash  the Pallas splash-attention kernel (TPUs; interpret mode elsewhere, for tests): causal,
-          with padding as segment ids (real tokens 1, padding 0), right padding likewise;
+          with padding as segment ids (real tokens 1, padding 0), right padding likewise; rows
+          (`RowMask`) as segment ids too, shared prompts through one view per response (below);
   auto    cudnn on NVIDIA GPUs and splash on TPUs where the shapes allow it, xla otherwise and
-          always for decoding and pairwise masks. The platform is the one the program is traced
-          for: the mesh in context (ahead-of-time compilation traces for a TPU or GPU mesh on a CPU
-          host), else the default backend.
+          always for decoding (and for a dense pairwise mask on TPUs: splash needs `RowMask`). The
+          platform is the one the program is traced for: the mesh in context (ahead-of-time
+          compilation traces for a TPU or GPU mesh on a CPU host), else the default backend.
 
 `attention_mask` is None (every token real), [B, Lk] (which tokens are real: the input length in a
-full forward, the cache length when decoding) or [B, Lq, Lk] (a pairwise mask: which keys each query
-may see, causality still applied on top; shared-prompt and packed rows). Padding queries are never
-read by the losses; every backend keeps them finite (XLA lets a query with no visible key see itself,
-the kernels let padding see padding).
+full forward, the cache length when decoding), [B, Lq, Lk] (a pairwise mask: which keys each query
+may see, causality still applied on top) or a `RowMask` (shared-prompt and packed rows,
+`dpo_jax.data.packing`: the pairwise mask given by its segment and branch ids). Padding queries are
+never read by the losses; every backend keeps them finite (XLA and cuDNN let a query with no visible
+key see itself, splash lets padding see padding).
+
+Splash on rows. Without a shared prompt every response is its own causal sequence, so the ids
+(example, branch) are exactly splash's segment ids: one pass. A shared prompt is seen by K branches
+that must not see each other, which segment-id equality cannot say; so response k gets a view of the
+row: every example's prompt and branch k, in row order, the other branches moved behind the real
+tokens as padding. Causal splash with per-example segment ids on the view is exactly what prompt and
+branch k see in the row (q, k, v already carry their positions), so branch k's outputs come from view
+k and the prompt's from view 1. Prompt queries are attended K times (the projections and MLPs, the
+bulk of a step, still run once); which of the two paths runs is decided per device shard by whether
+its rows hold any shared-prompt token.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
@@ -57,19 +71,48 @@ def cudnn_supports(q: jax.Array) -> bool:
     return q.dtype in CUDNN_DTYPES and head_dim <= CUDNN_MAX_HEAD_DIM and head_dim % 8 == 0
 
 
-def resolve_implementation(name: str, q: jax.Array, *, decode: bool, pairwise: bool) -> str:
-    """The backend that runs: `name`, or for "auto" the platform's kernel where it applies."""
+@flax.struct.dataclass
+class RowMask:
+    """The attention of shared-prompt / packed rows, as ids rather than an [B, L, L] array.
+
+    A query sees a key of its own example (`segment_ids`, 0 on padding) when the key is on the
+    example's shared prompt (`branch_ids` 0) or on the query's own branch (response k: k); causality
+    comes on top. `num_branches` is K, the responses per example (static: splash makes K views).
+    """
+
+    segment_ids: jax.Array  # int [B, L]
+    branch_ids: jax.Array  # int [B, L]
+    num_branches: int = flax.struct.field(pytree_node=False, default=1)
+
+    def pairwise(self) -> jax.Array:
+        """`[B, L, L]` bool: which keys each query may see (before causality)."""
+        segments, branches = self.segment_ids, self.branch_ids
+        same_example = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] > 0)
+        visible = (branches[:, None, :] == 0) | (branches[:, :, None] == branches[:, None, :])
+        return same_example & visible
+
+
+def resolve_implementation(
+    name: str, q: jax.Array, *, decode: bool, pairwise: bool, rows: bool = False
+) -> str:
+    """The backend that runs: `name`, or for "auto" the platform's kernel where it applies.
+
+    `pairwise`: the mask is a dense [B, L, L] array (cuDNN takes it, splash cannot: XLA serves it);
+    `rows`: the mask is a `RowMask` (both kernels take it).
+    """
     if name not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention {name!r}; expected one of {ATTENTION_IMPLEMENTATIONS}")
-    if decode or pairwise:
-        # The kernels take no cache index and no pairwise mask: XLA serves both, whatever was asked.
+    if decode:
+        # The kernels take no cache index: XLA serves decoding, whatever was asked.
+        return "xla"
+    if pairwise and not rows and name == "splash":
         return "xla"
     if name != "auto":
         return name
     platform = target_platform()
     if platform in ("gpu", "cuda") and cudnn_supports(q):
         return "cudnn"
-    if platform == "tpu":
+    if platform == "tpu" and not (pairwise and not rows):
         return "splash"
     return "xla"
 
@@ -80,9 +123,12 @@ def causal_attention(q, k, v, attention_mask, *, scale, implementation="xla", de
     `query_offset` is the cache position of the first query when decoding (the key slots then
     run over the whole cache).
     """
-    pairwise = attention_mask is not None and attention_mask.ndim == 3
-    backend = resolve_implementation(implementation, q, decode=decode, pairwise=pairwise)
+    rows = isinstance(attention_mask, RowMask)
+    pairwise = rows or (attention_mask is not None and attention_mask.ndim == 3)
+    backend = resolve_implementation(implementation, q, decode=decode, pairwise=pairwise, rows=rows)
     k, v = k.astype(q.dtype), v.astype(q.dtype)
+    if rows and backend != "splash":
+        attention_mask = attention_mask.pairwise()
     if backend == "xla":
         out = _xla_attention(q, k, v, attention_mask, scale=scale, query_offset=query_offset)
     elif backend == "cudnn":
@@ -92,6 +138,14 @@ def causal_attention(q, k, v, attention_mask, *, scale, implementation="xla", de
     return checkpoint_name(out, ATTENTION_CHECKPOINT_NAME)
 
 
+def _check_pairwise(attention_mask, batch: int, q_len: int, k_len: int) -> None:
+    if attention_mask.shape != (batch, q_len, k_len):
+        raise ValueError(
+            f"a pairwise attention_mask has shape {attention_mask.shape}; expected "
+            f"{(batch, q_len, k_len)} (batch, query, key)"
+        )
+
+
 def _xla_attention(q, k, v, attention_mask, *, scale, query_offset):
     batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
     query_slots = jnp.arange(q_len, dtype=jnp.int32) + query_offset
@@ -99,11 +153,7 @@ def _xla_attention(q, k, v, attention_mask, *, scale, query_offset):
     mask = key_slots[None, :] <= query_slots[:, None]  # [q, k] causal
     if attention_mask is not None:
         if attention_mask.ndim == 3:
-            if attention_mask.shape != (batch, q_len, k_len):
-                raise ValueError(
-                    f"a pairwise attention_mask has shape {attention_mask.shape}; expected "
-                    f"{(batch, q_len, k_len)} (batch, query, key)"
-                )
+            _check_pairwise(attention_mask, batch, q_len, k_len)
             mask = mask[None] & attention_mask.astype(bool)
         else:
             if attention_mask.shape != (batch, k_len):
@@ -126,13 +176,17 @@ def _real_lengths(attention_mask, batch: int, length: int) -> jax.Array:
     return jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
 
 
-def _cudnn_attention(q, k, v, attention_mask, *, scale):
-    if not cudnn_supports(q):
+def _cudnn_attention(q, k, v, attention_mask, *, scale, implementation="cudnn"):
+    """`implementation="xla"` runs the very call on XLA's reference path (tests on CPU)."""
+    if implementation == "cudnn" and not cudnn_supports(q):
         raise ValueError(
             f"attention='cudnn' needs bf16/fp16 compute and head_dim <= {CUDNN_MAX_HEAD_DIM}, a multiple "
             f"of 8; got {q.dtype} and head_dim {q.shape[-1]} (use attention='auto' or 'xla')"
         )
-    lengths = _real_lengths(attention_mask, q.shape[0], q.shape[1])
+    batch, length = q.shape[0], q.shape[1]
+    if attention_mask is not None and attention_mask.ndim == 3:
+        return _cudnn_pairwise(q, k, v, attention_mask, scale=scale, implementation=implementation)
+    lengths = _real_lengths(attention_mask, batch, length)
     # Every row must keep one key: a zero length is an all-padding row, whose output is never read.
     lengths = jnp.maximum(lengths, 1)
     return jax.nn.dot_product_attention(
@@ -143,8 +197,27 @@ def _cudnn_attention(q, k, v, attention_mask, *, scale):
         is_causal=True,
         query_seq_lengths=lengths,
         key_value_seq_lengths=lengths,
-        implementation="cudnn",
+        implementation=implementation,
     )
+
+
+def _cudnn_pairwise(q, k, v, attention_mask, *, scale, implementation):
+    """A pairwise mask as cuDNN's [B, 1, L, L] mask (one for all heads; cuDNN turns it into an additive
+    bias), causality as cuDNN's own causal mask."""
+    batch, length = q.shape[0], q.shape[1]
+    _check_pairwise(attention_mask, batch, length, length)
+    # Each query sees itself, as on the XLA path: padding rows stay finite.
+    mask = attention_mask.astype(bool) | jnp.eye(length, dtype=bool)[None]
+    # cuDNN's backward with a bias needs even sequence lengths: an odd row gets one padding position,
+    # which no real query sees (causality) and whose output is cut off.
+    padded = length + length % 2
+    if padded != length:
+        q, k, v = (jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0))) for x in (q, k, v))
+        mask = jnp.pad(mask, ((0, 0), (0, 1), (0, 1)), constant_values=True)
+    out = jax.nn.dot_product_attention(
+        q, k, v, mask=mask[:, None], scale=scale, is_causal=True, implementation=implementation
+    )
+    return out[:, :length]
 
 
 def _splash_block(length: int) -> int:
@@ -188,27 +261,77 @@ def _splash_local(q, k, v, segment_ids, *, scale, interpret):
     return jnp.swapaxes(out, 1, 2)
 
 
+def _splash_rows_local(q, k, v, segment_ids, branch_ids, *, num_branches, splash):
+    """Rows on one device's shard (see the module docstring): one pass, or one view per response."""
+    real = segment_ids > 0
+    if num_branches == 1:
+        # Prompt and its one response make up the whole example: per-example ids are the mask.
+        return splash(q, k, v, segment_ids)
+
+    def one_pass(q, k, v):
+        ids = jnp.where(real, segment_ids * (num_branches + 1) + branch_ids, 0)
+        return splash(q, k, v, ids)
+
+    def per_response_views(q, k, v):
+        out = jnp.zeros_like(q)
+        positions = jnp.arange(q.shape[1], dtype=jnp.int32)[None]
+        for branch in range(1, num_branches + 1):
+            keep = real & ((branch_ids == 0) | (branch_ids == branch))
+            # Kept tokens first in row order, the rest behind them (a stable partition); `to_view[i]`:
+            # where row position i lands, `from_view[j]`: the row position view slot j holds.
+            kept = jnp.cumsum(keep, axis=1) - 1
+            dropped = jnp.sum(keep, axis=1, keepdims=True) + jnp.cumsum(~keep, axis=1) - 1
+            to_view = jnp.where(keep, kept, dropped).astype(jnp.int32)
+            from_view = jnp.zeros_like(to_view).at[jnp.arange(q.shape[0])[:, None], to_view].set(positions)
+
+            def gather(x, index):
+                return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+            view_ids = jnp.where(gather(keep, from_view), gather(segment_ids, from_view), 0)
+            view_out = splash(gather(q, from_view), gather(k, from_view), gather(v, from_view), view_ids)
+            # The prompt's outputs (and padding's, never read) from the first view, branch k's from view k.
+            mine = branch_ids == branch if branch > 1 else branch_ids <= 1
+            out = jnp.where(mine[:, :, None, None], gather(view_out, to_view), out)
+        return out
+
+    shared = jnp.any(real & (branch_ids == 0))
+    return jax.lax.cond(shared, per_response_views, one_pass, q, k, v)
+
+
 def _splash_attention(q, k, v, attention_mask, *, scale):
     batch, length = q.shape[0], q.shape[1]
-    segment_ids = (
-        jnp.ones((batch, length), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
-    )
+    branch_ids, num_branches = None, 1
+    if attention_mask is None:
+        segment_ids = jnp.ones((batch, length), jnp.int32)
+    elif isinstance(attention_mask, RowMask):
+        segment_ids = attention_mask.segment_ids.astype(jnp.int32)
+        branch_ids = attention_mask.branch_ids.astype(jnp.int32)
+        num_branches = attention_mask.num_branches
+    else:
+        segment_ids = attention_mask.astype(jnp.int32)
     block = _splash_block(length)
     padded = -(-length // block) * block
+    ids = [segment_ids] if branch_ids is None else [segment_ids, branch_ids]
     if padded != length:
         # Tail positions join the padding segment: with causality no real query reaches them.
         pad = ((0, 0), (0, padded - length), (0, 0), (0, 0))
         q, k, v = (jnp.pad(x, pad) for x in (q, k, v))
-        segment_ids = jnp.pad(segment_ids, ((0, 0), (0, padded - length)))
+        ids = [jnp.pad(x, ((0, 0), (0, padded - length))) for x in ids]
     local = functools.partial(_splash_local, scale=scale, interpret=target_platform() != "tpu")
+    if branch_ids is not None:
+        local = functools.partial(_splash_rows_local, num_branches=num_branches, splash=local)
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1:
         # A Pallas call is opaque to the SPMD partitioner: run it per shard (batch over the data axes,
         # heads over the tensor axis, as the logical-axis rules in context place the activations).
         batch_axes, heads_axes = nn.logical_to_mesh_axes(("activation_batch", "activation_heads"))
         spec = jax.sharding.PartitionSpec(batch_axes, None, heads_axes, None)
-        segment_spec = jax.sharding.PartitionSpec(batch_axes, None)
+        ids_spec = jax.sharding.PartitionSpec(batch_axes, None)
         local = jax.shard_map(
-            local, mesh=mesh, in_specs=(spec, spec, spec, segment_spec), out_specs=spec, check_vma=False
+            local,
+            mesh=mesh,
+            in_specs=(spec, spec, spec) + (ids_spec,) * len(ids),
+            out_specs=spec,
+            check_vma=False,
         )
-    return local(q, k, v, segment_ids)[:, :length]
+    return local(q, k, v, *ids)[:, :length]

@@ -15,7 +15,8 @@ hold `[R, L]` token arrays with segment, branch and position ids and `[R, S, ...
 see the `R * S` slots as one list (empty slots have example_mask 0).
 
 `apply_fn(params, input_ids [N, L], attention_mask [N, L], position_ids=None)` is the model; row batches
-pass a pairwise `[R, L, L]` mask and explicit positions. It returns logits [N, L, V], or `HiddenStates`
+pass their attention as a `dpo_jax.models.attention.RowMask` (segment and branch ids) and explicit
+positions. It returns logits [N, L, V], or `HiddenStates`
 (final hidden states and the output projection), which the log-probs then project onto the vocabulary
 at the response positions only (`dpo_jax.objectives.logps.token_logps`). All K
 responses go through one forward pass as a `[B * K, L]` batch, as the reference repo concatenates chosen
@@ -65,7 +66,7 @@ def _response_terms(params, batch, apply_fn, length_normalize, with_rejected_unl
     [R, S, K] for a row batch), and the unlikelihood term of response 1 (None unless asked for)."""
     if is_row_batch(batch):
         input_ids, loss_mask = batch["input_ids"], batch["loss_mask"]
-        mask = row_attention_mask(batch["segment_ids"], batch["branch_ids"])
+        mask = row_attention_mask(batch)
         outputs = apply_fn(params, input_ids, mask, batch["position_ids"])
 
         def reduce(token_values, counted):

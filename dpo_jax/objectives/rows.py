@@ -1,6 +1,7 @@
 """The model side of shared-prompt / packed rows (`dpo_jax.data.packing` builds them).
 
-Two pieces: the pairwise attention mask the layout implies, and the reduction of token-level values
+Two pieces: the attention mask the layout implies (a `RowMask`: segment and branch ids, which the
+attention kernels take as they are and XLA expands to [R, L, L]), and the reduction of token-level values
 (log-probs, unlikelihood terms) to one value per (example slot, response). The next-token shift is the
 one of `dpo_jax.objectives.logps`: the value at position t belongs to the token at t + 1, so the token
 ids that say where a value goes are shifted the same way.
@@ -9,15 +10,15 @@ ids that say where a value goes are shifted the same way.
 import jax
 import jax.numpy as jnp
 
+from dpo_jax.models.attention import RowMask
 from dpo_jax.objectives.logps import _next_token_targets
 
 
-def row_attention_mask(segment_ids, branch_ids):
-    """`[R, L, L]`: query i may see key j of its own example if j is on the shared prefix or on i's own
-    branch (causality is applied by the attention on top)."""
-    same_example = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, :, None] > 0)
-    visible = (branch_ids[:, None, :] == 0) | (branch_ids[:, :, None] == branch_ids[:, None, :])
-    return same_example & visible
+def row_attention_mask(batch) -> RowMask:
+    """Query i may see key j of its own example if j is on the shared prefix or on i's own branch
+    (causality is applied by the attention on top); `.pairwise()` is the `[R, L, L]` array."""
+    _, _, num_responses = row_responses(batch)
+    return RowMask(batch["segment_ids"], batch["branch_ids"], num_branches=num_responses)
 
 
 def row_responses(batch) -> tuple[int, int, int]:

@@ -77,7 +77,7 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
 
 def make_apply_fn(model) -> Callable:
     """`(params, input_ids, attention_mask, position_ids=None) -> HiddenStates`, as the objectives call the
-    model (row batches pass a pairwise [R, L, L] mask and their positions).
+    model (row batches pass a `RowMask` and their positions).
 
     The model stops before its vocabulary head: the objectives project only the response positions
     (`dpo_jax.objectives.logps.token_logps`), in chunks, with the head's own [D, V] matrix in the

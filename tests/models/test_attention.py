@@ -2,6 +2,7 @@
 TPU and H100 programs compile (deviceless) and contain their kernels' custom calls; "auto" picks by
 the platform the program is traced for; the remat policy saves the attention and projections by name."""
 
+import functools
 import re
 
 import jax
@@ -12,10 +13,21 @@ from jax._src.ad_checkpoint import saved_residuals  # print_saved_residuals' lis
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dpo_jax.models import ModelConfig, build_model, init_params
-from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, causal_attention, resolve_implementation
+from dpo_jax.models import ModelConfig, abstract_params, build_model, init_params
+from dpo_jax.models.attention import (
+    ATTENTION_CHECKPOINT_NAME,
+    RowMask,
+    _cudnn_attention,
+    causal_attention,
+    resolve_implementation,
+)
 from dpo_jax.models.layers import LINEAR_CHECKPOINT_NAME
+from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
+from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh, traced_in_context
+from dpo_jax.sharding.mesh import BATCH_MESH_AXES, MESH_AXES
+from dpo_jax.training.step import make_apply_fn
 from tests import deviceless
+from tests.synthetic.tiny_models import tiny_lm
 
 BATCH, LENGTH, HEADS, HEAD_DIM = 2, 72, 2, 16
 LENGTHS = np.array([LENGTH, 45])  # one full row, one right-padded row
@@ -113,6 +125,8 @@ def test_auto_picks_by_the_platform_traced_for():
         assert resolve_implementation("auto", bf16, decode=False, pairwise=False) == "splash"
         assert resolve_implementation("auto", bf16, decode=True, pairwise=False) == "xla"
         assert resolve_implementation("splash", bf16, decode=False, pairwise=True) == "xla"
+        assert resolve_implementation("auto", bf16, decode=False, pairwise=True) == "xla"
+        assert resolve_implementation("auto", bf16, decode=False, pairwise=True, rows=True) == "splash"
     if deviceless.cuda_plugin_missing() is None:
         with jax.sharding.use_abstract_mesh(deviceless.h100_mesh().abstract_mesh):
             assert resolve_implementation("auto", bf16, decode=False, pairwise=False) == "cudnn"
@@ -121,6 +135,8 @@ def test_auto_picks_by_the_platform_traced_for():
                 == "xla"
             )
             assert resolve_implementation("auto", bf16, decode=True, pairwise=False) == "xla"
+            assert resolve_implementation("auto", bf16, decode=False, pairwise=True) == "cudnn"
+            assert resolve_implementation("auto", bf16, decode=False, pairwise=True, rows=True) == "cudnn"
 
 
 def _compiled_custom_calls(mesh, head_dim):
@@ -190,3 +206,177 @@ def test_model_with_splash_equals_xla_and_remat_saves_attention_by_name():
         np.testing.assert_allclose(results[name][0], results["xla"][0], atol=2e-5)
         for got, want in zip(jax.tree.leaves(results[name][1]), jax.tree.leaves(results["xla"][1])):
             np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+# --- Shared-prompt and packed rows (dpo_jax.data.packing): RowMask on every backend. ---
+
+
+def _rows_attention(implementation):
+    def attention(q, k, v, rows):
+        if implementation == "cudnn_call_on_xla":
+            return _cudnn_attention(q, k, v, rows.pairwise(), scale=0.3, implementation="xla")
+        return causal_attention(q, k, v, rows, scale=0.3, implementation=implementation)
+
+    return attention
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _rows_outputs_and_grads(implementation, q, k, v, rows):
+    """Outputs at the real queries and gradients of sum(sin(outputs)) over them."""
+    real = (rows.segment_ids > 0)[:, :, None, None]
+
+    def loss(q, k, v):
+        out = _rows_attention(implementation)(q, k, v, rows)
+        return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), jnp.where(real, out, 0.0)
+
+    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    return out, grads
+
+
+def _assert_rows_match_xla(implementation, qkv, segments, branches, num_branches, err_msg=""):
+    length = len(segments[0])
+    rows = RowMask(jnp.asarray(segments), jnp.asarray(branches), num_branches=num_branches)
+    q, k, v = (x[: len(segments), :length] for x in qkv)
+    want_out, want_grads = _rows_outputs_and_grads("xla", q, k, v, rows)
+    got_out, got_grads = _rows_outputs_and_grads(implementation, q, k, v, rows)
+    np.testing.assert_allclose(got_out, want_out, atol=1e-6, err_msg=err_msg)
+    for got, want in zip(got_grads, want_grads):
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=err_msg)
+
+
+def test_cudnn_pairwise_call_on_xla_equals_the_xla_path(qkv):
+    """The call the cuDNN backend makes for rows (a [B, 1, L, L] mask, causality as cuDNN's own),
+    routed to XLA's implementation, equals the XLA path in values and gradients, for an even row
+    length and an odd one (cuDNN's backward with a mask needs even lengths: one position is added)."""
+    segments = np.array([[1] * 9 + [2] * 5 + [0] * 2, [1] * 6 + [2] * 7 + [0] * 3])
+    branches = np.array(
+        [[0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0]]
+    )
+    for length in (16, 15):
+        _assert_rows_match_xla("cudnn_call_on_xla", qkv, segments[:, :length], branches[:, :length], 2)
+
+
+def _row_losses(model, params, batch, mesh, loss_name):
+    """Log-probs, loss metrics and gradients of `batch_loss` on a row batch (log-probs of `params` as
+    the reference: one forward, then forward and backward), traced in the mesh's sharding context as
+    the trainer traces its step, so splash runs per shard under shard_map."""
+    apply_fn = make_apply_fn(model)
+
+    def run(params, batch):
+        logps = reference_logps(params, batch, apply_fn=apply_fn)
+        batch = dict(batch, reference_logps=logps)
+
+        def loss(p):
+            return batch_loss(p, None, batch, apply_fn=apply_fn, loss_name=loss_name, beta=0.5)
+
+        (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return logps, metrics, grads
+
+    return jax.jit(traced_in_context(run, mesh, DEFAULT_LOGICAL_AXIS_RULES))(params, batch)
+
+
+# Interpret-mode splash is slow on a CPU: two cases cover both architectures, K = 2 and 4, packed and
+# unpacked rows of truncated examples (shared prompts: one view per response); the one-pass paths
+# (unshared prompts, K = 1) are checked on the attention alone below.
+ROW_CASES = [
+    ("gpt2", 4, "plackett_luce", dict(share_prompt=True, pack=True)),
+    ("gpt_neox", 2, "dpo", dict(share_prompt=True, pack=False)),
+]
+
+
+@pytest.mark.parametrize("arch,num_responses,loss_name,layout", ROW_CASES)
+def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, loss_name, layout):
+    from tests.objectives.test_rows import (
+        MAX_LENGTH,
+        VOCAB,
+        assert_same_metrics_and_grads,
+        row_batch,
+        truncated_split,
+    )
+
+    mesh = make_mesh((8, 1, 1))
+    model, params = tiny_lm(arch, VOCAB, max_positions=MAX_LENGTH)
+    host = row_batch(truncated_split(num_responses), **layout)
+    batch = make_global_batch(host, mesh)
+    want_logps, want_metrics, want_grads = _row_losses(model, params, batch, mesh, loss_name)
+    splash = build_model(model.config.replace(attention="splash"))
+    logps, metrics, grads = _row_losses(splash, params, batch, mesh, loss_name)
+    real = host["example_mask"] > 0
+    if layout["pack"]:
+        assert real.sum(axis=1).max() > 1  # some row really holds several examples
+    np.testing.assert_allclose(np.asarray(logps)[real], np.asarray(want_logps)[real], rtol=1e-5, atol=1e-5)
+    assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads)
+
+
+def test_splash_rows_without_a_shared_prompt_take_segment_ids_and_equal_xla(qkv):
+    """Unshared prompts (each response a whole sequence: ids (example, branch)) and K = 1 (prompt and
+    response one sequence) on splash equal XLA in values and gradients; so do shared prompts."""
+    cases = {
+        "unshared, packed": (
+            [1] * 10 + [2] * 6 + [0] * 2,
+            [1] * 5 + [2] * 5 + [1] * 3 + [2] * 3 + [0] * 2,
+            2,
+        ),
+        "K = 1, packed": ([1] * 10 + [2] * 6 + [0] * 2, [0] * 4 + [1] * 6 + [0] * 2 + [1] * 4 + [0] * 2, 1),
+        "shared, packed": (
+            [1] * 9 + [2] * 7 + [0] * 2,
+            [0, 0, 1, 1, 2, 2, 2, 2, 2, 0, 1, 1, 2, 2, 2, 2, 0, 0],
+            2,
+        ),
+    }
+    for name, (segments, branches, num_branches) in cases.items():
+        _assert_rows_match_xla("splash", qkv, [segments], [branches], num_branches, err_msg=name)
+
+
+def _compiled_row_program(mesh, attention="auto"):
+    """HLO of the policy forward and backward of a tiny bf16 GPT-NeoX on shared-prompt packed rows
+    (K = 2; the reference log-probs precomputed, as the trainer has them), compiled for `mesh`."""
+    from tests.objectives.test_rows import row_batch, truncated_split
+
+    mesh = jax.sharding.Mesh(mesh.devices.reshape(-1, 1, 1), MESH_AXES)
+    config = ModelConfig("gpt_neox", 256, 64, 1, 2, 128, 256, dtype="bfloat16", attention=attention)
+    model = build_model(config)
+    host = row_batch(truncated_split(2), share_prompt=True, pack=True)
+    host["reference_logps"] = np.zeros(host["response_lengths"].shape, np.float32)
+    rows = NamedSharding(mesh, P(BATCH_MESH_AXES))
+    batch = {name: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows) for name, x in host.items()}
+    replicated = NamedSharding(mesh, P())
+    params = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_params(model)
+    )
+    apply_fn = make_apply_fn(model)
+
+    def grads(params, batch):
+        def loss(p):
+            return batch_loss(p, None, batch, apply_fn=apply_fn, loss_name="dpo", beta=0.1)[0]
+
+        return jax.grad(loss)(params)
+
+    with jax.default_matmul_precision("default"):  # see _compiled_custom_calls
+        lowered = jax.jit(traced_in_context(grads, mesh, DEFAULT_LOGICAL_AXIS_RULES)).lower(params, batch)
+    return lowered.compile().as_text(), host["input_ids"].shape
+
+
+def test_h100_row_program_compiles_to_cudnn_flash_attention_with_the_row_mask():
+    reason = deviceless.cuda_plugin_missing()
+    if reason:
+        pytest.skip(reason)
+    with deviceless.cudnn_version_from_target():
+        hlo, (num_rows, length) = _compiled_row_program(deviceless.h100_mesh())
+    calls = re.findall(r'custom_call_target="([^"]+)"', hlo)
+    assert "__cudnn$fmhaScaleBiasSoftmax" in calls and "__cudnn$fmhaScaleBiasSoftmaxBackward" in calls, calls
+    # The mask is one [R, 1, L, L] bias for both heads (the odd row length padded to even); no
+    # [R, H, L, L] score or softmax array of any dtype is left outside the kernels.
+    padded = length + length % 2
+    assert f"bf16[{num_rows},1,{padded},{padded}]" in hlo
+    assert not re.search(rf"\w+\[{num_rows},2,{padded},{padded}\]", hlo)
+
+
+def test_tpu_row_program_compiles_to_splash_kernels():
+    hlo, (_, length) = _compiled_row_program(deviceless.tpu_mesh())
+    calls = re.findall(r'custom_call_target="([^"]+)"', hlo)
+    # Forward, dq and dkv kernels for each of the K = 2 response views and for the one pass of rows
+    # without a shared prompt (the two branches of the per-shard choice): 3 x (2 + 1).
+    assert calls.count("tpu_custom_call") == 9, calls
+    # The dense pairwise mask is never built: no [..., L, L] array in the program.
+    assert not re.search(rf"\w+\[(\d+,)*{length},{length}\]", hlo)

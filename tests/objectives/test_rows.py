@@ -104,6 +104,11 @@ def test_rows_match_padded_sequences(mesh, arch, num_responses, loss_name, layou
     np.testing.assert_allclose(
         np.asarray(logps)[real], np.asarray(want_logps)[index[real]], rtol=1e-5, atol=1e-4
     )
+    assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads)
+
+
+def assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads):
+    """`batch_loss` metrics (sum, count) and gradients equal to fp32 rounding."""
     assert set(metrics) == set(want_metrics)
     for name, (total, count) in want_metrics.items():
         assert float(metrics[name][1]) == float(count), name
@@ -134,9 +139,7 @@ def test_row_layout_positions_and_masks():
     np.testing.assert_array_equal(rows["loss_mask"][0], [0, 0, 0, 1, 1, 0, 1, 1, 1, 0])
     from dpo_jax.objectives.rows import row_attention_mask
 
-    mask = np.asarray(row_attention_mask(jnp.asarray(rows["segment_ids"]), jnp.asarray(rows["branch_ids"])))[
-        0
-    ]
+    mask = np.asarray(row_attention_mask(jax.tree.map(jnp.asarray, rows)).pairwise())[0]
     # The second branch's copied prompt token sees the prefix and its own branch, not the first branch.
     np.testing.assert_array_equal(mask[5, :9], [1, 1, 0, 0, 0, 1, 1, 1, 1])
     assert not mask[9, :9].any()  # padding sees nothing of the example
