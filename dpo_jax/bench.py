@@ -57,7 +57,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scan_layers", action="store_true")
     parser.add_argument(
-        "--adam_mu_dtype", default="float32", choices=ADAM_MU_DTYPES, help="Adam first moment"
+        "--adam_mu_dtype",
+        default="auto",
+        choices=("auto", *ADAM_MU_DTYPES),
+        help="Adam first moment (auto: bf16 when the fp32 state would fill over half a device)",
     )
     parser.add_argument("--precompute_ref", action="store_true", help="reference log-probs in the batch")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")

@@ -70,7 +70,8 @@ def main(argv=None):
 
     topo = topologies.get_topology_desc(platform="cuda", target_config=target_config, topology="1x1x1")
     mesh = make_mesh((1, 1, 1), devices=topo.devices)
-    config = bench_config(args)
+    target_memory = re.search(r"device_memory_size:\s*(\d+)", target_config)
+    config = bench_config(args, device_bytes=int(target_memory.group(1)) if target_memory else H100_HBM_BYTES)
     # Only the architecture is needed: a model description without weights.
     model = build_model(random_model_config(config.model, param_dtype=config.model.param_dtype))
     tx, _ = make_optimizer(config)
@@ -131,6 +132,7 @@ def main(argv=None):
         micro=args.micro,
         attention=args.attention,
         remat=args.remat,
+        adam_mu_dtype=config.adam_mu_dtype,
         precompute_ref=args.precompute_ref,
         argument_gib=round(memory.argument_size_in_bytes / GIB, 2),
         output_gib=round(memory.output_size_in_bytes / GIB, 2),
