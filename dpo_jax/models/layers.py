@@ -92,7 +92,10 @@ def _projection(num_contract: int, input_activation: str | None) -> Callable[[ja
         return contract(x, kernel), (x, kernel)
 
     def backward(residuals, g):
-        x, kernel = residuals
+        # The barrier keeps XLA from merging this recomputation with the forward pass's identical
+        # one (common-subexpression elimination would turn it back into saved activations), as
+        # jax.checkpoint's prevent_cse does.
+        x, kernel = jax.lax.optimization_barrier(residuals)
         activated, activation_vjp = jax.vjp(activate, x)
         _, contract_vjp = jax.vjp(
             lambda a, b: _contract(a, b, num_contract), activated, kernel.astype(x.dtype)
