@@ -142,6 +142,7 @@ def main(argv=None):
         fits_80gb=peak <= H100_HBM_BYTES,
         xla_remat_clones=len(re.findall(r"\S+\.remat\S* = ", hlo)),
         mem_fraction=settings["XLA_PYTHON_CLIENT_MEM_FRACTION"],
+        xla_flags=settings["XLA_FLAGS"],
         custom_calls=sorted(set(re.findall(r'custom_call_target="([^"]+)"', hlo))),
         pre_optimisation_tflops=round(flops / 1e12, 2) if flops else None,
     )
