@@ -33,6 +33,11 @@ RESULT_PREFIX = "RESULT "
 
 def main(argv):
     del argv
+    from dpo_jax.config.runtime import apply_device_memory_settings
+
+    # The XLA settings `main` and `bench` run with (before the first device call), so the compiler
+    # decides here as it will there.
+    apply_device_memory_settings()
     from dpo_jax.perf.aot import AotConfigError, compile_config, format_table
     from dpo_jax.perf.targets import TargetUnavailableError, get_target
 
