@@ -13,6 +13,7 @@ plugin (jax[cuda12]); without a local cuDNN the trace-time version check is answ
 target's dnn_version_info (the compiler itself needs no cuDNN library).
 """
 
+# ruff: noqa: E402  (XLA_FLAGS must be set before the imports below)
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,16 @@ import pathlib
 import re
 import sys
 
+# XLA reads XLA_FLAGS once per process, when its compiler first needs them: set them before anything
+# can touch a backend.
+from dpo_jax.config.runtime import apply_device_memory_settings
+
+SETTINGS = apply_device_memory_settings()  # as `python -m dpo_jax.bench` runs
+
 import jax
 from jax.experimental import topologies
 
 from dpo_jax.bench import parse_args as bench_args
-from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
@@ -59,7 +65,7 @@ def main(argv=None):
     parser.add_argument("--hlo_out", default="", help="write the optimised HLO text here")
     own, rest = parser.parse_known_args(argv)
     args = bench_args(rest)
-    settings = apply_device_memory_settings()  # as `python -m dpo_jax.bench` runs
+    settings = SETTINGS
     target_config = open(own.target).read()
     try:
         from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
