@@ -12,6 +12,7 @@ Exit status 1 when a program does not fit (with what would), 2 when the mesh can
 JAX_PLATFORMS defaults to cpu here: the compile needs no accelerator.
 """
 
+# ruff: noqa: E402  (device settings before the imports: see below)
 import json
 import os
 import sys
@@ -19,6 +20,11 @@ import sys
 # Before jax is imported (the config file imports it): compiling needs no accelerator, and an
 # installed CUDA plugin would otherwise try, and fail, to find a GPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The XLA settings `main` and `bench` run with, so the compiler decides here as it will there; XLA
+# reads XLA_FLAGS once, when something first touches a backend, so before the imports below.
+from dpo_jax.config.runtime import apply_device_memory_settings
+
+apply_device_memory_settings()
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -16,6 +16,7 @@ N = all parameters with tied embeddings once, attention FLOPs left out; tokens a
 rejected, 2 x seq per pair.
 """
 
+# ruff: noqa: E402  (device settings before the imports: see below)
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+# XLA reads XLA_FLAGS once, when something first touches a backend (a module-level array is enough):
+# the commands' settings go in before the imports below.
+from dpo_jax.config.runtime import apply_device_memory_settings
+
+apply_device_memory_settings()
+
 import jax
 
 from dpo_jax import report_user_errors
-from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
@@ -57,7 +63,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scan_layers", action="store_true")
     parser.add_argument(
-        "--adam_mu_dtype", default="float32", choices=ADAM_MU_DTYPES, help="Adam first moment"
+        "--adam_mu_dtype",
+        default="auto",
+        choices=("auto", *ADAM_MU_DTYPES),
+        help="Adam first moment (auto: bf16 when the fp32 state would fill over half a device)",
     )
     parser.add_argument("--precompute_ref", action="store_true", help="reference log-probs in the batch")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")

@@ -15,6 +15,7 @@ plugin (jax[cuda12]); without a local cuDNN the trace-time version check is answ
 target's dnn_version_info (the compiler itself needs no cuDNN library).
 """
 
+# ruff: noqa: E402  (XLA_FLAGS must be set before the imports below)
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,16 @@ import pathlib
 import re
 import sys
 
+# XLA reads XLA_FLAGS once per process, when its compiler first needs them: set them before anything
+# can touch a backend.
+from dpo_jax.config.runtime import apply_device_memory_settings
+
+SETTINGS = apply_device_memory_settings()  # as `python -m dpo_jax.bench` runs
+
 import jax
 from jax.experimental import topologies
 
 from dpo_jax.bench import parse_args as bench_args
-from dpo_jax.config.runtime import apply_device_memory_settings
 from dpo_jax.data.packing import ROW_FIELDS
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
@@ -86,7 +92,7 @@ def main(argv=None):
     parser.add_argument("--rows", default="", help="R,L: a step on R packed rows of L tokens")
     own, rest = parser.parse_known_args(argv)
     args = bench_args(rest)
-    settings = apply_device_memory_settings()  # as `python -m dpo_jax.bench` runs
+    settings = SETTINGS
     target_config = open(own.target).read()
     try:
         from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
@@ -97,7 +103,8 @@ def main(argv=None):
 
     topo = topologies.get_topology_desc(platform="cuda", target_config=target_config, topology="1x1x1")
     mesh = make_mesh((1, 1, 1), devices=topo.devices)
-    config = bench_config(args)
+    target_memory = re.search(r"device_memory_size:\s*(\d+)", target_config)
+    config = bench_config(args, device_bytes=int(target_memory.group(1)) if target_memory else H100_HBM_BYTES)
     # Only the architecture is needed: a model description without weights.
     model = build_model(random_model_config(config.model, param_dtype=config.model.param_dtype))
     tx, _ = make_optimizer(config)
@@ -150,6 +157,7 @@ def main(argv=None):
         micro=args.micro,
         attention=args.attention,
         remat=args.remat,
+        adam_mu_dtype=config.adam_mu_dtype,
         precompute_ref=args.precompute_ref,
         argument_gib=round(memory.argument_size_in_bytes / GIB, 2),
         output_gib=round(memory.output_size_in_bytes / GIB, 2),
@@ -159,6 +167,7 @@ def main(argv=None):
         fits_80gb=peak <= H100_HBM_BYTES,
         xla_remat_clones=len(re.findall(r"\S+\.remat\S* = ", hlo)),
         mem_fraction=settings["XLA_PYTHON_CLIENT_MEM_FRACTION"],
+        xla_flags=settings["XLA_FLAGS"],
         custom_calls=sorted(set(re.findall(r'custom_call_target="([^"]+)"', hlo))),
         pre_optimisation_tflops=round(flops / 1e12, 2) if flops else None,
     )

@@ -1,9 +1,16 @@
 """Process-wide device settings the commands apply before JAX touches an accelerator.
 
-JAX's GPU client preallocates 75% of device memory by default (XLA_PYTHON_CLIENT_MEM_FRACTION);
-the benchmark's larger shapes need nearly all of an 80 GB H100, so the commands raise it unless the
-user set it. It must land before the first device call, which is why each command applies it at
-its start.
+- XLA_PYTHON_CLIENT_MEM_FRACTION: JAX's GPU client preallocates 75% of device memory by default; the
+  benchmark's larger shapes need nearly all of an 80 GB H100, so the commands raise it to 0.95.
+- `--xla_gpu_memory_limit_slop_factor=100` (XLA_FLAGS): XLA:GPU's scheduler and rematerialisation
+  pass aim below a memory limit of (device memory - arguments - outputs) x slop / 100, slop 95 by
+  default. With XLA's conservative device-memory base (80% of the device when the compile is not told
+  the allocator's size, as in a deviceless compile) the default slop made XLA rematerialise 35
+  instructions of the Pythia-2.8B micro-8 step that fits without any (66.7 of 84.9 GB, BENCHMARKS.md
+  section 2.1); at 100 the compiled step has none.
+
+Each is set only where the user has not set it, and must land before the first device call, which is
+why each command applies them at its start.
 """
 
 from __future__ import annotations
@@ -12,9 +19,17 @@ import os
 
 # Leave ~4 GB of an 80 GB device to cuDNN/cuBLAS workspaces and the CUDA context.
 GPU_MEMORY_FRACTION = "0.95"
+GPU_MEMORY_LIMIT_SLOP_FLAG = "--xla_gpu_memory_limit_slop_factor"
+GPU_MEMORY_LIMIT_SLOP = "100"
 
 
 def apply_device_memory_settings() -> dict[str, str]:
-    """Set the memory fraction unless the environment already does; returns the value in force."""
+    """Set what the user has not; returns the memory fraction and XLA_FLAGS in force."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", GPU_MEMORY_FRACTION)
-    return {"XLA_PYTHON_CLIENT_MEM_FRACTION": os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]}
+    flags = os.environ.get("XLA_FLAGS", "")
+    if GPU_MEMORY_LIMIT_SLOP_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {GPU_MEMORY_LIMIT_SLOP_FLAG}={GPU_MEMORY_LIMIT_SLOP}".strip()
+    return {
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"],
+        "XLA_FLAGS": os.environ["XLA_FLAGS"],
+    }

@@ -24,7 +24,7 @@ from dpo_jax.data.packing import example_row_lengths
 from dpo_jax.evaluation.passes import make_reference_logps_step
 from dpo_jax.metrics import metrics_to_floats
 from dpo_jax.metrics.writer import peak_flops_per_device
-from dpo_jax.models.loading import load_model
+from dpo_jax.models.loading import load_model, random_model_config
 from dpo_jax.models.presets import PRESET_TOKENIZERS, preset
 from dpo_jax.objectives.batch_loss import is_row_batch
 from dpo_jax.perf.workload import (
@@ -38,7 +38,7 @@ from dpo_jax.perf.workload import (
 )
 from dpo_jax.sharding import batch_sharding, data_parallel_size, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import validate_config, validate_layout
-from dpo_jax.training.optim import make_optimizer
+from dpo_jax.training.optim import auto_adam_mu_dtype, make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
 from dpo_jax.training.step import jit_train_step, make_apply_fn, split_micro_batches
 
@@ -48,7 +48,29 @@ LEARNING_RATE = 1e-6
 MAX_GRAD_NORM = 1.0
 
 
-def bench_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+def device_memory_bytes() -> int | None:
+    """The first local device's memory limit (None where the backend reports none, e.g. CPU)."""
+    return (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+
+
+def resolve_adam_mu_dtype(args: argparse.Namespace, config, device_bytes: int | None) -> str:
+    """`--adam_mu_dtype=auto`: by what the step's state takes of one device (training.optim)."""
+    if args.adam_mu_dtype != "auto":
+        return args.adam_mu_dtype
+    mesh = [int(size) for size in args.mesh.split(",")]
+    devices = jax.device_count()
+    known = int(np.prod([size for size in mesh if size != -1]))
+    sizes = [devices // known if size == -1 else size for size in mesh]
+    return auto_adam_mu_dtype(
+        random_model_config(config.model, param_dtype=config.model.param_dtype).num_params(),
+        state_shards=sizes[1] * sizes[2],
+        device_bytes=device_bytes,
+        grad_accum_steps=config.grad_accum_steps,
+        reference=not config.reference.precompute_logps,
+    )
+
+
+def bench_config(args: argparse.Namespace, device_bytes: int | None = None) -> ml_collections.ConfigDict:
     """The run config a trainer would read for this benchmark (locked, so a wrong field fails)."""
     config = base_config()
     config.seed = args.seed
@@ -72,9 +94,9 @@ def bench_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     config.warmup_steps = 0
     config.weight_decay = 0.0
     config.max_grad_norm = MAX_GRAD_NORM
-    config.adam_mu_dtype = args.adam_mu_dtype
     config.global_batch_size = args.pairs
     config.grad_accum_steps = args.pairs // args.micro
+    config.adam_mu_dtype = resolve_adam_mu_dtype(args, config, device_bytes or device_memory_bytes())
     config.num_train_steps = 1 + args.warmup + args.steps
     config.mesh_shape = tuple(int(size) for size in args.mesh.split(","))
     config.lock()
@@ -271,7 +293,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         remat=args.remat,
         attention=args.attention,
         attention_kernel=kernel,
-        adam_mu_dtype=args.adam_mu_dtype,
+        adam_mu_dtype=config.adam_mu_dtype,
         scan_layers=args.scan_layers,
         precompute_ref=args.precompute_ref,
         dtype=args.dtype,

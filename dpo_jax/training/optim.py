@@ -19,6 +19,27 @@ from dpo_jax import UserError
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 ADAM_MU_DTYPES = ("float32", "bfloat16")
+# The benchmark's (and the H100 memory check's) choice: "auto" resolves to one of ADAM_MU_DTYPES.
+AUTO_MU_STATE_FRACTION = 0.5
+
+
+def auto_adam_mu_dtype(
+    num_params: int, *, state_shards: int, device_bytes: int | None, grad_accum_steps: int, reference: bool
+) -> str:
+    """bf16 first moment when the fp32 training state would take over half of a device, else fp32.
+
+    Per parameter, each device holds (divided over `state_shards` when the state is sharded): fp32
+    weights, first and second moments and gradient (4 bytes each), the gradient sum across
+    micro-batches (4 more when `grad_accum_steps` > 1) and the bf16 reference (2). Pythia-2.8B on
+    one 80 GB H100 holds 61 GB of it and gets bf16 (-5.6 GB: what lets its step fit with no
+    rematerialisation at micro-batch 8); Pythia-1.4B (31 GB) keeps fp32. Unknown device memory (CPU)
+    keeps fp32.
+    """
+    if not device_bytes:
+        return "float32"
+    per_param = 16 + (4 if grad_accum_steps > 1 else 0) + (2 if reference else 0)
+    state = num_params * per_param / max(1, state_shards)
+    return "bfloat16" if state > AUTO_MU_STATE_FRACTION * device_bytes else "float32"
 
 # torch.optim.RMSprop defaults, which the DPO paper's code base trains with.
 RMSPROP_DECAY = 0.99

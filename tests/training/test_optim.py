@@ -154,3 +154,29 @@ def test_bf16_first_moment_keeps_the_second_in_float32():
     want, _ = reference.update(grads, reference.init(params), params)
     # The first step's moments are exact in bf16 for these gradients: the update is the fp32 one.
     np.testing.assert_allclose(updates["w"], want["w"], rtol=1e-6)
+
+
+def _preset_params(name):
+    from dpo_jax.models.config import from_hf_config
+    from dpo_jax.models.presets import MODEL_PRESETS
+
+    return from_hf_config(dict(MODEL_PRESETS[name])).num_params()
+
+
+H100_BYTES = 84_929_347_584
+
+
+@pytest.mark.parametrize(
+    "model, shards, device_bytes, expected",
+    [
+        ("pythia-2.8b", 1, H100_BYTES, "bfloat16"),  # 61 GB of fp32 state on one 80 GB device
+        ("pythia-1.4b", 1, H100_BYTES, "float32"),  # 31 GB
+        ("pythia-2.8b", 8, H100_BYTES, "float32"),  # FSDP over 8: 7.6 GB per device
+        ("pythia-2.8b", 1, None, "float32"),  # no device memory reported (CPU)
+    ],
+)
+def test_auto_first_moment_dtype_follows_the_state_size(model, shards, device_bytes, expected):
+    chosen = optim.auto_adam_mu_dtype(
+        _preset_params(model), state_shards=shards, device_bytes=device_bytes, grad_accum_steps=8, reference=True
+    )
+    assert chosen == expected
