@@ -7,7 +7,6 @@ mesh once the devices are known.
 from __future__ import annotations
 
 from dpo_jax import UserError
-from dpo_jax.data.packing import RowLayout, layout_from_config
 from dpo_jax.objectives import REWARD_LOSSES, uses_reference, validate_loss_options
 
 # sft and dpo train a policy; reward_model trains a scalar-head model on the same preference data.
@@ -25,18 +24,6 @@ def stage_uses_reference(config) -> bool:
     if config.stage == "reward_model":
         return False
     return uses_reference(config.loss, reference_free=config.reference_free)
-
-
-def stage_layout(config, *, row_multiple: int) -> RowLayout | None:
-    """The batch layout the stage trains and evaluates on (None: padded [B, K, L]).
-
-    The policy stages take the rows `data.share_prompt` / `data.pack` ask for. The reward model stays
-    padded whatever `data.share_prompt` says: its scalar head scores a response at the last token of
-    its own padded sequence (`objectives.reward_batch_loss`), which rows do not provide per branch.
-    """
-    if config.stage == "reward_model":
-        return None
-    return layout_from_config(config.data, row_multiple=row_multiple)
 
 
 def _validate_reward_model(config, num_responses: int) -> None:

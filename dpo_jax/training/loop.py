@@ -40,14 +40,9 @@ from dpo_jax.models.loading import (
     tokenizer_source,
 )
 from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
+from dpo_jax.objectives import batch_layout
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
-from dpo_jax.training.checks import (
-    data_stage,
-    stage_layout,
-    stage_uses_reference,
-    validate_config,
-    validate_layout,
-)
+from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.state import create_train_state, place_reference
 from dpo_jax.training.step import jit_train_step, make_apply_fn, make_value_fn
@@ -149,7 +144,7 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        layout=stage_layout(config, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps),
+        layout=batch_layout(config, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps),
     )
     num_steps = _num_train_steps(config, loader.steps_per_epoch)
     data_metrics = {k: float(v) for k, v in prepared.report_metrics().items()}

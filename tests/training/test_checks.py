@@ -2,8 +2,7 @@
 
 import pytest
 
-from dpo_jax.data.packing import RowLayout
-from dpo_jax.training.checks import stage_layout, validate_config
+from dpo_jax.training.checks import validate_config
 from dpo_jax.training.loop import train_and_evaluate
 from tests.train_helpers import run_main, tiny_config
 
@@ -28,17 +27,6 @@ from tests.train_helpers import run_main, tiny_config
 def test_bad_settings_fail_when_the_config_is_read(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate_config(tiny_config("hh", "tiny", **overrides))
-
-
-def test_the_policy_stages_share_the_prompt_by_default_and_the_reward_model_stays_padded():
-    for stage, loss in (("dpo", "dpo"), ("sft", "sft")):
-        assert stage_layout(tiny_config("hh", "tiny", stage=stage, loss=loss), row_multiple=8) == RowLayout(
-            share_prompt=True, pack=False, row_multiple=8
-        )
-    reward = tiny_config("hh", "tiny", stage="reward_model", loss="bradley_terry")
-    assert reward.data.share_prompt and stage_layout(reward, row_multiple=8) is None
-    padded = tiny_config("hh", "tiny", **{"data.share_prompt": False})
-    assert stage_layout(padded, row_multiple=8) is None
 
 
 def test_batch_not_divisible_by_data_parallel_size(tmp_path):
