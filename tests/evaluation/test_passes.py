@@ -8,11 +8,7 @@ mesh, against a plain host computation per example.
 """
 
 import json
-import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -27,6 +23,7 @@ from dpo_jax.models.loading import load_model
 from dpo_jax.objectives import reference_logps
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh
 from dpo_jax.training.step import make_apply_fn
+from tests.train_helpers import free_port, run_worker_processes
 
 BATCH = 8
 
@@ -137,32 +134,10 @@ def two_process_worker(process_id: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_two_processes_with_interleaved_devices(setup, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
-    workers = [
-        subprocess.Popen(
-            [sys.executable, __file__, str(process_id), str(port), str(tmp_path)],
-            env=env,
-            # Separate pipes: gloo's C++ logging on stderr must not split the lines the workers print.
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for process_id in range(2)
-    ]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (output, errors) in zip(workers, outputs):
-        assert worker.returncode == 0, output + errors[-4000:]
+    outputs = run_worker_processes(__file__, [str(free_port()), str(tmp_path)], devices=4)
     # Each process's rows are every other global row: not a contiguous block.
-    assert "held_rows [0, 2, 4, 6]" in outputs[0][0]
-    assert "held_rows [1, 3, 5, 7]" in outputs[1][0]
+    assert "held_rows [0, 2, 4, 6]" in outputs[0]
+    assert "held_rows [1, 3, 5, 7]" in outputs[1]
     expected = setup[-1]
     for process_id in range(2):
         saved = np.load(tmp_path / f"logps{process_id}.npz")
@@ -170,7 +145,7 @@ def test_two_processes_with_interleaved_devices(setup, tmp_path):
             np.testing.assert_allclose(
                 saved[key], expected[key.split("_")[1]], rtol=1e-5, atol=1e-5, err_msg=f"{process_id} {key}"
             )
-    for output, _ in outputs:
+    for output in outputs:
         line = next(line for line in output.splitlines() if line.startswith("metrics "))
         metrics = json.loads(line.removeprefix("metrics "))
         assert metrics["loss"] == pytest.approx(np.log(2.0), abs=1e-5), metrics

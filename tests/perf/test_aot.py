@@ -125,6 +125,7 @@ def test_tpu_slice_compiles_the_shared_prompt_packed_rows():
         assert result["layout"] == "share_prompt+pack"
         # One example per row in the worst case, rows of 2 x max_length, up to 16 slots.
         assert (result["rows"], result["row_length"], result["slots"]) == (16, 128, 16)
+        assert result["attention"] == "pallas/mosaic kernel"  # splash on the rows' ids, not a dense mask
     train = by_name["train_step"]
     assert "all-gather" in train["collectives"] and train["alias_gib"] > 0
     assert "16x128 rows" in format_table(results)
