@@ -8,6 +8,8 @@ Targets: v4-8, v4-32, v5e-8, v5e-16, v5p-8, v5p-64 (libtpu, `pip install -e ".[a
 `RESULT {json}` line per program: per-device argument / temp / output / alias GiB, the peak with
 what else stays resident, the chip's HBM, `fits` and the margin, the collectives per step, the
 custom calls and the attention they imply, and on TPU the compiler's estimated step time and MFU.
+With `data.share_prompt` / `data.pack` the batches are the loader's rows in their worst case
+(`dpo_jax.perf.aot.BatchShape`).
 Exit status 1 when a program does not fit (with what would), 2 when the mesh cannot be laid out.
 JAX_PLATFORMS defaults to cpu here: the compile needs no accelerator.
 """

@@ -75,3 +75,32 @@ def run_main(workdir, *overrides: str, config: str = "configs/hh.py:tiny", timeo
         timeout=timeout,
     )
     return result
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a jax.distributed coordinator)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_worker_processes(script, args: list[str], *, devices: int, count: int = 2, timeout: int = 600):
+    """Runs `python script <process_id> <args...>` `count` times at once, each with `devices` fake CPU
+    devices; asserts every one exits 0 and returns their stdouts, in process order."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(process_id), *args],
+            env=process_env(devices),
+            # Separate pipes: gloo's C++ logging on stderr must not split the lines the workers print.
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for process_id in range(count)
+    ]
+    results = [worker.communicate(timeout=timeout) for worker in workers]
+    for worker, (output, errors) in zip(workers, results):
+        assert worker.returncode == 0, output + errors[-4000:]
+    return [output for output, _ in results]

@@ -51,9 +51,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_eval_examples = 256  # the reference implementation evaluates on 256 pairs
     c.data.shp_min_score_ratio = 2.0
     # Rows (dpo_jax.data.packing): the prompt computed once per example, its K responses attending to it
-    # (exact: same log-probs as separate sequences), and several examples packed per row. A step is
-    # still global_batch_size examples; a packed step has a varying number of rows.
-    c.data.share_prompt = False
+    # (exact: same log-probs, losses and gradients as separate sequences: tests/objectives/test_rows.py),
+    # and several examples packed per row. A step is still global_batch_size examples. Packing stays
+    # off: a packed step's row count varies with its examples and each new count compiles the step once.
+    c.data.share_prompt = True
     c.data.pack = False
     c.data.pack_length = 0  # tokens per packed row; 0 = the longest example row of the split
 

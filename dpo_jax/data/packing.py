@@ -50,6 +50,30 @@ def example_row_lengths(split: TokenizedSplit, share_prompt: bool) -> np.ndarray
     return k * prompts + responses.sum(axis=1)
 
 
+def longest_possible_row(max_length: int, num_responses: int) -> int:
+    """The most tokens one example's row can take when every sequence x y_k has at most `max_length`.
+
+    K * max_length, shared prompt or not. Unshared: K |x| + sum |y_k| <= K L. Shared (`example_row_lengths`):
+    |x| + sum |y_k| + K - 1 <= |x| + K (L - |x|) + K - 1 = K L - (K - 1)(|x| - 1) for |x| >= 1, reached at
+    a 1-token prompt with every response L - 1 long; an empty prompt gives sum |y_k| <= K L.
+    """
+    return num_responses * max_length
+
+
+def worst_case_row_shape(layout: RowLayout, *, max_length: int, num_responses: int, batch_size: int):
+    """(row length, example slots per row) the loader can produce for any data within `max_length`.
+
+    Without data to measure: unpacked rows are as long as the longest possible example row, one slot
+    each; packed rows are `pack_length` (or that longest row when 0) with at most `batch_size` slots
+    (`_RowBuilder` caps slots at the batch size and at row length over the shortest example, >= 1 token).
+    """
+    longest = longest_possible_row(max_length, num_responses)
+    if not layout.pack:
+        return longest, 1
+    row_length = layout.pack_length or longest
+    return row_length, max(1, min(batch_size, row_length))
+
+
 @dataclasses.dataclass(frozen=True)
 class RowLayout:
     """How the loader lays examples into rows (None in its place: today's padded [B, K, L] batches).

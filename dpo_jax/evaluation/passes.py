@@ -14,9 +14,8 @@ import jax
 import numpy as np
 
 from dpo_jax.data import make_eval_batches
-from dpo_jax.data.packing import layout_from_config
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
-from dpo_jax.objectives import make_loss_fn, reference_logps
+from dpo_jax.objectives import batch_layout, make_loss_fn, reference_logps
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, traced_in_context
 
 
@@ -70,7 +69,7 @@ def _batches(prepared, batch_size: int, split: str, layout):
 
 def pass_layout(config, mesh):
     """The row layout of the passes without gradients: the training one, rows divided over the data axes."""
-    return layout_from_config(config.data, row_multiple=data_parallel_size(mesh))
+    return batch_layout(config, row_multiple=data_parallel_size(mesh))
 
 
 def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh, layout=None) -> dict[str, float]:

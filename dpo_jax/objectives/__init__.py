@@ -3,6 +3,7 @@
 from dpo_jax.objectives.batch_loss import (
     REWARD_LOSSES,
     UNLIKELIHOOD_MIN_COMPLEMENT,
+    batch_layout,
     batch_loss,
     loss_options,
     make_loss_fn,
@@ -31,6 +32,7 @@ __all__ = [
     "LOSS_NAMES",
     "REWARD_LOSSES",
     "UNLIKELIHOOD_MIN_COMPLEMENT",
+    "batch_layout",
     "batch_loss",
     "dpo_loss",
     "hinge_loss",

@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from dpo_jax.data.packing import RowLayout, layout_from_config
 from dpo_jax.models.reward import sequence_scores
 from dpo_jax.objectives.logps import _next_token_targets, _reduce_over_sequence, _token_logps, token_logps
 from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
@@ -209,6 +210,18 @@ def make_loss_fn(apply_fn, config):
         return batch_loss(params, reference_params, batch, apply_fn=apply_fn, **options)
 
     return policy_loss_fn
+
+
+def batch_layout(config, *, row_multiple: int) -> RowLayout | None:
+    """The batch layout the stage's objective takes (None: padded [B, K, L]), for training and its passes.
+
+    The policy objectives take the rows `data.share_prompt` / `data.pack` ask for. The reward model stays
+    padded whatever `data.share_prompt` says: `reward_batch_loss` scores a response at the last token of
+    its own padded sequence, which rows do not provide per branch.
+    """
+    if config.stage == "reward_model":
+        return None
+    return layout_from_config(config.data, row_multiple=row_multiple)
 
 
 def loss_options(config) -> dict[str, Any]:

@@ -4,6 +4,9 @@
 `reference.precompute_logps`) reference log-prob step for the config's model, mesh and shapes, on a
 TPU topology or an H100 target, from `jax.ShapeDtypeStruct` arguments carrying their shardings,
 and compiles them with the target's real compiler. Nothing runs: the answers are the compiler's.
+The batches are those the loader builds for the config: padded [B, K, L], or with `data.share_prompt`
+/ `data.pack` its rows [R, L'] in the worst case any data within `data.max_length` can produce
+(`BatchShape`).
 
 Per program it reports the per-device memory (`memory_analysis`), what else stays resident while
 it runs (the optimizer state during eval; the whole train state during the reference pass), the
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from dpo_jax.data.packing import ROW_FIELDS, RowLayout, layout_from_config, worst_case_row_shape
 from dpo_jax.evaluation.passes import jit_eval_step, jit_reference_logps_step
 from dpo_jax.models import build_model
 from dpo_jax.models.config import as_dtype
@@ -55,7 +59,8 @@ class Program:
     args: tuple
     resident_bytes: int  # per device, alive during the program but not among its arguments
     model_flops: float  # per call, over all devices (6N per trained token, 2N per forward token)
-    rows: int  # examples per call
+    rows: int  # examples per call (in a row layout: rows per call, one example each in the worst case)
+    row_shape: tuple[int, int] | None = None  # (row length, slots) of a row layout; None when padded
 
 
 def per_device_bytes(tree: Any) -> int:
@@ -86,20 +91,80 @@ def target_mesh(mesh_shape, target: Target) -> Mesh:
     return Mesh(grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
-def _batch(mesh: Mesh, rows: int, responses: int, length: int, *, reference_logps: bool, eval_pass: bool):
-    def array(shape, dtype):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
+def _array(mesh: Mesh, shape, dtype):
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
 
+
+def _padded_batch(mesh: Mesh, rows, responses, length, *, reference_logps: bool, eval_pass: bool):
+    """[B, K, L] padded batches, as `data.loader` builds them without a row layout."""
     batch = {
-        name: array((rows, responses, length), jnp.int32)
+        name: _array(mesh, (rows, responses, length), jnp.int32)
         for name in ("input_ids", "attention_mask", "loss_mask")
     }
-    batch["example_mask"] = array((rows,), jnp.int32)
+    batch["example_mask"] = _array(mesh, (rows,), jnp.int32)
     if eval_pass:
-        batch["example_index"] = array((rows,), jnp.int32)
+        batch["example_index"] = _array(mesh, (rows,), jnp.int32)
     if reference_logps:
-        batch["reference_logps"] = array((rows, responses), jnp.float32)
+        batch["reference_logps"] = _array(mesh, (rows, responses), jnp.float32)
     return batch
+
+
+def _row_batch(mesh: Mesh, rows, responses, shape, *, reference_logps: bool):
+    """[R, L'] rows with [R, S] slots, as `data.packing.build_rows` lays them out (any pass)."""
+    row_length, slots = shape
+    batch = {name: _array(mesh, (rows, row_length), jnp.int32) for name in ROW_FIELDS}
+    for name in ("example_mask", "example_index"):
+        batch[name] = _array(mesh, (rows, slots), jnp.int32)
+    batch["response_lengths"] = _array(mesh, (rows, slots, responses), jnp.int32)
+    if reference_logps:
+        batch["reference_logps"] = _array(mesh, (rows, slots, responses), jnp.float32)
+    return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchShape:
+    """The abstract batches of one config: padded [B, K, L], or the loader's rows in the worst case.
+
+    Without data the worst case stands for every step: one example per row (so rows = examples, also
+    when packing, whose row count varies with the data) and rows as long as any example can make them
+    (`data.packing.worst_case_row_shape`). `layout` is None for padded batches.
+    """
+
+    layout: RowLayout | None
+    responses: int
+    max_length: int
+
+    @classmethod
+    def from_config(cls, config, responses: int) -> BatchShape:
+        return cls(layout_from_config(config.data), responses, int(config.data.max_length))
+
+    @property
+    def name(self) -> str:
+        if self.layout is None:
+            return "padded"
+        return "+".join(name for name in ("share_prompt", "pack") if getattr(self.layout, name))
+
+    def row_shape(self, examples: int) -> tuple[int, int] | None:
+        """(row length, slots) for a pass over batches of `examples`; None when padded."""
+        if self.layout is None:
+            return None
+        return worst_case_row_shape(
+            self.layout, max_length=self.max_length, num_responses=self.responses, batch_size=examples
+        )
+
+    def tokens(self, examples: int) -> int:
+        """Tokens the model computes for a batch of `examples`, padding included."""
+        shape = self.row_shape(examples)
+        return examples * (self.responses * self.max_length if shape is None else shape[0])
+
+    def batch(self, mesh: Mesh, examples: int, *, reference_logps: bool, eval_pass: bool) -> dict:
+        shape = self.row_shape(examples)
+        if shape is None:
+            return _padded_batch(
+                mesh, examples, self.responses, self.max_length,
+                reference_logps=reference_logps, eval_pass=eval_pass,
+            )  # fmt: skip
+        return _row_batch(mesh, examples, self.responses, shape, reference_logps=reference_logps)
 
 
 def _optimizer(config):
@@ -126,31 +191,32 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
     has_reference = uses_reference(config.loss, reference_free=config.reference_free)
     precompute = has_reference and bool(config.reference.precompute_logps)
     reference_in_step = has_reference and not precompute
-    length, global_rows = int(config.data.max_length), int(config.global_batch_size)
+    global_rows = int(config.global_batch_size)
     micro_rows = global_rows // int(config.grad_accum_steps)
     eval_rows = int(config.eval_batch_size) or micro_rows
     n = policy_cfg.num_params()
     state_bytes = per_device_bytes(abstract_state)
     params_bytes = per_device_bytes(abstract_state.params)
 
-    train_batch = _batch(mesh, global_rows, responses, length, reference_logps=precompute, eval_pass=False)
+    shape = BatchShape.from_config(config, responses)
+    train_batch = shape.batch(mesh, global_rows, reference_logps=precompute, eval_pass=False)
     train = jit_train_step(
         apply_fn, config, abstract_state_shardings(abstract_state), train_batch, mesh, rules,
         has_reference=reference_in_step,
     )  # fmt: skip
-    tokens = global_rows * responses * length
     programs = [
         Program(
             "train_step",
             train,
             (abstract_state, reference if reference_in_step else None, train_batch),
             resident_bytes=0,
-            model_flops=(6 + 2 * reference_in_step) * n * tokens,
+            model_flops=(6 + 2 * reference_in_step) * n * shape.tokens(global_rows),
             rows=global_rows,
+            row_shape=shape.row_shape(global_rows),
         )
     ]
-    eval_batch = _batch(mesh, eval_rows, responses, length, reference_logps=precompute, eval_pass=True)
-    eval_tokens = eval_rows * responses * length
+    eval_batch = shape.batch(mesh, eval_rows, reference_logps=precompute, eval_pass=True)
+    eval_tokens = shape.tokens(eval_rows)
     programs.append(
         Program(
             "eval_step",
@@ -160,10 +226,11 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
             resident_bytes=state_bytes - params_bytes,
             model_flops=(2 + 2 * reference_in_step) * n * eval_tokens,
             rows=eval_rows,
+            row_shape=shape.row_shape(eval_rows),
         )
     )
     if precompute:
-        ref_batch = _batch(mesh, eval_rows, responses, length, reference_logps=False, eval_pass=True)
+        ref_batch = shape.batch(mesh, eval_rows, reference_logps=False, eval_pass=True)
         programs.append(
             Program(
                 "reference_logps",
@@ -172,6 +239,7 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
                 resident_bytes=state_bytes,  # the train state exists before the pass
                 model_flops=2 * n * eval_tokens,
                 rows=eval_rows,
+                row_shape=shape.row_shape(eval_rows),
             )
         )
     return programs, policy_cfg
@@ -208,6 +276,8 @@ def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
         hosts=target.hosts,
         mesh=dict(mesh.shape),
         rows=program.rows,
+        row_length=None if program.row_shape is None else program.row_shape[0],
+        slots=None if program.row_shape is None else program.row_shape[1],
         argument_gib=round(argument / GIB, 3),
         output_gib=round(output / GIB, 3),
         alias_gib=round(alias / GIB, 3),
@@ -289,6 +359,8 @@ def compile_config(config, target: Target, *, responses: int = 2) -> tuple[list[
             model=config.model.name_or_path,
             num_params=model_cfg.num_params(),
             seq=int(config.data.max_length),
+            responses=responses,
+            layout=BatchShape.from_config(config, responses).name,
             micro_batch=micro,
             grad_accum_steps=int(config.grad_accum_steps),
             remat=config.model.remat_policy,
@@ -298,15 +370,24 @@ def compile_config(config, target: Target, *, responses: int = 2) -> tuple[list[
     return results, fit_advice(config, target, mesh, results, model_cfg)
 
 
+def _batch_cell(result: dict) -> str:
+    """B x K x L for padded batches, R x L' (row length) for a row layout."""
+    if result.get("row_length") is None:
+        return f"{result['rows']}x{result['responses']}x{result['seq']}"
+    return f"{result['rows']}x{result['row_length']} rows"
+
+
 def format_table(results: list[dict]) -> str:
-    header = ("program", "target", "mesh", "rows", "args", "temp", "other", "peak", "HBM", "fits", "est. MFU")
+    header = (
+        "program", "target", "mesh", "batch", "args", "temp", "other", "peak", "HBM", "fits", "est. MFU",
+    )  # fmt: skip
     rows = [header]
     for r in results:
         mesh = "x".join(str(v) for v in r["mesh"].values())
         mfu = f"{r['estimated_mfu']:.2f}" if "estimated_mfu" in r else "-"
         rows.append(
             (
-                r["program"], r["target"], mesh, str(r["rows"]), f"{r['argument_gib']:.2f}", f"{r['temp_gib']:.2f}",
+                r["program"], r["target"], mesh, _batch_cell(r), f"{r['argument_gib']:.2f}", f"{r['temp_gib']:.2f}",
                 f"{r['resident_other_gib']:.2f}", f"{r['peak_gib']:.2f}", f"{r['hbm_gib']:.1f}",
                 "yes" if r["fits"] else "NO", mfu,
             )

@@ -37,6 +37,11 @@ def _validate_reward_model(config, num_responses: int) -> None:
             "config.reference_free, config.length_normalize and config.reference.precompute_logps are "
             "policy settings; a reward model scores whole sequences and has no reference"
         )
+    if config.data.pack:
+        raise UserError(
+            "config.data.pack is for the policy stages (sft, dpo); a reward model trains on padded batches "
+            "(config.data.share_prompt does not apply to it either)"
+        )
     validate_loss_options(
         REWARD_LOSSES[config.loss],
         beta=1.0,

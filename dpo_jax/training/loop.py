@@ -27,7 +27,6 @@ from dpo_jax.checkpoint import (
     install_preemption_handler,
     should_stop_for_preemption,
 )
-from dpo_jax.data.packing import layout_from_config
 from dpo_jax.evaluation.passes import evaluate, jit_eval_step, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
@@ -41,6 +40,7 @@ from dpo_jax.models.loading import (
     tokenizer_source,
 )
 from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
+from dpo_jax.objectives import batch_layout
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
@@ -144,9 +144,7 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        layout=layout_from_config(
-            config.data, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps
-        ),
+        layout=batch_layout(config, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps),
     )
     num_steps = _num_train_steps(config, loader.steps_per_epoch)
     data_metrics = {k: float(v) for k, v in prepared.report_metrics().items()}

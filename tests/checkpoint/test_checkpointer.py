@@ -1,10 +1,7 @@
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -17,6 +14,7 @@ from jax.experimental import multihost_utils
 from dpo_jax import checkpoint, sharding
 from dpo_jax.training import optim
 from dpo_jax.training.state import TrainState
+from tests.train_helpers import free_port, run_worker_processes
 
 RULES = sharding.DEFAULT_LOGICAL_AXIS_RULES
 OPTIMIZER, _ = optim.make_optimizer(
@@ -168,7 +166,7 @@ def two_process_worker(process_id: int, port: int, handler_installed: str) -> No
     """One of two CPU processes (2 devices each) joined by jax.distributed; prints what it observed."""
     if handler_installed == "before_initialize":
         checkpoint.install_preemption_handler()
-    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
     if handler_installed == "after_initialize":
         checkpoint.install_preemption_handler()
     mesh = sharding.make_mesh((-1, 1, 1))
@@ -191,30 +189,7 @@ def two_process_worker(process_id: int, port: int, handler_installed: str) -> No
 
 
 def run_two_processes(handler_installed: str) -> list[str]:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
-    workers = [
-        subprocess.Popen(
-            [sys.executable, __file__, str(process_id), str(port), handler_installed],
-            env=env,
-            # Separate pipes: gloo's C++ logging on stderr must not split the lines the workers print.
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for process_id in range(2)
-    ]
-    results = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (output, errors) in zip(workers, results):
-        assert worker.returncode == 0, output + errors
-    return [output for output, _ in results]
+    return run_worker_processes(__file__, [str(free_port()), handler_installed], devices=2, timeout=120)
 
 
 @pytest.mark.slow

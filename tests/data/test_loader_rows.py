@@ -1,11 +1,14 @@
 """Row batches from the loaders (shared prompts, packing): the same examples per step as padded batches,
 deterministic and resumable, process slices that concatenate, every eval example once."""
 
+import itertools
+
 import numpy as np
 import pytest
 
 from dpo_jax.data import EvalBatches, TrainLoader
-from dpo_jax.data.packing import RowLayout, example_row_lengths
+from dpo_jax.data.packing import RowLayout, example_row_lengths, longest_possible_row, worst_case_row_shape
+from tests.data.data_helpers import split_from_lists
 from tests.data.test_loader import PAD, _split
 
 LAYOUTS = {
@@ -112,3 +115,39 @@ def test_eval_rows_cover_every_example_once_without_fillers():
 def test_a_pack_length_shorter_than_an_example_is_refused():
     with pytest.raises(ValueError, match="pack_length=8 is shorter than the longest example row"):
         _loader(_split(), RowLayout(pack=True, pack_length=8))
+
+
+@pytest.mark.parametrize("num_responses", [2, 4])
+def test_the_longest_possible_row_is_k_times_max_length(num_responses):
+    # Every example whose sequences x y_k fit max_length (a response holds at least its EOS).
+    max_length, k = 6, num_responses
+    shapes = [
+        (p, lengths)
+        for p in range(max_length)
+        for lengths in itertools.product(range(1, max_length - p + 1), repeat=k)
+    ]
+    split = split_from_lists([[7] * p for p, _ in shapes], [[[9] * r for r in rs] for _, rs in shapes])
+    bound = longest_possible_row(max_length, k)
+    assert bound == k * max_length
+    for share in (True, False):
+        lengths = example_row_lengths(split, share)
+        assert lengths.max() == bound, share
+    # Shared, it is reached by a 1-token prompt with every response max_length - 1 long.
+    shared = example_row_lengths(split, True)
+    assert shared[shapes.index((1, (max_length - 1,) * k))] == bound
+    # The loader on such data builds rows exactly that long; the worst-case shape says so without data.
+    for layout in (RowLayout(share_prompt=True), RowLayout(share_prompt=True, pack=True)):
+        batch = EvalBatches(
+            split,
+            global_batch_size=len(shapes),
+            process_index=0,
+            process_count=1,
+            pad_id=PAD,
+            max_length=max_length,
+            layout=layout,
+        ).batch(0)
+        row_length, slots = worst_case_row_shape(
+            layout, max_length=max_length, num_responses=k, batch_size=len(shapes)
+        )
+        assert batch["input_ids"].shape[1] == row_length == bound
+        assert batch["example_index"].shape[1] <= slots

@@ -11,12 +11,23 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs.hh import get_config
+from dpo_jax import data as data_lib
+from dpo_jax.data.packing import layout_from_config
 from dpo_jax.models.loading import describe_model
-from dpo_jax.perf.aot import AotConfigError, compile_config, fit_advice, format_table, target_mesh
+from dpo_jax.perf.aot import (
+    AotConfigError,
+    BatchShape,
+    compile_config,
+    fit_advice,
+    format_table,
+    target_mesh,
+)
 from dpo_jax.perf.targets import TARGETS, jax_has_platform_plugin
+from dpo_jax.sharding import make_mesh
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_tpu = pytest.mark.skipif(
@@ -28,16 +39,22 @@ needs_cuda = pytest.mark.skipif(
 FIELDS = {
     "program", "target", "device_kind", "chips", "hosts", "mesh", "rows", "argument_gib", "output_gib",
     "alias_gib", "temp_gib", "resident_other_gib", "peak_gib", "hbm_gib", "fits", "margin_gib",
-    "collectives", "custom_calls", "attention", "model", "num_params", "seq", "micro_batch",
+    "collectives", "custom_calls", "attention", "model", "num_params", "seq", "micro_batch", "layout",
+    "row_length", "slots", "responses",
 }  # fmt: skip
+
+
+def _tiny_fsdp_config(*, share_prompt: bool, pack: bool = False):
+    config = get_config("tiny,precompute")
+    config.mesh_shape = (1, -1, 1)  # FSDP over the 8 chips of a v5e-8
+    config.global_batch_size = 16
+    config.data.share_prompt, config.data.pack = share_prompt, pack
+    return config
 
 
 @pytest.fixture(scope="module")
 def tpu_results():
-    config = get_config("tiny,precompute")
-    config.mesh_shape = (1, -1, 1)  # FSDP over the 8 chips of a v5e-8
-    config.global_batch_size = 16
-    return compile_config(config, TARGETS["v5e-8"])
+    return compile_config(_tiny_fsdp_config(share_prompt=False), TARGETS["v5e-8"])
 
 
 @needs_tpu
@@ -50,6 +67,7 @@ def test_tpu_slice_programs(tpu_results):
     assert FIELDS <= set(train)
     assert train["device_kind"] == "TPU v5 lite" and train["chips"] == 8 and train["hbm_gib"] == 16.0
     assert train["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert (train["layout"], train["rows"], train["row_length"], train["slots"]) == ("padded", 16, None, None)
     assert train["fits"] and 0 < train["peak_bytes"] < 2**26
     assert train["margin_gib"] == pytest.approx(16 - train["peak_bytes"] / 2**30, abs=2e-3)
     # The state is donated: its outputs alias its arguments.
@@ -65,6 +83,52 @@ def test_tpu_slice_programs(tpu_results):
     assert resident["reference_logps"] > resident["eval_step"] > resident["train_step"] == 0
     json.dumps(results)  # RESULT lines are JSON
     assert "train_step" in format_table(results)
+
+
+@pytest.mark.parametrize("share_prompt, pack", [(False, False), (True, False), (True, True)])
+def test_abstract_batches_are_the_loaders(share_prompt, pack):
+    # Field names, dtypes and ranks as the loader builds them; every real shape within the worst case.
+    config = _tiny_fsdp_config(share_prompt=share_prompt, pack=pack)
+    prepared = data_lib.build_datasets(config.data, data_lib.load_tokenizer("tiny"), stage="dpo")
+    logps = np.zeros((prepared.train.num_examples, 2), np.float32)
+    prepared = dataclasses.replace(prepared, train=prepared.train.with_extras(reference_logps=logps))
+    mesh = make_mesh((1, 8, 1))
+    common = dict(process_index=0, process_count=1, layout=layout_from_config(config.data, row_multiple=8))
+    real = {
+        False: data_lib.make_train_loader(prepared, global_batch_size=16, seed=0, **common).batch(0),
+        True: data_lib.make_eval_batches(prepared, global_batch_size=16, split="train", **common).batch(0),
+    }
+    shape = BatchShape.from_config(config, responses=2)
+    for eval_pass, batch in real.items():
+        abstract = shape.batch(mesh, 16, reference_logps=True, eval_pass=eval_pass)
+        assert sorted(abstract) == sorted(batch), eval_pass
+        for name, array in batch.items():
+            want = abstract[name]
+            assert (want.dtype, want.ndim) == (array.dtype, array.ndim), name
+            assert all(got <= bound for got, bound in zip(array.shape, want.shape)), (name, array.shape)
+    assert shape.name == {(False, False): "padded", (True, False): "share_prompt"}.get(
+        (share_prompt, pack), "share_prompt+pack"
+    )
+    if share_prompt:  # the worst case of a 64-token max_length: a pair takes up to 2 x 64 tokens
+        assert shape.row_shape(16) == (128, 16 if pack else 1) and shape.tokens(16) == 16 * 128
+
+
+@needs_tpu
+def test_tpu_slice_compiles_the_shared_prompt_packed_rows():
+    config = _tiny_fsdp_config(share_prompt=True, pack=True)
+    results, advice = compile_config(config, TARGETS["v5e-8"])
+    assert advice is None
+    by_name = {r["program"]: r for r in results}
+    assert set(by_name) == {"train_step", "eval_step", "reference_logps"}
+    for result in results:
+        assert FIELDS <= set(result) and result["fits"]
+        assert result["layout"] == "share_prompt+pack"
+        # One example per row in the worst case, rows of 2 x max_length, up to 16 slots.
+        assert (result["rows"], result["row_length"], result["slots"]) == (16, 128, 16)
+        assert result["attention"] == "pallas/mosaic kernel"  # splash on the rows' ids, not a dense mask
+    train = by_name["train_step"]
+    assert "all-gather" in train["collectives"] and train["alias_gib"] > 0
+    assert "16x128 rows" in format_table(results)
 
 
 @needs_cuda

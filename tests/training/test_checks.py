@@ -18,6 +18,10 @@ from tests.train_helpers import run_main, tiny_config
         ({"global_batch_size": 10, "grad_accum_steps": 4}, "global_batch_size=10 is not divisible by"),
         ({"nonfinite_policy": "ignore"}, "nonfinite_policy='ignore'"),
         ({"model.dropout_rate": 0.1}, "dropout"),
+        (
+            {"stage": "reward_model", "loss": "bradley_terry", "data.pack": True},
+            "data.pack is for the policy",
+        ),
     ],
 )
 def test_bad_settings_fail_when_the_config_is_read(overrides, message):

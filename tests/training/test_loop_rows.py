@@ -32,7 +32,7 @@ def _run(workdir, **data):
 
 
 def test_shared_packed_rows_train_like_padded_batches(tmp_path):
-    padded, padded_eval = _run(tmp_path / "padded")
+    padded, padded_eval = _run(tmp_path / "padded", share_prompt=False)
     rows, rows_eval = _run(tmp_path / "rows", share_prompt=True, pack=True)
     assert sorted(rows) == sorted(padded) == [1, 2]
     for step in padded:
