@@ -38,6 +38,7 @@ from dpo_jax.data.packing import ROW_FIELDS
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
+from dpo_jax.perf.targets import cudnn_version_from_target
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding
 from dpo_jax.sharding.mesh import DEFAULT_LOGICAL_AXIS_RULES, make_mesh
 from dpo_jax.training.optim import make_optimizer
@@ -55,11 +56,6 @@ DEFAULT_TARGET = next(
     "shared/aot/h100_target_config.txtpb",
 )
 H100_HBM_BYTES = 80 * 10**9
-
-
-def _target_cudnn_version(target_config: str) -> int:
-    match = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)", target_config)
-    return int(match.group(1)) * 10000 + int(match.group(2)) * 100
 
 
 def _abstract_batch(args, rows: str, mesh) -> dict:
@@ -94,13 +90,6 @@ def main(argv=None):
     args = bench_args(rest)
     settings = SETTINGS
     target_config = open(own.target).read()
-    try:
-        from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
-
-        cudnn_attention.check_cudnn_version()
-    except RuntimeError:
-        cudnn_attention.check_cudnn_version = lambda: _target_cudnn_version(target_config)
-
     topo = topologies.get_topology_desc(platform="cuda", target_config=target_config, topology="1x1x1")
     mesh = make_mesh((1, 1, 1), devices=topo.devices)
     target_memory = re.search(r"device_memory_size:\s*(\d+)", target_config)
@@ -134,7 +123,7 @@ def main(argv=None):
         has_reference=reference is not None,
     )
     # Trace for the H100: attention="auto" reads the platform from the mesh in context.
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), cudnn_version_from_target(target_config):
         lowered = step.lower(abstract_state, reference, batch)
     flops = (lowered.cost_analysis() or {}).get("flops")
     compiled = lowered.compile()

@@ -7,15 +7,15 @@ jax[tpu]. See shared/aot/README.md.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import os
 import pathlib
-import re
 
 import jax
 from jax.experimental import topologies
+
+from dpo_jax.perf import targets
 
 # libtpu takes a machine-wide lock file by default; compiling (never running) for a TPU topology
 # in several processes at once (pytest workers, other sessions) is safe without it.
@@ -53,34 +53,6 @@ def h100_mesh(axis: str = "data") -> jax.sharding.Mesh:
     return topologies.make_mesh(topo=topo, mesh_shape=(1,), axis_names=(axis,))
 
 
-def target_cudnn_version() -> int:
-    """cuDNN's version as the H100 target describes it (dnn_version_info), in cuDNN's own encoding."""
-    text = h100_target_config() or ""
-    match = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)", text)
-    if match is None:
-        raise ValueError("the H100 target config has no dnn_version_info")
-    return int(match.group(1)) * 10000 + int(match.group(2)) * 100
-
-
-@contextlib.contextmanager
 def cudnn_version_from_target():
-    """Answer JAX's trace-time cuDNN version check from the target rather than a local libcudnn.
-
-    `jax.nn.dot_product_attention(implementation="cudnn")` asks the locally loaded cuDNN library for
-    its version while tracing; a CPU host without the NVIDIA wheels has none, though the compiler
-    needs no library to emit the cuDNN custom call. The target says which cuDNN the H100 runs.
-    """
-    from jax._src.cudnn import fused_attention_stablehlo
-
-    original = fused_attention_stablehlo.check_cudnn_version
-    try:
-        original()
-        yield  # a local cuDNN answers for itself
-        return
-    except RuntimeError:
-        pass
-    fused_attention_stablehlo.check_cudnn_version = target_cudnn_version
-    try:
-        yield
-    finally:
-        fused_attention_stablehlo.check_cudnn_version = original
+    """JAX's trace-time cuDNN version check answered from the H100 target (dpo_jax.perf.targets)."""
+    return targets.cudnn_version_from_target(h100_target_config())

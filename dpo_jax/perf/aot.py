@@ -17,6 +17,7 @@ MFU it implies, both labelled as estimates (the GPU compiler gives no cost model
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
 from dpo_jax.objectives import uses_reference
 from dpo_jax.perf.hlo import attention_implementation, summarize_hlo
-from dpo_jax.perf.targets import GIB, Target, topology_devices
+from dpo_jax.perf.targets import GIB, Target, cudnn_version_from_target, topology_devices
 from dpo_jax.sharding import (
     DEFAULT_LOGICAL_AXIS_RULES,
     MESH_AXES,
@@ -262,7 +263,11 @@ def _cost_seconds(compiled) -> float | None:
 
 def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
     """Lower and compile one program for the target; the RESULT fields."""
-    compiled = program.jitted.lower(*program.args).compile()
+    # Traced for the target: on an H100 the attention may be cuDNN's, whose trace-time version check
+    # the target answers on a host without cuDNN.
+    version_check = cudnn_version_from_target() if target.platform == "cuda" else contextlib.nullcontext()
+    with version_check:
+        compiled = program.jitted.lower(*program.args).compile()
     memory = compiled.memory_analysis()
     argument, output = memory.argument_size_in_bytes, memory.output_size_in_bytes
     alias, temp = memory.alias_size_in_bytes, memory.temp_size_in_bytes

@@ -9,8 +9,10 @@ the CUDA plugin (`jax-cuda12-plugin`, no GPU or CUDA toolkit needed) and the tar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 
 GIB = 2**30
 
@@ -107,3 +109,40 @@ def jax_has_platform_plugin(platform: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def target_cudnn_version(target_config: str) -> int:
+    """cuDNN's version as an XLA:GPU target description gives it (dnn_version_info), in cuDNN's encoding."""
+    match = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)", target_config)
+    if match is None:
+        raise ValueError("the GPU target description has no dnn_version_info")
+    return int(match.group(1)) * 10000 + int(match.group(2)) * 100
+
+
+@contextlib.contextmanager
+def cudnn_version_from_target(target_config: str | None = None):
+    """Answer JAX's trace-time cuDNN version check from the target rather than a local libcudnn.
+
+    `jax.nn.dot_product_attention(implementation="cudnn")` asks the locally loaded cuDNN library for
+    its version while tracing; a CPU host without the NVIDIA wheels has none, though the compiler
+    needs no library to emit the cuDNN custom call. The target says which cuDNN the H100 runs. A
+    host with a local cuDNN answers for itself.
+    """
+    from jax._src.cudnn import fused_attention_stablehlo
+
+    original = fused_attention_stablehlo.check_cudnn_version
+    try:
+        original()
+        yield
+        return
+    except RuntimeError:
+        pass
+    if target_config is None:
+        with open(H100_TARGET_CONFIG) as f:
+            target_config = f.read()
+    version = target_cudnn_version(target_config)
+    fused_attention_stablehlo.check_cudnn_version = lambda: version
+    try:
+        yield
+    finally:
+        fused_attention_stablehlo.check_cudnn_version = original

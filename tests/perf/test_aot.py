@@ -144,6 +144,18 @@ def test_h100_programs():
     assert "estimated_mfu" not in train  # no cost model on GPU: nothing is made up
 
 
+@needs_cuda
+def test_h100_programs_trace_cudnn_attention_without_a_local_cudnn():
+    """bf16 on an H100 picks cuDNN flash attention, on the shared-prompt rows the loader now builds by
+    default; its trace-time cuDNN version check is answered from the target on this CPU host."""
+    config = get_config("tiny")
+    config.model.dtype = "bfloat16"
+    results, _ = compile_config(config, TARGETS["h100"])
+    train = next(r for r in results if r["program"] == "train_step")
+    assert train["layout"] == BatchShape.from_config(config, 2).name
+    assert any(call.startswith("__cudnn$fmha") for call in train["custom_calls"]), train["custom_calls"]
+
+
 @needs_tpu
 def test_a_mesh_that_does_not_divide_says_what_would():
     with pytest.raises(AotConfigError, match=r"mesh_shape='\(1, 8, 1\)'"):
