@@ -5,8 +5,8 @@
 #
 # Needs the `aot` extra (pip install -e ".[aot]": libtpu and the CUDA compiler plugin). Each config x
 # target writes OUT_DIR/<config>_<target>.txt with one `RESULT {json}` line per program (train step,
-# eval step) and the table; `python launch/aot_table.py OUT_DIR` turns them into the README table.
-# Compiling a 2.8B model takes minutes per program on two CPU cores.
+# eval step) and the table; the README's fit table is every file's train_step row (BENCHMARKS.md 5).
+# Compiling the 2.8B train step took 4 (H100) to 20 (TPU) minutes on two shared CPU cores, ~5 GB of RAM.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-launch/results/aot}"
