@@ -111,7 +111,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    apply_device_memory_settings()
     result = run_benchmark(args)
     if jax.process_index() == 0:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
