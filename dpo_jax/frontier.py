@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dpo_jax.evaluation.sentiment_pairs import add_prefix_flags, prefixes_from_flags
+from dpo_jax.analysis.sentiment_pairs import add_prefix_flags, prefixes_from_flags
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
 
@@ -47,7 +47,7 @@ def parse_args(argv):
 
 def expand_workdirs(spec: str) -> list[str]:
     """Runs named directly, or the preference runs (not SFT: that is the reference) inside a sweep root."""
-    from dpo_jax.evaluation.runs import RUN_CONFIG, read_run
+    from dpo_jax.analysis.runs import RUN_CONFIG, read_run
 
     runs = []
     for entry in (w for w in spec.split(",") if w):
@@ -67,10 +67,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from dpo_jax.data import load_tokenizer
-    from dpo_jax.evaluation.plots import MissingMatplotlib, plot_reward_vs_kl
-    from dpo_jax.evaluation.results import result_line, write_json
-    from dpo_jax.evaluation.runs import load_policy, read_run
-    from dpo_jax.evaluation.sentiment_frontier import reward_and_kl
+    from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
+    from dpo_jax.analysis.results import result_line, write_json
+    from dpo_jax.analysis.runs import load_policy, read_run
+    from dpo_jax.analysis.sentiment_frontier import reward_and_kl
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
     points = []

@@ -19,7 +19,7 @@ import argparse
 import logging
 import sys
 
-from dpo_jax.evaluation.sentiment_pairs import add_prefix_flags
+from dpo_jax.analysis.sentiment_pairs import add_prefix_flags
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
 
@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from dpo_jax.data import load_tokenizer
-    from dpo_jax.evaluation.results import result_line, write_jsonl
-    from dpo_jax.evaluation.runs import load_policy, read_run
-    from dpo_jax.evaluation.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
+    from dpo_jax.analysis.results import result_line, write_jsonl
+    from dpo_jax.analysis.runs import load_policy, read_run
+    from dpo_jax.analysis.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
     from dpo_jax.judges import ClassifierJudge, JudgeError
     from dpo_jax.sampling.prompts import sample_policy
 

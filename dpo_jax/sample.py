@@ -62,7 +62,7 @@ def main(argv):
         raise UserError("--prompts_file is required")
     if _BATCH_SIZE.value < 1:
         raise UserError("--batch_size must be >= 1")
-    from dpo_jax.evaluation.saved_policy import load_saved_policy
+    from dpo_jax.analysis.saved_policy import load_saved_policy
     from dpo_jax.sampling.prompts import read_prompts, sample_completions
 
     policy = load_saved_policy(_MODEL.value or _WORKDIR.value, dtype=_DTYPE.value)

@@ -1,5 +1,5 @@
 """Command line: judged win rates across sampling temperatures (README: "Win rates and the IMDb sentiment
-frontier"; the library side is dpo_jax/evaluation/winrate_runs.py).
+frontier"; the library side is dpo_jax/analysis/winrate_runs.py).
 
     python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --baseline=chosen --judge=openai
     python -m dpo_jax.winrate --workdir=/tmp/hh-sft --task=hh --baseline=chosen --policy=best_of_n:16 \\
@@ -109,11 +109,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dpo_jax.evaluation.plots import MissingMatplotlib, plot_win_rates
-    from dpo_jax.evaluation.results import result_line
-    from dpo_jax.evaluation.runs import read_run
-    from dpo_jax.evaluation.winrate_runs import WinRateRequest, check_judge, evaluate_run
-    from dpo_jax.evaluation.winrate_sweep import IncompleteJudging
+    from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rates
+    from dpo_jax.analysis.results import result_line
+    from dpo_jax.analysis.runs import read_run
+    from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run
+    from dpo_jax.analysis.winrate_sweep import IncompleteJudging
     from dpo_jax.judges import JudgeError
 
     report = lambda summary: print(result_line(summary), flush=True)

@@ -30,6 +30,7 @@ ROOMS = (
     "checkpoint",
     "judges",
     "evaluation",
+    "analysis",
     "training",
     "ppo",
     "perf",

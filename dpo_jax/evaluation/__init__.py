@@ -1,3 +1,3 @@
-"""Evaluation without gradients: the trainer's eval passes and side-by-side samples (`passes`, `samples`),
-judged win rates across temperatures (`winrate*`), sampled KL and reward (`kl_estimate`,
-`teacher_forcing`, `sentiment_frontier`) and the IMDb preference pairs (`sentiment_pairs`)."""
+"""The trainer's own passes without gradients: eval metrics and precomputed reference log-probs
+(`passes`), and the side-by-side policy / reference samples written at each eval (`samples`).
+The paper's analyses (win rates, the reward-vs-KL frontier, preference pairs) live in `dpo_jax.analysis`."""

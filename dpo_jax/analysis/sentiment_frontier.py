@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpo_jax.evaluation.kl_estimate import clustered_mean, kl_estimate
-from dpo_jax.evaluation.teacher_forcing import score_completions
+from dpo_jax.analysis.kl_estimate import clustered_mean, kl_estimate
+from dpo_jax.analysis.teacher_forcing import score_completions
 from dpo_jax.sampling.prompts import sample_policy
 
 

@@ -4,8 +4,8 @@ clustered standard error on hand-computed data."""
 import numpy as np
 import pytest
 
-from dpo_jax.evaluation.kl_estimate import clustered_mean, kl_estimate
-from dpo_jax.evaluation.teacher_forcing import score_completions
+from dpo_jax.analysis.kl_estimate import clustered_mean, kl_estimate
+from dpo_jax.analysis.teacher_forcing import score_completions
 from dpo_jax.sampling.batched import sample_token_ids
 from dpo_jax.synthetic import SyntheticTask, policy_stats
 from dpo_jax.synthetic.tables import all_completion_logprobs

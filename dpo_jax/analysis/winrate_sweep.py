@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dpo_jax.evaluation.winrate import judge_win_rate
+from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.sampling.prompts import sample_policy
 
 

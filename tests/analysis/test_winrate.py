@@ -5,8 +5,8 @@ talking to the local chat-completions server."""
 import numpy as np
 import pytest
 
-from dpo_jax.evaluation.winrate import bootstrap_interval, judge_win_rate, order_coins
-from dpo_jax.evaluation.winrate_sweep import Contender, IncompleteJudging, win_rate_sweep
+from dpo_jax.analysis.winrate import bootstrap_interval, judge_win_rate, order_coins
+from dpo_jax.analysis.winrate_sweep import Contender, IncompleteJudging, win_rate_sweep
 from dpo_jax.judges import OpenAIJudge
 from tests.judges.chat_server import KEY, MODEL, ChatServer
 

@@ -4,7 +4,7 @@ import builtins
 
 import pytest
 
-from dpo_jax.evaluation.plots import MissingMatplotlib, plot_reward_vs_kl, plot_win_rates
+from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl, plot_win_rates
 
 WIN_RATES = {"dpo": [dict(temperature=t, win_rate=0.6, ci_low=0.5, ci_high=0.7) for t in (0.0, 0.5, 1.0)]}
 POINTS = {
