@@ -66,11 +66,11 @@ def expand_workdirs(spec: str) -> list[str]:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dpo_jax.data import load_tokenizer
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
     from dpo_jax.analysis.results import result_line, write_json
     from dpo_jax.analysis.runs import load_policy, read_run
     from dpo_jax.analysis.sentiment_frontier import reward_and_kl
+    from dpo_jax.data import load_tokenizer
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
     points = []

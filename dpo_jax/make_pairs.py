@@ -51,10 +51,10 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dpo_jax.data import load_tokenizer
     from dpo_jax.analysis.results import result_line, write_jsonl
     from dpo_jax.analysis.runs import load_policy, read_run
     from dpo_jax.analysis.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
+    from dpo_jax.data import load_tokenizer
     from dpo_jax.judges import ClassifierJudge, JudgeError
     from dpo_jax.sampling.prompts import sample_policy
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dpo_jax import frontier, make_pairs
-from dpo_jax.data import read_examples
 from dpo_jax.analysis.sentiment_pairs import imdb_prefixes, preference_records
+from dpo_jax.data import read_examples
 from dpo_jax.training import train_and_evaluate
 from tests.judges.tiny_classifiers import save_tiny_classifier
 from tests.train_helpers import tiny_config

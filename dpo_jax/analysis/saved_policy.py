@@ -19,9 +19,9 @@ from typing import Any
 import jax
 
 from dpo_jax import MissingInputError, UserError
+from dpo_jax.analysis.runs import read_run_config
 from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.checkpoint.checkpointer import UnreadableCheckpointError
-from dpo_jax.analysis.runs import read_run_config
 from dpo_jax.models import abstract_params, build_model, from_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME, describe_model, resolve_model_path, tokenizer_source
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import ml_collections
 
-from dpo_jax.data import Example, load_tokenizer, read_examples
 from dpo_jax.analysis.results import write_json, write_jsonl
 from dpo_jax.analysis.runs import RunInfo, load_policy
 from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.analysis.winrate_sweep import Contender, win_rate_sweep
+from dpo_jax.data import Example, load_tokenizer, read_examples
 from dpo_jax.judges import RewardModelJudge
 
 

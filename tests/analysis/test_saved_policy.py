@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from dpo_jax import MissingInputError, UserError
-from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.analysis.saved_policy import load_saved_policy
+from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import describe_model
 from dpo_jax.ppo.model import POLICY, VALUE

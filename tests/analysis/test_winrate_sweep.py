@@ -4,8 +4,8 @@ samples, policy and baseline draw independent samples, and greedy copies of one 
 import numpy as np
 import pytest
 
-from dpo_jax.data import load_tokenizer
 from dpo_jax.analysis.winrate_sweep import Contender, win_rate_sweep
+from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import Judge, ScoringJudge
 from dpo_jax.sampling.prompts import sample_policy
 from tests.synthetic.tiny_models import tiny_lm
