@@ -11,12 +11,13 @@ temperature, 95% bootstrap intervals); prints `RESULT {json}` per run and temper
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
 from pathlib import Path
 
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 
 logger = logging.getLogger("dpo_jax.winrate")
@@ -41,7 +42,7 @@ def _price(text: str) -> tuple[float, float]:
     return float(price_in), float(price_out)
 
 
-# (flag, type, default, help); a ValueError from a type is argparse's "invalid value" error (exit 2).
+# (flag, type, default, help); a ValueError from a type is a bad command line (exit 2).
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
     ("task", str, None, "tldr | hh: selects the judge's question (required)"),
@@ -68,29 +69,20 @@ FLAGS = (
     ("data_path", str, "", "override the run's data.path"),
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
+    ("check_judge", bool, False, "judge the data's chosen vs rejected"),
 )
 CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.winrate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    args = parse_command(
+        "python -m dpo_jax.winrate", argv, FLAGS, doc=__doc__, choices=CHOICES, required=("workdir", "task")
     )
-    for flag, kind, default, text in FLAGS:
-        required = default is None and flag in ("workdir", "task")
-        parser.add_argument(
-            f"--{flag}", type=kind, default=default, help=text, required=required, choices=CHOICES.get(flag)
-        )
-    parser.add_argument("--check_judge", action="store_true", help="judge the data's chosen vs rejected")
-    args = parser.parse_args(argv)
     args.best_of, args.workdirs = args.policy, [w for w in args.workdir.split(",") if w]
     if args.best_of > 1 and not args.best_of_n_reward:
-        parser.error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
+        command_error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
     if args.judge != "openai" and not args.judge_path:
-        parser.error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
+        command_error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
     return args
 
 
@@ -108,7 +100,7 @@ def make_judge(args, cache_default: Path):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rates
     from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
@@ -130,10 +122,10 @@ def main(argv=None) -> int:
                 continue
             name, curves[run.label] = evaluate_run(run, judge, request, Path(run.path, "winrate"), report)
     except (JudgeError, ValueError, OSError) as error:
-        print(f"winrate: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     except IncompleteJudging as error:
-        print(f"winrate: no result written: {error}", file=sys.stderr)
+        print_error(f"no result written: {error}")
         return 1
     logger.info("judge usage: %s", judge.usage())
     out = Path(args.out_dir or first_dir) / f"{name}.png"
@@ -142,7 +134,7 @@ def main(argv=None) -> int:
             f"figure: {plot_win_rates(curves, out, title=name)}" if curves else "", end="\n" if curves else ""
         )
     except MissingMatplotlib as error:
-        print(f"winrate: no figure: {error}", file=sys.stderr)
+        print(f"warning: no figure: {error}", file=sys.stderr)
     return 0
 
 

@@ -141,7 +141,7 @@ def test_errors_are_one_clear_message(runs, capsys, monkeypatch, tmp_path):
     with ChatServer() as server:
         assert winrate.main(openai_args(server, runs["policy"], "--name=refused", "--temperatures=0")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("winrate: ") and "HTTP 401" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "HTTP 401" in err and "Traceback" not in err
     assert not (runs["policy"] / "winrate" / "refused.json").exists()
     assert (
         winrate.main(
