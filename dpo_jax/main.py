@@ -85,7 +85,8 @@ def main(argv):
         elif config.stage == "ppo":  # rollouts and updates, not the trainer's loop over a dataset
             from dpo_jax.ppo import run_ppo_stage
 
-            run_ppo_stage(config, _WORKDIR.value)
+            if run_ppo_stage(config, _WORKDIR.value).preempted:
+                raise Preempted
         elif train_and_evaluate(config, _WORKDIR.value).preempted:
             raise Preempted
     except Preempted:

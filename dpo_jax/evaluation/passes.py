@@ -107,13 +107,13 @@ def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, l
     return logps
 
 
-def precompute_reference_logps(prepared, apply_fn, reference, config, mesh, rules, batch_size: int):
-    """Reference log-probs [N, K] of every train and eval example, attached so batches carry them.
+def precompute_reference_logps(prepared, step, reference, config, mesh, batch_size: int):
+    """Reference log-probs [N, K] of every train and eval example, attached so batches carry them;
+    `step` is the jitted reference log-prob program (`jit_reference_logps_step`).
 
     After this the reference params are no longer needed: the step reads `batch["reference_logps"]`.
     The pass lays examples out as training does (`data.share_prompt`, `data.pack`).
     """
-    step = jit_reference_logps_step(apply_fn, config, mesh, rules)
     layout = pass_layout(config, mesh)
     splits = {}
     for split in ("train", "eval"):

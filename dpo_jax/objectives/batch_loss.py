@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from dpo_jax.data.packing import RowLayout, layout_from_config
 from dpo_jax.models.reward import sequence_scores
-from dpo_jax.objectives.logps import _next_token_targets, _reduce_over_sequence, _token_logps, token_logps
+from dpo_jax.objectives.logps import logits_token_logps, next_token_targets, reduce_over_sequence, token_logps
 from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
 from dpo_jax.objectives.rows import row_attention_mask, sum_per_response
 
@@ -53,8 +53,8 @@ def token_unlikelihood(logits, input_ids, loss_mask, *, average=False):
     Same conventions as `sequence_logps` (the mask marks counted tokens, the shift happens here);
     `average=True` takes the mean over counted tokens instead of the sum. Returns `[N]` float32.
     """
-    targets, counted = _next_token_targets(input_ids, loss_mask)
-    return _reduce_over_sequence(_unlikelihood_terms(_token_logps(logits, targets)), counted, average)[0]
+    targets, counted = next_token_targets(input_ids, loss_mask)
+    return reduce_over_sequence(_unlikelihood_terms(logits_token_logps(logits, targets)), counted, average)[0]
 
 
 def is_row_batch(batch) -> bool:
@@ -82,10 +82,10 @@ def _response_terms(params, batch, apply_fn, length_normalize, with_rejected_unl
         outputs = apply_fn(params, input_ids, batch["attention_mask"].reshape(input_ids.shape))
 
         def reduce(token_values, counted):
-            values = _reduce_over_sequence(token_values, counted, length_normalize)[0]
+            values = reduce_over_sequence(token_values, counted, length_normalize)[0]
             return values.reshape(num_prompts, num_responses)
 
-    targets, counted = _next_token_targets(input_ids, loss_mask)
+    targets, counted = next_token_targets(input_ids, loss_mask)
     response_token_logps = token_logps(outputs, targets, counted)
     logps = reduce(response_token_logps, counted)
     if not with_rejected_unlikelihood:

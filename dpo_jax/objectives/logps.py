@@ -19,7 +19,7 @@ import jax.numpy as jnp
 DEFAULT_CHUNK_SIZE = 128
 
 
-def _next_token_targets(input_ids, loss_mask):
+def next_token_targets(input_ids, loss_mask):
     """Targets and counting mask aligned with the logits position that predicts them.
 
     Shifting the small integer arrays left (and padding their last column, which predicts nothing)
@@ -58,7 +58,7 @@ def _token_logps_backward(residuals, cotangent):
 
 
 @jax.custom_vjp
-def _token_logps(logits, targets):
+def logits_token_logps(logits, targets):
     """log softmax(logits)[target] in float32 for every position: `[..., V]`, `[...]` -> `[...]`.
 
     A hand-written VJP keeps only the logits (alive anyway) and the `[...]` float32 normalisers for the
@@ -68,10 +68,10 @@ def _token_logps(logits, targets):
     return _token_logps_forward(logits, targets)[0]
 
 
-_token_logps.defvjp(_token_logps_forward, _token_logps_backward)
+logits_token_logps.defvjp(_token_logps_forward, _token_logps_backward)
 
 
-def _reduce_over_sequence(token_logps, counted, average):
+def reduce_over_sequence(token_logps, counted, average):
     num_tokens = jnp.sum(counted, axis=-1, dtype=jnp.float32)
     # A select, not a product: positions that do not count may hold -inf (e.g. masked vocabulary entries).
     logps = jnp.sum(jnp.where(counted, token_logps, 0.0), axis=-1)
@@ -93,8 +93,8 @@ def sequence_logps(logits, input_ids, loss_mask, *, average=False):
     Returns:
       `(logps [N] float32, num_tokens [N] float32)`.
     """
-    targets, counted = _next_token_targets(input_ids, loss_mask)
-    return _reduce_over_sequence(_token_logps(logits, targets), counted, average)
+    targets, counted = next_token_targets(input_ids, loss_mask)
+    return reduce_over_sequence(logits_token_logps(logits, targets), counted, average)
 
 
 class HiddenStates(NamedTuple):
@@ -112,7 +112,7 @@ class HiddenStates(NamedTuple):
 
 
 def token_logps(outputs, targets, counted, *, chunk_size=DEFAULT_CHUNK_SIZE):
-    """`[N, L]` float32 log-probs of `targets` (as `_next_token_targets` aligns them).
+    """`[N, L]` float32 log-probs of `targets` (as `next_token_targets` aligns them).
 
     `outputs` is logits `[N, L, V]`, or `HiddenStates`: then only counted positions are projected onto
     the vocabulary (`counted_token_logps_from_hidden`) and the others hold 0.
@@ -126,7 +126,7 @@ def token_logps(outputs, targets, counted, *, chunk_size=DEFAULT_CHUNK_SIZE):
             vocab_mask=outputs.vocab_mask,
             chunk_size=chunk_size,
         )
-    return _token_logps(outputs, targets)
+    return logits_token_logps(outputs, targets)
 
 
 def counted_token_logps_from_hidden(
@@ -143,7 +143,7 @@ def counted_token_logps_from_hidden(
 
     Args:
       hidden: `[N, L, D]`; unembed: `[D, V]`.
-      targets, counted: `[N, L]` from `_next_token_targets`.
+      targets, counted: `[N, L]` from `next_token_targets`.
       vocab_mask: optional `[V]` bool, False on padded vocabulary entries.
       chunk_size: positions per chunk; the peak logits memory is `N * chunk_size * V` float32 values.
 
@@ -172,7 +172,7 @@ def counted_token_logps_from_hidden(
         logits = jnp.einsum("ncd,dv->ncv", hidden_chunk, unembed, preferred_element_type=jnp.float32)
         if vocab_mask is not None:
             logits = jnp.where(vocab_mask, logits, -jnp.inf)
-        return _token_logps(logits, target_chunk)
+        return logits_token_logps(logits, target_chunk)
 
     def chunk_token_logps(unembed, chunk):
         index, hidden_chunk, target_chunk = chunk
@@ -204,8 +204,8 @@ def sequence_logps_from_hidden(
     Returns:
       `(logps [N] float32, num_tokens [N] float32)`.
     """
-    targets, counted = _next_token_targets(input_ids, loss_mask)
+    targets, counted = next_token_targets(input_ids, loss_mask)
     outputs = HiddenStates(hidden, unembed, vocab_mask)
-    return _reduce_over_sequence(
+    return reduce_over_sequence(
         token_logps(outputs, targets, counted, chunk_size=chunk_size), counted, average
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dpo_jax.objectives.logps import _token_logps
+from dpo_jax.objectives.logps import logits_token_logps
 
 
 def masked_mean(values, mask):
@@ -112,4 +112,4 @@ def token_entropy(logits):
 
 def response_token_logps(logits, tokens):
     """[B, T] log softmax(logits)[token] in float32, from the logits at the predicting positions [B, T, V]."""
-    return _token_logps(logits, tokens)
+    return logits_token_logps(logits, tokens)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from dpo_jax.models.attention import RowMask
-from dpo_jax.objectives.logps import _next_token_targets
+from dpo_jax.objectives.logps import next_token_targets
 
 
 def row_attention_mask(batch) -> RowMask:
@@ -36,7 +36,7 @@ def sum_per_response(token_values, batch):
     segments, branches = batch["segment_ids"], batch["branch_ids"]
     trash = slots * k
     token_slots = jnp.where((segments > 0) & (branches > 0), (segments - 1) * k + branches - 1, trash)
-    target_slots, counted = _next_token_targets(token_slots, batch["loss_mask"])
+    target_slots, counted = next_token_targets(token_slots, batch["loss_mask"])
     target_slots = jnp.where(counted, target_slots, trash)
 
     def per_row(values, ids):

@@ -29,11 +29,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from dpo_jax.data.packing import ROW_FIELDS, RowLayout, layout_from_config, worst_case_row_shape
-from dpo_jax.evaluation.passes import jit_eval_step, jit_reference_logps_step
 from dpo_jax.models import build_model
 from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
-from dpo_jax.objectives import uses_reference
 from dpo_jax.perf.hlo import attention_implementation, summarize_hlo
 from dpo_jax.perf.targets import GIB, Target, cudnn_version_from_target, topology_devices
 from dpo_jax.sharding import (
@@ -45,8 +43,8 @@ from dpo_jax.sharding import (
     resolve_mesh_shape,
 )
 from dpo_jax.training.optim import make_optimizer
+from dpo_jax.training.programs import StagePrograms, stage_uses_reference
 from dpo_jax.training.state import state_init_fn
-from dpo_jax.training.step import jit_train_step, make_apply_fn
 
 
 class AotConfigError(ValueError):
@@ -180,7 +178,7 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
     """The trainer's jitted programs with abstract arguments, as `training.loop` builds them."""
     policy_cfg = describe_model(config.model, param_dtype=config.model.param_dtype)
     model = build_model(policy_cfg)
-    apply_fn = make_apply_fn(model)
+    stage = StagePrograms(config, model, mesh, rules)
     abstract_state, _ = abstract_sharded_state(
         state_init_fn(model, _optimizer(config), config.seed), jax.random.PRNGKey(config.seed), mesh, rules
     )
@@ -189,9 +187,7 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, reference_dtype, sharding=leaf.sharding),
         abstract_state.params,
     )
-    has_reference = uses_reference(config.loss, reference_free=config.reference_free)
-    precompute = has_reference and bool(config.reference.precompute_logps)
-    reference_in_step = has_reference and not precompute
+    precompute, reference_in_step = stage.precompute_reference, stage.reference_in_step
     global_rows = int(config.global_batch_size)
     micro_rows = global_rows // int(config.grad_accum_steps)
     eval_rows = int(config.eval_batch_size) or micro_rows
@@ -201,10 +197,7 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
 
     shape = BatchShape.from_config(config, responses)
     train_batch = shape.batch(mesh, global_rows, reference_logps=precompute, eval_pass=False)
-    train = jit_train_step(
-        apply_fn, config, abstract_state_shardings(abstract_state), train_batch, mesh, rules,
-        has_reference=reference_in_step,
-    )  # fmt: skip
+    train = stage.train_step(abstract_state_shardings(abstract_state), train_batch)
     programs = [
         Program(
             "train_step",
@@ -221,7 +214,7 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
     programs.append(
         Program(
             "eval_step",
-            jit_eval_step(apply_fn, config, mesh, rules, has_reference=reference_in_step),
+            stage.eval_step,
             (abstract_state.params, reference if reference_in_step else None, eval_batch),
             # The optimizer state stays on the devices while the loop evaluates.
             resident_bytes=state_bytes - params_bytes,
@@ -235,7 +228,7 @@ def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[li
         programs.append(
             Program(
                 "reference_logps",
-                jit_reference_logps_step(apply_fn, config, mesh, rules),
+                stage.reference_logps,
                 (reference, ref_batch),
                 resident_bytes=state_bytes,  # the train state exists before the pass
                 model_flops=2 * n * eval_tokens,
@@ -330,16 +323,17 @@ def fit_advice(config, target: Target, mesh: Mesh, results: list[dict], model_cf
         hints.append(f"shard the state over every chip: --config.mesh_shape='(1, {target.chips}, 1)'")
     accum = int(config.grad_accum_steps)
     micro = int(config.global_batch_size) // accum
-    if micro // data_parallel_size(mesh) > 1:
+    if config.stage == "ppo":
+        minibatches = int(config.ppo.num_minibatches)
+        if micro // minibatches // data_parallel_size(mesh) > 1:
+            hints.append(f"smaller PPO minibatches: --config.ppo.num_minibatches={2 * minibatches}")
+    elif micro // data_parallel_size(mesh) > 1:
         hints.append(
             f"halve the micro-batch: --config.grad_accum_steps={2 * accum} (micro-batch {micro // 2} pairs)"
         )
     if config.model.remat_policy != "full":
         hints.append("recompute activations: --config.model.remat_policy=full")
-    if (
-        uses_reference(config.loss, reference_free=config.reference_free)
-        and not config.reference.precompute_logps
-    ):
+    if stage_uses_reference(config) and not config.reference.precompute_logps:
         hints.append("take the reference out of the step: --config.reference.precompute_logps=True")
     return f"{message} Try: {'; '.join(hints)}." if hints else message
 
@@ -349,6 +343,8 @@ def compile_config(config, target: Target, *, responses: int = 2) -> tuple[list[
     mesh = target_mesh(config.mesh_shape, target)
     rules = tuple(tuple(rule) for rule in config.logical_axis_rules) or DEFAULT_LOGICAL_AXIS_RULES
     dp = data_parallel_size(mesh)
+    if config.stage == "ppo":
+        return _compile_ppo(config, target, mesh, rules)
     micro = int(config.global_batch_size) // int(config.grad_accum_steps)
     if int(config.global_batch_size) % int(config.grad_accum_steps) or micro % dp:
         raise AotConfigError(
@@ -370,6 +366,37 @@ def compile_config(config, target: Target, *, responses: int = 2) -> tuple[list[
             grad_accum_steps=int(config.grad_accum_steps),
             remat=config.model.remat_policy,
             precompute_ref=bool(config.reference.precompute_logps),
+        )
+        results.append(result)
+    return results, fit_advice(config, target, mesh, results, model_cfg)
+
+
+def _compile_ppo(config, target: Target, mesh: Mesh, rules) -> tuple[list[dict], str | None]:
+    """PPO's programs (rollout, score, rollout_targets, ppo_update), reported like the train step's."""
+    from dpo_jax.perf.aot_ppo import ppo_programs
+
+    minibatch = int(config.global_batch_size) // int(config.ppo.num_minibatches)
+    dp = data_parallel_size(mesh)
+    if int(config.global_batch_size) % int(config.ppo.num_minibatches) or minibatch % dp:
+        raise AotConfigError(
+            f"global_batch_size={config.global_batch_size} / ppo.num_minibatches={config.ppo.num_minibatches}"
+            f" gives minibatches of {minibatch} prompts, which the data-parallel size {dp} must divide."
+        )
+    programs, model_cfg = ppo_programs(config, mesh, rules, _optimizer(config), per_device_bytes, Program)
+    results = []
+    for program in programs:
+        result = analyze(program, target, mesh)
+        result.update(
+            model=config.model.name_or_path,
+            num_params=model_cfg.num_params(),
+            seq=int(config.data.max_prompt_length) + int(config.ppo.max_new_tokens),
+            responses=1,
+            layout="padded",
+            micro_batch=minibatch,
+            grad_accum_steps=1,  # PPO updates one minibatch at a time (ppo.loop)
+            remat=config.model.remat_policy,
+            precompute_ref=False,
+            stage="ppo",
         )
         results.append(result)
     return results, fit_advice(config, target, mesh, results, model_cfg)

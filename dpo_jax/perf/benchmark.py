@@ -39,8 +39,9 @@ from dpo_jax.perf.workload import (
 from dpo_jax.sharding import batch_sharding, data_parallel_size, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import validate_config, validate_layout
 from dpo_jax.training.optim import auto_adam_mu_dtype, make_optimizer
+from dpo_jax.training.programs import StagePrograms
 from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.step import jit_train_step, make_apply_fn, split_micro_batches
+from dpo_jax.training.step import split_micro_batches
 
 # The anchor's TRL settings that touch the step: AdamW at lr 1e-6, TrainingArguments' defaults
 # (no weight decay, gradient clipping at norm 1).
@@ -198,15 +199,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     model, host_params = load_model(config.model, param_dtype=config.model.param_dtype, seed=config.seed)
     tx, _ = make_optimizer(config)
     state, state_shardings, _ = create_train_state(model, host_params, tx, mesh, rules, seed=config.seed)
-    has_reference = not config.reference.precompute_logps
+    programs = StagePrograms(config, model, mesh, rules)
     reference = None
-    if has_reference:
+    if programs.reference_in_step:
         reference = place_reference(host_params, state_shardings.params, config.reference.param_dtype)
     del host_params
     # The real vocabulary only: the padding to a multiple of 128 is not a parameter of the model.
     n_params = model.config.num_params()
-
-    apply_fn = make_apply_fn(model)
 
     # Each process builds its own rows, as the trainer's loader does; one batch serves every step
     # so that no host-to-device copy or host sync sits inside the timed loop.
@@ -236,11 +235,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         model_tokens = args.pairs * 2 * args.seq
     host.pop("example_index", None)  # bookkeeping for passes over a split; the step does not read it
     batch = make_global_batch(host, mesh)
-    if not has_reference:
-        batch["reference_logps"] = precomputed_reference_logps(apply_fn, config, state.params, batch, mesh)
-    train_step = jit_train_step(
-        apply_fn, config, state_shardings, batch, mesh, rules, has_reference=has_reference
-    )
+    if programs.precompute_reference:
+        batch["reference_logps"] = precomputed_reference_logps(
+            programs.apply_fn, config, state.params, batch, mesh
+        )
+    train_step = programs.train_step(state_shardings, batch)
     real_tokens = anchor_real_tokens(pair_lengths)
     start = time.perf_counter()
     # Compiled once, ahead of time: the same executable is counted and timed.
@@ -278,7 +277,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     step_seconds = (time.perf_counter() - start) / args.steps
 
     tokens_per_second = real_tokens / step_seconds
-    flops_factor = 8 if has_reference else 6
+    flops_factor = programs.flops_per_token_factor
     flops_per_second = flops_factor * n_params * tokens_per_second
     peak = peak_flops_per_device()
     return dict(

@@ -12,25 +12,16 @@ a run stopped after step s and resumed does exactly what an uninterrupted run do
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import signal
 import time
 from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
+from dpo_jax import UserError
 from dpo_jax import data as data_lib
-from dpo_jax.checkpoint import (
-    CHECKPOINT_DIRNAME,
-    Checkpointer,
-    install_preemption_handler,
-    should_stop_for_preemption,
-)
 from dpo_jax.evaluation.samples import left_padded_prompts
-from dpo_jax.metrics.writer import MetricsWriter
 from dpo_jax.models import to_hf
 from dpo_jax.models.loading import (
     EXPORT_DIRNAME,
@@ -39,15 +30,21 @@ from dpo_jax.models.loading import (
     load_scalar_head_model,
     tokenizer_source,
 )
-from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue, make_logits_fn, make_policy_value_fn
+from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
+from dpo_jax.ppo.programs import build_ppo_programs
 from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
-from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
-from dpo_jax.ppo.step import MINIBATCH_KEYS, jit_ppo_update
-from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
-from dpo_jax.training.loop import FINISHED_MARKER, _optimizer_config, _workdir_path, default_cache_dir
+from dpo_jax.ppo.step import MINIBATCH_KEYS
+from dpo_jax.sharding import (
+    data_parallel_size,
+    gather_to_host,
+    make_global_batch,
+    mesh_and_rules,
+)
+from dpo_jax.training.loop import NonFiniteLossError, default_cache_dir
 from dpo_jax.training.optim import make_optimizer
+from dpo_jax.training.run import RunScaffold, applied_learning_rate, optimizer_config, workdir_path
 from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.workdir import prepare_workdir, write_run_config
+from dpo_jax.training.workdir import WorkdirLock, prepare_workdir
 
 logger = logging.getLogger("dpo_jax")
 
@@ -58,33 +55,42 @@ class PPOResult:
     policy_model: Any
     params: Any  # {"policy": ..., "value": ...} on the mesh
     steps: int
+    preempted: bool = False  # stopped by SIGTERM after saving; the command exits with PREEMPTED_EXIT
 
 
 def validate_ppo_config(config, *, num_prompts: int, data_parallel: int) -> None:
-    """ValueError naming the field for a PPO setting that cannot run."""
+    """UserError naming the field for a PPO setting that cannot run."""
     p = config.ppo
     batch = config.global_batch_size
     if config.num_train_steps < 1:
-        raise ValueError(f"config.num_train_steps={config.num_train_steps}: PPO needs >= 1 rollout steps")
+        raise UserError(f"config.num_train_steps={config.num_train_steps}: PPO needs >= 1 rollout steps")
     if p.num_epochs < 1 or p.num_minibatches < 1 or batch % p.num_minibatches:
-        raise ValueError(
+        raise UserError(
             f"config.ppo.num_epochs={p.num_epochs} and config.ppo.num_minibatches={p.num_minibatches} must be "
             f">= 1, and the minibatches must divide config.global_batch_size={batch}"
         )
     if (batch // p.num_minibatches) % data_parallel or batch % data_parallel:
-        raise ValueError(
+        raise UserError(
             f"minibatches of {batch // p.num_minibatches} prompts do not split over the data-parallel size "
             f"{data_parallel}"
         )
     if batch > num_prompts:
-        raise ValueError(f"config.global_batch_size={batch} exceeds the {num_prompts} prompts")
+        raise UserError(f"config.global_batch_size={batch} exceeds the {num_prompts} prompts")
     for field in ("kl_coef", "clip_range", "value_clip_range", "vf_coef", "entropy_coef"):
         if not p[field] >= 0:
-            raise ValueError(f"config.ppo.{field}={p[field]!r} must be >= 0")
+            raise UserError(f"config.ppo.{field}={p[field]!r} must be >= 0")
     if not (0 <= p.gamma <= 1 and 0 <= p.lam <= 1):
-        raise ValueError(f"config.ppo.gamma={p.gamma} and config.ppo.lam={p.lam} must lie in [0, 1]")
-    if config.grad_accum_steps != 1 or config.model.dropout_rate:
-        raise ValueError("PPO runs with config.grad_accum_steps=1 and no dropout")
+        raise UserError(f"config.ppo.gamma={p.gamma} and config.ppo.lam={p.lam} must lie in [0, 1]")
+    if config.model.dropout_rate:
+        # The ratio pi/pi_old of a clipped update is only 1 at the first minibatch without dropout.
+        raise UserError(f"config.model.dropout_rate={config.model.dropout_rate}: PPO runs without dropout")
+    if config.grad_accum_steps != 1:
+        logger.info(
+            "PPO: config.grad_accum_steps=%d is not used; each update is one minibatch of %d prompts "
+            "(config.global_batch_size / config.ppo.num_minibatches: raise num_minibatches for less memory)",
+            config.grad_accum_steps,
+            batch // p.num_minibatches,
+        )
 
 
 def prompt_rows(num_prompts: int, batch: int, *, seed: int, step: int) -> np.ndarray:
@@ -126,24 +132,26 @@ def run_ppo(
 ) -> PPOResult:
     """PPO on left-padded prompts [N, P] (mask 1 on real tokens) with scores from `reward`, or from the
     reward model `config.ppo.reward_model` when `reward` is None; `eos_id` ends a response (None: every
-    response has `config.ppo.max_new_tokens` tokens)."""
-    # --- Checks and runtime ---------------------------------------------------------------------
+    response has `config.ppo.max_new_tokens` tokens). Runs inside the run scaffold (lock, resume,
+    metrics once per step, preemption, FINISHED)."""
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_ppo_config(config, num_prompts=len(prompt_ids), data_parallel=data_parallel_size(mesh))
-    settings = config.ppo
-    workdir = _workdir_path(workdir)
-    prepare_workdir(workdir)
-    write_run_config(workdir, config)
     prompt_ids, prompt_mask = np.asarray(prompt_ids, np.int32), np.asarray(prompt_mask, np.int32)
     if not np.all(prompt_mask[:, -1]):
-        raise ValueError("PPO prompts must be left padded: prompt_mask[:, -1] must be 1 in every row")
+        raise UserError("PPO prompts must be left padded: prompt_mask[:, -1] must be 1 in every row")
+    with RunScaffold(config, workdir) as run:
+        return _run(config, run, mesh, rules, prompt_ids, prompt_mask, reward, eos_id=eos_id, pad_id=pad_id)
+
+
+def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward, *, eos_id, pad_id):
+    settings = config.ppo
     prompt_length = prompt_ids.shape[1]
 
     # --- Models, optimizer, sharded state, reference ---------------------------------------------
     policy, value, host_params, reference_host = _load_models(config)
     module = PolicyAndValue(policy.config, value.config)
     updates_per_step = settings.num_epochs * settings.num_minibatches
-    tx, schedule = make_optimizer(_optimizer_config(config, config.num_train_steps * updates_per_step))
+    tx, schedule = make_optimizer(optimizer_config(config, config.num_train_steps * updates_per_step))
     state, state_shardings, abstract_state = create_train_state(
         module, host_params, tx, mesh, rules, seed=config.seed
     )
@@ -153,47 +161,28 @@ def run_ppo(
         reward = load_reward_model_fn(config, mesh, rules)
 
     # --- Restore --------------------------------------------------------------------------------
-    checkpointer = Checkpointer(
-        workdir / CHECKPOINT_DIRNAME,
-        save_every_steps=config.checkpoint_every_steps,
-        keep=config.keep_checkpoints,
-    )
-    if checkpointer.latest_step() is not None:
-        state, position = checkpointer.restore(checkpointer.latest_step(), abstract_state)
-        logger.info("resumed PPO from rollout step %d in %s", position["step"], checkpointer.directory)
-        start_step = int(position["step"])
-    else:
-        start_step = 0
+    restored = run.restore(abstract_state)
+    start_step = 0
+    if restored is not None:
+        state, start_step = restored[1], int(restored[2]["data_position"]["step"])
 
-    # --- Programs -------------------------------------------------------------------------------
-    apply_fn = make_policy_value_fn(module)
-    targets_fn = jax.jit(make_rollout_targets(apply_fn, make_logits_fn(policy), settings, prompt_length))
-    update = jit_ppo_update(apply_fn, settings, prompt_length, state_shardings, mesh)
+    # --- Programs (traced inside the mesh and its logical-axis rules) ----------------------------
+    programs = build_ppo_programs(
+        config, policy, module, prompt_length, state_shardings, mesh, rules, eos_id=eos_id, pad_id=pad_id
+    )
 
     # --- Loop -----------------------------------------------------------------------------------
-    writer = MetricsWriter(
-        str(workdir), tensorboard=config.tensorboard, wandb_project=config.wandb_project, config=config
-    )
-    previous_handlers = install_preemption_handler()
+    writer = run.metrics_writer(start_step)
     batch_size, minibatch = config.global_batch_size, config.global_batch_size // settings.num_minibatches
     logged: dict[str, float] = {}
-    step = start_step
+    step, preempted = start_step, False
     while step < config.num_train_steps:
         start = time.time()
         rows = prompt_rows(len(prompt_ids), batch_size, seed=config.seed, step=step)
         prompts = make_global_batch(_local({"ids": prompt_ids[rows], "mask": prompt_mask[rows]}), mesh)
         rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
         response_ids, response_mask = gather_to_host(
-            sample_responses(
-                policy,
-                state.params[POLICY],
-                prompts["ids"],
-                prompts["mask"],
-                rng=rng,
-                max_new_tokens=settings.max_new_tokens,
-                eos_id=eos_id,
-                pad_id=pad_id,
-            )
+            programs.rollout(state.params[POLICY], prompts["ids"], prompts["mask"], rng)
         )
         scores = as_float_scores(
             reward(prompt_ids[rows], prompt_mask[rows], response_ids, response_mask), batch_size
@@ -205,7 +194,7 @@ def run_ppo(
             "response_mask": response_mask,
             "scores": scores,
         }
-        targets, rollout_stats = targets_fn(state.params, reference, make_global_batch(_local(rollout), mesh))
+        targets, rollout_stats = programs.rollout_targets(state.params, reference, make_global_batch(_local(rollout), mesh))
         targets = gather_to_host({key: targets[key] for key in MINIBATCH_KEYS})
         update_metrics = []
         for epoch in range(settings.num_epochs):
@@ -213,31 +202,30 @@ def run_ppo(
             for block in range(settings.num_minibatches):
                 picked = order[block * minibatch : (block + 1) * minibatch]
                 chosen = make_global_batch(_local({k: v[picked] for k, v in targets.items()}), mesh)
-                state, metrics = update(state, chosen)
+                state, metrics = programs.ppo_update(state, chosen)
                 update_metrics.append(metrics)
         step += 1
         logged = _step_metrics(rollout_stats, update_metrics, schedule, state, time.time() - start)
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
             writer.write(step, logged)
         if logged["nonfinite"] and config.nonfinite_policy == "stop":
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"PPO step {step}: a non-finite loss or gradient (updates skipped); stopping"
             )
-        checkpointer.save(step, state, {"step": step})
-        if should_stop_for_preemption(step, check_every_steps=config.log_every_steps):
-            checkpointer.save(step, state, {"step": step}, force=True)
-            logger.warning("preemption signal: saved PPO step %d and stopping", step)
+        run.save(step, state, {"step": step})
+        if run.preempted(step, state, {"step": step}, num_steps=config.num_train_steps):
+            preempted = True
             break
-    checkpointer.save(step, state, {"step": step}, force=True)
-    checkpointer.close()
-    writer.close()
-    for signum, handler in previous_handlers.items():
-        signal.signal(signum, handler)
+    run.save(step, state, {"step": step}, force=True)
 
     # --- Export ---------------------------------------------------------------------------------
     if step == config.num_train_steps:
-        _finish(config, workdir, policy, state)
-    return PPOResult(logged, policy, state.params, step)
+        params = gather_to_host(state.params[POLICY]) if config.export_hf else None  # every process
+        export = (
+            (lambda: to_hf(policy, params, str(run.workdir / EXPORT_DIRNAME))) if config.export_hf else None
+        )
+        run.finish(step, export)
+    return PPOResult(logged, policy, state.params, step, preempted=preempted)
 
 
 def _step_metrics(rollout_stats, update_metrics, schedule, state, seconds: float) -> dict[str, float]:
@@ -246,34 +234,28 @@ def _step_metrics(rollout_stats, update_metrics, schedule, state, seconds: float
     for name in updates[0]:
         values = [float(m[name]) for m in updates]
         floats[name] = float(np.sum(values)) if name == "nonfinite" else float(np.mean(values))
-    floats["learning_rate"] = float(schedule(int(jax.device_get(state.step)) - 1))
+    floats["learning_rate"] = applied_learning_rate(schedule, state.opt_state, updates[-1])
     floats["perf/step_seconds"] = seconds
     return floats
-
-
-def _finish(config, workdir, policy, state) -> None:
-    """The trained policy as a Hugging Face causal LM (WORKDIR/export) and the FINISHED marker."""
-    params = gather_to_host(state.params[POLICY]) if config.export_hf else None
-    if jax.process_index() == 0:
-        if config.export_hf:
-            to_hf(policy, params, str(workdir / EXPORT_DIRNAME))
-        marker = {"step": config.num_train_steps, "time": time.time()}
-        (workdir / FINISHED_MARKER).write_text(json.dumps(marker))
-    multihost_utils.sync_global_devices("dpo_jax_ppo_finished")
 
 
 def run_ppo_stage(config, workdir: str) -> PPOResult:
     """`stage="ppo"` from the command line: the prompts of the config's dataset (every distinct train
     prompt, left padded), scored by the reward model `config.ppo.reward_model`; responses end at EOS."""
     if not config.ppo.reward_model:
-        raise ValueError(
+        raise UserError(
             "config.stage='ppo' needs config.ppo.reward_model (a stage=reward_model workdir or export)"
         )
-    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
-    prepared = data_lib.build_datasets(
-        config.data, tokenizer, stage="prompts", cache_dir=default_cache_dir(config, workdir)
-    )
-    prompt_ids, prompt_mask = left_padded_prompts(
-        prepared.train, prepared.train.num_examples, prepared.pad_id, prepared.eos_id
-    )
-    return run_ppo(config, workdir, prompt_ids, prompt_mask, eos_id=prepared.eos_id, pad_id=prepared.pad_id)
+    path = workdir_path(workdir)
+    prepare_workdir(path)
+    with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
+        tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
+        prepared = data_lib.build_datasets(
+            config.data, tokenizer, stage="prompts", cache_dir=default_cache_dir(config, workdir)
+        )
+        prompt_ids, prompt_mask = left_padded_prompts(
+            prepared.train, prepared.train.num_examples, prepared.pad_id, prepared.eos_id
+        )
+        return run_ppo(
+            config, workdir, prompt_ids, prompt_mask, eos_id=prepared.eos_id, pad_id=prepared.pad_id
+        )

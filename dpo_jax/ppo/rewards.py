@@ -13,21 +13,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import abstract_params
-from dpo_jax.models.loading import load_scalar_head_model
-from dpo_jax.models.reward import sequence_scores
-from dpo_jax.sharding import gather_to_host, logical_to_mesh_shardings, make_global_batch
+from dpo_jax.models.loading import is_reward_model_dir, load_scalar_head_model
+from dpo_jax.ppo.programs import jit_reward_score
+from dpo_jax.sharding import (
+    DEFAULT_LOGICAL_AXIS_RULES,
+    gather_to_host,
+    logical_to_mesh_shardings,
+    make_global_batch,
+)
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def reward_model_fn(model, params, mesh) -> RewardFn:
+def reward_model_fn(model, params, mesh, rules=None) -> RewardFn:
     """A `RewardFn` scoring with a reward model whose params are (possibly sharded) on `mesh`."""
-
-    @jax.jit
-    def score(params, batch):
-        values = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
-        return sequence_scores(values, batch["attention_mask"])
+    score = jit_reward_score(model, mesh, DEFAULT_LOGICAL_AXIS_RULES if rules is None else rules)
 
     def reward(prompt_ids, prompt_mask, response_ids, response_mask):
         batch = {
@@ -43,7 +45,13 @@ def load_reward_model_fn(config, mesh, rules) -> RewardFn:
     """The `RewardFn` of the reward model `config.ppo.reward_model` (an export or a reward_model workdir),
     its params laid out on the mesh by their logical axes like the policy's."""
     if not config.ppo.reward_model:
-        raise ValueError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
+        raise UserError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
+    if not is_reward_model_dir(config.ppo.reward_model):
+        # Anything else would load as a language model under a fresh random head: scores of noise.
+        raise MissingInputError(
+            f"config.ppo.reward_model={config.ppo.reward_model!r} is not a reward model: expected a "
+            "stage=reward_model workdir or its export (config.json of a *ForSequenceClassification)"
+        )
     model, host_params = load_scalar_head_model(
         config.model,
         param_dtype=config.reference.param_dtype,
@@ -51,7 +59,7 @@ def load_reward_model_fn(config, mesh, rules) -> RewardFn:
         name_or_path=config.ppo.reward_model,
     )
     shardings = logical_to_mesh_shardings(abstract_params(model, boxed=True), mesh, rules)
-    return reward_model_fn(model, jax.tree.map(jax.device_put, host_params, shardings), mesh)
+    return reward_model_fn(model, jax.tree.map(jax.device_put, host_params, shardings), mesh, rules)
 
 
 def as_float_scores(scores, num_rows: int) -> np.ndarray:

@@ -14,7 +14,8 @@ import optax
 
 from dpo_jax.objectives.ppo import clipped_policy_loss, clipped_value_loss, masked_mean, token_entropy
 from dpo_jax.ppo.rollout import policy_outputs
-from dpo_jax.sharding import batch_sharding
+from dpo_jax.sharding import batch_sharding, traced_in_context
+from dpo_jax.training.step import apply_if_finite
 
 # The rollout target arrays one minibatch carries into the update.
 MINIBATCH_KEYS = (
@@ -59,20 +60,19 @@ def make_ppo_update(apply_fn, settings, prompt_length: int):
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, minibatch)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updated = state.apply_gradients(grads=grads)
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-        new_state = new_state.replace(step=updated.step)
+        new_state = apply_if_finite(state, grads, finite)
         metrics = dict(metrics, **{"ppo/grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32)})
         return new_state, metrics
 
     return update
 
 
-def jit_ppo_update(apply_fn, settings, prompt_length: int, state_shardings, mesh):
-    """`make_ppo_update` jitted with the state's shardings (donated) and minibatch rows over the data axes."""
+def jit_ppo_update(apply_fn, settings, prompt_length: int, state_shardings, mesh, rules):
+    """`make_ppo_update` jitted with the state's shardings (donated) and minibatch rows over the data
+    axes, traced inside the mesh and `rules` so the models' activation constraints take effect."""
     minibatch_shardings = {key: batch_sharding(mesh, 2) for key in MINIBATCH_KEYS}
     return jax.jit(
-        make_ppo_update(apply_fn, settings, prompt_length),
+        traced_in_context(make_ppo_update(apply_fn, settings, prompt_length), mesh, rules),
         in_shardings=(state_shardings, minibatch_shardings),
         out_shardings=(state_shardings, None),
         donate_argnums=(0,),

@@ -25,6 +25,7 @@ from dpo_jax.ppo import run_ppo
 from dpo_jax.synthetic.best_of_n import best_of_n_logprobs
 from dpo_jax.synthetic.exact import method_stats
 from dpo_jax.synthetic.stages import stage_config, train_stage
+from dpo_jax.training import Preempted
 
 REWARD_MODEL = "reward_model"
 PPO_REWARDS = ("true", "learned")  # the task's hidden reward, the learned reward model
@@ -94,7 +95,9 @@ def train_ppo(
 
     def run():
         reward_fn = true_reward if reward == "true" else None  # None: the config's reward model
-        run_ppo(cfg, str(stage_dir), prompts, np.ones_like(prompts), reward_fn, eos_id=None, pad_id=0)
+        result = run_ppo(cfg, str(stage_dir), prompts, np.ones_like(prompts), reward_fn, eos_id=None, pad_id=0)
+        if result.preempted:
+            raise Preempted(f"stage {stage_dir.name} was preempted; rerun to resume")
 
     return train_stage(cfg, stage_dir, None, identity, run=run)
 

@@ -19,13 +19,6 @@ def data_stage(config) -> str:
     return "sft" if config.stage == "sft" else "dpo"
 
 
-def stage_uses_reference(config) -> bool:
-    """Whether the stage needs a frozen reference model (a reward model never does)."""
-    if config.stage == "reward_model":
-        return False
-    return uses_reference(config.loss, reference_free=config.reference_free)
-
-
 def _validate_reward_model(config, num_responses: int) -> None:
     if config.loss not in REWARD_LOSSES:
         raise UserError(

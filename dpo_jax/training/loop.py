@@ -7,30 +7,18 @@ and reference -> restore -> jitted steps -> loop (log, eval, checkpoint, preempt
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import signal
-import time
 from typing import Any
 
 import jax
-from etils import epath
-from jax.experimental import multihost_utils
 
 from dpo_jax import UserError
 from dpo_jax import data as data_lib
-from dpo_jax.checkpoint import (
-    CHECKPOINT_DIRNAME,
-    PREEMPTED_EXIT,
-    Checkpointer,
-    install_preemption_handler,
-    should_stop_for_preemption,
-)
-from dpo_jax.evaluation.passes import evaluate, jit_eval_step, pass_layout, precompute_reference_logps
+from dpo_jax.evaluation.passes import evaluate, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
-from dpo_jax.metrics.writer import MetricsWriter, Throughput
+from dpo_jax.metrics.writer import Throughput
 from dpo_jax.models import to_hf
 from dpo_jax.models.loading import (
     EXPORT_DIRNAME,
@@ -42,34 +30,30 @@ from dpo_jax.models.loading import (
 from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
 from dpo_jax.objectives import batch_layout
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
-from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
+from dpo_jax.training.checks import data_stage, validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
-from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.step import jit_train_step, make_apply_fn, make_value_fn
-from dpo_jax.training.workdir import (
-    WorkdirLock,
-    config_changes,
-    optimisation_config,
-    prepare_workdir,
-    write_run_config,
+from dpo_jax.training.programs import StagePrograms
+from dpo_jax.training.run import (
+    FINISHED_MARKER,
+    Preempted,
+    RunScaffold,
+    applied_learning_rate,
+    optimizer_config,
+    workdir_path,
 )
+from dpo_jax.training.state import create_train_state, place_reference
+from dpo_jax.training.workdir import WorkdirLock, prepare_workdir
 
 logger = logging.getLogger("dpo_jax")
 
-FINISHED_MARKER = "FINISHED"  # launch/sweep.py skips workdirs that have it
+__all__ = [
+    "FINISHED_MARKER", "NonFiniteLossError", "Preempted", "TrainResult", "applied_learning_rate",
+    "run_training", "train_and_evaluate",
+]  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-class Preempted(Exception):
-    """A run stopped by SIGTERM after saving (for callers that run several stages, e.g. the synthetic experiment)."""
-
-
-def _workdir_path(workdir: str) -> epath.Path:
-    """Local paths made absolute (Orbax needs it); gs:// and other URLs as they are."""
-    return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
 def _num_train_steps(config, steps_per_epoch: int) -> int:
@@ -92,7 +76,7 @@ def default_cache_dir(config, workdir: str) -> str:
         return config.data.cache_dir
     if "://" in workdir:
         return os.path.expanduser("~/.cache/dpo_jax/data")
-    return str(_workdir_path(workdir) / "data_cache")
+    return str(workdir_path(workdir) / "data_cache")
 
 
 @dataclasses.dataclass
@@ -108,7 +92,7 @@ class TrainResult:
 def train_and_evaluate(config, workdir: str):
     """Train the stage the config asks for on its dataset: load the tokenizer and the data, then train."""
     validate_config(config)
-    path = _workdir_path(workdir)
+    path = workdir_path(workdir)
     prepare_workdir(path)
     with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
         tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
@@ -122,13 +106,11 @@ def train_and_evaluate(config, workdir: str):
 def run_training(config, workdir: str, prepared, *, tokenizer=None) -> TrainResult:
     """Train one stage on prepared data (any `PreparedData`, e.g. synthetic token arrays)."""
     validate_config(config, num_responses=prepared.num_responses)
-    path = _workdir_path(workdir)
-    prepare_workdir(path)
-    with WorkdirLock(path):
-        return _train(config, path, prepared, tokenizer)
+    with RunScaffold(config, workdir) as run:
+        return _train(config, run, prepared, tokenizer)
 
 
-def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
+def _train(config, run: RunScaffold, prepared, tokenizer) -> TrainResult:
     # --- Runtime ---------------------------------------------------------------------------------
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_layout(config, data_parallel_size=data_parallel_size(mesh), process_count=jax.process_count())
@@ -156,84 +138,31 @@ def _train(config, workdir: epath.Path, prepared, tokenizer) -> TrainResult:
         )
     else:
         model, host_params = load_model(config.model, param_dtype=config.model.param_dtype, seed=config.seed)
-    tx, schedule = make_optimizer(_optimizer_config(config, num_steps))
+    tx, schedule = make_optimizer(optimizer_config(config, num_steps))
     state, state_shardings, abstract_state = create_train_state(
         model, host_params, tx, mesh, rules, seed=config.seed
     )
-    has_reference = stage_uses_reference(config)
+    programs = StagePrograms(config, model, mesh, rules)
     reference = None
-    if has_reference:
+    if programs.uses_reference:
         ref_host = load_reference_params(config, host_params)
         reference = place_reference(ref_host, state_shardings.params, config.reference.param_dtype)
     del host_params
 
-    checkpointer = Checkpointer(
-        workdir / CHECKPOINT_DIRNAME,
-        save_every_steps=config.checkpoint_every_steps,
-        keep=config.keep_checkpoints,
-    )
-    # Closed on every exit path: an error then surfaces alone, not under Orbax's background threads
-    # failing at interpreter shutdown, and the save in flight is finalised rather than left as a tmp dir.
-    try:
-        state = _restore(checkpointer, abstract_state, loader, config) or state
-        write_run_config(workdir, config)
-        run = _Run(config, workdir, model, prepared, tokenizer, loader, checkpointer, schedule, num_steps)
-        state, outcome = run.loop(state, reference, state_shardings, mesh, rules, has_reference, data_metrics)
-    except BaseException:
-        _close_after_error(checkpointer)
-        raise
-    checkpointer.close()
+    # --- Restore, loop ----------------------------------------------------------------------------
+    restored = run.restore(abstract_state)
+    if restored is not None:
+        state = restored[1]
+        loader.check_position(restored[2]["data_position"])
+    loop = _Loop(config, run, model, prepared, tokenizer, loader, schedule, num_steps)
+    state, outcome = loop.run(state, reference, state_shardings, mesh, programs, data_metrics)
 
     # --- Export ---------------------------------------------------------------------------------
     if outcome.step == num_steps:
-        _finish(config, workdir, model, state, tokenizer, pad_id=prepared.pad_id, eos_id=prepared.eos_id)
-    elif outcome.preempted:
-        logger.warning(
-            "preempted: saved step %d of %d; exit status %d asks the scheduler to requeue",
-            outcome.step,
-            num_steps,
-            PREEMPTED_EXIT,
-        )
+        _finish(config, run, model, state, tokenizer, pad_id=prepared.pad_id, eos_id=prepared.eos_id)
     return TrainResult(
         outcome.last_logged, outcome.last_eval, model, state.params, outcome.step, preempted=outcome.preempted
     )
-
-
-def _restore(checkpointer, abstract_state, loader, config):
-    """The newest readable checkpoint's state, after checking it was trained with this config; None if none."""
-    found = checkpointer.restore_latest_readable(abstract_state)
-    if found is None:
-        return None
-    step, state, data_item = found
-    saved_config = data_item.get("metadata", {}).get("config")
-    if saved_config is not None:
-        changes = config_changes(saved_config, optimisation_config(config))
-        if changes and not config.allow_config_change:
-            raise UserError(
-                f"{checkpointer.directory} (step {step}) was trained with other settings; resuming would "
-                "silently mix two runs:\n  "
-                + "\n  ".join(changes)
-                + "\nUse a new workdir, restore those values, or pass --config.allow_config_change=True."
-            )
-        for change in changes:
-            logger.warning("resuming with a changed setting (allow_config_change): %s", change)
-    loader.check_position(data_item["data_position"])
-    logger.info("resumed from step %d in %s", step, checkpointer.directory)
-    return state
-
-
-def _close_after_error(checkpointer) -> None:
-    try:
-        checkpointer.close()
-    except Exception as error:  # the error in flight is the one to show
-        logger.warning("closing the checkpointer after an error failed too: %s", error)
-
-
-def _optimizer_config(config, num_steps: int):
-    opt = config.copy_and_resolve_references()
-    with opt.unlocked():
-        opt.total_steps = num_steps
-    return opt
 
 
 @dataclasses.dataclass
@@ -244,51 +173,34 @@ class _Outcome:
     last_eval: dict[str, float]
 
 
-class _Run:
+class _Loop:
     """The loop over steps: train, log, evaluate, checkpoint, stop on preemption or persistent non-finite steps."""
 
-    def __init__(
-        self, config, workdir, model, prepared, tokenizer, loader, checkpointer, schedule, num_steps
-    ):
-        self.config, self.workdir, self.model = config, workdir, model
+    def __init__(self, config, run, model, prepared, tokenizer, loader, schedule, num_steps):
+        self.config, self.run_scaffold, self.workdir, self.model = config, run, run.workdir, model
         self.prepared, self.tokenizer, self.loader = prepared, tokenizer, loader
-        self.checkpointer, self.schedule, self.num_steps = checkpointer, schedule, num_steps
+        self.schedule, self.num_steps = schedule, num_steps
         self.consecutive_skipped = 0
         self.applied = 0  # updates applied by this process's run (a resumed run counts from its restart)
-        self.recorded_config = {"config": optimisation_config(config)}
 
-    def loop(self, state, reference, state_shardings, mesh, rules, has_reference, data_metrics):
+    def run(self, state, reference, state_shardings, mesh, programs: StagePrograms, data_metrics):
         config, prepared, loader = self.config, self.prepared, self.loader
         start_step = int(jax.device_get(state.step))
-        # A reward model's objective reads its values; a policy's, its hidden states and vocabulary head.
-        if config.stage == "reward_model":
-            apply_fn = make_value_fn(self.model)
-        else:
-            apply_fn = make_apply_fn(self.model)
         # Passes without gradients use the micro-batch size: it is known to fit.
         eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
-        if has_reference and config.reference.precompute_logps:
+        if programs.precompute_reference:
             prepared = precompute_reference_logps(
-                prepared, apply_fn, reference, config, mesh, rules, eval_batch_size
+                prepared, programs.reference_logps, reference, config, mesh, eval_batch_size
             )
             loader = loader.with_data(prepared)
-            reference, has_reference = None, False  # freed: the logps travel with the batches
+            reference = None  # freed: the logps travel with the batches
         first_batch = make_global_batch(loader.batch(start_step), mesh)
-        train_step = jit_train_step(
-            apply_fn, config, state_shardings, first_batch, mesh, rules, has_reference=has_reference
-        )
-        eval_step = jit_eval_step(apply_fn, config, mesh, rules, has_reference=has_reference)
+        train_step = programs.train_step(state_shardings, first_batch)
+        eval_step = programs.eval_step
 
-        writer = MetricsWriter(
-            str(self.workdir),
-            tensorboard=config.tensorboard,
-            wandb_project=config.wandb_project,
-            config=config,
-            resume_step=start_step,
-        )
+        writer = self.run_scaffold.metrics_writer(start_step)
         tokens_per_step = config.global_batch_size * prepared.num_responses * prepared.max_length
-        throughput = Throughput(self.model.config.num_params(), tokens_per_step, 8 if has_reference else 6)
-        previous_handlers = install_preemption_handler()
+        throughput = Throughput(self.model.config.num_params(), tokens_per_step, programs.flops_per_token_factor)
         progress = _progress_bar(config, start_step, self.num_steps)
         steps_per_eval = max(1, config.eval_every_examples // config.global_batch_size)
         last_logged, last_eval, pending, real_tokens, previous = {}, {}, [], [], None
@@ -334,8 +246,9 @@ class _Run:
                         )
                         write_samples(self.workdir, step, samples)
                 self._save(step, state)
-                if should_stop_for_preemption(step, check_every_steps=config.log_every_steps):
-                    self._save(step, state, force=True)
+                if self.run_scaffold.preempted(
+                    step, state, self.loader.position(step), num_steps=self.num_steps
+                ):
                     preempted = True
                     break
                 if progress is not None:
@@ -351,17 +264,12 @@ class _Run:
                 )
             self._save(step, state, force=True)
         finally:
-            writer.close()
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
             if progress is not None:
                 progress.close()
         return state, _Outcome(step, preempted, last_logged, last_eval)
 
     def _save(self, step, state, *, force=False):
-        self.checkpointer.save(
-            step, state, self.loader.position(step), force=force, metadata=self.recorded_config
-        )
+        self.run_scaffold.save(step, state, self.loader.position(step), force=force)
 
     def _check_finite(self, metrics, step: int) -> None:
         if float(jax.device_get(metrics["nonfinite"][0])) == 0.0:
@@ -397,25 +305,6 @@ class _Run:
         return floats
 
 
-def applied_learning_rate(schedule, opt_state, last_metrics) -> float:
-    """The learning rate of the last step's update: the schedule at the optimizer's own update count.
-
-    A skipped (non-finite) step leaves the optimizer state, and so its count, unchanged while the
-    train step advances, so schedule(step - 1) would run ahead of what the optimizer applies.
-    """
-    counts = [
-        leaf
-        for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
-        if path and getattr(path[-1], "name", None) == "count"
-    ]
-    if not counts:
-        raise ValueError("the optimizer state has no update count")
-    count = int(jax.device_get(counts[0]))
-    skipped = float(jax.device_get(last_metrics["nonfinite"][0])) > 0
-    # After an applied update the count has advanced past it; after a skipped one it names the next update.
-    return float(schedule(count if skipped else count - 1))
-
-
 def describe_objective(config) -> str:
     logps = (
         "token-mean log-probs (TRL's convention, config.length_normalize=True)"
@@ -434,18 +323,18 @@ def _progress_bar(config, start: int, total: int):
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
-def _finish(config, workdir, model, state, tokenizer, *, pad_id: int, eos_id: int) -> None:
-    params = gather_to_host(state.params) if config.export_hf else None
-    if jax.process_index() == 0:
+def _finish(config, run: RunScaffold, model, state, tokenizer, *, pad_id: int, eos_id: int) -> None:
+    params = gather_to_host(state.params) if config.export_hf else None  # every process takes part
+
+    def export():
         if config.export_hf and config.stage == "reward_model":
             # With pad == eos transformers would score the token before each EOS: export no pad id
             # then (transformers scores the last column, right for unpadded or left-padded input).
             exported_pad = None if pad_id in (eos_id, hf_eos_id(model.config)) else pad_id
             to_hf_reward_model(
-                model, params, str(workdir / EXPORT_DIRNAME), pad_token_id=exported_pad, tokenizer=tokenizer
+                model, params, str(run.workdir / EXPORT_DIRNAME), pad_token_id=exported_pad, tokenizer=tokenizer
             )
         elif config.export_hf:
-            to_hf(model, params, str(workdir / EXPORT_DIRNAME), tokenizer=tokenizer)
-        marker = {"step": int(jax.device_get(state.step)), "time": time.time()}
-        (workdir / FINISHED_MARKER).write_text(json.dumps(marker))
-    multihost_utils.sync_global_devices("dpo_jax_finished")
+            to_hf(model, params, str(run.workdir / EXPORT_DIRNAME), tokenizer=tokenizer)
+
+    run.finish(int(jax.device_get(state.step)), export)

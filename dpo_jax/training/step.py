@@ -34,6 +34,18 @@ def split_micro_batches(batch: dict, num_micro: int) -> dict:
     return jax.tree.map(split, batch)
 
 
+def apply_if_finite(state, grads, finite):
+    """The in-graph skip of a non-finite step, for every stage's update (train step, PPO): `state` with
+    `grads` applied when `finite`, else the old params and optimizer state.
+
+    Both nonfinite policies keep the old state ("stop" then also ends the run); the step counter still
+    advances so the data position moves past the bad batch.
+    """
+    updated = state.apply_gradients(grads=grads)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    return new_state.replace(step=updated.step)
+
+
 def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
     """Build `train_step(state, reference_params, batch) -> (state, metrics)` for this config."""
     num_micro = config.grad_accum_steps
@@ -61,11 +73,7 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
         grads = jax.tree.map(lambda g: g / count.astype(g.dtype), grad_sum)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(metrics["loss"][0]) & jnp.isfinite(grad_norm)
-        updated = state.apply_gradients(grads=grads)
-        # Both nonfinite policies keep the old params and optimizer state ("stop" then also ends the
-        # run); the step counter still advances so the data position moves past the bad batch.
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-        new_state = new_state.replace(step=updated.step)
+        new_state = apply_if_finite(state, grads, finite)
         one = jnp.ones((), jnp.float32)
         metrics = dict(metrics)
         metrics["grad_norm"] = (grad_norm, one)

@@ -7,7 +7,7 @@ import pytest
 
 from dpo_jax.objectives.logps import (
     HiddenStates,
-    _next_token_targets,
+    next_token_targets,
     sequence_logps,
     sequence_logps_from_hidden,
     token_logps,
@@ -198,7 +198,7 @@ def test_only_counted_positions_are_projected():
     loss_mask = np.zeros((NUM_SEQUENCES, LENGTH), np.int32)
     for row, start in enumerate((2, 4, 5)):
         loss_mask[row, start : start + 3] = 1  # 3 counted targets per row after the shift
-    targets, counted = _next_token_targets(input_ids, loss_mask)
+    targets, counted = next_token_targets(input_ids, loss_mask)
     poisoned = np.where(np.asarray(counted)[..., None], hidden, np.nan)
 
     def total(hidden, unembed):
