@@ -1,4 +1,5 @@
-"""Compile a config's train step, eval step and reference pass for a TPU slice or H100s, on a CPU.
+"""Compile a config's train step, eval step and reference pass (`stage=ppo`: rollout, score,
+rollout_targets, ppo_update) for a TPU slice or H100s, on a CPU.
 
     python -m dpo_jax.aot --config=configs/tldr.py --target=v4-8 [--config.field=value ...]
     python -m dpo_jax.aot --config=configs/imdb.py --target=h100,v5e-8
@@ -31,6 +32,8 @@ apply_device_memory_settings()
 from absl import app, flags
 from ml_collections import config_flags
 
+from dpo_jax import parse_flags_or_exit, print_error
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
 _TARGETS = flags.DEFINE_list("target", ["v4-8"], "Comma-separated targets (see the module docstring).")
 _RESPONSES = flags.DEFINE_integer("responses", 2, "Responses per example (2 = pairs; more for rankings).")
@@ -51,14 +54,14 @@ def main(argv):
                 _CONFIG.value, get_target(name), responses=_RESPONSES.value
             )
         except (AotConfigError, TargetUnavailableError, ValueError) as e:
-            print(f"{name}: {e}", file=sys.stderr)
+            print_error(f"{name}: {e}")
             status = max(status, 2)
             continue
         for result in target_results:
             print(RESULT_PREFIX + json.dumps(result), flush=True)
         results.extend(target_results)
         if advice:
-            print(f"{name}: does not fit. {advice}", file=sys.stderr)
+            print_error(f"{name}: does not fit. {advice}")
             status = max(status, 1)
     if results:
         print(format_table(results))
@@ -66,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)

@@ -131,7 +131,9 @@ def test_no_import_cycles():
 def test_imports_flow_one_way(module):
     room = room_of(module)
     for target in sorted(GRAPH[module]):
-        assert not target.startswith("configs"), f"{module} imports {target}: library code never imports configs/"
+        assert not target.startswith("configs"), (
+            f"{module} imports {target}: library code never imports configs/"
+        )
         target_room = room_of(target)
         if room == COMMANDS_ROOM or target_room in ("package", room):
             continue
@@ -160,3 +162,86 @@ def test_the_checker_sees_a_backwards_arrow_and_a_cycle(tmp_path):
         GRAPH.update(saved)
         MODULES.pop("dpo_jax.a")
         MODULES.pop("dpo_jax.b")
+
+
+def private_imports(path: Path) -> list[str]:
+    """`module._name` for every private name `path` imports from another dpo_jax module."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dpo_jax"):
+            found += [f"{node.module}.{alias.name}" for alias in node.names if alias.name.startswith("_")]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_another_modules_private_names(module):
+    """A name another room (or module) needs is public: a `_name` is its module's own business."""
+    assert not private_imports(MODULES[module]), (
+        f"{module} imports private names {private_imports(MODULES[module])}"
+    )
+
+
+# The program builders: every jitted program of a stage (train, eval, reference pass; PPO's rollout,
+# scoring and update) is built by `training.programs` / `ppo.programs` from these jit helpers, so the
+# loop, PPO, bench and aot cannot disagree on how a program is traced (inside the mesh's rules).
+PROGRAM_BUILDERS = {
+    "dpo_jax.training.step": "jit_train_step, which training.programs calls",
+    "dpo_jax.evaluation.passes": "jit_eval_step / jit_reference_logps_step, which training.programs calls",
+    "dpo_jax.ppo.step": "jit_ppo_update, which ppo.programs calls",
+    "dpo_jax.ppo.programs": "PPO's builder",
+}
+# jax.jit elsewhere, each for something that is not a stage's program:
+JIT_ELSEWHERE = {
+    "dpo_jax.sharding.mesh": "sharded initialisation of a state (out_shardings only, no model code)",
+    "dpo_jax.training.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
+    "dpo_jax.models.loading": "a random model's init as one program instead of op by op",
+    "dpo_jax.sampling.generate": "the sampler, its own room's program (PPO's rollout wraps it in ppo.programs)",
+    "dpo_jax.analysis.teacher_forcing": "scoring saved samples after training (an analysis, no train state)",
+    "dpo_jax.perf.benchmark": "bench's precomputed reference log-probs of its one synthetic batch",
+    "dpo_jax.synthetic.exact": "the synthetic task's exact log-probs over every completion (an analysis)",
+    "dpo_jax.synthetic.tables": "the synthetic task's probability tables (an analysis)",
+    "dpo_jax.synthetic.rlhf": "the learned reward model's table over every completion (an analysis)",
+}
+
+
+def jit_uses(path: Path) -> int:
+    """How often `path` names `jax.jit` (calls, decorators, functools.partial(jax.jit, ...))."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return sum(
+        1
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "jit"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "jax"
+    )
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_programs_are_jitted_by_the_builders(module):
+    if module in PROGRAM_BUILDERS or module in JIT_ELSEWHERE:
+        return
+    assert jit_uses(MODULES[module]) == 0, (
+        f"{module} jits a program outside the program builders {sorted(PROGRAM_BUILDERS)}: build it "
+        "there (traced inside the mesh's rules), or add the module to JIT_ELSEWHERE saying why it is "
+        "not a stage's program"
+    )
+
+
+def test_the_allow_lists_name_modules_that_jit(tmp_path):
+    """No stale entry, and the two checks above can fail."""
+    for module in {**PROGRAM_BUILDERS, **JIT_ELSEWHERE}:
+        assert jit_uses(MODULES[module]) > 0, f"{module} no longer jits: drop it from the allow-list"
+    planted = tmp_path / "planted.py"
+    planted.write_text("import jax\nfrom dpo_jax.training.loop import _secret\nstep = jax.jit(lambda x: x)\n")
+    assert private_imports(planted) == ["dpo_jax.training.loop._secret"]
+    assert jit_uses(planted) == 1
+    MODULES["dpo_jax.training.planted"] = planted
+    try:
+        with pytest.raises(AssertionError, match="jits a program outside the program builders"):
+            test_programs_are_jitted_by_the_builders("dpo_jax.training.planted")
+        with pytest.raises(AssertionError, match="imports private names"):
+            test_no_module_imports_another_modules_private_names("dpo_jax.training.planted")
+    finally:
+        MODULES.pop("dpo_jax.training.planted")
