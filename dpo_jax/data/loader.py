@@ -239,9 +239,6 @@ class TrainLoader:
             layout=self.layout,
         )
 
-    def epoch(self, step: int) -> int:
-        return step // self.steps_per_epoch
-
     def global_rows(self, step: int) -> np.ndarray:
         """Indices (into the tokenised split) of the global batch of `step`."""
         if step < 0:
@@ -262,12 +259,6 @@ class TrainLoader:
         """Tokens of the global batch of `step` that the model computes, padding excluded (a shared
         prompt counts once; a padded batch counts the prompt once per response)."""
         return self._builder.real_tokens(self.global_rows(step))
-
-    def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        step = start_step
-        while True:
-            yield self.batch(step)
-            step += 1
 
     def position(self, step: int) -> dict[str, Any]:
         """The data position before global step `step` is drawn: save it with the step's checkpoint."""

@@ -56,11 +56,6 @@ class TrainState(struct.PyTreeNode):
         params = optax.apply_updates(self.params, updates)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state)
 
-    def split_rng(self) -> tuple[TrainState, jax.Array]:
-        """A fresh key for this step (dropout, sampling) and the state carrying the next one."""
-        next_rng, step_key = jax.random.split(self.rng)
-        return self.replace(rng=next_rng), step_key
-
 
 def state_init_fn(model, tx: optax.GradientTransformation, seed: int):
     init_params = init_fn(model)

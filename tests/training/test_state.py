@@ -36,15 +36,6 @@ def test_state_is_one_pytree_without_the_optimizer_object():
     assert len(leaves) == 4
 
 
-def test_split_rng_gives_a_fresh_key_and_advances_the_state():
-    state = make_state()
-    next_state, step_key = state.split_rng()
-    assert not np.array_equal(next_state.rng, state.rng)
-    assert not np.array_equal(step_key, state.rng)
-    _, again = state.split_rng()
-    np.testing.assert_array_equal(step_key, again)
-
-
 def test_typed_keys_are_rejected():
     with pytest.raises(TypeError, match="raw uint32 key"):
         TrainState.create(params={}, tx=optax.sgd(0.1), rng=jax.random.key(0))
