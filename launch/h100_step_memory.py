@@ -42,8 +42,8 @@ from dpo_jax.perf.targets import cudnn_version_from_target
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding
 from dpo_jax.sharding.mesh import DEFAULT_LOGICAL_AXIS_RULES, make_mesh
 from dpo_jax.training.optim import make_optimizer
+from dpo_jax.training.programs import StagePrograms
 from dpo_jax.training.state import state_init_fn
-from dpo_jax.training.step import jit_train_step, make_apply_fn
 
 GIB = 2**30
 # shared/aot/ beside the checkout, or beside a folder of worktrees above it.
@@ -106,22 +106,15 @@ def main(argv=None):
     abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
     )
+    programs = StagePrograms(config, model, mesh, DEFAULT_LOGICAL_AXIS_RULES)
     reference = None
-    if not args.precompute_ref:
+    if programs.reference_in_step:
         reference = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, jax.numpy.bfloat16, sharding=a.sharding),
             abstract_state.params,
         )
     batch = _abstract_batch(args, own.rows, mesh)
-    step = jit_train_step(
-        make_apply_fn(model),
-        config,
-        shardings,
-        batch,
-        mesh,
-        DEFAULT_LOGICAL_AXIS_RULES,
-        has_reference=reference is not None,
-    )
+    step = programs.train_step(shardings, batch)
     # Trace for the H100: attention="auto" reads the platform from the mesh in context.
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), cudnn_version_from_target(target_config):
         lowered = step.lower(abstract_state, reference, batch)

@@ -103,6 +103,18 @@ def layout_from_config(data_config, *, row_multiple: int = 1) -> RowLayout | Non
     )
 
 
+def batch_layout(data_config, *, stage: str, row_multiple: int) -> RowLayout | None:
+    """The batch layout a stage trains and evaluates on (None: padded [B, K, L]).
+
+    The policy stages take the rows `data.share_prompt` / `data.pack` ask for. The reward model stays
+    padded whatever `data.share_prompt` says: it scores a response at the last token of its own padded
+    sequence, which rows do not provide per branch.
+    """
+    if stage == "reward_model":
+        return None
+    return layout_from_config(data_config, row_multiple=row_multiple)
+
+
 @dataclasses.dataclass(frozen=True)
 class RowPlan:
     """Where each example of a global batch goes: `rows[r]` lists (position in the batch) per slot."""

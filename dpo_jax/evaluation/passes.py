@@ -14,14 +14,15 @@ import jax
 import numpy as np
 
 from dpo_jax.data import make_eval_batches
+from dpo_jax.data.packing import batch_layout
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
-from dpo_jax.objectives import batch_layout, make_loss_fn, reference_logps
+from dpo_jax.objectives import LossOptions, make_loss_fn, reference_logps
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, traced_in_context
 
 
-def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):
+def make_eval_step(apply_fn: Callable, loss_options: LossOptions, *, has_reference: bool):
     """`eval_step(params, reference_params, batch) -> metrics` (sums; no gradients)."""
-    loss_fn = make_loss_fn(apply_fn, config)
+    loss_fn = make_loss_fn(apply_fn, loss_options)
 
     def eval_step(params, reference_params, batch):
         reference = reference_params if has_reference else None
@@ -30,30 +31,29 @@ def make_eval_step(apply_fn: Callable, config, *, has_reference: bool):
     return eval_step
 
 
-def make_reference_logps_step(apply_fn: Callable, config):
+def make_reference_logps_step(apply_fn: Callable, *, length_normalize: bool):
     """`reference_logps_step(reference_params, batch) -> [B, K]` for precomputing in one pass."""
 
     def step(reference_params, batch):
-        return reference_logps(
-            reference_params, batch, apply_fn=apply_fn, length_normalize=config.length_normalize
-        )
+        return reference_logps(reference_params, batch, apply_fn=apply_fn, length_normalize=length_normalize)
 
     return step
 
 
-def jit_eval_step(apply_fn: Callable, config, mesh, rules, *, has_reference: bool):
+def jit_eval_step(apply_fn: Callable, loss_options: LossOptions, mesh, rules, *, has_reference: bool):
     """The eval step jitted and traced inside the mesh and `rules` (activation constraints bind).
 
     Its input shardings are those of the arguments: the state's params and global batches.
     """
     return jax.jit(
-        traced_in_context(make_eval_step(apply_fn, config, has_reference=has_reference), mesh, rules)
+        traced_in_context(make_eval_step(apply_fn, loss_options, has_reference=has_reference), mesh, rules)
     )
 
 
-def jit_reference_logps_step(apply_fn: Callable, config, mesh, rules):
+def jit_reference_logps_step(apply_fn: Callable, mesh, rules, *, length_normalize: bool):
     """The reference log-prob step, jitted like `jit_eval_step`."""
-    return jax.jit(traced_in_context(make_reference_logps_step(apply_fn, config), mesh, rules))
+    step = make_reference_logps_step(apply_fn, length_normalize=length_normalize)
+    return jax.jit(traced_in_context(step, mesh, rules))
 
 
 def _batches(prepared, batch_size: int, split: str, layout):
@@ -69,7 +69,7 @@ def _batches(prepared, batch_size: int, split: str, layout):
 
 def pass_layout(config, mesh):
     """The row layout of the passes without gradients: the training one, rows divided over the data axes."""
-    return batch_layout(config, row_multiple=data_parallel_size(mesh))
+    return batch_layout(config.data, stage=config.stage, row_multiple=data_parallel_size(mesh))
 
 
 def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh, layout=None) -> dict[str, float]:

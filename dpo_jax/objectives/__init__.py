@@ -1,11 +1,8 @@
 """The DPO objective family as pure functions: sequence log-probs, preference losses, the batch loss."""
 
 from dpo_jax.objectives.batch_loss import (
-    REWARD_LOSSES,
     UNLIKELIHOOD_MIN_COMPLEMENT,
-    batch_layout,
     batch_loss,
-    loss_options,
     make_loss_fn,
     reference_logps,
     reward_batch_loss,
@@ -26,18 +23,18 @@ from dpo_jax.objectives.losses import (
     uses_rejected_unlikelihood,
     validate_loss_options,
 )
+from dpo_jax.objectives.options import REWARD_LOSSES, LossOptions
 
 __all__ = [
     "HiddenStates",
     "LOSS_NAMES",
+    "LossOptions",
     "REWARD_LOSSES",
     "UNLIKELIHOOD_MIN_COMPLEMENT",
-    "batch_layout",
     "batch_loss",
     "dpo_loss",
     "hinge_loss",
     "ipo_loss",
-    "loss_options",
     "make_loss_fn",
     "plackett_luce_loss",
     "preference_loss",

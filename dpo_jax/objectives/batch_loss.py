@@ -26,15 +26,13 @@ The `unlikelihood` loss also needs token-level probabilities of the rejected res
 the same forward (`token_unlikelihood`), and the per-token log-probs are computed once for both terms.
 """
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
-from dpo_jax.data.packing import RowLayout, layout_from_config
 from dpo_jax.models.reward import sequence_scores
 from dpo_jax.objectives.logps import logits_token_logps, next_token_targets, reduce_over_sequence, token_logps
 from dpo_jax.objectives.losses import preference_loss, uses_reference, uses_rejected_unlikelihood
+from dpo_jax.objectives.options import REWARD_LOSSES, LossOptions
 from dpo_jax.objectives.rows import row_attention_mask, sum_per_response
 
 # 1 - p is clipped here before the log (as Welleck et al. do): a rejected token the model already
@@ -158,10 +156,6 @@ def batch_loss(
     return metrics["loss"][0], metrics
 
 
-# The reward model's losses by config name -> the reference-free preference loss they are on scores.
-REWARD_LOSSES = {"bradley_terry": "dpo", "plackett_luce": "plackett_luce"}
-
-
 def reward_batch_loss(params, batch, *, score_fn, loss_name, **options):
     """A reward model's loss on a batch of ranked responses: Bradley-Terry (or Plackett-Luce) on its scores.
 
@@ -189,48 +183,23 @@ def reward_batch_loss(params, batch, *, score_fn, loss_name, **options):
     return metrics["loss"][0], metrics
 
 
-def make_loss_fn(apply_fn, config):
-    """`loss_fn(params, reference_params, batch) -> (loss_sum, metrics)` of the config's stage: the
-    policy objectives (`batch_loss`) or, for `stage="reward_model"`, `reward_batch_loss`."""
-    if config.stage == "reward_model":
-        options = {"loss_name": config.loss}
-        if config.loss == "bradley_terry":
-            options["label_smoothing"] = config.label_smoothing
-        if config.loss == "plackett_luce" and config.plackett_luce_top_k:
-            options["top_k"] = config.plackett_luce_top_k
+def make_loss_fn(apply_fn, options: LossOptions):
+    """`loss_fn(params, reference_params, batch) -> (loss_sum, metrics)` of the objective `options`
+    names: the policy objectives (`batch_loss`) or, for a reward model, `reward_batch_loss`."""
+    if options.reward_model:
+        kwargs = dict(loss_name=options.loss_name, **options.loss_kwargs())
 
         def reward_loss_fn(params, reference_params, batch):
             del reference_params
-            return reward_batch_loss(params, batch, score_fn=apply_fn, **options)
+            return reward_batch_loss(params, batch, score_fn=apply_fn, **kwargs)
 
         return reward_loss_fn
-    options = loss_options(config)
+    kwargs = dict(
+        loss_name=options.loss_name, beta=options.beta, length_normalize=options.length_normalize,
+        **options.loss_kwargs(),
+    )  # fmt: skip
 
     def policy_loss_fn(params, reference_params, batch):
-        return batch_loss(params, reference_params, batch, apply_fn=apply_fn, **options)
+        return batch_loss(params, reference_params, batch, apply_fn=apply_fn, **kwargs)
 
     return policy_loss_fn
-
-
-def batch_layout(config, *, row_multiple: int) -> RowLayout | None:
-    """The batch layout the stage's objective takes (None: padded [B, K, L]), for training and its passes.
-
-    The policy objectives take the rows `data.share_prompt` / `data.pack` ask for. The reward model stays
-    padded whatever `data.share_prompt` says: `reward_batch_loss` scores a response at the last token of
-    its own padded sequence, which rows do not provide per branch.
-    """
-    if config.stage == "reward_model":
-        return None
-    return layout_from_config(config.data, row_multiple=row_multiple)
-
-
-def loss_options(config) -> dict[str, Any]:
-    """The objective's settings from the config, as `batch_loss` takes them."""
-    options = dict(loss_name=config.loss, beta=config.beta, length_normalize=config.length_normalize)
-    if config.loss in ("dpo", "robust"):
-        options["label_smoothing"] = config.label_smoothing
-    if config.loss != "sft":
-        options["reference_free"] = config.reference_free
-    if config.loss == "plackett_luce" and config.plackett_luce_top_k:
-        options["top_k"] = config.plackett_luce_top_k
-    return options

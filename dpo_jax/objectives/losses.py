@@ -124,6 +124,11 @@ def uses_reference(name, *, reference_free=False):
     return _LOSSES[name].is_preference and not reference_free
 
 
+def loss_option_names(name) -> tuple[str, ...]:
+    """The options loss `name`'s function takes beyond scores (and beta for preference losses)."""
+    return _LOSSES[name].option_names
+
+
 def uses_rejected_unlikelihood(name):
     """Whether loss `name` needs `token_unlikelihood` of its rejected response (token-level probs)."""
     return _LOSSES[name].needs_rejected_unlikelihood

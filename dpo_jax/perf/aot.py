@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from dpo_jax.data.packing import ROW_FIELDS, RowLayout, layout_from_config, worst_case_row_shape
+from dpo_jax.data.packing import ROW_FIELDS, RowLayout, batch_layout, worst_case_row_shape
 from dpo_jax.models import build_model
 from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
@@ -135,7 +135,8 @@ class BatchShape:
 
     @classmethod
     def from_config(cls, config, responses: int) -> BatchShape:
-        return cls(layout_from_config(config.data), responses, int(config.data.max_length))
+        layout = batch_layout(config.data, stage=config.stage, row_multiple=1)  # as the loader lays it out
+        return cls(layout, responses, int(config.data.max_length))
 
     @property
     def name(self) -> str:

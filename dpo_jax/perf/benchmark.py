@@ -125,7 +125,7 @@ def precomputed_reference_logps(apply_fn, config, params, batch, mesh) -> jax.Ar
     The untrained policy is the reference, as in the trainer; micro-batches bound the memory to what
     the train step already needs.
     """
-    logps_step = make_reference_logps_step(apply_fn, config)
+    logps_step = make_reference_logps_step(apply_fn, length_normalize=config.length_normalize)
     num_micro = config.grad_accum_steps
 
     def all_rows(params, batch):

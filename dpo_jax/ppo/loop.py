@@ -32,7 +32,7 @@ from dpo_jax.models.loading import (
 )
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
 from dpo_jax.ppo.programs import build_ppo_programs
-from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
+from dpo_jax.ppo.rewards import RewardFn, as_float_scores, check_reward_model, load_reward_model_fn
 from dpo_jax.ppo.step import MINIBATCH_KEYS
 from dpo_jax.sharding import (
     data_parallel_size,
@@ -194,7 +194,9 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
             "response_mask": response_mask,
             "scores": scores,
         }
-        targets, rollout_stats = programs.rollout_targets(state.params, reference, make_global_batch(_local(rollout), mesh))
+        targets, rollout_stats = programs.rollout_targets(
+            state.params, reference, make_global_batch(_local(rollout), mesh)
+        )
         targets = gather_to_host({key: targets[key] for key in MINIBATCH_KEYS})
         update_metrics = []
         for epoch in range(settings.num_epochs):
@@ -246,6 +248,7 @@ def run_ppo_stage(config, workdir: str) -> PPOResult:
         raise UserError(
             "config.stage='ppo' needs config.ppo.reward_model (a stage=reward_model workdir or export)"
         )
+    check_reward_model(config)
     path = workdir_path(workdir)
     prepare_workdir(path)
     with WorkdirLock(path):  # before the data: a second run on this workdir stops at once

@@ -34,7 +34,16 @@ class PPOPrograms:
 
 
 def build_ppo_programs(
-    config, policy, module: PolicyAndValue, prompt_length: int, state_shardings, mesh, rules, *, eos_id, pad_id
+    config,
+    policy,
+    module: PolicyAndValue,
+    prompt_length: int,
+    state_shardings,
+    mesh,
+    rules,
+    *,
+    eos_id,
+    pad_id,
 ) -> PPOPrograms:
     """PPO's programs for prompts of `prompt_length` tokens (`eos_id` None: responses never stop early)."""
     settings = config.ppo

@@ -41,9 +41,8 @@ def reward_model_fn(model, params, mesh, rules=None) -> RewardFn:
     return reward
 
 
-def load_reward_model_fn(config, mesh, rules) -> RewardFn:
-    """The `RewardFn` of the reward model `config.ppo.reward_model` (an export or a reward_model workdir),
-    its params laid out on the mesh by their logical axes like the policy's."""
+def check_reward_model(config) -> None:
+    """UserError unless `config.ppo.reward_model` names a reward model (before anything is loaded)."""
     if not config.ppo.reward_model:
         raise UserError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
     if not is_reward_model_dir(config.ppo.reward_model):
@@ -52,6 +51,12 @@ def load_reward_model_fn(config, mesh, rules) -> RewardFn:
             f"config.ppo.reward_model={config.ppo.reward_model!r} is not a reward model: expected a "
             "stage=reward_model workdir or its export (config.json of a *ForSequenceClassification)"
         )
+
+
+def load_reward_model_fn(config, mesh, rules) -> RewardFn:
+    """The `RewardFn` of the reward model `config.ppo.reward_model` (an export or a reward_model workdir),
+    its params laid out on the mesh by their logical axes like the policy's."""
+    check_reward_model(config)
     model, host_params = load_scalar_head_model(
         config.model,
         param_dtype=config.reference.param_dtype,

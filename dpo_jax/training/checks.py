@@ -7,7 +7,7 @@ mesh once the devices are known.
 from __future__ import annotations
 
 from dpo_jax import UserError
-from dpo_jax.objectives import REWARD_LOSSES, uses_reference, validate_loss_options
+from dpo_jax.objectives import LossOptions, uses_reference
 
 # sft and dpo train a policy; reward_model trains a scalar-head model on the same preference data.
 STAGES = ("sft", "dpo", "reward_model")
@@ -19,12 +19,22 @@ def data_stage(config) -> str:
     return "sft" if config.stage == "sft" else "dpo"
 
 
+def loss_options_from_config(config, *, num_responses: int | None = None) -> LossOptions:
+    """The config's objective as the one validated value the objectives take (UserError if invalid)."""
+    return LossOptions(
+        loss_name=config.loss,
+        beta=config.beta,
+        length_normalize=config.length_normalize,
+        reference_free=config.reference_free,
+        label_smoothing=config.label_smoothing,
+        top_k=config.plackett_luce_top_k,
+        reward_model=config.stage == "reward_model",
+        num_responses=num_responses,
+    )
+
+
 def _validate_reward_model(config, num_responses: int) -> None:
-    if config.loss not in REWARD_LOSSES:
-        raise UserError(
-            f"config.stage='reward_model' with config.loss={config.loss!r}; a reward model trains with "
-            f"one of {sorted(REWARD_LOSSES)}"
-        )
+    loss_options_from_config(config, num_responses=num_responses)
     if config.reference_free or config.length_normalize or config.reference.precompute_logps:
         raise UserError(
             "config.reference_free, config.length_normalize and config.reference.precompute_logps are "
@@ -35,14 +45,6 @@ def _validate_reward_model(config, num_responses: int) -> None:
             "config.data.pack is for the policy stages (sft, dpo); a reward model trains on padded batches "
             "(config.data.share_prompt does not apply to it either)"
         )
-    validate_loss_options(
-        REWARD_LOSSES[config.loss],
-        beta=1.0,
-        label_smoothing=config.label_smoothing,
-        num_responses=num_responses,
-        top_k=config.plackett_luce_top_k,
-        reference_free=True,
-    )
 
 
 def validate_config(config, *, num_responses: int | None = None) -> None:
@@ -68,15 +70,7 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
 
 
 def _validate_policy_loss(config, num_responses: int) -> None:
-    validate_loss_options(
-        config.loss,
-        beta=config.beta,
-        label_smoothing=config.label_smoothing,
-        num_responses=num_responses,
-        top_k=config.plackett_luce_top_k,
-        reference_free=config.reference_free,
-        length_normalize=config.length_normalize,
-    )
+    loss_options_from_config(config, num_responses=num_responses)
     if config.reference.precompute_logps and not uses_reference(
         config.loss, reference_free=config.reference_free
     ):

@@ -15,6 +15,7 @@ import jax
 
 from dpo_jax import UserError
 from dpo_jax import data as data_lib
+from dpo_jax.data.packing import batch_layout
 from dpo_jax.evaluation.passes import evaluate, pass_layout, precompute_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
@@ -28,7 +29,6 @@ from dpo_jax.models.loading import (
     tokenizer_source,
 )
 from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
-from dpo_jax.objectives import batch_layout
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import data_stage, validate_config, validate_layout
 from dpo_jax.training.optim import make_optimizer
@@ -126,7 +126,9 @@ def _train(config, run: RunScaffold, prepared, tokenizer) -> TrainResult:
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        layout=batch_layout(config, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps),
+        layout=batch_layout(
+            config.data, stage=config.stage, row_multiple=data_parallel_size(mesh) * config.grad_accum_steps
+        ),
     )
     num_steps = _num_train_steps(config, loader.steps_per_epoch)
     data_metrics = {k: float(v) for k, v in prepared.report_metrics().items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dpo_jax.evaluation.passes import jit_eval_step, jit_reference_logps_step
 from dpo_jax.objectives import uses_reference
+from dpo_jax.training.checks import loss_options_from_config
 from dpo_jax.training.step import jit_train_step, make_apply_fn, make_value_fn
 
 
@@ -40,10 +41,16 @@ class StagePrograms:
         # Precomputed: one pass before training attaches the log-probs to the batches, the reference is freed.
         self.precompute_reference = self.uses_reference and bool(config.reference.precompute_logps)
         self.reference_in_step = self.uses_reference and not self.precompute_reference
-        self.eval_step = jit_eval_step(self.apply_fn, config, mesh, rules, has_reference=self.reference_in_step)
-        self.reference_logps = (
-            jit_reference_logps_step(self.apply_fn, config, mesh, rules) if self.precompute_reference else None
+        # The objective, validated once: the one value every program of the stage takes.
+        self.loss_options = loss_options_from_config(config)
+        self.eval_step = jit_eval_step(
+            self.apply_fn, self.loss_options, mesh, rules, has_reference=self.reference_in_step
         )
+        self.reference_logps = None
+        if self.precompute_reference:
+            self.reference_logps = jit_reference_logps_step(
+                self.apply_fn, mesh, rules, length_normalize=self.loss_options.length_normalize
+            )
 
     @property
     def flops_per_token_factor(self) -> int:
@@ -54,5 +61,5 @@ class StagePrograms:
         """The train step for batches shaped like `batch` (global or abstract arrays)."""
         return jit_train_step(
             self.apply_fn, self.config, state_shardings, batch, self.mesh, self.rules,
-            has_reference=self.reference_in_step,
+            has_reference=self.reference_in_step, loss_options=self.loss_options,
         )  # fmt: skip

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from dpo_jax.metrics import merge_metrics
-from dpo_jax.objectives import HiddenStates, make_loss_fn
+from dpo_jax.objectives import HiddenStates, LossOptions, make_loss_fn
 from dpo_jax.sharding import batch_sharding, traced_in_context
+from dpo_jax.training.checks import loss_options_from_config
 
 
 def split_micro_batches(batch: dict, num_micro: int) -> dict:
@@ -46,10 +47,13 @@ def apply_if_finite(state, grads, finite):
     return new_state.replace(step=updated.step)
 
 
-def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
-    """Build `train_step(state, reference_params, batch) -> (state, metrics)` for this config."""
+def make_train_step(
+    apply_fn: Callable, config, *, has_reference: bool, loss_options: LossOptions | None = None
+):
+    """Build `train_step(state, reference_params, batch) -> (state, metrics)` for this config
+    (`loss_options`: the objective, default the config's)."""
     num_micro = config.grad_accum_steps
-    loss_fn = make_loss_fn(apply_fn, config)
+    loss_fn = make_loss_fn(apply_fn, loss_options or loss_options_from_config(config))
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state, reference_params, batch):
@@ -117,8 +121,9 @@ def make_value_fn(model) -> Callable:
 
 
 def jit_train_step(
-    apply_fn: Callable, config, state_shardings, batch: dict, mesh, rules, *, has_reference: bool
-):
+    apply_fn: Callable, config, state_shardings, batch: dict, mesh, rules, *, has_reference: bool,
+    loss_options: LossOptions | None = None,
+):  # fmt: skip
     """The train step jitted with explicit in/out shardings and the state donated.
 
     The reference params share the policy's shardings and are never donated; `batch` (global
@@ -129,7 +134,11 @@ def jit_train_step(
     batch_shardings = {k: batch_sharding(mesh, v.ndim) for k, v in batch.items()}
     reference_shardings = state_shardings.params if has_reference else None
     return jax.jit(
-        traced_in_context(make_train_step(apply_fn, config, has_reference=has_reference), mesh, rules),
+        traced_in_context(
+            make_train_step(apply_fn, config, has_reference=has_reference, loss_options=loss_options),
+            mesh,
+            rules,
+        ),
         in_shardings=(state_shardings, reference_shardings, batch_shardings),
         out_shardings=(state_shardings, None),
         donate_argnums=(0,),

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 
 from dpo_jax.data import EvalBatches, TrainLoader
-from dpo_jax.data.packing import RowLayout, example_row_lengths, longest_possible_row, worst_case_row_shape
+from dpo_jax.data.packing import (
+    RowLayout,
+    batch_layout,
+    example_row_lengths,
+    longest_possible_row,
+    worst_case_row_shape,
+)
 from tests.data.data_helpers import split_from_lists
 from tests.data.test_loader import PAD, _split
+from tests.train_helpers import tiny_config
 
 LAYOUTS = {
     "share": RowLayout(share_prompt=True),
@@ -151,3 +158,19 @@ def test_the_longest_possible_row_is_k_times_max_length(num_responses):
         )
         assert batch["input_ids"].shape[1] == row_length == bound
         assert batch["example_index"].shape[1] <= slots
+
+
+def _layout(config, row_multiple):
+    return batch_layout(config.data, stage=config.stage, row_multiple=row_multiple)
+
+
+def test_the_policy_stages_share_the_prompt_by_default_and_the_reward_model_stays_padded():
+    """The row layout is the data's decision (`data.packing.batch_layout`), by stage."""
+    for stage, loss in (("dpo", "dpo"), ("sft", "sft")):
+        assert _layout(tiny_config("hh", "tiny", stage=stage, loss=loss), row_multiple=8) == RowLayout(
+            share_prompt=True, pack=False, row_multiple=8
+        )
+    reward = tiny_config("hh", "tiny", stage="reward_model", loss="bradley_terry")
+    assert reward.data.share_prompt and _layout(reward, row_multiple=8) is None
+    padded = tiny_config("hh", "tiny", **{"data.share_prompt": False})
+    assert _layout(padded, row_multiple=8) is None

@@ -51,9 +51,10 @@ def _precompute(setup, devices):
     config, prepared, apply_fn, params, expected = setup
     mesh = make_mesh((1, 8, 1), devices=devices)
     reference = jax.device_put(params, NamedSharding(mesh, P()))
-    out = passes.precompute_reference_logps(
-        prepared, apply_fn, reference, config, mesh, DEFAULT_LOGICAL_AXIS_RULES, BATCH
+    step = passes.jit_reference_logps_step(
+        apply_fn, mesh, DEFAULT_LOGICAL_AXIS_RULES, length_normalize=config.length_normalize
     )
+    out = passes.precompute_reference_logps(prepared, step, reference, config, mesh, BATCH)
     for split in ("train", "eval"):
         got = getattr(out, split).extras["reference_logps"]
         np.testing.assert_allclose(got, expected[split], rtol=1e-5, atol=1e-5)
@@ -107,9 +108,10 @@ def two_process_worker(process_id: int, port: int, out_dir: str) -> None:
     results = {}
     for name, share in (("padded", False), ("packed", True)):
         config.data.share_prompt = config.data.pack = share
-        out = passes.precompute_reference_logps(
-            prepared, apply_fn, reference, config, mesh, DEFAULT_LOGICAL_AXIS_RULES, BATCH
+        logps_step = passes.jit_reference_logps_step(
+            apply_fn, mesh, DEFAULT_LOGICAL_AXIS_RULES, length_normalize=config.length_normalize
         )
+        out = passes.precompute_reference_logps(prepared, logps_step, reference, config, mesh, BATCH)
         for split in ("train", "eval"):
             results[f"{name}_{split}"] = getattr(out, split).extras["reference_logps"]
     np.savez(f"{out_dir}/logps{process_id}.npz", **results)

@@ -8,11 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dpo_jax.data.packing import RowLayout
-from dpo_jax.objectives.batch_loss import batch_layout, batch_loss, reference_logps
+from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
 from dpo_jax.objectives.logps import sequence_logps
 from dpo_jax.objectives.losses import preference_loss
-from tests.train_helpers import tiny_config
 
 VOCAB, LENGTH, BETA = 11, 8, 0.5
 EOS = PAD = 0  # pad == eos on purpose: the loss mask alone must decide what counts
@@ -209,14 +207,3 @@ def test_all_responses_share_one_forward_and_sft_runs_no_reference():
 def test_missing_reference_is_an_error():
     with pytest.raises(ValueError, match="reference"):
         batch_loss(init_params(0), None, make_batch(7), apply_fn=apply_fn, loss_name="dpo", beta=BETA)
-
-
-def test_the_policy_stages_share_the_prompt_by_default_and_the_reward_model_stays_padded():
-    for stage, loss in (("dpo", "dpo"), ("sft", "sft")):
-        assert batch_layout(tiny_config("hh", "tiny", stage=stage, loss=loss), row_multiple=8) == RowLayout(
-            share_prompt=True, pack=False, row_multiple=8
-        )
-    reward = tiny_config("hh", "tiny", stage="reward_model", loss="bradley_terry")
-    assert reward.data.share_prompt and batch_layout(reward, row_multiple=8) is None
-    padded = tiny_config("hh", "tiny", **{"data.share_prompt": False})
-    assert batch_layout(padded, row_multiple=8) is None

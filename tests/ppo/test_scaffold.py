@@ -45,7 +45,7 @@ def reward_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, reward_model):
     workdir = tmp_path_factory.mktemp("ppo_uninterrupted")
-    result = run_main(workdir, *PPO, f"--config.ppo.reward_model={reward_model}")
+    result = run_main(workdir, *PPO, f"--config.ppo.reward_model={reward_model}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "grad_accum_steps=4 is not used" in result.stderr
     return workdir
@@ -57,7 +57,7 @@ def _steps_logged(workdir) -> list[int]:
 
 
 def _wait_for(condition, proc, what: str) -> None:
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while not condition():
         if proc.poll() is not None or time.time() > deadline:
             pytest.fail(f"the run ended or stalled before {what}:\n{proc.communicate()[0][-3000:]}")
@@ -75,7 +75,7 @@ def test_one_run_per_workdir_sigterm_exits_75_and_resumes_to_the_same_export(
     _wait_for(lambda: (tmp_path / "RUN_LOCK").exists(), first, "taking the lock")
     first.send_signal(signal.SIGSTOP)  # holds the lock, alive, while the second run starts
     try:
-        second = run_main(tmp_path, *overrides)
+        second = run_main(tmp_path, *overrides, timeout=900)
     finally:
         first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, second.stderr[-3000:]
@@ -84,17 +84,19 @@ def test_one_run_per_workdir_sigterm_exits_75_and_resumes_to_the_same_export(
         second.stderr.strip().splitlines()[-1]
     ]
 
+    # The checkpointer exists, and the SIGTERM handler is installed right after it, before the first step.
     checkpoints = tmp_path / "checkpoints"
-    _wait_for(lambda: checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()), first, "a checkpoint")
+    _wait_for(checkpoints.exists, first, "opening its checkpointer")
+    time.sleep(1.0)
     first.send_signal(signal.SIGTERM)
-    output = first.communicate(timeout=300)[0]
+    output = first.communicate(timeout=900)[0]
     assert first.returncode == PREEMPTED_EXIT == 75, output[-3000:]
     assert "preempted: saved step" in output and "Traceback" not in output
     assert not (tmp_path / "FINISHED").exists()
     stopped_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert stopped_at < STEPS
 
-    resumed = run_main(tmp_path, *overrides)
+    resumed = run_main(tmp_path, *overrides, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {stopped_at}" in resumed.stderr
     assert _steps_logged(tmp_path) == list(range(1, STEPS + 1)) == _steps_logged(uninterrupted)
@@ -105,7 +107,7 @@ def test_one_run_per_workdir_sigterm_exits_75_and_resumes_to_the_same_export(
 
 @pytest.mark.parametrize("reward_model", ["", "/nonexistent/reward_model"], ids=["empty", "missing"])
 def test_a_missing_reward_model_is_one_error_line(tmp_path, reward_model):
-    result = run_main(tmp_path, *PPO, f"--config.ppo.reward_model={reward_model}")
+    result = run_main(tmp_path, *PPO, f"--config.ppo.reward_model={reward_model}", timeout=900)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
