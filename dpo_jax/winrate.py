@@ -1,7 +1,7 @@
 """Command line: judged win rates across sampling temperatures (README: "Win rates and the IMDb sentiment
 frontier"; the library side is dpo_jax/analysis/winrate_runs.py).
 
-    python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --baseline=chosen --judge=openai
+    python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --judge=openai  # vs the human TL;DRs
     python -m dpo_jax.winrate --workdir=/tmp/hh-sft --task=hh --baseline=chosen --policy=best_of_n:16 \\
         --best_of_n_reward=OpenAssistant/reward-model-deberta-v3-large-v2 --judge=openai
 
@@ -45,7 +45,14 @@ def _price(text: str) -> tuple[float, float]:
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
     ("task", str, None, "tldr | hh: selects the judge's question (required)"),
-    ("baseline", str, "chosen", "chosen | reference | a workdir or model path"),
+    (
+        "baseline",
+        str,
+        "",
+        "human | chosen | reference | a model path; default: human (tldr, news), chosen (hh)",
+    ),
+    ("human_reference_path", str, "", "tldr's human TL;DRs (default CarperAI/openai_summarize_tldr)"),
+    ("human_reference_split", str, "test", "the split of --human_reference_path"),
     ("policy", _best_of, "sample", "sample | best_of_n:N (N samples, the best by --best_of_n_reward)"),
     ("best_of_n_reward", str, "", "reward model (directory or hub name) for best_of_n"),
     ("judge", str, "openai", "openai | reward_model | classifier"),

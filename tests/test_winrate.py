@@ -10,6 +10,7 @@ from dpo_jax import winrate
 from dpo_jax.data import load_tokenizer, read_examples
 from dpo_jax.models import to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME
+from tests.data.data_helpers import write_jsonl
 from tests.judges.chat_server import KEY, MODEL, ChatServer, responses_of
 from tests.judges.tiny_classifiers import save_tiny_classifier
 from tests.synthetic.tiny_models import tiny_lm
@@ -52,6 +53,7 @@ def openai_args(server, run, *extra):
         "--num_prompts=4",
         "--max_new_tokens=8",
         "--batch_size=4",
+        "--human_reference_path=fixture:tldr_sft",
         *extra,
     ]
 
@@ -91,6 +93,34 @@ def test_openai_judge_against_the_chosen_summaries(runs, capsys, monkeypatch):
         )
         assert server.requests == 16
         assert results(capsys) == lines
+
+
+def test_tldr_is_judged_against_the_human_tldr_of_the_same_post_by_default(
+    runs, capsys, monkeypatch, tmp_path
+):
+    """Issue 22 item 4: the paper's TL;DR baseline is the human-written reference summary (the SFT
+    dataset's TL;DR for the same post), not the comparisons' preferred summary; a post without one is
+    counted. --baseline=chosen stays available."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    posts = [e.prompt for e in read_examples(tiny_config("tldr", "tiny").data, split="eval")[0]][:4]
+    # Human TL;DRs for 3 of the 4 posts, as the SFT dataset writes them (prompt without "TL;DR:").
+    humans = [
+        {"prompt": p.removesuffix("TL;DR:").rstrip(), "label": f"HUMAN {i}"} for i, p in enumerate(posts)
+    ]
+    write_jsonl(tmp_path / "tldr_sft" / "test.jsonl", list(reversed(humans[:3])))
+    decide = lambda text: "Preferred: " + ("A" if responses_of(text)[0].startswith("HUMAN") else "B")
+    with ChatServer(decide=decide) as server:
+        args = openai_args(server, runs["policy"], "--temperatures=0", f"--out_dir={tmp_path}")
+        args[args.index("--human_reference_path=fixture:tldr_sft")] = (
+            f"--human_reference_path={tmp_path / 'tldr_sft'}"
+        )
+        assert winrate.main(args) == 0
+    (line,) = results(capsys)
+    assert line["baseline"] == "human" and line["without_human_reference"] == 1
+    assert line["n"] == 3 and line["win_rate"] == 0.0 and line["unparsable"] == 0
+    name = f"policy_vs_human_openai_{MODEL}"
+    comparisons = (runs["policy"] / "winrate" / f"{name}.comparisons.jsonl").read_text().splitlines()
+    assert sorted(json.loads(c)["baseline"] for c in comparisons) == [" HUMAN 0", " HUMAN 1", " HUMAN 2"]
 
 
 def test_best_of_n_against_the_reference_judged_by_a_reward_model(runs, capsys):
