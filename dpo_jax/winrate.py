@@ -65,6 +65,9 @@ FLAGS = (
     ("judge_timeout_s", float, 60.0, "openai judge: seconds per request"),
     ("judge_backoff_s", float, 1.0, "openai judge: first retry delay (doubles each retry)"),
     ("judge_price", _price, None, "openai judge: USD per million input,output tokens (cost log)"),
+    ("judge_template", str, "", "openai judge: prompt file with {prompt} {response_a} {response_b}"),
+    ("judge_answer_prefix", str, "Preferred:", "openai judge: how the reply's verdict line starts"),
+    ("unparsable", str, "drop", "drop | loss: an unreadable verdict is left out, or a loss of the policy"),
     ("temperatures", _temperatures, "0,0.25,0.5,0.75,1", "sampling temperatures"),
     ("num_prompts", int, 256, "held-out prompts (the first distinct ones of the eval split)"),
     ("max_new_tokens", int, 128, "tokens sampled at most per completion"),
@@ -76,7 +79,12 @@ FLAGS = (
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
 )
-CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
+CHOICES = dict(
+    task=tuple(TASK_TEMPLATES),
+    judge=tuple(JUDGES),
+    dtype=("float32", "bfloat16"),
+    unparsable=("drop", "loss"),
+)
 
 
 def parse_args(argv):
@@ -108,7 +116,12 @@ def make_judge(args, cache_default: Path):
         return judges.make_judge(args.judge, name_or_path=args.judge_path)
     names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
     options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    options.update(template=TASK_TEMPLATES[args.task], price_per_million=args.judge_price)
+    template = TASK_TEMPLATES[args.task]
+    if args.judge_template:
+        template = judges.load_template(args.judge_template, args.judge_answer_prefix)
+    elif args.judge_answer_prefix != judges.DEFAULT_ANSWER_PREFIX:
+        template = judges.JudgePrompt(judges.TEMPLATES[template], args.judge_answer_prefix, template)
+    options.update(template=template, price_per_million=args.judge_price)
     return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
 
 

@@ -73,10 +73,10 @@ def test_openai_judge_against_the_chosen_summaries(runs, capsys, monkeypatch):
         assert [r["temperature"] for r in lines] == [0.0, 1.0]
         for line in lines:
             assert line["win_rate"] == 0.0 and line["n"] == 4 and line["unparsable"] == 0
-            assert line["judge"] == f"openai:{MODEL}" and line["ci_low"] == line["ci_high"] == 0.0
+            assert line["judge"] == MODEL and line["ci_low"] == line["ci_high"] == 0.0
         assert server.requests == 2 * 4 * 2  # every first attempt was refused with a 429 and retried
         out = runs["policy"] / "winrate"
-        name = f"policy_vs_chosen_openai_{MODEL}"
+        name = f"policy_vs_chosen_{MODEL}"
         saved = json.loads((out / f"{name}.json").read_text())
         assert [t["win_rate"] for t in saved["temperatures"]] == [0.0, 0.0]
         assert saved["judge_usage"]["retries"] == 8 and saved["judge_usage"]["cost_usd"] > 0
@@ -118,9 +118,36 @@ def test_tldr_is_judged_against_the_human_tldr_of_the_same_post_by_default(
     (line,) = results(capsys)
     assert line["baseline"] == "human" and line["without_human_reference"] == 1
     assert line["n"] == 3 and line["win_rate"] == 0.0 and line["unparsable"] == 0
-    name = f"policy_vs_human_openai_{MODEL}"
+    name = f"policy_vs_human_{MODEL}"
     comparisons = (runs["policy"] / "winrate" / f"{name}.comparisons.jsonl").read_text().splitlines()
     assert sorted(json.loads(c)["baseline"] for c in comparisons) == [" HUMAN 0", " HUMAN 1", " HUMAN 2"]
+
+
+def test_a_users_judge_template_and_answer_line(runs, capsys, monkeypatch, tmp_path):
+    """Issue 22 item 5, done when: the user's template reaches the server, and a judge answering in the
+    template's own format ("More helpful: A") leaves nothing unparsable."""
+    from tests.judges.test_chat_prompts import USER_TEMPLATE
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    template = tmp_path / "paper_style.txt"
+    template.write_text(USER_TEMPLATE)
+    answer = lambda text: "Comparison: the first is clearer.\nMore helpful: A"
+    extra = [f"--judge_template={template}", "--judge_answer_prefix=More helpful:", "--temperatures=0"]
+    with ChatServer(decide=answer) as server:
+        args = openai_args(server, runs["policy"], *extra, "--baseline=chosen", "--name=user_template")
+        assert winrate.main([*args, f"--judge_cache={tmp_path / 'cache.jsonl'}"]) == 0
+    (line,) = results(capsys)
+    assert line["unparsable"] == 0 and line["n"] == 4 and 0 < line["win_rate"] < 1  # order randomised
+    assert len(server.received) == 4
+    for text in server.received:
+        assert text.startswith("Dialogue so far:\nSUBREDDIT: r/") and "\nMore helpful: <A or B>\n" in text
+    template.write_text(USER_TEMPLATE.replace("{response_b}", "{response_c}"))
+    assert winrate.main([*args, f"--judge_cache={tmp_path / 'cache.jsonl'}"]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        error
+        == f"winrate: judge template {template} line 8: unknown placeholder {{response_c}}; the known ones are {{prompt}}, {{response_a}}, {{response_b}} (write {{{{ or }}}} for a brace)"
+    )
 
 
 def test_best_of_n_against_the_reference_judged_by_a_reward_model(runs, capsys):
@@ -158,7 +185,7 @@ def test_judge_check_against_human_labels(runs, capsys, monkeypatch):
         assert winrate.main(openai_args(server, runs["policy"], "--check_judge", "--num_prompts=6")) == 0
     (line,) = results(capsys)
     assert line["n"] == 6 and 0.0 <= line["agreement_with_humans"] <= 1.0
-    saved = json.loads((runs["policy"] / "winrate" / f"judge_agreement_openai_{MODEL}.json").read_text())
+    saved = json.loads((runs["policy"] / "winrate" / f"judge_agreement_{MODEL}.json").read_text())
     assert saved["agreement_with_humans"] == line["agreement_with_humans"]
 
 

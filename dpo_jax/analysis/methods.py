@@ -61,7 +61,7 @@ def run_method(config, *, best_of: int = 1) -> Method:
 
 
 def data_kind(data) -> str:
-    """"pairs", "ranked", "single" or "prompt_only": what each row of the run's training data holds. A
+    """What each row of the run's training data holds: "pairs", "ranked", "single" or "prompt_only". A
     named source knows; a `local` one is read for its columns (the run's data must still be there)."""
     from dpo_jax.data.sources import SOURCES
 

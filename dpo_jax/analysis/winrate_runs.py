@@ -47,6 +47,7 @@ class WinRateRequest:
     data_source: str = ""
     data_path: str = ""
     name: str = ""
+    unparsable: str = "drop"  # "drop" | "loss": what a verdict the judge gave but we cannot read counts as
 
     def __post_init__(self):
         for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
@@ -153,6 +154,7 @@ def evaluate_run(
         max_new_tokens=request.max_new_tokens,
         batch_size=request.batch_size,
         seed=request.seed,
+        unparsable=request.unparsable,
         on_result=lambda temperature, summary: on_result(
             {"run": run.path, "baseline": baseline.label, **counts, **summary}
         ),
