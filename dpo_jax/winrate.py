@@ -44,7 +44,7 @@ def _price(text: str) -> tuple[float, float]:
 # (flag, type, default, help); a ValueError from a type is argparse's "invalid value" error (exit 2).
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
-    ("task", str, None, "tldr | hh: selects the judge's question (required)"),
+    ("task", str, None, "tldr | hh | news (CNN/DailyMail articles): the judge's question (required)"),
     (
         "baseline",
         str,

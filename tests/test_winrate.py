@@ -3,6 +3,7 @@ workdir and its reference): the openai judge against the local server (results, 
 sends nothing), Best-of-N judged by a reward model, the judge check, and clear errors."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,10 +42,20 @@ def results(capsys) -> list[dict]:
     return [json.loads(line[len("RESULT ") :]) for line in out.splitlines() if line.startswith("RESULT ")]
 
 
+NEWS = dict(
+    source="cnn_dailymail",
+    path="fixture:cnn_dailymail",
+    eval_split="test",
+    max_length=512,
+    max_prompt_length=256,
+)
+
+
 def openai_args(server, run, *extra):
+    task = [] if any(e.startswith("--task=") for e in extra) else ["--task=tldr"]
     return [
         f"--workdir={run}",
-        "--task=tldr",
+        *task,
         "--judge=openai",
         f"--judge_base_url={server.base_url}",
         f"--judge_model={MODEL}",
@@ -148,6 +159,27 @@ def test_a_users_judge_template_and_answer_line(runs, capsys, monkeypatch, tmp_p
         error
         == f"winrate: judge template {template} line 8: unknown placeholder {{response_c}}; the known ones are {{prompt}}, {{response_a}}, {{response_b}} (write {{{{ or }}}} for a brace)"
     )
+
+
+def test_news_articles_judged_against_their_reference_highlights(runs, capsys, monkeypatch):
+    """Issue 22 item 10: the TL;DR policy on CNN/DailyMail articles (the paper's out-of-distribution
+    table), judged with the news template against the articles' own highlights."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    highlights = [e.responses[0] for e in read_examples(SimpleNamespace(**NEWS), split="eval")[0]]
+    decide = lambda text: (
+        "Preferred: " + ("A" if " ".join(responses_of(text)[0].split()) in str(highlights) else "B")
+    )
+    with ChatServer(decide=decide) as server:
+        args = openai_args(server, runs["policy"], "--task=news", "--data_path=fixture:cnn_dailymail")
+        assert winrate.main([*args, "--temperatures=0", "--name=news"]) == 0
+    (line,) = results(capsys)
+    assert line["baseline"] == "human" and line["n"] == 4 and line["win_rate"] == 0.0
+    assert all(
+        text.startswith("Below are a news article") and "Article:\nARTICLE: " in text
+        for text in server.received
+    )
+    comparisons = (runs["policy"] / "winrate" / "news.comparisons.jsonl").read_text().splitlines()
+    assert [json.loads(c)["baseline"] for c in comparisons] == highlights[:4]
 
 
 def test_best_of_n_against_the_reference_judged_by_a_reward_model(runs, capsys):

@@ -1,7 +1,8 @@
 """A win-rate evaluation of one trained run, from its workdir to result files (what `dpo_jax.winrate` runs).
 
 The run's held-out prompts are the first `num_prompts` distinct prompts of its eval split (the data
-config it trained with, or `data_source` / `data_path` for a plain model directory). The policy (or its
+config it trained with, or `data_source` / `data_path` for a plain model directory; for task "news", the
+test split of CNN/DailyMail). The policy (or its
 Best-of-N) is compared at each temperature with the baseline:
 - "human" (the default for tldr and news, as the paper): the human-written reference of the same
   prompt. For tldr that is the TL;DR summary the SFT dataset (`tldr_sft`, CarperAI/openai_summarize_tldr,
@@ -27,6 +28,7 @@ from dpo_jax.analysis.runs import RunInfo, load_policy
 from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.analysis.winrate_sweep import Contender, win_rate_sweep
 from dpo_jax.data import Example, load_tokenizer, read_examples
+from dpo_jax.data.sources import SOURCES
 from dpo_jax.judges import RewardModelJudge
 
 
@@ -63,6 +65,9 @@ DEFAULT_BASELINES = {"tldr": "human", "news": "human", "hh": "chosen"}
 # Where each task's human-written reference lives when it is not the eval data's own response:
 # (source, default path). news needs none: its eval data's only response is the reference highlights.
 HUMAN_REFERENCES = {"tldr": ("tldr_sft", "CarperAI/openai_summarize_tldr")}
+# Tasks whose prompts are not the run's own data: (source, default path). news is the paper's
+# out-of-distribution test: a TL;DR policy summarising CNN/DailyMail articles (the test split).
+TASK_DATA = {"news": ("cnn_dailymail", "abisee/cnn_dailymail")}
 
 
 def safe_name(text: str) -> str:
@@ -70,7 +75,11 @@ def safe_name(text: str) -> str:
 
 
 def held_out_examples(run: RunInfo, request: WinRateRequest) -> list[Example]:
-    if run.config is None and not (request.data_source and request.data_path):
+    if (
+        run.config is None
+        and request.task not in TASK_DATA
+        and not (request.data_source and request.data_path)
+    ):
         raise ValueError(
             f"{run.path} is not a dpo_jax workdir: give --data_source and --data_path for its prompts"
         )
@@ -78,8 +87,11 @@ def held_out_examples(run: RunInfo, request: WinRateRequest) -> list[Example]:
         run.config.data.to_dict() if run.config is not None else dict(max_length=512, max_prompt_length=256)
     )
     data = ml_collections.ConfigDict(base)
-    data.source = request.data_source or data.source
-    data.path = request.data_path or data.path
+    source, path = TASK_DATA.get(request.task, (data.get("source"), data.get("path")))
+    data.source = request.data_source or source
+    data.path = request.data_path or path
+    if data.source != base.get("source"):  # another dataset than the run's: its own held-out split
+        data.eval_split = SOURCES[data.source].default_eval_split if data.source in SOURCES else "test"
     examples, _ = read_examples(data, split="eval", limit=request.num_prompts, unique_prompts=True)
     if not examples:
         raise ValueError(f"{run.path}: the eval split of {data.path!r} holds no usable examples")
