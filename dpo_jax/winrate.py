@@ -45,12 +45,7 @@ def _price(text: str) -> tuple[float, float]:
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
     ("task", str, None, "tldr | hh | news (CNN/DailyMail articles): the judge's question (required)"),
-    (
-        "baseline",
-        str,
-        "",
-        "human | chosen | reference | a model path; default: human (tldr, news), chosen (hh)",
-    ),
+    ("baseline", str, "", "human | chosen | reference | a model; default: human (tldr, news), chosen (hh)"),
     ("human_reference_path", str, "", "tldr's human TL;DRs (default CarperAI/openai_summarize_tldr)"),
     ("human_reference_split", str, "test", "the split of --human_reference_path"),
     ("policy", _best_of, "sample", "sample | best_of_n:N (N samples, the best by --best_of_n_reward)"),
@@ -67,6 +62,12 @@ FLAGS = (
     ("judge_price", _price, None, "openai judge: USD per million input,output tokens (cost log)"),
     ("judge_template", str, "", "openai judge: prompt file with {prompt} {response_a} {response_b}"),
     ("judge_answer_prefix", str, "Preferred:", "openai judge: how the reply's verdict line starts"),
+    (
+        "checkpoints",
+        str,
+        "final",
+        "final | all | every:N: the export, or each kept checkpoint (over training)",
+    ),
     ("unparsable", str, "drop", "drop | loss: an unreadable verdict is left out, or a loss of the policy"),
     ("temperatures", _temperatures, "0,0.25,0.5,0.75,1", "sampling temperatures"),
     ("num_prompts", int, 256, "held-out prompts (the first distinct ones of the eval split)"),
@@ -79,12 +80,8 @@ FLAGS = (
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
 )
-CHOICES = dict(
-    task=tuple(TASK_TEMPLATES),
-    judge=tuple(JUDGES),
-    dtype=("float32", "bfloat16"),
-    unparsable=("drop", "loss"),
-)
+CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
+CHOICES.update(unparsable=("drop", "loss"))
 
 
 def parse_args(argv):
@@ -109,30 +106,14 @@ def parse_args(argv):
     return args
 
 
-def make_judge(args, cache_default: Path):
-    from dpo_jax import judges
-
-    if args.judge != "openai":
-        return judges.make_judge(args.judge, name_or_path=args.judge_path)
-    names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
-    options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    template = TASK_TEMPLATES[args.task]
-    if args.judge_template:
-        template = judges.load_template(args.judge_template, args.judge_answer_prefix)
-    elif args.judge_answer_prefix != judges.DEFAULT_ANSWER_PREFIX:
-        template = judges.JudgePrompt(judges.TEMPLATES[template], args.judge_answer_prefix, template)
-    options.update(template=template, price_per_million=args.judge_price)
-    return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rates
+    from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rate_over_training, plot_win_rates
     from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
-    from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run
+    from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run, judge_from_flags
     from dpo_jax.analysis.winrate_sweep import IncompleteJudging
     from dpo_jax.judges import JudgeError
 
@@ -143,7 +124,7 @@ def main(argv=None) -> int:
             **{k: v for k, v in vars(args).items() if k in WinRateRequest.__dataclass_fields__}
         )
         runs = [read_run(w) for w in args.workdirs]
-        judge = make_judge(args, first_dir / "judge_cache.jsonl")
+        judge = judge_from_flags(args, first_dir / "judge_cache.jsonl")
         for run in runs:
             if args.check_judge:
                 report(check_judge(run, judge, request, Path(run.path, "winrate")))
@@ -156,11 +137,10 @@ def main(argv=None) -> int:
         print(f"winrate: no result written: {error}", file=sys.stderr)
         return 1
     logger.info("judge usage: %s", judge.usage())
-    out = Path(args.out_dir or first_dir) / f"{name}.png"
+    plot = plot_win_rates if args.checkpoints == "final" else plot_win_rate_over_training
     try:
-        print(
-            f"figure: {plot_win_rates(curves, out, title=name)}" if curves else "", end="\n" if curves else ""
-        )
+        out = plot(curves, Path(args.out_dir or first_dir) / f"{name}.png", title=name) if curves else None
+        print(f"figure: {out}" if out else "", end="\n" if out else "")
     except MissingMatplotlib as error:
         print(f"winrate: no figure: {error}", file=sys.stderr)
     return 0
