@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
+from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
 
 logger = logging.getLogger("dpo_jax.winrate")
 
@@ -36,11 +37,6 @@ def _best_of(text: str) -> int:
     return int(match.group(1) or 1)
 
 
-def _price(text: str) -> tuple[float, float]:
-    price_in, price_out = text.split(",")
-    return float(price_in), float(price_out)
-
-
 # (flag, type, default, help); a ValueError from a type is argparse's "invalid value" error (exit 2).
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
@@ -50,18 +46,6 @@ FLAGS = (
     ("human_reference_split", str, "test", "the split of --human_reference_path"),
     ("policy", _best_of, "sample", "sample | best_of_n:N (N samples, the best by --best_of_n_reward)"),
     ("best_of_n_reward", str, "", "reward model (directory or hub name) for best_of_n"),
-    ("judge", str, "openai", "openai | reward_model | classifier"),
-    ("judge_path", str, "", "the reward_model / classifier judge's model"),
-    ("judge_model", str, "", "openai judge: model name (default: a pinned GPT-4o snapshot)"),
-    ("judge_base_url", str, "", "openai judge: any chat-completions endpoint (default: OpenAI's)"),
-    ("judge_cache", str, "", "openai judge: verdict cache (default: first run's winrate/judge_cache.jsonl)"),
-    ("judge_concurrency", int, 8, "openai judge: requests in flight at most"),
-    ("judge_max_retries", int, 6, "openai judge: retries on 429 / 5xx / timeouts"),
-    ("judge_timeout_s", float, 60.0, "openai judge: seconds per request"),
-    ("judge_backoff_s", float, 1.0, "openai judge: first retry delay (doubles each retry)"),
-    ("judge_price", _price, None, "openai judge: USD per million input,output tokens (cost log)"),
-    ("judge_template", str, "", "openai judge: prompt file with {prompt} {response_a} {response_b}"),
-    ("judge_answer_prefix", str, "Preferred:", "openai judge: how the reply's verdict line starts"),
     (
         "checkpoints",
         str,
@@ -79,6 +63,7 @@ FLAGS = (
     ("data_path", str, "", "override the run's data.path"),
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
+    *JUDGE_FLAGS,
 )
 CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
 CHOICES.update(unparsable=("drop", "loss"))
@@ -101,8 +86,7 @@ def parse_args(argv):
     args.best_of, args.workdirs = args.policy, [w for w in args.workdir.split(",") if w]
     if args.best_of > 1 and not args.best_of_n_reward:
         parser.error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
-    if args.judge != "openai" and not args.judge_path:
-        parser.error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
+    check_judge_flags(parser, args)
     return args
 
 
@@ -113,9 +97,10 @@ def main(argv=None) -> int:
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rate_over_training, plot_win_rates
     from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
-    from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run, judge_from_flags
+    from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run
     from dpo_jax.analysis.winrate_sweep import IncompleteJudging
     from dpo_jax.judges import JudgeError
+    from dpo_jax.judges.flags import judge_from_flags
 
     report = lambda summary: print(result_line(summary), flush=True)
     curves, name, first_dir = {}, "", Path(args.workdirs[0], "winrate")

@@ -230,20 +230,3 @@ def check_judge(run: RunInfo, judge, request: WinRateRequest, out_dir: Path) -> 
     write_jsonl(out_dir / f"{name}.comparisons.jsonl", records)
     write_json(out_dir / f"{name}.json", {**summary, "judge_usage": judge.usage()})
     return summary
-
-
-def judge_from_flags(args, cache_default: Path):
-    """The judge the winrate command's flags (`args`, attribute access) ask for."""
-    from dpo_jax import judges
-
-    if args.judge != "openai":
-        return judges.make_judge(args.judge, name_or_path=args.judge_path)
-    names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
-    options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    template = judges.TASK_TEMPLATES[args.task]
-    if args.judge_template:
-        template = judges.load_template(args.judge_template, args.judge_answer_prefix)
-    elif args.judge_answer_prefix != judges.DEFAULT_ANSWER_PREFIX:
-        template = judges.JudgePrompt(judges.TEMPLATES[template], args.judge_answer_prefix, template)
-    options.update(template=template, price_per_million=args.judge_price)
-    return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
