@@ -10,7 +10,9 @@ of --data_path, split --split) are sampled from the policy at temperature 1; the
 classifier's p(positive) of prefix + continuation, KL(pi || pi_ref) is the mean of
 log pi(y|x) - log pi_ref(y|x) over the samples (pi_ref: the run's reference, which scores the same
 tokens), each with its standard error (prompts as clusters). Each distinct reference is evaluated too,
-at KL 0. Curves: one per method (the run's loss, or "sft"), through its beta sweep.
+at KL 0. Curves: one per method (analysis/methods.py: from the run's stage and objective, so PPO,
+PPO-GT, preferred-FT and unlikelihood runs each get their own), through its own sweep parameter (beta,
+the KL coefficient or target, alpha), written beside each point.
 Writes OUT_DIR/frontier.json (every point; once complete) and OUT_DIR/frontier.png; prints one
 `RESULT {json}` line per point. --workdirs also accepts a sweep root, meaning all its runs.
 """
@@ -54,7 +56,7 @@ def expand_workdirs(spec: str) -> list[str]:
         path = Path(entry)
         if path.is_dir() and not (path / RUN_CONFIG).exists() and not (path / "config.json").exists():
             found = [str(p.parent) for p in sorted(path.glob(f"*/{RUN_CONFIG}"))]
-            found = [run for run in found if read_run(run).method != "sft"]
+            found = [run for run in found if read_run(run).method().name != "sft"]
             if not found:
                 raise FileNotFoundError(f"{entry} holds no preference run ({RUN_CONFIG} of a non-SFT run)")
             runs.extend(found)
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
                     reference = references[reference_path]
                     tokenizer = load_tokenizer(read_run(reference_path).tokenizer_path())
                     stats = reward_and_kl(reference, reference, tokenizer, prompts, classifier, **options)
-                    point = {"run": reference_path, "method": "reference", "beta": None, **stats}
+                    point = {"run": reference_path, "method": "reference", "parameter": None, **stats}
                     print(result_line(point), flush=True)
                     points.append(point)
             tokenizer = load_tokenizer(run.tokenizer_path())
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
             stats = reward_and_kl(
                 policy, references[reference_path], tokenizer, prompts, classifier, **options
             )
-            point = {"run": run.path, "method": run.method, "beta": run.beta, **stats}
+            point = {"run": run.path, **run.method().as_dict(), **stats}
             print(result_line(point), flush=True)
             points.append(point)
         out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)

@@ -1,7 +1,7 @@
 """Command line: judged win rates across sampling temperatures (README: "Win rates and the IMDb sentiment
 frontier"; the library side is dpo_jax/analysis/winrate_runs.py).
 
-    python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --baseline=chosen --judge=openai
+    python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --judge=openai  # vs the human TL;DRs
     python -m dpo_jax.winrate --workdir=/tmp/hh-sft --task=hh --baseline=chosen --policy=best_of_n:16 \\
         --best_of_n_reward=OpenAssistant/reward-model-deberta-v3-large-v2 --judge=openai
 
@@ -45,8 +45,15 @@ def _price(text: str) -> tuple[float, float]:
 # (flag, type, default, help); a ValueError from a type is a bad command line (exit 2).
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
-    ("task", str, None, "tldr | hh: selects the judge's question (required)"),
-    ("baseline", str, "chosen", "chosen | reference | a workdir or model path"),
+    ("task", str, None, "tldr | hh | news (CNN/DailyMail articles): the judge's question (required)"),
+    (
+        "baseline",
+        str,
+        "",
+        "human | chosen | reference | a model path; default: human (tldr, news), chosen (hh)",
+    ),
+    ("human_reference_path", str, "", "tldr's human TL;DRs (default CarperAI/openai_summarize_tldr)"),
+    ("human_reference_split", str, "test", "the split of --human_reference_path"),
     ("policy", _best_of, "sample", "sample | best_of_n:N (N samples, the best by --best_of_n_reward)"),
     ("best_of_n_reward", str, "", "reward model (directory or hub name) for best_of_n"),
     ("judge", str, "openai", "openai | reward_model | classifier"),
@@ -59,6 +66,9 @@ FLAGS = (
     ("judge_timeout_s", float, 60.0, "openai judge: seconds per request"),
     ("judge_backoff_s", float, 1.0, "openai judge: first retry delay (doubles each retry)"),
     ("judge_price", _price, None, "openai judge: USD per million input,output tokens (cost log)"),
+    ("judge_template", str, "", "openai judge: prompt file with {prompt} {response_a} {response_b}"),
+    ("judge_answer_prefix", str, "Preferred:", "openai judge: how the reply's verdict line starts"),
+    ("unparsable", str, "drop", "drop | loss: an unreadable verdict is left out, or a loss of the policy"),
     ("temperatures", _temperatures, "0,0.25,0.5,0.75,1", "sampling temperatures"),
     ("num_prompts", int, 256, "held-out prompts (the first distinct ones of the eval split)"),
     ("max_new_tokens", int, 128, "tokens sampled at most per completion"),
@@ -71,7 +81,12 @@ FLAGS = (
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
     ("check_judge", bool, False, "judge the data's chosen vs rejected"),
 )
-CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
+CHOICES = dict(
+    task=tuple(TASK_TEMPLATES),
+    judge=tuple(JUDGES),
+    dtype=("float32", "bfloat16"),
+    unparsable=("drop", "loss"),
+)
 
 
 def parse_args(argv):
@@ -93,7 +108,12 @@ def make_judge(args, cache_default: Path):
         return judges.make_judge(args.judge, name_or_path=args.judge_path)
     names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
     options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    options.update(template=TASK_TEMPLATES[args.task], price_per_million=args.judge_price)
+    template = TASK_TEMPLATES[args.task]
+    if args.judge_template:
+        template = judges.load_template(args.judge_template, args.judge_answer_prefix)
+    elif args.judge_answer_prefix != judges.DEFAULT_ANSWER_PREFIX:
+        template = judges.JudgePrompt(judges.TEMPLATES[template], args.judge_answer_prefix, template)
+    options.update(template=template, price_per_million=args.judge_price)
     return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
 
 
