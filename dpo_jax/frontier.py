@@ -21,34 +21,32 @@ IMDb curves, instead of the exported policy (analysis/over_training.py).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
-from dpo_jax.analysis.sentiment_pairs import add_prefix_flags, prefixes_from_flags
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
+
+FLAGS = (
+    ("workdirs", str, None, "runs (or a sweep root), comma separated"),
+    ("classifier", str, DEFAULT_SENTIMENT_CLASSIFIER, "sentiment classifier"),
+    ("out_dir", str, "", "default: the parent of the first run"),
+    ("num_samples", int, 4, "samples per prefix"),
+    *prefix_flags(split="test", num_prompts=256),
+    ("no_reference_point", bool, False, "skip evaluating the references"),
+    ("checkpoints", str, "final", "final | all | every:N (one point per checkpoint)"),
+)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.frontier",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    args = parse_command(
+        "python -m dpo_jax.frontier", argv, FLAGS, doc=__doc__, choices=PREFIX_CHOICES, required=("workdirs",)
     )
-    parser.add_argument("--workdirs", required=True, help="runs (or a sweep root), comma separated")
-    parser.add_argument("--classifier", default=DEFAULT_SENTIMENT_CLASSIFIER)
-    parser.add_argument("--out_dir", default="", help="default: the parent of the first run")
-    parser.add_argument("--num_samples", type=int, default=4, help="samples per prefix")
-    add_prefix_flags(parser, split="test", num_prompts=256)
-    parser.add_argument("--no_reference_point", action="store_true", help="skip evaluating the references")
-    parser.add_argument(
-        "--checkpoints", default="final", help="final | all | every:N (one point per checkpoint)"
-    )
-    args = parser.parse_args(argv)
     if args.num_prompts < 2 or args.num_samples < 1:
-        parser.error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
+        command_error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
     return args
 
 
@@ -72,7 +70,7 @@ def expand_workdirs(spec: str) -> list[str]:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
     from dpo_jax.analysis.results import result_line, write_json
@@ -106,15 +104,15 @@ def main(argv=None) -> int:
             {"classifier": args.classifier, "num_prompts": len(prompts), **options, "points": points},
         )
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
-        print(f"frontier: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     curves: dict[str, list] = {}
     for point in (p for p in points if "error" not in p):
         curves.setdefault(point["method"], []).append(point)
     try:
         print(f"figure: {plot_reward_vs_kl(curves, out_dir / 'frontier.png', title='IMDb sentiment')}")
     except MissingMatplotlib as error:
-        print(f"frontier: no figure: {error}", file=sys.stderr)
+        print(f"warning: no figure: {error}", file=sys.stderr)
     return 0
 
 

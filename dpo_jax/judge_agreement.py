@@ -15,39 +15,38 @@ distinct comparison of --labels (shown in a random order, mapped back), its labe
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.config.command_line import parse_command
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
 
+FLAGS = (
+    ("labels", str, None, "label file (JSONL): human labels, or a judge's"),
+    ("against", str, "", "a second label file to compare with (no judge asked)"),
+    ("task", str, "tldr", "tldr | hh | news: the judge's question"),
+    ("out", str, "", "the judge's labels (default: LABELS.<judge>.jsonl)"),
+    ("seed", int, 0, "order randomisation and bootstrap seed"),
+    *JUDGE_FLAGS,
+)
+
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.judge_agreement",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    choices = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES))
+    args = parse_command(
+        "python -m dpo_jax.judge_agreement", argv, FLAGS, doc=__doc__, choices=choices, required=("labels",)
     )
-    parser.add_argument("--labels", required=True, help="label file (JSONL): human labels, or a judge's")
-    parser.add_argument("--against", default="", help="a second label file to compare with (no judge asked)")
-    parser.add_argument("--task", choices=tuple(TASK_TEMPLATES), default="tldr", help="the judge's question")
-    parser.add_argument("--out", default="", help="the judge's labels (default: LABELS.<judge>.jsonl)")
-    parser.add_argument("--seed", type=int, default=0, help="order randomisation and bootstrap seed")
-    for flag, kind, default, text in JUDGE_FLAGS:
-        choices = tuple(JUDGES) if flag == "judge" else None
-        parser.add_argument(f"--{flag}", type=kind, default=default, help=text, choices=choices)
-    args = parser.parse_args(argv)
     if not args.against:
-        check_judge_flags(parser, args)
+        check_judge_flags(args)
     return args
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from dpo_jax.analysis.judge_agreement import agreement, judge_labels, read_labels
     from dpo_jax.analysis.results import result_line, write_jsonl
     from dpo_jax.analysis.winrate_runs import safe_name
@@ -77,8 +76,8 @@ def main(argv=None) -> int:
         between = f"{judge.name} and {args.labels}"
         report({"between": between, "out": out, "unparsable": unparsable, **summary, "usage": judge.usage()})
     except (JudgeError, ValueError, OSError) as error:
-        print(f"judge_agreement: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     return 0
 
 

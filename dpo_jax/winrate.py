@@ -11,12 +11,13 @@ temperature, 95% bootstrap intervals); prints `RESULT {json}` per run and temper
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
 from pathlib import Path
 
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
 
@@ -37,7 +38,7 @@ def _best_of(text: str) -> int:
     return int(match.group(1) or 1)
 
 
-# (flag, type, default, help); a ValueError from a type is argparse's "invalid value" error (exit 2).
+# (flag, type, default, help); a ValueError from a type is a bad command line (exit 2).
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
     ("task", str, None, "tldr | hh | news (CNN/DailyMail articles): the judge's question (required)"),
@@ -63,6 +64,7 @@ FLAGS = (
     ("data_path", str, "", "override the run's data.path"),
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
+    ("check_judge", bool, False, "judge the data's chosen vs rejected"),
     *JUDGE_FLAGS,
 )
 CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
@@ -70,30 +72,20 @@ CHOICES.update(unparsable=("drop", "loss"))
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.winrate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    args = parse_command(
+        "python -m dpo_jax.winrate", argv, FLAGS, doc=__doc__, choices=CHOICES, required=("workdir", "task")
     )
-    for flag, kind, default, text in FLAGS:
-        required = default is None and flag in ("workdir", "task")
-        parser.add_argument(
-            f"--{flag}", type=kind, default=default, help=text, required=required, choices=CHOICES.get(flag)
-        )
-    parser.add_argument("--check_judge", action="store_true", help="judge the data's chosen vs rejected")
-    args = parser.parse_args(argv)
     args.best_of, args.workdirs = args.policy, [w for w in args.workdir.split(",") if w]
     if args.best_of > 1 and not args.best_of_n_reward:
-        parser.error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
-    check_judge_flags(parser, args)
+        command_error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
+    check_judge_flags(args)
     return args
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rate_over_training, plot_win_rates
     from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
@@ -116,10 +108,10 @@ def main(argv=None) -> int:
                 continue
             name, curves[run.label] = evaluate_run(run, judge, request, Path(run.path, "winrate"), report)
     except (JudgeError, ValueError, OSError) as error:
-        print(f"winrate: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     except IncompleteJudging as error:
-        print(f"winrate: no result written: {error}", file=sys.stderr)
+        print_error(f"no result written: {error}")
         return 1
     logger.info("judge usage: %s", judge.usage())
     plot = plot_win_rates if args.checkpoints == "final" else plot_win_rate_over_training
@@ -127,7 +119,7 @@ def main(argv=None) -> int:
         out = plot(curves, Path(args.out_dir or first_dir) / f"{name}.png", title=name) if curves else None
         print(f"figure: {out}" if out else "", end="\n" if out else "")
     except MissingMatplotlib as error:
-        print(f"winrate: no figure: {error}", file=sys.stderr)
+        print(f"warning: no figure: {error}", file=sys.stderr)
     return 0
 
 

@@ -33,4 +33,4 @@ def test_the_command_judges_writes_labels_and_compares_two_files(tmp_path, capsy
     _, _, versus = results(capsys)
     assert (versus["agree"], versus["n"]) == (4, 6)
     assert judge_agreement.main([f"--labels={tmp_path / 'missing.jsonl'}", f"--against={labels}"]) == 2
-    assert capsys.readouterr().err.startswith("judge_agreement: label file ")
+    assert capsys.readouterr().err.startswith("error: label file ")

@@ -158,7 +158,7 @@ def test_a_users_judge_template_and_answer_line(runs, capsys, monkeypatch, tmp_p
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert (
         error
-        == f"winrate: judge template {template} line 8: unknown placeholder {{response_c}}; the known ones are {{prompt}}, {{response_a}}, {{response_b}} (write {{{{ or }}}} for a brace)"
+        == f"error: judge template {template} line 8: unknown placeholder {{response_c}}; the known ones are {{prompt}}, {{response_a}}, {{response_b}} (write {{{{ or }}}} for a brace)"
     )
 
 
@@ -271,7 +271,7 @@ def test_errors_are_one_clear_message(runs, capsys, monkeypatch, tmp_path):
     with ChatServer() as server:
         assert winrate.main(openai_args(server, runs["policy"], "--name=refused", "--temperatures=0")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("winrate: ") and "HTTP 401" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "HTTP 401" in err and "Traceback" not in err
     assert not (runs["policy"] / "winrate" / "refused.json").exists()
     assert (
         winrate.main(

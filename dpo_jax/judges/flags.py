@@ -28,9 +28,11 @@ JUDGE_FLAGS = (
 )
 
 
-def check_judge_flags(parser, args) -> None:
+def check_judge_flags(args) -> None:
+    from dpo_jax.config.command_line import command_error
+
     if args.judge != "openai" and not args.judge_path:
-        parser.error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
+        command_error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
 
 
 def judge_from_flags(args, cache_default: Path):
