@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
     try:
+        every = parse_checkpoints(args.checkpoints)
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
         prompts = prefixes_from_flags(args)
         classifier = ClassifierJudge(args.classifier)
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
             runs,
             prompts,
             classifier,
-            checkpoints_every=parse_checkpoints(args.checkpoints),
+            checkpoints_every=every,
             reference_points=not args.no_reference_point,
             dtype=args.dtype,
             on_point=lambda point: print(result_line(point), flush=True),

@@ -219,6 +219,8 @@ def test_win_rate_over_training_one_result_per_checkpoint(runs, capsys, tmp_path
         saved = json.loads((workdir / "winrate" / f"{name}_step{step}.json").read_text())
         assert saved["step"] == step and saved["temperatures"][0]["win_rate"] == greedy[step]
     assert (workdir / "winrate" / f"{name}.png").stat().st_size > 0
+    assert winrate.main([*args, "--checkpoints=every:0"]) == 2
+    assert "--checkpoints='every:0': expected final, all or every:N" in capsys.readouterr().err
     assert winrate.main([*args, "--checkpoints=every:5"]) == 2
     assert "no checkpoint at a multiple of 5 steps (saved: [2, 4, 6])" in capsys.readouterr().err
 

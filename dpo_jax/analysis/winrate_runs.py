@@ -57,6 +57,7 @@ class WinRateRequest:
         for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        parse_checkpoints(self.checkpoints)  # refused before any model or judge is loaded
         if not self.baseline:
             object.__setattr__(self, "baseline", DEFAULT_BASELINES.get(self.task, "chosen"))
         if self.baseline == "human" and self.task == "hh":
