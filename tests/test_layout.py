@@ -197,6 +197,7 @@ JIT_ELSEWHERE = {
     "dpo_jax.training.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
     "dpo_jax.models.loading": "a random model's init as one program instead of op by op",
     "dpo_jax.sampling.generate": "the sampler, its own room's program (PPO's rollout wraps it in ppo.programs)",
+    "dpo_jax.judges.scoring": "a judge's scorer (reward model / classifier) on the mesh, traced in its rules",
     "dpo_jax.analysis.teacher_forcing": "scoring saved samples after training (an analysis, no train state)",
     "dpo_jax.perf.benchmark": "bench's precomputed reference log-probs of its one synthetic batch",
     "dpo_jax.synthetic.exact": "the synthetic task's exact log-probs over every completion (an analysis)",
