@@ -72,7 +72,12 @@ def test_training_judge_and_export_score_the_same_token(tmp_path):
     export_reward_model(model, params, export, tokenizer=tokenizer, pad_id=tokenizer.pad_token_id)
 
     # Best-of-N and the reward-model judge: batched, padded, on the 8 fake devices.
-    judged = RewardModelJudge(export, batch_size=2).score(PROMPTS, RESPONSES)
+    judge = RewardModelJudge(export, batch_size=2)
+    judged = judge.score(PROMPTS, RESPONSES)
+    # A decoded sample that kept its EOS text is the same sequence, not one with two EOS.
+    # (Other rows in the batch may change the blocking of the sums: a few ulps, not the 0.1s a shifted token gives.)
+    with_eos = judge.score(PROMPTS[:1], [RESPONSES[0] + tokenizer.eos_token])
+    np.testing.assert_allclose(with_eos, judged[:1], rtol=0, atol=1e-4)
 
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(export).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(export)

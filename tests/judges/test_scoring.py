@@ -11,7 +11,7 @@ import pytest
 
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import ClassifierJudge, RewardModelJudge
-from dpo_jax.judges.scoring import MIN_BUCKET, MeshScorer, bucket_length
+from dpo_jax.judges.scoring import MIN_BUCKET, MeshScorer, bucket_length, jit_score_program
 from dpo_jax.models import from_hf
 from dpo_jax.models.reward import export_reward_model
 from dpo_jax.sharding import make_mesh
@@ -34,6 +34,8 @@ def test_sharded_scoring_equals_the_unsharded_model(tmp_path):
     specs = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(scorer.params)}
     assert any("fsdp" in spec or "tensor" in spec for spec in specs)  # the mesh's rules, not one device
     ours = scorer.logits(sequences, pad_id=1)
+    fn, abstract_args = jit_score_program(model, scorer.mesh, (4, 64))  # what aot compiles: no weights needed
+    assert fn.lower(*abstract_args).compile() is not None
     assert sorted(scorer._programs) == [16, 32]  # two buckets for five lengths
     # The reference: the model on one device, one right-padded batch (padding parity: test_roberta.py).
     ids = np.ones((len(sequences), 32), np.int32)
