@@ -55,14 +55,18 @@ def training_scores(model, params, tokenizer):
         max_length=64,
     ).batch(0)
     ids, mask = (jnp.asarray(batch[k][:, 0]) for k in ("input_ids", "attention_mask"))
-    return np.asarray(sequence_scores(make_value_fn(model)(params, ids, mask), mask)), batch
+    values = make_value_fn(model)(params, ids, mask)
+    before_eos = np.asarray(values)[np.arange(len(PROMPTS)), np.asarray(mask).sum(-1) - 2]
+    return np.asarray(sequence_scores(values, mask)), before_eos, batch
 
 
 def test_training_judge_and_export_score_the_same_token(tmp_path):
     tokenizer = load_tokenizer("tiny")
     assert tokenizer.pad_token_id == tokenizer.eos_token_id  # the case that went wrong
     model, params = tiny_reward_model(tokenizer)
-    trained, batch = training_scores(model, params, tokenizer)
+    trained, before_eos, batch = training_scores(model, params, tokenizer)
+    # Reading the last content token instead (the defect) would be told apart by far more than 1e-4.
+    assert np.abs(before_eos - trained).min() > 1e-2
     assert (
         batch["input_ids"][np.arange(3), 0, batch["attention_mask"][:, 0].sum(-1) - 1]
         == tokenizer.eos_token_id
