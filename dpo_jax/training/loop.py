@@ -422,7 +422,9 @@ def describe_objective(config) -> str:
         if config.length_normalize
         else "summed log-probs (the reference implementation's convention)"
     )
-    reference = "reference-free" if config.reference_free else "with a reference model"
+    reference = "with a reference model" if stage_uses_reference(config) else "no reference model"
+    if config.reference_free:
+        reference = "reference-free"
     return f"loss {config.loss}, beta {config.beta}, {logps}, {reference}"
 
 
