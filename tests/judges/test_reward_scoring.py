@@ -72,11 +72,11 @@ def test_training_judge_and_export_score_the_same_token(tmp_path):
         == tokenizer.eos_token_id
     ).all()
 
-    export = str(tmp_path / "export")
+    export = str(tmp_path / "run" / "export")  # where the trainer writes it
     export_reward_model(model, params, export, tokenizer=tokenizer, pad_id=tokenizer.pad_token_id)
 
     # Best-of-N and the reward-model judge: batched, padded, on the 8 fake devices.
-    judge = RewardModelJudge(export, batch_size=2)
+    judge = RewardModelJudge(str(tmp_path / "run"), batch_size=2)  # a workdir names its export
     judged = judge.score(PROMPTS, RESPONSES)
     # A decoded sample that kept its EOS text is the same sequence, not one with two EOS.
     # (Other rows in the batch may change the blocking of the sums: a few ulps, not the 0.1s a shifted token gives.)
