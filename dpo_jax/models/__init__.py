@@ -7,6 +7,7 @@ to_hf(model, params, "/tmp/export")   # loads with AutoModelForCausalLM.from_pre
 
 from __future__ import annotations
 
+from dpo_jax.models.attention import RightPadded
 from dpo_jax.models.build import (
     abstract_params,
     build_model,
@@ -23,6 +24,7 @@ __all__ = [
     "ModelConfig",
     "GPT2LMHeadModel",
     "GPTNeoXForCausalLM",
+    "RightPadded",
     "abstract_params",
     "build_model",
     "from_hf",
