@@ -59,12 +59,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.pack_length = 0  # tokens per packed row; 0 = the longest example row of the split
 
     # Objective (dpo_jax.objectives.preference_loss); checked when the config is read.
-    c.loss = "dpo"  # dpo | ipo | hinge | robust | plackett_luce | sft
+    c.loss = "dpo"  # dpo | ipo | hinge | robust | plackett_luce | sft | unlikelihood
     c.beta = 0.1
     c.label_smoothing = 0.0
     c.reference_free = False
     c.length_normalize = False  # mean instead of sum of token log-probs (TRL's IPO convention)
     c.plackett_luce_top_k = 0  # 0 = the whole ranking
+    c.unlikelihood_alpha = 1.0  # unlikelihood: weight of the rejected response's unlikelihood term
 
     # Optimisation (the paper's code base: RMSprop, lr 5e-7 .. 1e-6, linear warmup 150, constant).
     c.optimizer = "rmsprop"
