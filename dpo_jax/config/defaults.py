@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_train_examples = 0  # 0 = all
     c.data.max_eval_examples = 256  # the reference implementation evaluates on 256 pairs
     c.data.shp_min_score_ratio = 2.0
+    c.data.hh_single_turn = False  # hh: only prompts with exactly one human turn (filtered rows counted)
     # Rows (dpo_jax.data.packing): the prompt computed once per example, its K responses attending to it
     # (exact: same log-probs, losses and gradients as separate sequences: tests/objectives/test_rows.py),
     # and several examples packed per row. A step is still global_batch_size examples. Packing stays
