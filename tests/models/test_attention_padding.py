@@ -13,6 +13,7 @@ from dpo_jax.models import ModelConfig, RightPadded, build_model
 from dpo_jax.models import attention as attention_module
 from dpo_jax.models.attention import _cudnn_attention, causal_attention
 from tests.synthetic.tiny_models import random_params
+from tests.tolerances import f32_bound
 
 LENGTH = 20
 # One row per layout, so one forward covers them all (a row's padding changes no other row).
@@ -43,11 +44,10 @@ def route_cudnn_to_xla(monkeypatch, platform=None):
 
 def float_tolerance(dtype, magnitude, terms, layers=1):
     """A bound on |a - b| for two paths that sum the same `terms` softmax terms in different orders (real
-    keys moved together), accumulating in float32: terms * eps relative to `magnitude` per layer (the
-    recursive-summation bound); in bf16 each layer's attention output may also round the other way
-    (one ulp, eps(bf16) relative)."""
-    rounding = 0.0 if jnp.dtype(dtype) == jnp.float32 else float(jnp.finfo(dtype).eps)
-    return layers * (terms * float(jnp.finfo(jnp.float32).eps) + rounding) * magnitude
+    keys moved together), accumulating in float32 (`f32_bound`) per layer; in bf16 each layer's
+    attention output may also round the other way (one ulp, eps(bf16) relative)."""
+    rounding = 0.0 if jnp.dtype(dtype) == jnp.float32 else float(jnp.finfo(dtype).eps) * float(magnitude)
+    return layers * (f32_bound(magnitude, terms) + rounding)
 
 
 @pytest.fixture(scope="module")
