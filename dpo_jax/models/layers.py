@@ -220,7 +220,7 @@ class CausalAttentionCore(nn.Module):
 
     `attention_mask` [batch, key_slots] marks real tokens: the input length in a full forward,
     the cache length when decoding; a full forward also takes a pairwise [batch, length, length]
-    mask or a `RowMask` (see `dpo_jax.models.attention`). Decoding writes k/v at the cache index and advances it,
+    mask, a `RowMask` or a `RightPadded` [batch, length] mask (see `dpo_jax.models.attention`). Decoding writes k/v at the cache index and advances it,
     so a prompt can be prefilled in one call and continued one token at a time. The kernel is
     `config.attention`'s (`dpo_jax.models.attention`); decoding always takes the XLA path.
     """
