@@ -32,6 +32,7 @@ class LossOptions:
     reference_free: bool = False
     label_smoothing: float = 0.0
     top_k: int = 0
+    unlikelihood_alpha: float = 1.0
     reward_model: bool = False
     num_responses: int | None = None
 
@@ -43,7 +44,7 @@ class LossOptions:
         if not self.reward_model:
             validate_loss_options(
                 self.loss_name, beta=self.beta, reference_free=self.reference_free,
-                length_normalize=self.length_normalize, **common,
+                length_normalize=self.length_normalize, unlikelihood_alpha=self.unlikelihood_alpha, **common,
             )  # fmt: skip
             return
         if self.loss_name not in REWARD_LOSSES:

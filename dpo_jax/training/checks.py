@@ -30,6 +30,7 @@ def loss_options_from_config(config, *, num_responses: int | None = None) -> Los
         reference_free=config.reference_free,
         label_smoothing=config.label_smoothing,
         top_k=config.plackett_luce_top_k,
+        unlikelihood_alpha=config.unlikelihood_alpha,
         reward_model=config.stage == "reward_model",
         num_responses=num_responses,
     )

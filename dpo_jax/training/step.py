@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from dpo_jax.metrics import merge_metrics
+from dpo_jax.models.attention import RightPadded, RowMask
 from dpo_jax.objectives import HiddenStates, LossOptions, make_loss_fn
 from dpo_jax.sharding import batch_sharding, traced_in_context
 from dpo_jax.training.checks import loss_options_from_config
@@ -89,7 +90,8 @@ def make_train_step(
 
 def make_apply_fn(model) -> Callable:
     """`(params, input_ids, attention_mask, position_ids=None) -> HiddenStates`, as the objectives call the
-    model (row batches pass a `RowMask` and their positions).
+    model (row batches pass a `RowMask` and their positions). A [N, L] mask comes from the loader, which
+    pads on the right: it reaches attention as `RightPadded`, which cuDNN reads as lengths.
 
     The model stops before its vocabulary head: the objectives project only the response positions
     (`dpo_jax.objectives.logps.token_logps`), in chunks, with the head's own [D, V] matrix in the
@@ -97,6 +99,8 @@ def make_apply_fn(model) -> Callable:
     """
 
     def apply_fn(params, input_ids, attention_mask, position_ids=None):
+        if attention_mask is not None and not isinstance(attention_mask, RowMask):
+            attention_mask = RightPadded(attention_mask)
         hidden = model.apply(
             {"params": params},
             input_ids,
