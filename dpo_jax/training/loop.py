@@ -27,7 +27,8 @@ from dpo_jax.checkpoint import (
     install_preemption_handler,
     should_stop_for_preemption,
 )
-from dpo_jax.evaluation.passes import evaluate, jit_eval_step, pass_layout, precompute_reference_logps
+from dpo_jax.evaluation.passes import evaluate, jit_eval_step, pass_layout
+from dpo_jax.evaluation.reference_cache import attach_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import MetricsWriter, Throughput
@@ -268,9 +269,9 @@ class _Run:
         # Passes without gradients use the micro-batch size: it is known to fit.
         eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
         if has_reference and config.reference.precompute_logps:
-            prepared = precompute_reference_logps(
-                prepared, apply_fn, reference, config, mesh, rules, eval_batch_size
-            )
+            prepared = attach_reference_logps(
+                prepared, apply_fn, reference, config, mesh, rules, eval_batch_size, workdir=str(self.workdir)
+            ).prepared
             loader = loader.with_data(prepared)
             reference, has_reference = None, False  # freed: the logps travel with the batches
         first_batch = make_global_batch(loader.batch(start_step), mesh)
