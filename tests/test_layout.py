@@ -35,6 +35,7 @@ ROOMS = (
     "ppo",
     "perf",
     "synthetic",
+    "recipes",
 )
 COMMANDS_ROOM = "commands"  # the modules at the top level of dpo_jax/
 MAX_COMMAND_LINES = 150
