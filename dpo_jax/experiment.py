@@ -13,6 +13,7 @@ Exit status: 0 done; 2 a mistake in the command line (one line on stderr); 75 a 
 after saving (rerun the same command); 1 a stage failed (the end of its log is printed).
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -46,6 +47,13 @@ def _parse(argv):
 @report_user_errors
 def main(argv):
     del argv
+    if _DRY_RUN.value:
+        # Compiling for a target needs no accelerator (as `python -m dpo_jax.aot`); the stages of a
+        # real run inherit the environment as it is. Set before anything imports jax.
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        from dpo_jax.config.runtime import apply_device_memory_settings
+
+        apply_device_memory_settings()
     from dpo_jax.recipes import get_recipe
     from dpo_jax.recipes.engine import StageFailed
     from dpo_jax.recipes.run import plan, run_recipe

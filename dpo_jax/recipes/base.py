@@ -38,6 +38,8 @@ class Recipe:
     stages: Callable[[ml_collections.ConfigDict], list[Stage]]
     report: Callable[[ml_collections.ConfigDict, Path], Report] | None
     missing: Callable[[ml_collections.ConfigDict], list[str]] = lambda config: []
+    # Why the recipe cannot run yet ("" = it can): its plan still prints with --dry_run.
+    blocked: Callable[[ml_collections.ConfigDict], str] = lambda config: ""
 
 
 def configs_dir(config) -> str:
@@ -130,4 +132,7 @@ def common_fields(config: ml_collections.ConfigDict, scale: str) -> None:
     config.seed = 0
     # Extra arguments per stage kind, appended to its command line (e.g. --recipe.args.dpo="--config.learning_rate=1e-6").
     config.args = ml_collections.ConfigDict()
+    config.launcher = (
+        ""  # a command prefix for the training stages (launch/recipe_slurm_stage.sh: every node)
+    )
     config.aot_target = "v5e-8"  # --dry_run --scale=paper compiles each training stage for this target

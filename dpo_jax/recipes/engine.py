@@ -157,8 +157,11 @@ class StageRecord:
 class Runner:
     """Runs stages in order in DIR, reusing, resuming and superseding as the fingerprints say."""
 
-    def __init__(self, root: str, *, log: Callable[[str], None] = print):
+    def __init__(self, root: str, *, log: Callable[[str], None] = print, launcher: tuple[str, ...] = ()):
         self.root = Path(os.path.abspath(root))
+        # Training stages run under it (e.g. a script that runs the command on every node with srun);
+        # sampling and scoring stages run here, on one host.
+        self.launcher = tuple(launcher)
         self.log = log
         self.fingerprints: dict[str, str] = {}
         self._input_hashes: dict[str, str] = {}
@@ -215,8 +218,9 @@ class Runner:
     def _execute(self, stage: Stage, directory: Path, identity: dict[str, Any], key: str) -> float:
         directory.mkdir(parents=True, exist_ok=True)
         _write_json(directory / STARTED_FILE, {"fingerprint": key, "identity": identity})
-        command = [sys.executable, "-m", *(self.expand(a) for a in stage.args)]
-        self.log(f"stage {stage.name}: running {' '.join(command[2:])}")
+        launcher = self.launcher if stage.kind == "train" else ()
+        command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.args)]
+        self.log(f"stage {stage.name}: running {' '.join(command[len(launcher) + 2 :])}")
         start = time.time()
         with open(directory / LOG_FILE, "a", encoding="utf-8") as log_file:
             log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")

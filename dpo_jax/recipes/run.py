@@ -50,6 +50,10 @@ def run_recipe(
     recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print
 ) -> dict[str, Any]:
     config, stages = build(recipe, scale, overrides)
+    if recipe.blocked(config):
+        raise UserError(
+            f"recipe {recipe.name} cannot run yet: {recipe.blocked(config)}; --dry_run prints its plan"
+        )
     root = Path(os.path.abspath(workdir))
     root.mkdir(parents=True, exist_ok=True)
     (root / RECIPE_FILE).write_text(
@@ -57,7 +61,7 @@ def run_recipe(
     )
     for gap in recipe.missing(config):
         log(f"not in this recipe yet: {gap}")
-    runner = Runner(str(root), log=log)
+    runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)))
     start = time.time()
     records = [runner.run(stage) for stage in stages]
     report = recipe.report(config, root) if recipe.report else None
@@ -87,7 +91,7 @@ def plan(recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=
         log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.args))
     for gap in recipe.missing(config):
         log(f"not in this recipe yet: {gap}")
-    compiled = compile_stages(config, stages, log=log) if scale == "paper" else []
+    compiled = compile_stages(config, stages, log=log) if scale == "paper" and config.aot_target else []
     result = {
         "recipe": recipe.name,
         "scale": scale,
