@@ -1,7 +1,7 @@
 """Command line: judged win rates across sampling temperatures (README: "Win rates and the IMDb sentiment
 frontier"; the library side is dpo_jax/analysis/winrate_runs.py).
 
-    python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --baseline=chosen --judge=openai
+    python -m dpo_jax.winrate --workdir=/tmp/tldr-dpo --task=tldr --judge=openai  # vs the human TL;DRs
     python -m dpo_jax.winrate --workdir=/tmp/hh-sft --task=hh --baseline=chosen --policy=best_of_n:16 \\
         --best_of_n_reward=OpenAssistant/reward-model-deberta-v3-large-v2 --judge=openai
 
@@ -11,12 +11,13 @@ temperature, 95% bootstrap intervals); prints `RESULT {json}` per run and temper
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
 from pathlib import Path
 
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 
 logger = logging.getLogger("dpo_jax.winrate")
@@ -41,11 +42,18 @@ def _price(text: str) -> tuple[float, float]:
     return float(price_in), float(price_out)
 
 
-# (flag, type, default, help); a ValueError from a type is argparse's "invalid value" error (exit 2).
+# (flag, type, default, help); a ValueError from a type is a bad command line (exit 2).
 FLAGS = (
     ("workdir", str, None, "run(s) to evaluate, comma separated (required)"),
-    ("task", str, None, "tldr | hh: selects the judge's question (required)"),
-    ("baseline", str, "chosen", "chosen | reference | a workdir or model path"),
+    ("task", str, None, "tldr | hh | news (CNN/DailyMail articles): the judge's question (required)"),
+    (
+        "baseline",
+        str,
+        "",
+        "human | chosen | reference | a model path; default: human (tldr, news), chosen (hh)",
+    ),
+    ("human_reference_path", str, "", "tldr's human TL;DRs (default CarperAI/openai_summarize_tldr)"),
+    ("human_reference_split", str, "test", "the split of --human_reference_path"),
     ("policy", _best_of, "sample", "sample | best_of_n:N (N samples, the best by --best_of_n_reward)"),
     ("best_of_n_reward", str, "", "reward model (directory or hub name) for best_of_n"),
     ("judge", str, "openai", "openai | reward_model | classifier"),
@@ -58,6 +66,9 @@ FLAGS = (
     ("judge_timeout_s", float, 60.0, "openai judge: seconds per request"),
     ("judge_backoff_s", float, 1.0, "openai judge: first retry delay (doubles each retry)"),
     ("judge_price", _price, None, "openai judge: USD per million input,output tokens (cost log)"),
+    ("judge_template", str, "", "openai judge: prompt file with {prompt} {response_a} {response_b}"),
+    ("judge_answer_prefix", str, "Preferred:", "openai judge: how the reply's verdict line starts"),
+    ("unparsable", str, "drop", "drop | loss: an unreadable verdict is left out, or a loss of the policy"),
     ("temperatures", _temperatures, "0,0.25,0.5,0.75,1", "sampling temperatures"),
     ("num_prompts", int, 256, "held-out prompts (the first distinct ones of the eval split)"),
     ("max_new_tokens", int, 128, "tokens sampled at most per completion"),
@@ -68,29 +79,25 @@ FLAGS = (
     ("data_path", str, "", "override the run's data.path"),
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
+    ("check_judge", bool, False, "judge the data's chosen vs rejected"),
 )
-CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
+CHOICES = dict(
+    task=tuple(TASK_TEMPLATES),
+    judge=tuple(JUDGES),
+    dtype=("float32", "bfloat16"),
+    unparsable=("drop", "loss"),
+)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.winrate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    args = parse_command(
+        "python -m dpo_jax.winrate", argv, FLAGS, doc=__doc__, choices=CHOICES, required=("workdir", "task")
     )
-    for flag, kind, default, text in FLAGS:
-        required = default is None and flag in ("workdir", "task")
-        parser.add_argument(
-            f"--{flag}", type=kind, default=default, help=text, required=required, choices=CHOICES.get(flag)
-        )
-    parser.add_argument("--check_judge", action="store_true", help="judge the data's chosen vs rejected")
-    args = parser.parse_args(argv)
     args.best_of, args.workdirs = args.policy, [w for w in args.workdir.split(",") if w]
     if args.best_of > 1 and not args.best_of_n_reward:
-        parser.error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
+        command_error("--policy=best_of_n:N needs --best_of_n_reward (a reward model)")
     if args.judge != "openai" and not args.judge_path:
-        parser.error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
+        command_error(f"--judge={args.judge} needs --judge_path (a model directory or hub name)")
     return args
 
 
@@ -101,14 +108,19 @@ def make_judge(args, cache_default: Path):
         return judges.make_judge(args.judge, name_or_path=args.judge_path)
     names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
     options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    options.update(template=TASK_TEMPLATES[args.task], price_per_million=args.judge_price)
+    template = TASK_TEMPLATES[args.task]
+    if args.judge_template:
+        template = judges.load_template(args.judge_template, args.judge_answer_prefix)
+    elif args.judge_answer_prefix != judges.DEFAULT_ANSWER_PREFIX:
+        template = judges.JudgePrompt(judges.TEMPLATES[template], args.judge_answer_prefix, template)
+    options.update(template=template, price_per_million=args.judge_price)
     return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rates
     from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
@@ -130,10 +142,10 @@ def main(argv=None) -> int:
                 continue
             name, curves[run.label] = evaluate_run(run, judge, request, Path(run.path, "winrate"), report)
     except (JudgeError, ValueError, OSError) as error:
-        print(f"winrate: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     except IncompleteJudging as error:
-        print(f"winrate: no result written: {error}", file=sys.stderr)
+        print_error(f"no result written: {error}")
         return 1
     logger.info("judge usage: %s", judge.usage())
     out = Path(args.out_dir or first_dir) / f"{name}.png"
@@ -142,7 +154,7 @@ def main(argv=None) -> int:
             f"figure: {plot_win_rates(curves, out, title=name)}" if curves else "", end="\n" if curves else ""
         )
     except MissingMatplotlib as error:
-        print(f"winrate: no figure: {error}", file=sys.stderr)
+        print(f"warning: no figure: {error}", file=sys.stderr)
     return 0
 
 

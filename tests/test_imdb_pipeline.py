@@ -91,7 +91,7 @@ def test_frontier_reports_reward_and_kl_per_run(pipeline, capsys):
     assert frontier.main(args) == 0
     points = results(capsys)
     assert [p["method"] for p in points] == ["reference", "dpo"]
-    assert [p["beta"] for p in points] == [None, 0.5]
+    assert [(p["parameter"], p.get("value")) for p in points] == [(None, None), ("beta", 0.5)]
     reference = points[0]
     # The reference scored against itself: sampled and teacher-forced log-probs agree, so KL is 0.
     assert abs(reference["kl"]) < 1e-4 and reference["kl_stderr"] < 1e-4

@@ -65,8 +65,9 @@ def plot_win_rates(runs: Mapping[str, Sequence[Mapping[str, float]]], path, *, t
 
 
 def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path, *, title: str = "") -> Path:
-    """One curve per method through its points (kl, kl_stderr, reward, reward_stderr, beta), ordered by
-    KL, with standard-error bars and each point's beta written beside it."""
+    """One curve per method through its points (kl, kl_stderr, reward, reward_stderr, and the method's
+    sweep `parameter` and `value`), ordered by KL, with standard-error bars and each point's sweep
+    value written beside it ("beta=0.1", "kl_coef=0.05", "alpha=1", "N=4")."""
     figure, axes = _figure()
     for index, (method, points) in enumerate(curves.items()):
         points = sorted(points, key=lambda p: p["kl"])
@@ -80,9 +81,9 @@ def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path,
             label=method,
         )
         for p in points:
-            if p.get("beta") is not None:
+            if p.get("parameter") is not None:
                 axes.annotate(
-                    f"{p['beta']:g}",
+                    f"{p['parameter']}={p['value']:g}",
                     (p["kl"], p["reward"]),
                     fontsize="x-small",
                     xytext=(3, 3),

@@ -305,8 +305,9 @@ def _prepare_split(
     if settings.cache_dir:
         cached = load_cached_split(settings.cache_dir, key)
         if cached is not None:
+            cached[1].origin = table.description  # the same content, maybe read from elsewhere
             return cached[0], cached[1], fingerprint, True
-    report = BadInputReport(split=role)
+    report = BadInputReport(split=role, origin=table.description)
     options = dataclasses.replace(settings.parse_options, sft=stage == "sft")
     if getattr(tokenizer, "chat_template", None):
         options = dataclasses.replace(options, chat_renderer=ChatRenderer(tokenizer))

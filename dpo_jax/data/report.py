@@ -89,6 +89,7 @@ class BadInputReport:
     """Counts per rejection reason for one split, plus the first rows rejected for each reason."""
 
     split: str
+    origin: str = ""  # the file(s) the split was read from, for messages
     rows_read: int = 0
     examples_kept: int = 0
     counts: dict[str, int] = dataclasses.field(default_factory=dict)

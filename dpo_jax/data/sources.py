@@ -11,6 +11,9 @@ Text conventions follow the reference DPO implementation (eric-mitchell/direct-p
 - SHP: prompt "\\n\\nHuman: <history>\\n\\nAssistant:", responses " " + each reference, pairs kept only
   when score_ratio >= shp_min_score_ratio (2 in the reference).
 - TL;DR: the post rendered as "SUBREDDIT: r/..\\nTITLE: ..\\nPOST: ..\\nTL;DR:" and summaries " <text>".
+- CNN/DailyMail (the DPO paper's out-of-distribution test of TL;DR policies): the article rendered as
+  "ARTICLE: <article>\\nTL;DR:" (our format: a news article in the TL;DR policy's own cue), the
+  response its reference highlights as one line " <h1> <h2> ...".
 
 For the SFT stage (`ParseOptions.sft`) an adapter of pairwise data returns the preferred response alone
 and never checks the other one, since the SFT set does not use it: a pair unusable for DPO (an empty or
@@ -153,6 +156,18 @@ def parse_tldr_sft(record: dict[str, Any], options: ParseOptions) -> Example:
     )
 
 
+def news_prompt(article: str) -> str:
+    return tldr_prompt("ARTICLE: " + " ".join(article.split()))
+
+
+def parse_cnn_dailymail(record: dict[str, Any], options: ParseOptions) -> Example:
+    # The highlights are one bullet per line; the TL;DR policies write one line, and so does the reference.
+    highlights = " ".join(
+        line.strip() for line in text_field(record, "highlights").splitlines() if line.strip()
+    )
+    return Example(news_prompt(text_field(record, "article")), (" " + _response(highlights, "highlights"),))
+
+
 def parse_imdb_review(record: dict[str, Any], options: ParseOptions) -> Example:
     # Unconditional LM on reviews: no prompt, the whole review is the response.
     return Example("", (text_field(record, "text"),))
@@ -223,6 +238,14 @@ SOURCES: dict[str, SourceSpec] = {
             parse_tldr_sft,
             SINGLE,
             splits=("train", "valid"),
+        ),
+        _spec(
+            "cnn_dailymail",
+            "abisee/cnn_dailymail",
+            ("article", "highlights"),
+            parse_cnn_dailymail,
+            SINGLE,
+            config="3.0.0",
         ),
         _spec("imdb", "stanfordnlp/imdb", ("text",), parse_imdb_review, SINGLE),
         _spec("imdb_prefixes", "stanfordnlp/imdb", ("text",), parse_imdb_prefix, PROMPT_ONLY),

@@ -8,6 +8,7 @@ from dpo_jax.data.local_schemas import ChatRenderer, parse_pair
 from dpo_jax.data.report import BadRow
 from dpo_jax.data.sources import (
     ParseOptions,
+    parse_cnn_dailymail,
     parse_hh,
     parse_imdb_prefix,
     parse_shp,
@@ -56,6 +57,7 @@ FIXTURE_CASES = [
         {},
     ),
     ("tldr_sft", "tldr_sft", "sft", 14, 6, 1, {"empty_field": 1, "missing_field": 1}, {}),
+    ("cnn_dailymail", "cnn_dailymail", "sft", 3, 6, 1, {"missing_field": 1, "empty_field": 1}, {}),
     ("imdb", "imdb", "sft", 16, 8, 1, {"empty_field": 1, "missing_field": 1, "not_a_string": 1}, {}),
     (
         "imdb_prefixes",
@@ -126,6 +128,16 @@ def test_bad_rows_name_file_row_and_field(tokenizer):
     assert mismatch["unit"] == "line"  # 1-based, as an editor shows it
     assert read_jsonl(mismatch["file"])[mismatch["row"] - 1]["chosen"].startswith("\n\nHuman:")
     assert by_reason["not_a_string"]["field"] == "rejected"
+
+
+def test_a_news_article_is_a_tldr_prompt_and_its_highlights_one_line():
+    """Issue 22 item 10: CNN/DailyMail in its own schema, for the TL;DR policy's out-of-distribution test."""
+    row = read_jsonl(fixture_dir("cnn_dailymail") + "/test.jsonl")[0]
+    assert set(row) == {"article", "highlights", "id"}
+    example = parse_cnn_dailymail({**row, "article": "A  story.\n\nIt ends."}, ParseOptions())
+    assert example.prompt == "ARTICLE: A story. It ends.\nTL;DR:"
+    assert example.responses == (" " + " ".join(row["highlights"].split("\n")),)
+    assert "\n" not in example.responses[0]
 
 
 def test_hh_multi_turn_prompt_ends_at_last_assistant_turn():

@@ -74,5 +74,7 @@ def test_missing_torch_is_explained(model_dirs, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
+    # What transformers concludes on a machine without torch (it imports torch for configs otherwise).
+    monkeypatch.setattr("transformers.configuration_utils.is_torch_available", lambda: False)
     with pytest.raises(JudgeError, match=r"pip install 'dpo_jax\[torch\]'"):
         ClassifierJudge(model_dirs["classifier"])
