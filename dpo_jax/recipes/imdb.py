@@ -261,7 +261,7 @@ def report(c, root: Path) -> Report:
     ours = f"ours ({c.scale}: {'tiny random GPT-2, tiny random classifier' if c.scale == 'tiny' else 'GPT-2-large'})"
     return frontier_table(
         points,
-        root / "report",
+        root / "report" / "imdb",
         title="IMDb: reward vs KL (the paper's Figure 2, left)",
         ours_label=ours,
         claims=PAPER_CLAIMS["imdb"],

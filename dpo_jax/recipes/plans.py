@@ -56,7 +56,7 @@ def config(name: str, scale: str) -> ml_collections.ConfigDict:
     c.batch_size = 4 if tiny else 16
     c.train_steps = 4 if tiny else 0
     c.ppo_steps = 2 if tiny else 0
-    c.baseline = "chosen"
+    c.baseline = ""  # "" = the task's (winrate): the human-written reference for tldr and news, chosen for hh
     c.judge = "reward_model" if tiny else "openai"  # reward_model = this recipe's reward-model stage
     c.judge_model = ""  # openai: "" = the winrate command's default
     c.judge_price = ""  # openai: "IN,OUT" USD per million tokens, for models without a known price
@@ -67,15 +67,9 @@ def config(name: str, scale: str) -> ml_collections.ConfigDict:
 
 def missing(name: str, c) -> list[str]:
     gaps = []
-    if name in ("tldr", "news"):
-        gaps.append(
-            "the human-written reference TL;DR as the tldr baseline (issue 22 item 4); 'chosen' is used"
-        )
     if name == "hh":
         gaps.append("the single-turn subset of the HH test prompts (issue 22 item 8)")
         gaps.append("win rate over training, from the DPO run's checkpoints (issue 22 item 9)")
-    if name == "news":
-        gaps.append("the cnn_dailymail source and --task=news (issue 22 item 10): the recipe is a plan only")
     if name == "judge_agreement":
         gaps.append("agreement with a file of human labels and between two judges (issue 22 item 11)")
     return gaps
@@ -85,12 +79,17 @@ def _policy_name(beta: float) -> str:
     return f"dpo_beta_{parameter_label(beta)}"
 
 
+def _winrate_stage(name: str, policy: str) -> str:
+    """news may run in the tldr recipe's DIR (its training stages are the same, so reused): its own names."""
+    return f"{'news_' if name == 'news' else ''}winrate_{policy}"
+
+
 def _judge_flags(c, stage: str) -> dict[str, str]:
     if c.judge == "openai":
         flags = {"judge": "openai", "judge_cache": f"{{root}}/{stage}/judge_cache.jsonl"}
         flags.update({k: v for k, v in (("judge_model", c.judge_model), ("judge_price", c.judge_price)) if v})
         return flags
-    return {"judge": c.judge, "judge_path": "{root}/reward_model"}
+    return {"judge": c.judge, "judge_path": "{root}/reward_model/export"}
 
 
 def _judge_calls(c, responses_per_prompt: int = 1) -> dict[str, str]:
@@ -199,18 +198,21 @@ def stages(name: str, c) -> list:
         )
     sampling = {
         "task": c.task,
-        "baseline": c.baseline,
         "temperatures": c.temperatures,
         "num_prompts": c.num_prompts,
         "max_new_tokens": c.max_new_tokens,
         "batch_size": c.batch_size,
         "seed": c.seed,
     }
-    if name == "news":  # the TL;DR policies on news articles, judged against the reference highlights
-        sampling.update(data_source="cnn_dailymail", data_path="abisee/cnn_dailymail", baseline="chosen")
+    if c.baseline:
+        sampling["baseline"] = c.baseline
+    if tiny and name == "news":  # the TL;DR policies on news articles, judged against their highlights
+        sampling["data_path"] = "fixture:cnn_dailymail"
+    elif tiny and c.task == "tldr" and c.baseline in ("", "human"):
+        sampling["human_reference_path"] = "fixture:tldr_sft"
     judge_after = ("reward_model",) if c.judge == "reward_model" else ()
     for policy in policies:
-        stage = f"winrate_{policy}"
+        stage = _winrate_stage(name, policy)
         out.append(
             command_stage(
                 stage,
@@ -228,7 +230,7 @@ def stages(name: str, c) -> list:
                 plan=_judge_calls(c),
             )
         )
-    best = f"winrate_best_of_{c.best_of_n}"
+    best = _winrate_stage(name, f"best_of_{c.best_of_n}")
     out.append(
         command_stage(
             best,
@@ -239,7 +241,7 @@ def stages(name: str, c) -> list:
                 "name": best,
                 "out_dir": f"{{root}}/{best}",
                 "policy": f"best_of_n:{c.best_of_n}",
-                "best_of_n_reward": "{root}/reward_model",
+                "best_of_n_reward": "{root}/reward_model/export",
                 **_judge_flags(c, best),
             },
             after=("sft", "reward_model"),
@@ -257,17 +259,17 @@ def report(name: str, c, root: Path) -> Report:
 
     curves, rows = {}, []
     for stage in stages(name, c):
-        if not stage.name.startswith("winrate_"):
+        if "winrate_" not in stage.name:
             continue
         policy = next(a for a in stage.args if a.startswith("--workdir=")).split("/")[-1]
-        label = stage.name[len("winrate_") :] if "best_of" in stage.name else policy
+        label = stage.name.split("winrate_")[1] if "best_of" in stage.name else policy
         result = json.loads((root / policy / "winrate" / f"{stage.name}.json").read_text())
         curves[label] = result["temperatures"]
         rows += [
             (label, t["temperature"], t["win_rate"], t.get("ci_low"), t.get("ci_high"), t.get("n"))
             for t in result["temperatures"]
         ]
-    out = root / "report"
+    out = root / "report" / name
     out.mkdir(parents=True, exist_ok=True)
     judge = (
         "our tiny reward model (a stand-in, not GPT-4)"
@@ -298,7 +300,7 @@ def report(name: str, c, root: Path) -> Report:
 
 def agreement_report(c, root: Path) -> Report:
     result = json.loads((root / "reward_model" / "winrate" / "judge_agreement.json").read_text())
-    out = root / "report"
+    out = root / "report" / "judge_agreement"
     out.mkdir(parents=True, exist_ok=True)
     judge = "our tiny reward model (a stand-in)" if c.judge == "reward_model" else c.judge_model or "openai"
     lines = [
@@ -332,7 +334,6 @@ def _recipe(name: str, figure: str) -> Recipe:
         lambda c: stages(name, c),
         reporter,
         lambda c: missing(name, c),
-        blocked=lambda c: missing(name, c)[-1] if name == "news" else "",
     )
 
 

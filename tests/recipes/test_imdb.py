@@ -45,7 +45,7 @@ def _run(root) -> dict:
 def first(tmp_path_factory):
     root = tmp_path_factory.mktemp("imdb_recipe")
     result = _run(root)
-    return root, result, (root / "report" / "table.md").read_text()
+    return root, result, (root / "report" / "imdb" / "table.md").read_text()
 
 
 def test_the_recipe_runs_end_to_end(first):
@@ -55,7 +55,9 @@ def test_the_recipe_runs_end_to_end(first):
     assert names[:3] == ["sft", "classifier", "pairs"] and names[-1] == "frontier"
     assert set(result["methods"]) == FIGURE_METHODS
     assert result["reference_logps"] == {"computed": 1, "reused": 1}  # beta 1 reused beta 0.1's
-    assert (root / "report" / "figure.png").stat().st_size > 0 and result["figure"].endswith("figure.png")
+    assert (root / "report" / "imdb" / "figure.png").stat().st_size > 0 and result["figure"].endswith(
+        "figure.png"
+    )
     ours, paper = table.split("## paper")
     assert "| dpo | 0.1 |" in ours and "| dpo | 1 |" in ours and "| ppo | 0.05 |" in ours
     assert "dominates" in paper and "dominates" not in ours  # the paper's claim in its own rows
@@ -68,7 +70,7 @@ def test_the_same_command_reuses_every_stage(first):
     assert {s["status"] for s in again["stages"]} == {"reused"} and all(
         s["seconds"] == 0 for s in again["stages"]
     )
-    assert (root / "report" / "table.md").read_text() == table
+    assert (root / "report" / "imdb" / "table.md").read_text() == table
     print(f"second run: {time.time() - start:.1f} s")
 
 
@@ -94,4 +96,4 @@ def test_a_killed_recipe_resumes_and_gives_the_same_table(first):
     assert statuses["reward_model"] == statuses["ppo_kl_0.05"] == statuses["frontier"] == "ran"
     assert statuses["sft"] == statuses["dpo_beta_0.1"] == "reused"
     assert "resumed from step 2" in (root / "reward_model" / "stage.log").read_text()
-    assert (root / "report" / "table.md").read_text() == table
+    assert (root / "report" / "imdb" / "table.md").read_text() == table

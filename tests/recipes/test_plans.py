@@ -8,7 +8,7 @@ import pytest
 from dpo_jax import UserError
 from dpo_jax.config import base_config
 from dpo_jax.recipes import get_recipe, recipes
-from dpo_jax.recipes.run import plan, run_recipe
+from dpo_jax.recipes.run import plan
 
 
 def _plan(name, scale, *overrides):
@@ -26,6 +26,7 @@ def test_every_recipe_prints_its_plan(name, scale):
     assert "python -m dpo_jax.main" in text and "{root}" not in text
     if scale == "paper":
         assert "fixture:" not in text  # the paper's data sets, not the shipped fixtures
+        assert ("--judge=openai" in text) == (name != "imdb")  # imdb is scored by its classifier
 
 
 def test_the_grids_are_fields_with_the_paper_values():
@@ -75,7 +76,5 @@ def test_bad_input_is_one_user_error(tmp_path):
     else:
         with pytest.raises(UserError, match="more than one alpha needs config.unlikelihood_alpha"):
             _plan("imdb", "tiny", "unlikelihood_alphas=0.5,1")
-    with pytest.raises(UserError, match="recipe news cannot run yet: the cnn_dailymail source"):
-        run_recipe(get_recipe("news"), "tiny", str(tmp_path), [])
     with pytest.raises(UserError, match="--recipe.configs_dir"):
         _plan("hh", "tiny", f"configs_dir={tmp_path}")
