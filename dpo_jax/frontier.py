@@ -15,6 +15,8 @@ PPO-GT, preferred-FT and unlikelihood runs each get their own), through its own 
 the KL coefficient or target, alpha), written beside each point.
 Writes OUT_DIR/frontier.json (every point; once complete) and OUT_DIR/frontier.png; prints one
 `RESULT {json}` line per point. --workdirs also accepts a sweep root, meaning all its runs.
+--checkpoints=all|every:N: one point per kept checkpoint of each run (with its "step"), as the paper's
+IMDb curves, instead of the exported policy (analysis/over_training.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ FLAGS = (
     ("num_samples", int, 4, "samples per prefix"),
     *prefix_flags(split="test", num_prompts=256),
     ("no_reference_point", bool, False, "skip evaluating the references"),
+    ("checkpoints", str, "final", "final | all | every:N (one point per checkpoint)"),
 )
 
 
@@ -68,44 +71,34 @@ def expand_workdirs(spec: str) -> list[str]:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
     from dpo_jax.analysis.results import result_line, write_json
-    from dpo_jax.analysis.runs import load_policy, read_run
-    from dpo_jax.analysis.sentiment_frontier import reward_and_kl
-    from dpo_jax.data import load_tokenizer
+    from dpo_jax.analysis.runs import read_run
+    from dpo_jax.analysis.sentiment_frontier import frontier_points
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
-    points = []
     try:
+        every = parse_checkpoints(args.checkpoints)
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
         prompts = prefixes_from_flags(args)
         classifier = ClassifierJudge(args.classifier)
-        references: dict[str, tuple] = {}
         options = dict(
             num_samples=args.num_samples,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
             seed=args.seed,
         )
-        for run in runs:
-            reference_path = run.reference_path
-            if reference_path not in references:
-                references[reference_path] = load_policy(reference_path, dtype=args.dtype)
-                if not args.no_reference_point:
-                    reference = references[reference_path]
-                    tokenizer = load_tokenizer(read_run(reference_path).tokenizer_path())
-                    stats = reward_and_kl(reference, reference, tokenizer, prompts, classifier, **options)
-                    point = {"run": reference_path, "method": "reference", "parameter": None, **stats}
-                    print(result_line(point), flush=True)
-                    points.append(point)
-            tokenizer = load_tokenizer(run.tokenizer_path())
-            policy = load_policy(run.model_path, dtype=args.dtype)
-            stats = reward_and_kl(
-                policy, references[reference_path], tokenizer, prompts, classifier, **options
-            )
-            point = {"run": run.path, **run.method().as_dict(), **stats}
-            print(result_line(point), flush=True)
-            points.append(point)
+        points = frontier_points(
+            runs,
+            prompts,
+            classifier,
+            checkpoints_every=every,
+            reference_points=not args.no_reference_point,
+            dtype=args.dtype,
+            on_point=lambda point: print(result_line(point), flush=True),
+            **options,
+        )
         out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)
         write_json(
             out_dir / "frontier.json",
@@ -115,7 +108,7 @@ def main(argv=None) -> int:
         print_error(error)
         return USER_ERROR_EXIT
     curves: dict[str, list] = {}
-    for point in points:
+    for point in (p for p in points if "error" not in p):
         curves.setdefault(point["method"], []).append(point)
     try:
         print(f"figure: {plot_reward_vs_kl(curves, out_dir / 'frontier.png', title='IMDb sentiment')}")

@@ -3,6 +3,7 @@ workdir and its reference): the openai judge against the local server (results, 
 sends nothing), Best-of-N judged by a reward model, the judge check, and clear errors."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -157,7 +158,7 @@ def test_a_users_judge_template_and_answer_line(runs, capsys, monkeypatch, tmp_p
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert (
         error
-        == f"winrate: judge template {template} line 8: unknown placeholder {{response_c}}; the known ones are {{prompt}}, {{response_a}}, {{response_b}} (write {{{{ or }}}} for a brace)"
+        == f"error: judge template {template} line 8: unknown placeholder {{response_c}}; the known ones are {{prompt}}, {{response_a}}, {{response_b}} (write {{{{ or }}}} for a brace)"
     )
 
 
@@ -180,6 +181,48 @@ def test_news_articles_judged_against_their_reference_highlights(runs, capsys, m
     )
     comparisons = (runs["policy"] / "winrate" / "news.comparisons.jsonl").read_text().splitlines()
     assert [json.loads(c)["baseline"] for c in comparisons] == highlights[:4]
+
+
+def test_win_rate_over_training_one_result_per_checkpoint(runs, capsys, tmp_path):
+    """Issue 22 item 9: --checkpoints judges the policy of each kept checkpoint (read-only), one result per
+    step and temperature, and plots win rate against step."""
+    import optax
+
+    from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
+    from dpo_jax.training.state import TrainState
+
+    workdir = tmp_path / "dpo"
+    shutil.copytree(runs["policy"], workdir)
+    with Checkpointer(workdir / CHECKPOINT_DIRNAME, save_every_steps=1, keep=5, async_save=False) as saver:
+        for step in (2, 4, 6):
+            _, params = tiny_lm("gpt2", 512, seed=10 + step, std=0.5, max_positions=128)
+            saver.save(step, TrainState.create(params=params, tx=optax.sgd(0.1), rng=0), data_position={})
+    args = [
+        f"--workdir={workdir}",
+        "--task=tldr",
+        "--baseline=chosen",
+        "--judge=reward_model",
+        f"--judge_path={runs['reward']}",
+        "--temperatures=0,1",
+        "--num_prompts=4",
+        "--max_new_tokens=8",
+        "--checkpoints=every:2",
+        "--name=over_training",
+    ]
+    assert winrate.main(args) == 0
+    lines = results(capsys)
+    assert [(r["step"], r["temperature"]) for r in lines] == [(s, t) for s in (2, 4, 6) for t in (0.0, 1.0)]
+    # Greedy samples of different checkpoints differ, so the judged rates are per step, not one copied.
+    greedy = {r["step"]: r["win_rate"] for r in lines if r["temperature"] == 0}
+    name = "over_training"
+    for step in (2, 4, 6):
+        saved = json.loads((workdir / "winrate" / f"{name}_step{step}.json").read_text())
+        assert saved["step"] == step and saved["temperatures"][0]["win_rate"] == greedy[step]
+    assert (workdir / "winrate" / f"{name}.png").stat().st_size > 0
+    assert winrate.main([*args, "--checkpoints=every:0"]) == 2
+    assert "--checkpoints='every:0': expected final, all or every:N" in capsys.readouterr().err
+    assert winrate.main([*args, "--checkpoints=every:5"]) == 2
+    assert "no checkpoint at a multiple of 5 steps (saved: [2, 4, 6])" in capsys.readouterr().err
 
 
 def test_best_of_n_against_the_reference_judged_by_a_reward_model(runs, capsys):

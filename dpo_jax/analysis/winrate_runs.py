@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ml_collections
 
+from dpo_jax.analysis.over_training import parse_checkpoints, run_policies
 from dpo_jax.analysis.results import write_json, write_jsonl
 from dpo_jax.analysis.runs import RunInfo, load_policy
 from dpo_jax.analysis.winrate import judge_win_rate
@@ -49,12 +50,14 @@ class WinRateRequest:
     data_source: str = ""
     data_path: str = ""
     name: str = ""
+    checkpoints: str = "final"  # final | all | every:N (over_training.py)
     unparsable: str = "drop"  # "drop" | "loss": what a verdict the judge gave but we cannot read counts as
 
     def __post_init__(self):
         for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        parse_checkpoints(self.checkpoints)  # refused before any model or judge is loaded
         if not self.baseline:
             object.__setattr__(self, "baseline", DEFAULT_BASELINES.get(self.task, "chosen"))
         if self.baseline == "human" and self.task == "hh":
@@ -144,52 +147,70 @@ def make_baseline(run: RunInfo, request: WinRateRequest, examples: list[Example]
 def evaluate_run(
     run: RunInfo, judge, request: WinRateRequest, out_dir: Path, on_result: Callable[[dict], None]
 ) -> tuple[str, list[dict]]:
-    """(result name, per-temperature summaries); `on_result` sees each summary as it is ready."""
+    """(result name, per-temperature summaries); `on_result` sees each summary as it is ready.
+
+    With `request.checkpoints` other than "final", the policy of each selected checkpoint is judged in
+    turn (over_training.py): its files are <name>_step<N>.*, its summaries carry "step", and a
+    checkpoint that does not read gives a summary with its "error" instead of numbers."""
     examples, without_reference = held_out_examples(run, request), 0
     if request.baseline == "human":
         examples, _, without_reference = human_references(request, examples)
     tokenizer = load_tokenizer(run.tokenizer_path())
-    model, params = load_policy(run.model_path, dtype=request.dtype)
     reward = RewardModelJudge(request.best_of_n_reward) if request.best_of > 1 else None
-    policy = Contender(run.label, model=model, params=params, best_of=request.best_of, reward_judge=reward)
     baseline = make_baseline(run, request, examples)
     counts = {"without_human_reference": without_reference}
     policy_label = "policy" if request.best_of == 1 else f"best_of_{request.best_of}"
     name = request.name or safe_name(f"{policy_label}_vs_{baseline.label}_{judge.name}")
-    results = win_rate_sweep(
-        judge,
-        tokenizer,
-        [e.prompt for e in examples],
-        policy,
-        baseline,
-        request.temperatures,
-        max_new_tokens=request.max_new_tokens,
-        batch_size=request.batch_size,
-        seed=request.seed,
-        unparsable=request.unparsable,
-        on_result=lambda temperature, summary: on_result(
-            {"run": run.path, "baseline": baseline.label, **counts, **summary}
-        ),
-    )
-    summaries = [summary for summary, _ in results]
+    summaries = []
+    for step, policy_params, error in run_policies(
+        run, parse_checkpoints(request.checkpoints), dtype=request.dtype
+    ):
+        at_step = {} if step is None else {"step": step}
+        if policy_params is None:
+            summaries.append({"run": run.path, **at_step, "error": error})
+            on_result(summaries[-1])
+            continue
+        policy = Contender(run.label, *policy_params, best_of=request.best_of, reward_judge=reward)
+        results = win_rate_sweep(
+            judge,
+            tokenizer,
+            [e.prompt for e in examples],
+            policy,
+            baseline,
+            request.temperatures,
+            max_new_tokens=request.max_new_tokens,
+            batch_size=request.batch_size,
+            seed=request.seed,
+            unparsable=request.unparsable,
+            on_result=lambda temperature, summary, at_step=at_step: on_result(
+                {"run": run.path, **at_step, "baseline": baseline.label, **counts, **summary}
+            ),
+        )
+        step_name = name if step is None else f"{name}_step{step}"
+        _write_results(
+            out_dir / step_name, run, judge, request, len(examples), {**at_step, **counts}, results
+        )
+        summaries.extend({**at_step, **summary} for summary, _ in results)
+    return name, summaries
+
+
+def _write_results(stem: Path, run: RunInfo, judge, request, num_prompts: int, extra: dict, results) -> None:
     write_jsonl(
-        out_dir / f"{name}.comparisons.jsonl",
+        stem.with_name(stem.name + ".comparisons.jsonl"),
         [{"temperature": s["temperature"], **r} for s, records in results for r in records],
     )
-    settings = dataclasses.asdict(request)
     write_json(
-        out_dir / f"{name}.json",
+        stem.with_name(stem.name + ".json"),
         {
             "run": run.path,
-            **settings,
-            "num_prompts": len(examples),
-            **counts,
+            **dataclasses.asdict(request),
+            "num_prompts": num_prompts,
+            **extra,
             "judge": judge.name,
             "judge_usage": judge.usage(),
-            "temperatures": summaries,
+            "temperatures": [summary for summary, _ in results],
         },
     )
-    return name, summaries
 
 
 def check_judge(run: RunInfo, judge, request: WinRateRequest, out_dir: Path) -> dict:
