@@ -312,7 +312,8 @@ def report(name: str, c, root: Path) -> Report:
         if c.judge == "reward_model"
         else c.judge_model or "openai"
     )
-    ours = f"ours ({c.scale}; judge: {judge}; baseline: {c.baseline})"
+    baseline = c.baseline or ("chosen" if c.task == "hh" else "the human-written reference")
+    ours = f"ours ({c.scale}; judge: {judge}; baseline: {baseline})"
     lines = [
         f"# {RECIPES[name].figure}",
         "",
