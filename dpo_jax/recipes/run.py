@@ -138,8 +138,9 @@ def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, 
         stage_cfg = stage_config(stage, base_model or "")
         if base_model is None:
             base_model = stage_cfg.model.name_or_path  # the first training stage starts from the base model
-        if stage_cfg.stage == "ppo":
-            log(f"aot {stage.name}: skipped (the aot library compiles sft, dpo and reward-model stages)")
+        if stage_cfg.stage in ("ppo", "reward_model"):
+            log(f"aot {stage.name}: not compiled (the aot library builds the sft and dpo stages' programs)")
+            out.append({"stage": stage.name, "target": target.name, "compiled": False})
             continue
         shape = json.dumps(
             {k: v for k, v in stage_cfg.to_dict().items() if k not in ("beta", "seed")},
@@ -150,7 +151,12 @@ def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, 
             log(f"aot {stage.name}: same programs as {done[shape]}")
             continue
         done[shape] = stage.name
-        results, advice = compile_config(stage_cfg, target)
+        try:
+            results, advice = compile_config(stage_cfg, target)
+        except ValueError as error:  # AotConfigError included: the mesh cannot be laid out on the target
+            log(f"aot {stage.name} on {target.name}: cannot compile: {error}")
+            out.append({"stage": stage.name, "target": target.name, "compiled": False, "error": str(error)})
+            continue
         log(f"aot {stage.name} on {target.name}:")
         log(format_table(results))
         if advice:
@@ -159,6 +165,7 @@ def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, 
             {
                 "stage": stage.name,
                 "target": target.name,
+                "compiled": True,
                 "fits": advice is None,
                 "programs": [r.get("program") for r in results],
             }
