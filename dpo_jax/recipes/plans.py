@@ -329,7 +329,7 @@ def report(name: str, c, root: Path) -> Report:
         lines += ["", "## Not in this table yet", "", *(f"- {gap}" for gap in gaps)]
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
-        figure = str(plot_win_rates(curves, out / "figure.png", title=f"{name}: {ours}"))
+        figure = str(plot_win_rates(curves, out / "figure.png", title=f"{name}, {c.scale} scale\njudge: {judge}"))
     except MissingMatplotlib:
         figure = None
     return Report(figure, str(out / "table.md"), sorted(curves))
