@@ -58,6 +58,7 @@ def config(name: str, scale: str) -> ml_collections.ConfigDict:
     c.ppo_steps = 2 if tiny else 0
     c.baseline = ""  # "" = the task's (winrate): the human-written reference for tldr and news, chosen for hh
     c.judge = "reward_model" if tiny else "openai"  # reward_model = this recipe's reward-model stage
+    c.single_turn = True  # hh: the single-turn test prompts, as the paper
     c.labels = ""  # judge_agreement: a label file of human judgements (JSONL, see dpo_jax.judge_agreement)
     c.judge_model = ""  # openai: "" = the winrate command's default
     c.judge_price = ""  # openai: "IN,OUT" USD per million tokens, for models without a known price
@@ -68,8 +69,6 @@ def config(name: str, scale: str) -> ml_collections.ConfigDict:
 
 def missing(name: str, c) -> list[str]:
     gaps = []
-    if name == "hh":
-        gaps.append("the single-turn subset of the HH test prompts (issue 22 item 8)")
     if name == "judge_agreement" and not c.labels:
         gaps.append(
             "the paper's human labels are not public: --recipe.labels=FILE adds the judge-vs-human stage"
@@ -227,6 +226,8 @@ def stages(name: str, c) -> list:
     }
     if c.baseline:
         sampling["baseline"] = c.baseline
+    if c.task == "hh" and c.single_turn:  # the paper's HH win rates: prompts with one human turn
+        sampling["single_turn"] = True
     if tiny and name == "news":  # the TL;DR policies on news articles, judged against their highlights
         sampling["data_path"] = "fixture:cnn_dailymail"
     elif tiny and c.task == "tldr" and c.baseline in ("", "human"):
