@@ -26,9 +26,10 @@ logger = logging.getLogger("dpo_jax")
 CHECKPOINT_DIRNAME = "checkpoints"  # a run's checkpoints: WORKDIR/checkpoints/<step>
 STATE_ITEM = "state"
 DATA_ITEM = "data"
-# Orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" and renames it when complete; a crash
-# mid-save leaves one behind.
-TMP_MARKER = ".orbax-checkpoint-tmp-"
+# Orbax writes a step into a temporary directory and renames it when complete; a crash mid-save leaves
+# one behind. Its name is "<step>.orbax-checkpoint-tmp-<timestamp>" in older Orbax releases and
+# "<step>.orbax-checkpoint-tmp" in 0.12.8: Orbax's own suffix constant is in both.
+TMP_MARKER = getattr(ocp.path.step, "TMP_DIR_SUFFIX", ".orbax-checkpoint-tmp")
 # Unreadable steps are moved here (beside the checkpoint directory), never deleted: the user decides.
 UNREADABLE_SUFFIX = "_unreadable"
 
