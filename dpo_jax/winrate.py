@@ -85,6 +85,11 @@ def parse_args(argv):
             f"--{flag}", type=kind, default=default, help=text, required=required, choices=CHOICES.get(flag)
         )
     parser.add_argument("--check_judge", action="store_true", help="judge the data's chosen vs rejected")
+    parser.add_argument(
+        "--judge_retry_unparsable",
+        action="store_true",
+        help="openai judge: ask again where a cached reply named no choice",
+    )
     args = parser.parse_args(argv)
     args.best_of, args.workdirs = args.policy, [w for w in args.workdir.split(",") if w]
     if args.best_of > 1 and not args.best_of_n_reward:
@@ -101,7 +106,11 @@ def make_judge(args, cache_default: Path):
         return judges.make_judge(args.judge, name_or_path=args.judge_path)
     names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
     options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    options.update(template=TASK_TEMPLATES[args.task], price_per_million=args.judge_price)
+    options.update(
+        template=TASK_TEMPLATES[args.task],
+        price_per_million=args.judge_price,
+        retry_unparsable=args.judge_retry_unparsable,
+    )
     return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
 
 

@@ -94,6 +94,7 @@ class OpenAIJudge(Judge):
         max_tokens: int = 256,
         temperature: float = 0.0,
         price_per_million: tuple[float, float] | None = None,
+        retry_unparsable: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if template not in TEMPLATES:
@@ -112,6 +113,9 @@ class OpenAIJudge(Judge):
         self._max_tokens, self._temperature = max_tokens, temperature
         self._prices = price_per_million if price_per_million is not None else KNOWN_PRICES.get(model)
         self._sleep = sleep
+        # A cached reply that names no choice is kept (the cache appends; the newest reply wins) but,
+        # when asked, sent again: a changed template or a flaky model may answer readably now.
+        self._retry_unparsable = retry_unparsable
         self._cache = VerdictCache(cache_path)
         self._identity = {
             "kind": "openai",
@@ -218,6 +222,8 @@ class OpenAIJudge(Judge):
         todo: dict[str, Comparison] = {}
         for key, comparison in zip(keys, comparisons):
             reply = self._cache.get(key)
+            if reply is not None and self._retry_unparsable and parse_choice(reply["content"])[0] is None:
+                reply = None
             if reply is not None:
                 verdicts[key] = self._verdict(reply, cached=True)
             elif key not in todo:
