@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from dpo_jax.judges import JUDGES, TASK_TEMPLATES
+from dpo_jax.judges import JUDGES, TASK_TEMPLATES, JudgeError
 
 logger = logging.getLogger("dpo_jax.winrate")
 
@@ -85,11 +85,7 @@ def parse_args(argv):
             f"--{flag}", type=kind, default=default, help=text, required=required, choices=CHOICES.get(flag)
         )
     parser.add_argument("--check_judge", action="store_true", help="judge the data's chosen vs rejected")
-    parser.add_argument(
-        "--judge_retry_unparsable",
-        action="store_true",
-        help="openai judge: ask again where a cached reply named no choice",
-    )
+    parser.add_argument("--judge_retry_unparsable", action="store_true", help="openai: re-ask unparsable")
     args = parser.parse_args(argv)
     args.best_of, args.workdirs = args.policy, [w for w in args.workdir.split(",") if w]
     if args.best_of > 1 and not args.best_of_n_reward:
@@ -104,13 +100,9 @@ def make_judge(args, cache_default: Path):
 
     if args.judge != "openai":
         return judges.make_judge(args.judge, name_or_path=args.judge_path)
-    names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
+    names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url", "retry_unparsable")
     options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
-    options.update(
-        template=TASK_TEMPLATES[args.task],
-        price_per_million=args.judge_price,
-        retry_unparsable=args.judge_retry_unparsable,
-    )
+    options.update(template=TASK_TEMPLATES[args.task], price_per_million=args.judge_price)
     return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
 
 
@@ -123,7 +115,6 @@ def main(argv=None) -> int:
     from dpo_jax.analysis.runs import read_run
     from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run
     from dpo_jax.analysis.winrate_sweep import IncompleteJudging
-    from dpo_jax.judges import JudgeError
 
     report = lambda summary: print(result_line(summary), flush=True)
     curves, name, first_dir = {}, "", Path(args.workdirs[0], "winrate")
