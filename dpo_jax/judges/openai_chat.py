@@ -230,7 +230,7 @@ class OpenAIJudge(Judge):
         todo: dict[str, Comparison] = {}
         for key, comparison in zip(keys, comparisons):
             reply = self._cache.get(key)
-            if reply is not None and self._retry_unparsable and parse_choice(reply["content"])[0] is None:
+            if reply is not None and self._retry_unparsable and self.prompt.parse(reply["content"])[0] is None:
                 reply = None
             if reply is not None:
                 verdicts[key] = self._verdict(reply, cached=True)

@@ -69,7 +69,7 @@ def test_a_judge_whose_every_reply_is_unparsable_is_an_error_and_a_retry_asks_ag
     reply = {"text": "Both are summaries."}
     with ChatServer(decide=lambda text: reply["text"]) as server:
         with pytest.raises(
-            JudgeError, match=f"judge openai:{MODEL}: none of its 2 replies .* 'Both are summ"
+            JudgeError, match=f"judge {MODEL}: none of its 2 replies .* 'Both are summ"
         ):
             judge_win_rate(make_judge(server, tmp_path), prompts, policy, baseline)
         reply["text"] = ALWAYS_A
