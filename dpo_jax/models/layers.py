@@ -248,9 +248,8 @@ class CausalAttentionCore(nn.Module):
                 cached_key.value = write(cached_key.value, k)
                 cached_value.value = write(cached_value.value, v)
                 cache_index.value = index + q.shape[1]
-                return cached_attention(
-                    q, cached_key.value, cached_value.value, attention_mask, scale=self.scale, query_offset=index
-                )
+                keys, values = cached_key.value, cached_value.value
+                return cached_attention(q, keys, values, attention_mask, scale=self.scale, query_offset=index)
         return causal_attention(
             q, k, v, attention_mask, scale=self.scale, implementation=self.implementation, decode=self.decode
         )

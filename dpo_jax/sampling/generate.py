@@ -282,7 +282,7 @@ def generate(
     rows = prompt_ids.shape[0] * num_samples
     row_keys = rng if rng.shape else row_keys_from(rng, rows)
     if row_keys.shape != (rows,):
-        raise ValueError(f"rng holds keys of shape {row_keys.shape}; expected one key or ({rows},), one per row")
+        raise ValueError(f"rng holds keys of shape {row_keys.shape}; expected one key or ({rows},): one a row")
     return _generate(
         model,
         params,
