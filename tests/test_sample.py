@@ -17,8 +17,8 @@ from dpo_jax.data import load_tokenizer
 from dpo_jax.models import from_hf, to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME
 from dpo_jax.sampling.prompts import encode_prompts, read_prompts, sample_completions
-from tests.checkpoint.test_corrupt import truncate_array_files
 from tests.analysis.test_saved_policy import unexported_run  # noqa: F401  (a fixture)
+from tests.checkpoint.test_corrupt import truncate_array_files
 from tests.synthetic.tiny_models import tiny_lm
 
 REPO = Path(__file__).resolve().parents[1]

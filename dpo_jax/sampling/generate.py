@@ -25,6 +25,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import flax.linen as nn
@@ -128,13 +129,16 @@ def decode_loop(
     filter_tokens: bool = False,
     eos_id: int | None = None,
     pad_id: int = 0,
+    forward_context=contextlib.nullcontext,
 ):
     """The whole sampler as one traceable function (no jit of its own), for programs that embed it
     (PPO's rollout step): `generate` without the checks, with per-row keys.
 
     prompt_ids / prompt_mask: [N, P] left padded; row_keys: [N * num_samples] PRNG keys, row
     i * num_samples + j being sample j of prompt i; settings: traced (temperature, top_k, top_p).
-    Returns `generate`'s dict over N * num_samples rows.
+    `forward_context()` is entered around each model forward (the mesh sampler's sharding context,
+    under which the model's activation constraints bind). Returns `generate`'s dict over
+    N * num_samples rows.
     """
     num_prompts, prompt_length = prompt_ids.shape
     batch = num_prompts * num_samples
@@ -143,16 +147,17 @@ def decode_loop(
     choose = functools.partial(_choose_tokens, settings=settings, filter_tokens=filter_tokens)
 
     def forward(cache, ids, attention_mask, positions):
-        hidden, state = model.apply(
-            {"params": params, "cache": cache},
-            ids,
-            attention_mask,
-            positions,
-            decode=True,
-            return_hidden=True,
-            mutable=["cache"],
-        )
-        return head_logits(model, params, hidden[:, -1]), state["cache"]
+        with forward_context():
+            hidden, state = model.apply(
+                {"params": params, "cache": cache},
+                ids,
+                attention_mask,
+                positions,
+                decode=True,
+                return_hidden=True,
+                mutable=["cache"],
+            )
+            return head_logits(model, params, hidden[:, -1]), state["cache"]
 
     def emit(step, logits, outputs, done):
         """Sample token `step` for every row; rows already past EOS emit pad_id."""
@@ -206,7 +211,9 @@ def decode_loop(
 
 _generate = jax.jit(
     decode_loop,
-    static_argnames=("model", "max_new_tokens", "num_samples", "filter_tokens", "eos_id", "pad_id"),
+    static_argnames=(
+        "model", "max_new_tokens", "num_samples", "filter_tokens", "eos_id", "pad_id", "forward_context"
+    ),
 )
 
 

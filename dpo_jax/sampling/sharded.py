@@ -1,15 +1,18 @@
 """The sampler on a device mesh: where the params sit for decoding, and the compiled decode program.
 
-Placement. Decoding runs one small forward per token, so whatever the params' layout costs, it costs
-at every token. The training layout (FSDP: weights split over the "fsdp" axis) would all-gather every
-weight at every generated token. `decode_rules` therefore maps no weight axis onto the batch axes
-("data", "fsdp"): weights are replicated across them and split only over "tensor" as the run's rules
-say (heads, MLP and vocabulary over tensor), and the rows of a batch are split over data x fsdp, so a
-generated token costs no collective at all on a mesh without a tensor axis, and the tensor-parallel
-reductions of one forward where there is one. Where the replicated copy would not fit (over
-`FIT_FRACTION` of a device's memory, known on accelerators only) the run's own rules are kept, and
-the log says that every token then gathers the weights. `dpo_jax.perf.hlo.decode_loop_collectives`
-reads the compiled program to show it: the collectives in the decode loop's body run once per token.
+Placement, decided from the compiled program (tests/sampling/test_sharded.py reads it). Left in the
+training layout (FSDP: weights split over "fsdp"), the decode program all-gathers every weight, and
+XLA hoists those gathers out of the decode loop (the weights are loop invariants): no collective per
+token, but a whole gathered copy held for the whole loop beside the shards, and a gather per call. So
+FSDP saves no memory while decoding. `decode_placement` therefore maps no weight axis onto the batch
+axes ("data", "fsdp"): where one copy fits a device (at most `FIT_FRACTION` of its memory, known on
+accelerators; always on CPU) weights are replicated over them and split over "tensor" as the run's
+rules say, the rows of a batch split over data x fsdp: a generated token costs no collective on a
+mesh without a tensor axis, and one forward's tensor-parallel reductions where there is one. Where a
+copy does not fit, the devices are regrouped into a decode mesh with a larger tensor axis (the
+smallest that fits, dividing the head count), so the weights are split over tensor, not gathered.
+`dpo_jax.perf.hlo.decode_loop_collectives` counts the collectives of the decode loop's body: those
+run once per generated token.
 
 Random numbers. Sample j of prompt i draws its tokens from `fold_in(fold_in(key(seed), i), j)`, never
 from its row in a batch, so a prompt's completions do not depend on how prompts are batched, split
@@ -37,7 +40,7 @@ from dpo_jax.sharding import (
     data_parallel_size,
     logical_to_mesh_shardings,
     make_mesh,
-    traced_in_context,
+    sharding_context,
 )
 
 logger = logging.getLogger("dpo_jax")
@@ -73,28 +76,43 @@ def device_memory_bytes(mesh: Mesh) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    mesh: Mesh
+    mesh: Mesh  # the decode mesh: the run's, or its devices regrouped with a larger tensor axis
     rules: tuple
     shardings: Any  # NamedSharding per param leaf
-    layout: str  # "replicated over data, split over tensor" or "the run's (fsdp) layout"
+    layout: str
     param_bytes_per_device: int
 
 
+def _tensor_sizes(mesh: Mesh, num_heads: int) -> list[int]:
+    """Tensor-axis sizes to try, smallest first: the run's, then larger ones dividing the device count
+    and the head count."""
+    count, start = mesh.devices.size, mesh.shape["tensor"]
+    larger = [t for t in range(start + 1, count + 1) if count % t == 0 and num_heads % t == 0 and t % start == 0]
+    return [start, *larger]
+
+
 def decode_placement(model, mesh: Mesh, rules=DEFAULT_LOGICAL_AXIS_RULES, device_bytes: int | None = None):
-    """Where `model`'s params sit for decoding on `mesh` (see the module docstring)."""
-    boxed = abstract_params(model, boxed=True)
-    plain = abstract_params(model)
+    """Where `model`'s params sit for decoding on `mesh`'s devices (see the module docstring)."""
+    boxed, plain = abstract_params(model, boxed=True), abstract_params(model)
     device_bytes = device_memory_bytes(mesh) if device_bytes is None else device_bytes
-    layout, chosen = "replicated over data and fsdp, split over tensor", decode_rules(rules)
-    shardings = logical_to_mesh_shardings(boxed, mesh, chosen)
-    per_device = _per_device_bytes(plain, shardings)
-    if device_bytes is not None and per_device > FIT_FRACTION * device_bytes:
-        layout, chosen = "the run's layout (weights split over fsdp: gathered at every token)", tuple(rules)
+    chosen = decode_rules(rules)
+    for tensor in _tensor_sizes(mesh, model.config.num_heads):
+        if tensor != mesh.shape["tensor"]:
+            mesh = make_mesh((mesh.devices.size // tensor, 1, tensor), devices=list(mesh.devices.flat))
         shardings = logical_to_mesh_shardings(boxed, mesh, chosen)
         per_device = _per_device_bytes(plain, shardings)
-    placement = Placement(mesh, chosen, shardings, layout, per_device)
-    logger.info("sampling params: %s, %.1f MiB per device", layout, per_device / 2**20)
-    return placement
+        if device_bytes is None or per_device <= FIT_FRACTION * device_bytes:
+            break
+    else:
+        logger.warning(
+            "sampling params: %.1f MiB per device even split %d ways over tensor, over %d%% of a device",
+            per_device / 2**20,
+            tensor,
+            100 * FIT_FRACTION,
+        )
+    layout = f"replicated over the batch axes, split {tensor} way(s) over tensor"
+    logger.info("sampling params: %s on mesh %s, %.1f MiB per device", layout, dict(mesh.shape), per_device / 2**20)
+    return Placement(mesh, chosen, shardings, layout, per_device)
 
 
 def place_params(params, placement: Placement):
@@ -144,10 +162,13 @@ def decode_program(model, placement_key, *, max_new_tokens, num_samples, filter_
             filter_tokens=filter_tokens,
             eos_id=eos_id,
             pad_id=pad_id,
+            # The model's activation constraints bind under the mesh and rules (rows over the batch
+            # axes); the sampling arithmetic around them follows by propagation.
+            forward_context=functools.partial(sharding_context, mesh, rules),
         )
 
     rows = NamedSharding(mesh, PartitionSpec(BATCH_MESH_AXES, None))
-    return jax.jit(traced_in_context(program, mesh, rules), out_shardings=rows)
+    return jax.jit(program, out_shardings=rows)
 
 
 def batch_arrays(mesh: Mesh, arrays: dict[str, np.ndarray]) -> dict[str, jax.Array]:
