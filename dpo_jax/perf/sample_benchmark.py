@@ -90,7 +90,7 @@ class _Ours:
             max_new_tokens=self.args.new_tokens,
             rng=jax.random.key(seed),
             temperature=self.args.temperature if temperature is None else temperature,
-            num_samples=self.args.num_samples,
+            num_samples=self.args.num_samples if temperature is None else 1,
         )
         return np.asarray(jax.block_until_ready(out["tokens"]))
 
@@ -125,7 +125,7 @@ class _Transformers:
                 attention_mask=self.torch.ones_like(self.ids),
                 max_new_tokens=self.args.new_tokens,
                 min_new_tokens=self.args.new_tokens,
-                num_return_sequences=self.args.num_samples,
+                num_return_sequences=self.args.num_samples if temperature else 1,
                 eos_token_id=None,
                 pad_token_id=0,
                 **sampling,
@@ -144,6 +144,7 @@ def run_sample_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         sides["transformers"] = _Transformers(model, params, ids, args)
     load_before = os.getloadavg()
     compile_seconds = _timed(sides["dpo_jax"])  # first call: tracing and compiling
+    # One greedy completion per prompt on each side: equal tokens mean equal weights and model.
     greedy = {name: side(temperature=0.0) for name, side in sides.items()}
     for side in list(sides.values())[1:]:
         side()  # warm-up
