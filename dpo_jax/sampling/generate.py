@@ -287,6 +287,8 @@ def generate(
         # Right padding would make the prefill read a pad position's logits: fail instead.
         raise ValueError("prompts must be left padded: prompt_mask[:, -1] must be 1 in every row")
     rows = prompt_ids.shape[0] * num_samples
+    if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)  # a legacy uint32 key (jax.random.PRNGKey) or keys
     row_keys = rng if rng.shape else row_keys_from(rng, rows)
     if row_keys.shape != (rows,):
         raise ValueError(f"rng holds keys of shape {row_keys.shape}; expected one key or ({rows},): one a row")
