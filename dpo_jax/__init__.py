@@ -29,11 +29,16 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def exit_with_user_error(message: str) -> None:
+def print_error(message) -> None:
+    """The one line every command writes for a failure it explains: `error: <message>` on stderr."""
     import sys
 
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {_one_line(message) if isinstance(message, BaseException) else message}\n")
     sys.stderr.flush()
+
+
+def exit_with_user_error(message: str) -> None:
+    print_error(message)
     raise SystemExit(USER_ERROR_EXIT)
 
 

@@ -21,11 +21,11 @@ rejected, 2 x seq per pair.
 # ruff: noqa: E402  (device settings before the imports: see below)
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 # XLA reads XLA_FLAGS once, when something first touches a backend (a module-level array is enough):
@@ -37,6 +37,7 @@ apply_device_memory_settings()
 import jax
 
 from dpo_jax import report_user_errors
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
@@ -48,49 +49,35 @@ ANCHOR_PAIRS, ANCHOR_SEQ = 64, 512
 CPU_PAIRS, CPU_SEQ = 8, 64
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dpo_jax.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="pythia-1.4b", choices=sorted(MODEL_PRESETS))
-    parser.add_argument(
-        "--pairs", type=int, default=None, help="pairs per optimizer step (default 64; 8 on CPU)"
-    )
-    parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 512; 64 on CPU)")
-    parser.add_argument("--prompt", type=int, default=None, help="prompt tokens (default seq // 2)")
-    parser.add_argument("--micro", type=int, default=None, help="pairs per micro-batch (default pairs)")
-    parser.add_argument("--remat", default="none", choices=REMAT_POLICIES, help="remat policy of each block")
-    parser.add_argument(
-        "--attention",
-        default="auto",
-        choices=ATTENTION_IMPLEMENTATIONS,
-        help="attention kernel (auto: by platform)",
-    )
-    parser.add_argument("--scan_layers", action="store_true")
-    parser.add_argument(
-        "--adam_mu_dtype",
-        default="auto",
-        choices=("auto", *ADAM_MU_DTYPES),
-        help="Adam first moment (auto: bf16 when the fp32 state would fill over half a device)",
-    )
-    parser.add_argument("--precompute_ref", action="store_true", help="reference log-probs in the batch")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the compiling one")
-    parser.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes; one -1 fills")
-    parser.add_argument("--dtype", default="bfloat16", help="compute dtype")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--lengths", default="", help="a length profile (shared/anchors/lengths_hh.tsv): realistic shapes"
-    )
-    parser.add_argument(
-        "--layout",
-        default="padded",
-        choices=LAYOUTS,
-        help="padded sequences, or rows with the prompt shared and/or examples packed",
-    )
-    parser.add_argument(
-        "--pack_length", type=int, default=0, help="tokens per packed row (0 = longest example)"
-    )
-    parser.add_argument("--flops_only", action="store_true", help="compile and count FLOPs, run nothing")
-    args = parser.parse_args(argv)
+FLAGS = (
+    ("model", str, "pythia-1.4b", "a published architecture (dpo_jax.models.presets)"),
+    ("pairs", int, None, "pairs per optimizer step (default 64; 8 on CPU)"),
+    ("seq", int, None, "tokens per sequence (default 512; 64 on CPU)"),
+    ("prompt", int, None, "prompt tokens (default seq // 2)"),
+    ("micro", int, None, "pairs per micro-batch (default pairs)"),
+    ("remat", str, "none", "remat policy of each block"),
+    ("attention", str, "auto", "attention kernel (auto: by platform)"),
+    ("scan_layers", bool, False, "scan over the blocks"),
+    ("adam_mu_dtype", str, "auto", "Adam first moment (auto: bf16 when the fp32 state would fill over half a device)"),
+    ("precompute_ref", bool, False, "reference log-probs in the batch"),
+    ("steps", int, 10, "timed steps"),
+    ("warmup", int, 2, "untimed steps after the compiling one"),
+    ("mesh", str, "-1,1,1", "data,fsdp,tensor sizes; one -1 fills"),
+    ("dtype", str, "bfloat16", "compute dtype"),
+    ("seed", int, 0, "init and data seed"),
+    ("lengths", str, "", "a length profile (shared/anchors/lengths_hh.tsv): realistic shapes"),
+    ("layout", str, "padded", "padded sequences, or rows with the prompt shared and/or examples packed"),
+    ("pack_length", int, 0, "tokens per packed row (0 = longest example)"),
+    ("flops_only", bool, False, "compile and count FLOPs, run nothing"),
+)  # fmt: skip
+CHOICES = dict(
+    model=sorted(MODEL_PRESETS), remat=REMAT_POLICIES, attention=ATTENTION_IMPLEMENTATIONS,
+    adam_mu_dtype=("auto", *ADAM_MU_DTYPES), layout=LAYOUTS,
+)  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
+    args = parse_command("python -m dpo_jax.bench", argv, FLAGS, doc=__doc__, choices=CHOICES)
     # The anchor's shape (64 pairs x 512) needs tens of GB of activations even for the tiny preset
     # (GPT-2's 50k vocabulary): a CPU gets a shape that fits unless one is asked for.
     on_cpu = jax.default_backend() == "cpu"
@@ -99,15 +86,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.micro = args.micro or args.pairs
     args.prompt = args.seq // 2 if args.prompt is None else args.prompt
     if args.pairs < 1 or args.micro < 1 or args.pairs % args.micro:
-        parser.error(f"--pairs={args.pairs} must be a positive multiple of --micro={args.micro}")
+        command_error(f"--pairs={args.pairs} must be a positive multiple of --micro={args.micro}")
     if args.lengths and not os.path.isfile(args.lengths):
-        parser.error(f"--lengths={args.lengths}: no such file")
+        command_error(f"--lengths={args.lengths}: no such file")
     if args.pack_length < 0:
-        parser.error("--pack_length must be >= 0")
+        command_error("--pack_length must be >= 0")
     if not 1 <= args.prompt < args.seq:
-        parser.error(f"--prompt={args.prompt} must leave at least one response token in --seq={args.seq}")
+        command_error(f"--prompt={args.prompt} must leave at least one response token in --seq={args.seq}")
     if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
+        command_error("--steps must be >= 1 and --warmup >= 0")
     return args
 
 

@@ -10,38 +10,43 @@ of --data_path, split --split) are sampled from the policy at temperature 1; the
 classifier's p(positive) of prefix + continuation, KL(pi || pi_ref) is the mean of
 log pi(y|x) - log pi_ref(y|x) over the samples (pi_ref: the run's reference, which scores the same
 tokens), each with its standard error (prompts as clusters). Each distinct reference is evaluated too,
-at KL 0. Curves: one per method (the run's loss, or "sft"), through its beta sweep.
+at KL 0. Curves: one per method (analysis/methods.py: from the run's stage and objective, so PPO,
+PPO-GT, preferred-FT and unlikelihood runs each get their own), through its own sweep parameter (beta,
+the KL coefficient or target, alpha), written beside each point.
 Writes OUT_DIR/frontier.json (every point; once complete) and OUT_DIR/frontier.png; prints one
 `RESULT {json}` line per point. --workdirs also accepts a sweep root, meaning all its runs.
+--checkpoints=all|every:N: one point per kept checkpoint of each run (with its "step"), as the paper's
+IMDb curves, instead of the exported policy (analysis/over_training.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
-from dpo_jax.analysis.sentiment_pairs import add_prefix_flags, prefixes_from_flags
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
+
+FLAGS = (
+    ("workdirs", str, None, "runs (or a sweep root), comma separated"),
+    ("classifier", str, DEFAULT_SENTIMENT_CLASSIFIER, "sentiment classifier"),
+    ("out_dir", str, "", "default: the parent of the first run"),
+    ("num_samples", int, 4, "samples per prefix"),
+    *prefix_flags(split="test", num_prompts=256),
+    ("no_reference_point", bool, False, "skip evaluating the references"),
+    ("checkpoints", str, "final", "final | all | every:N (one point per checkpoint)"),
+)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.frontier",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    args = parse_command(
+        "python -m dpo_jax.frontier", argv, FLAGS, doc=__doc__, choices=PREFIX_CHOICES, required=("workdirs",)
     )
-    parser.add_argument("--workdirs", required=True, help="runs (or a sweep root), comma separated")
-    parser.add_argument("--classifier", default=DEFAULT_SENTIMENT_CLASSIFIER)
-    parser.add_argument("--out_dir", default="", help="default: the parent of the first run")
-    parser.add_argument("--num_samples", type=int, default=4, help="samples per prefix")
-    add_prefix_flags(parser, split="test", num_prompts=256)
-    parser.add_argument("--no_reference_point", action="store_true", help="skip evaluating the references")
-    args = parser.parse_args(argv)
     if args.num_prompts < 2 or args.num_samples < 1:
-        parser.error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
+        command_error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
     return args
 
 
@@ -54,7 +59,7 @@ def expand_workdirs(spec: str) -> list[str]:
         path = Path(entry)
         if path.is_dir() and not (path / RUN_CONFIG).exists() and not (path / "config.json").exists():
             found = [str(p.parent) for p in sorted(path.glob(f"*/{RUN_CONFIG}"))]
-            found = [run for run in found if read_run(run).method != "sft"]
+            found = [run for run in found if read_run(run).method().name != "sft"]
             if not found:
                 raise FileNotFoundError(f"{entry} holds no preference run ({RUN_CONFIG} of a non-SFT run)")
             runs.extend(found)
@@ -65,60 +70,50 @@ def expand_workdirs(spec: str) -> list[str]:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
     from dpo_jax.analysis.results import result_line, write_json
-    from dpo_jax.analysis.runs import load_policy, read_run
-    from dpo_jax.analysis.sentiment_frontier import reward_and_kl
-    from dpo_jax.data import load_tokenizer
+    from dpo_jax.analysis.runs import read_run
+    from dpo_jax.analysis.sentiment_frontier import frontier_points
     from dpo_jax.judges import ClassifierJudge, JudgeError
 
-    points = []
     try:
+        every = parse_checkpoints(args.checkpoints)
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
         prompts = prefixes_from_flags(args)
         classifier = ClassifierJudge(args.classifier)
-        references: dict[str, tuple] = {}
         options = dict(
             num_samples=args.num_samples,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
             seed=args.seed,
         )
-        for run in runs:
-            reference_path = run.reference_path
-            if reference_path not in references:
-                references[reference_path] = load_policy(reference_path, dtype=args.dtype)
-                if not args.no_reference_point:
-                    reference = references[reference_path]
-                    tokenizer = load_tokenizer(read_run(reference_path).tokenizer_path())
-                    stats = reward_and_kl(reference, reference, tokenizer, prompts, classifier, **options)
-                    point = {"run": reference_path, "method": "reference", "beta": None, **stats}
-                    print(result_line(point), flush=True)
-                    points.append(point)
-            tokenizer = load_tokenizer(run.tokenizer_path())
-            policy = load_policy(run.model_path, dtype=args.dtype)
-            stats = reward_and_kl(
-                policy, references[reference_path], tokenizer, prompts, classifier, **options
-            )
-            point = {"run": run.path, "method": run.method, "beta": run.beta, **stats}
-            print(result_line(point), flush=True)
-            points.append(point)
+        points = frontier_points(
+            runs,
+            prompts,
+            classifier,
+            checkpoints_every=every,
+            reference_points=not args.no_reference_point,
+            dtype=args.dtype,
+            on_point=lambda point: print(result_line(point), flush=True),
+            **options,
+        )
         out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)
         write_json(
             out_dir / "frontier.json",
             {"classifier": args.classifier, "num_prompts": len(prompts), **options, "points": points},
         )
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
-        print(f"frontier: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     curves: dict[str, list] = {}
-    for point in points:
+    for point in (p for p in points if "error" not in p):
         curves.setdefault(point["method"], []).append(point)
     try:
         print(f"figure: {plot_reward_vs_kl(curves, out_dir / 'frontier.png', title='IMDb sentiment')}")
     except MissingMatplotlib as error:
-        print(f"frontier: no figure: {error}", file=sys.stderr)
+        print(f"warning: no figure: {error}", file=sys.stderr)
     return 0
 
 

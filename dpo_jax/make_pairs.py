@@ -15,42 +15,43 @@ scores, and is written only once complete. Prints one `RESULT {json}` line with 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
-from dpo_jax.analysis.sentiment_pairs import add_prefix_flags
+from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
+
+FLAGS = (
+    ("workdir", str, None, "the SFT run (or a Hugging Face model) to sample"),
+    ("out", str, None, "output JSONL file"),
+    ("classifier", str, DEFAULT_SENTIMENT_CLASSIFIER, "sentiment classifier"),
+    ("num_samples", int, 4, "continuations per prefix (K >= 2)"),
+    ("format", str, "pairs", "pairs | ranked"),
+    ("temperature", float, 1.0, "sampling temperature"),
+    ("top_k", int, 0, "top-k sampling (0 = off)"),
+    ("top_p", float, 1.0, "nucleus sampling (1 = off)"),
+    ("tokenizer", str, "", "default: the model's own"),
+    *prefix_flags(split="train", num_prompts=0),
+)
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m dpo_jax.make_pairs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument("--workdir", required=True, help="the SFT run (or a Hugging Face model) to sample")
-    parser.add_argument("--out", required=True, help="output JSONL file")
-    parser.add_argument("--classifier", default=DEFAULT_SENTIMENT_CLASSIFIER, help="sentiment classifier")
-    parser.add_argument("--num_samples", type=int, default=4, help="continuations per prefix (K >= 2)")
-    parser.add_argument("--format", choices=("pairs", "ranked"), default="pairs")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top_k", type=int, default=0)
-    parser.add_argument("--top_p", type=float, default=1.0)
-    parser.add_argument("--tokenizer", default="", help="default: the model's own")
-    add_prefix_flags(parser, split="train", num_prompts=0)
-    args = parser.parse_args(argv)
+    args = parse_command(
+        "python -m dpo_jax.make_pairs", argv, FLAGS, doc=__doc__,
+        choices={"format": ("pairs", "ranked"), **PREFIX_CHOICES}, required=("workdir", "out"),
+    )  # fmt: skip
     if args.num_samples < 2:
-        parser.error("--num_samples must be >= 2: a pair needs two continuations")
+        command_error("--num_samples must be >= 2: a pair needs two continuations")
     if args.num_prompts < 0 or args.batch_size < 1 or args.max_new_tokens < 1:
-        parser.error("need --num_prompts >= 0, --batch_size >= 1 and --max_new_tokens >= 1")
+        command_error("need --num_prompts >= 0, --batch_size >= 1 and --max_new_tokens >= 1")
     return args
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from dpo_jax.analysis.results import result_line, write_jsonl
     from dpo_jax.analysis.runs import load_policy, read_run
     from dpo_jax.analysis.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
@@ -89,8 +90,8 @@ def main(argv=None) -> int:
             )
         write_jsonl(args.out, records)
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
-        print(f"make_pairs: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return USER_ERROR_EXIT
     print(
         result_line({"out": args.out, "format": args.format, "classifier": args.classifier, **counts}),
         flush=True,

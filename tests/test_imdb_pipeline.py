@@ -33,6 +33,7 @@ def pipeline(tmp_path_factory):
     assert make_pairs.main([*args, "--num_prompts=8", *SAMPLING]) == 0
     # One DPO run keeps the test short; a sweep is several such runs (launch/sweep.py).
     dpo = tiny_config("imdb", "tiny", num_train_steps=2, beta=0.5, tokenizer="")
+    dpo.checkpoint_every_steps, dpo.keep_checkpoints = 1, 5  # both steps kept, for the frontier over training
     dpo.model.name_or_path = str(root / "sft")
     dpo.data.path, dpo.data.eval_split = str(pairs), ""  # as the full config: one pair file
     train_and_evaluate(dpo, str(root / "beta_0.5"))
@@ -91,7 +92,7 @@ def test_frontier_reports_reward_and_kl_per_run(pipeline, capsys):
     assert frontier.main(args) == 0
     points = results(capsys)
     assert [p["method"] for p in points] == ["reference", "dpo"]
-    assert [p["beta"] for p in points] == [None, 0.5]
+    assert [(p["parameter"], p.get("value")) for p in points] == [(None, None), ("beta", 0.5)]
     reference = points[0]
     # The reference scored against itself: sampled and teacher-forced log-probs agree, so KL is 0.
     assert abs(reference["kl"]) < 1e-4 and reference["kl_stderr"] < 1e-4
@@ -103,6 +104,29 @@ def test_frontier_reports_reward_and_kl_per_run(pipeline, capsys):
     assert (root / "frontier" / "frontier.png").stat().st_size > 0
     # A sweep root stands for all its runs.
     assert frontier.expand_workdirs(str(root)) == [str(root / "beta_0.5")]
+
+
+def test_frontier_over_training_one_point_per_checkpoint(pipeline, capsys, tmp_path):
+    """Issue 22 item 9: --checkpoints gives one point per kept checkpoint, each with its step."""
+    run = pipeline["root"] / "beta_0.5"
+    args = [
+        f"--workdirs={run}",
+        f"--classifier={pipeline['classifier']}",
+        "--split=test",
+        "--num_prompts=2",
+        "--num_samples=2",
+        f"--out_dir={tmp_path}",
+        "--no_reference_point",
+        "--checkpoints=all",
+        *SAMPLING,
+    ]
+    assert frontier.main(args) == 0
+    points = results(capsys)
+    assert [(p["method"], p["value"], p["step"]) for p in points] == [("dpo", 0.5, 1), ("dpo", 0.5, 2)]
+    assert all(np.isfinite(p["kl"]) and 0.0 <= p["reward"] <= 1.0 for p in points)
+    # The last checkpoint holds the exported policy: the same samples, so the same numbers.
+    final = frontier.main([*args[:-1], "--checkpoints=final"]) == 0 and results(capsys)[0]
+    assert (final["kl"], final["reward"]) == (points[1]["kl"], points[1]["reward"])
 
 
 def test_errors_are_one_clear_message(pipeline, capsys, tmp_path):

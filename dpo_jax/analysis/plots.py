@@ -64,9 +64,44 @@ def plot_win_rates(runs: Mapping[str, Sequence[Mapping[str, float]]], path, *, t
     return _save(figure, axes, path)
 
 
+def plot_win_rate_over_training(
+    runs: Mapping[str, Sequence[Mapping[str, float]]], path, *, title: str = ""
+) -> Path:
+    """Win rate against training step: one line per run and temperature through its per-checkpoint
+    summaries (step, temperature, win_rate, ci_low, ci_high), as the paper's HH plot over fine-tuning."""
+    figure, axes = _figure()
+    index = 0
+    for label, points in runs.items():
+        points = [p for p in points if "win_rate" in p]  # a checkpoint that did not read has no rate
+        for temperature in sorted({p["temperature"] for p in points}):
+            line = sorted((p for p in points if p["temperature"] == temperature), key=lambda p: p["step"])
+            rates = [p["win_rate"] for p in line]
+            errors = [
+                [r - p["ci_low"] for r, p in zip(rates, line)],
+                [p["ci_high"] - r for r, p in zip(rates, line)],
+            ]
+            axes.errorbar(
+                [p["step"] for p in line],
+                rates,
+                yerr=errors,
+                marker=_MARKERS[index % len(_MARKERS)],
+                capsize=3,
+                label=f"{label}, T={temperature:g}",
+            )
+            index += 1
+    axes.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
+    axes.set_xlabel("training step")
+    axes.set_ylabel("win rate")
+    axes.set_ylim(0.0, 1.0)
+    if title:
+        axes.set_title(title)
+    return _save(figure, axes, path)
+
+
 def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path, *, title: str = "") -> Path:
-    """One curve per method through its points (kl, kl_stderr, reward, reward_stderr, beta), ordered by
-    KL, with standard-error bars and each point's beta written beside it."""
+    """One curve per method through its points (kl, kl_stderr, reward, reward_stderr, and the method's
+    sweep `parameter` and `value`), ordered by KL, with standard-error bars and each point's sweep
+    value written beside it ("beta=0.1", "kl_coef=0.05", "alpha=1", "N=4")."""
     figure, axes = _figure()
     for index, (method, points) in enumerate(curves.items()):
         points = sorted(points, key=lambda p: p["kl"])
@@ -80,9 +115,9 @@ def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path,
             label=method,
         )
         for p in points:
-            if p.get("beta") is not None:
+            if p.get("parameter") is not None:
                 axes.annotate(
-                    f"{p['beta']:g}",
+                    f"{p['parameter']}={p['value']:g}",
                     (p["kl"], p["reward"]),
                     fontsize="x-small",
                     xytext=(3, 3),

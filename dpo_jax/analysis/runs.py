@@ -15,10 +15,9 @@ from pathlib import Path
 
 import ml_collections
 
+from dpo_jax.analysis.methods import RUN_CONFIG, Method, run_method
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.loading import resolve_model_path
-
-RUN_CONFIG = "run_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +41,11 @@ class RunInfo:
             raise ValueError(f"{self.path} started from a random model: it has no reference to sample")
         return resolve_model_path(name)
 
-    @property
-    def method(self) -> str:
-        """ "sft" for an SFT run, else the loss ("dpo", "ipo", ...)."""
+    def method(self, *, best_of: int = 1) -> Method:
+        """The run's method and sweep parameter (methods.run_method); "model" for a plain model."""
         if self.config is None:
-            return "model"
-        return "sft" if self.config.stage == "sft" else str(self.config.loss)
-
-    @property
-    def beta(self) -> float | None:
-        return None if self.config is None or self.config.stage == "sft" else float(self.config.beta)
+            return Method("best-of-n", "N", float(best_of)) if best_of > 1 else Method("model")
+        return run_method(self.config, best_of=best_of)
 
     def tokenizer_path(self) -> str:
         """The policy's own tokenizer, else the run's configured one."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -102,3 +103,33 @@ def _restore_target(workdir: str, dtype: str, mesh):
         shardings,
     )
     return model, target, _POLICY_PARAMS_PATH[config.stage], tokenizer_source(config)
+
+
+def policies_over_training(
+    workdir: str, every: int, *, dtype: str = "float32"
+) -> Iterator[tuple[int, SavedPolicy | None, str]]:
+    """(step, policy, "") for each saved checkpoint whose step is a multiple of `every` (1: all), oldest
+    first, read one at a time (params only, read-only as above); (step, None, reason) for a step that
+    does not read, which the caller reports. The run must have kept them (config.keep_checkpoints)."""
+    checkpoints = os.path.join(workdir, CHECKPOINT_DIRNAME)
+    if not os.path.isdir(checkpoints):
+        raise MissingInputError(f"{workdir}: no checkpoints ({checkpoints}) to evaluate over training")
+    with Checkpointer.reader(checkpoints) as reader:
+        steps = [step for step in reader.all_steps() if step % every == 0]
+        if not steps:
+            raise MissingInputError(
+                f"{checkpoints}: no checkpoint at a multiple of {every} steps (saved: {reader.all_steps()})"
+            )
+        model, target, params_path, tokenizer = _restore_target(workdir, dtype)
+        for step in steps:
+            try:
+                params, _ = reader.restore(step, target, params_path=params_path)
+            except UserError:  # another model's checkpoint: no step of this run will read
+                raise
+            except Exception as error:  # Orbax and TensorStore raise many types for a damaged file
+                logger.warning(
+                    "checkpoint step %d in %s is unreadable (%s): skipped", step, checkpoints, error
+                )
+                yield step, None, f"{type(error).__name__}: {str(error)[:200]}"
+                continue
+            yield step, SavedPolicy(model, params, tokenizer=tokenizer, source=f"{checkpoints}/{step}"), ""

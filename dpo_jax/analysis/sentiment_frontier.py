@@ -8,11 +8,13 @@ with standard errors that treat prompts as clusters (kl_estimate.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from dpo_jax.analysis.kl_estimate import clustered_mean, kl_estimate
+from dpo_jax.analysis.over_training import run_policies
+from dpo_jax.analysis.runs import RunInfo, load_policy, read_run
 from dpo_jax.analysis.teacher_forcing import score_completions
 from dpo_jax.sampling.prompts import sample_policy
 
@@ -56,3 +58,49 @@ def reward_and_kl(
         "reward_stderr": reward["stderr"],
         **kl_estimate(samples.logps, reference_logps, samples.prompt_index),
     }
+
+
+def frontier_points(
+    runs: Sequence[RunInfo],
+    prompts: Sequence[str],
+    reward_judge,
+    *,
+    checkpoints_every: int | None = None,
+    reference_points: bool = True,
+    dtype: str = "float32",
+    on_point: Callable[[dict], None] = lambda point: None,
+    **options,
+) -> list[dict]:
+    """The frontier's points: each distinct reference at KL 0 (unless `reference_points` is False), then
+    each run's policy (its export, or one point per checkpoint at multiples of `checkpoints_every`,
+    each with its "step"), labelled with the run's method and sweep parameter (methods.py). A checkpoint
+    that does not read is a point with its "error" and no numbers. `options`: those of reward_and_kl."""
+    from dpo_jax.data import load_tokenizer
+
+    points, references = [], {}
+
+    def add(point):
+        on_point(point)
+        points.append(point)
+
+    for run in runs:
+        reference_path = run.reference_path
+        if reference_path not in references:
+            references[reference_path] = reference = load_policy(reference_path, dtype=dtype)
+            if reference_points:
+                tokenizer = load_tokenizer(read_run(reference_path).tokenizer_path())
+                stats = reward_and_kl(reference, reference, tokenizer, prompts, reward_judge, **options)
+                add({"run": reference_path, "method": "reference", "parameter": None, **stats})
+        tokenizer = load_tokenizer(run.tokenizer_path())
+        for step, policy, error in run_policies(run, checkpoints_every, dtype=dtype):
+            point = {"run": run.path, **run.method().as_dict()}
+            if step is not None:
+                point["step"] = step
+            if policy is None:
+                add({**point, "error": error})
+                continue
+            stats = reward_and_kl(
+                policy, references[reference_path], tokenizer, prompts, reward_judge, **options
+            )
+            add({**point, **stats})
+    return points

@@ -111,18 +111,24 @@ def imdb_prefixes(path: str, split: str, *, limit: int = 0, words: tuple[int, in
     return [e.prompt for e in examples]
 
 
-def add_prefix_flags(parser, *, split: str, num_prompts: int) -> None:
-    """The flags both IMDb commands (make_pairs, frontier) take: where the prefixes come from and how
-    continuations are sampled. `prefixes_from_flags` reads the first group back."""
-    parser.add_argument("--data_path", default="stanfordnlp/imdb", help="IMDb reviews: hub name or directory")
-    parser.add_argument("--split", default=split)
-    parser.add_argument("--num_prompts", type=int, default=num_prompts, help="first N prefixes (0 = all)")
-    parser.add_argument("--prefix_min_words", type=int, default=2)
-    parser.add_argument("--prefix_max_words", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=48)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+def prefix_flags(*, split: str, num_prompts: int) -> tuple:
+    """The flags both IMDb commands (make_pairs, frontier) take, as `config.command_line` rows: where
+    the prefixes come from and how continuations are sampled. `prefixes_from_flags` reads the first
+    group back."""
+    return (
+        ("data_path", str, "stanfordnlp/imdb", "IMDb reviews: hub name or directory"),
+        ("split", str, split, "the split whose reviews give the prefixes"),
+        ("num_prompts", int, num_prompts, "first N prefixes (0 = all)"),
+        ("prefix_min_words", int, 2, "words per prefix at least"),
+        ("prefix_max_words", int, 8, "words per prefix at most"),
+        ("max_new_tokens", int, 48, "tokens sampled at most per continuation"),
+        ("batch_size", int, 32, "prompts per generate call"),
+        ("seed", int, 0, "sampling seed"),
+        ("dtype", str, "float32", "float32 | bfloat16 compute"),
+    )
+
+
+PREFIX_CHOICES = {"dtype": ("float32", "bfloat16")}
 
 
 def prefixes_from_flags(args) -> list[str]:

@@ -3,8 +3,10 @@
 For comparison i, a fair coin (seeded) decides whether the policy's response is shown as A or as B, so
 a judge's position bias cancels in expectation instead of inflating or deflating the win rate. A verdict
 becomes an outcome for the policy: 1 (win), 0 (loss), 0.5 (tie). Identical responses are a tie by
-definition and are not sent to the judge. Verdicts the judge gave but that could not be read
-(`unparsable`) and comparisons with no verdict at all (`errors`) are excluded from the rate and counted.
+definition and are not sent to the judge. Comparisons with no verdict at all (`errors`) are excluded
+from the rate and counted. Verdicts the judge gave but that could not be read (`unparsable`) are always
+counted and, by `unparsable=`, either excluded from the rate ("drop") or counted as losses of the
+policy ("loss": TRL's WinRateCallback counts only the verdicts naming the policy as wins).
 
     win_rate = (wins + ties / 2) / n,   n = comparisons with an outcome
 
@@ -20,6 +22,7 @@ import numpy as np
 from dpo_jax.judges import TIE, A, B, Comparison, Judge
 
 DEFAULT_RESAMPLES = 10_000
+UNPARSABLE_POLICIES = ("drop", "loss")
 
 
 def bootstrap_interval(
@@ -56,6 +59,7 @@ def judge_win_rate(
     *,
     seed: int = 0,
     num_resamples: int = DEFAULT_RESAMPLES,
+    unparsable: str = "drop",
 ) -> tuple[dict, list[dict]]:
     """(summary, one record per comparison) of the policy's responses against the baseline's.
 
@@ -63,6 +67,8 @@ def judge_win_rate(
     unparsable, errors, position_a_rate (how often the judge picked A among readable verdicts: ~0.5
     for an unbiased judge) and the judge's name.
     """
+    if unparsable not in UNPARSABLE_POLICIES:
+        raise ValueError(f"unparsable={unparsable!r}; expected one of {UNPARSABLE_POLICIES}")
     if not len(prompts) == len(policy) == len(baseline):
         raise ValueError(
             f"{len(prompts)} prompts, {len(policy)} policy and {len(baseline)} baseline responses"
@@ -94,6 +100,8 @@ def judge_win_rate(
                 record["raw"] = verdict.raw
             counts["picked_a"] += verdict.choice == A
             outcome = {TIE: 0.5, A: float(policy_first[i]), B: float(not policy_first[i])}.get(verdict.choice)
+            if verdict.unparsable and unparsable == "loss":
+                outcome = 0.0
         if outcome is not None:
             outcomes.append(outcome)
             counts["wins" if outcome == 1 else "losses" if outcome == 0 else "ties"] += 1
@@ -110,6 +118,7 @@ def judge_win_rate(
         n=int(outcomes.size),
         **counts,
         position_a_rate=picked_a / readable if readable else float("nan"),
+        unparsable_counted_as=unparsable,
         judge=judge.name,
     )
     return summary, records

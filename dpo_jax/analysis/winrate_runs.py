@@ -1,9 +1,16 @@
 """A win-rate evaluation of one trained run, from its workdir to result files (what `dpo_jax.winrate` runs).
 
 The run's held-out prompts are the first `num_prompts` distinct prompts of its eval split (the data
-config it trained with, or `data_source` / `data_path` for a plain model directory). The policy (or its
-Best-of-N) is compared at each temperature with the baseline: "chosen" (the dataset's preferred
-response), "reference" (the run's reference model, sampled) or the path of another model (sampled).
+config it trained with, or `data_source` / `data_path` for a plain model directory; for task "news", the
+test split of CNN/DailyMail). The policy (or its
+Best-of-N) is compared at each temperature with the baseline:
+- "human" (the default for tldr and news, as the paper): the human-written reference of the same
+  prompt. For tldr that is the TL;DR summary the SFT dataset (`tldr_sft`, CarperAI/openai_summarize_tldr,
+  its test split) holds for the same post, whatever dataset the run trained on; posts it lacks are left
+  out and counted (`without_human_reference`). For news, the article's highlights.
+- "chosen" (the default for hh): the eval data's preferred response. For tldr comparisons that is one
+  labeller's preferred summary of two model samples, not the human reference.
+- "reference": the run's reference model, sampled; or the path of another model, sampled.
 Results go to OUT_DIR/<name>.json and OUT_DIR/<name>.comparisons.jsonl, written only once complete.
 """
 
@@ -16,18 +23,22 @@ from pathlib import Path
 
 import ml_collections
 
+from dpo_jax.analysis.over_training import parse_checkpoints, run_policies
 from dpo_jax.analysis.results import write_json, write_jsonl
 from dpo_jax.analysis.runs import RunInfo, load_policy
 from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.analysis.winrate_sweep import Contender, win_rate_sweep
 from dpo_jax.data import Example, load_tokenizer, read_examples
+from dpo_jax.data.sources import SOURCES
 from dpo_jax.judges import RewardModelJudge
 
 
 @dataclasses.dataclass(frozen=True)
 class WinRateRequest:
     task: str  # "tldr" | "hh" (the judge's question is chosen from it)
-    baseline: str = "chosen"
+    baseline: str = ""  # "" = the task's default (DEFAULT_BASELINES)
+    human_reference_path: str = ""  # tldr's human references: "" = HUMAN_REFERENCES[task]
+    human_reference_split: str = "test"
     best_of: int = 1  # > 1: the policy is Best-of-N by `best_of_n_reward`
     best_of_n_reward: str = ""
     temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -39,11 +50,30 @@ class WinRateRequest:
     data_source: str = ""
     data_path: str = ""
     name: str = ""
+    checkpoints: str = "final"  # final | all | every:N (over_training.py)
+    unparsable: str = "drop"  # "drop" | "loss": what a verdict the judge gave but we cannot read counts as
+    single_turn: bool = False  # hh: only prompts of one human turn (the paper's single-turn subset)
 
     def __post_init__(self):
         for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        parse_checkpoints(self.checkpoints)  # refused before any model or judge is loaded
+        if not self.baseline:
+            object.__setattr__(self, "baseline", DEFAULT_BASELINES.get(self.task, "chosen"))
+        if self.baseline == "human" and self.task == "hh":
+            raise ValueError("--baseline=human: HH has no human-written reference; use chosen")
+        if self.single_turn and self.task != "hh":
+            raise ValueError(f"--single_turn is HH's single-turn subset; --task={self.task} has no turns")
+
+
+DEFAULT_BASELINES = {"tldr": "human", "news": "human", "hh": "chosen"}
+# Where each task's human-written reference lives when it is not the eval data's own response:
+# (source, default path). news needs none: its eval data's only response is the reference highlights.
+HUMAN_REFERENCES = {"tldr": ("tldr_sft", "CarperAI/openai_summarize_tldr")}
+# Tasks whose prompts are not the run's own data: (source, default path). news is the paper's
+# out-of-distribution test: a TL;DR policy summarising CNN/DailyMail articles (the test split).
+TASK_DATA = {"news": ("cnn_dailymail", "abisee/cnn_dailymail")}
 
 
 def safe_name(text: str) -> str:
@@ -51,7 +81,11 @@ def safe_name(text: str) -> str:
 
 
 def held_out_examples(run: RunInfo, request: WinRateRequest) -> list[Example]:
-    if run.config is None and not (request.data_source and request.data_path):
+    if (
+        run.config is None
+        and request.task not in TASK_DATA
+        and not (request.data_source and request.data_path)
+    ):
         raise ValueError(
             f"{run.path} is not a dpo_jax workdir: give --data_source and --data_path for its prompts"
         )
@@ -59,15 +93,51 @@ def held_out_examples(run: RunInfo, request: WinRateRequest) -> list[Example]:
         run.config.data.to_dict() if run.config is not None else dict(max_length=512, max_prompt_length=256)
     )
     data = ml_collections.ConfigDict(base)
-    data.source = request.data_source or data.source
-    data.path = request.data_path or data.path
+    source, path = TASK_DATA.get(request.task, (data.get("source"), data.get("path")))
+    data.source = request.data_source or source
+    data.path = request.data_path or path
+    if data.source != base.get("source"):  # another dataset than the run's: its own held-out split
+        data.eval_split = SOURCES[data.source].default_eval_split if data.source in SOURCES else "test"
+    data.hh_single_turn = request.single_turn  # multi-turn prompts filtered, counted in the data report
     examples, _ = read_examples(data, split="eval", limit=request.num_prompts, unique_prompts=True)
     if not examples:
         raise ValueError(f"{run.path}: the eval split of {data.path!r} holds no usable examples")
     return examples
 
 
+def human_references(
+    request: WinRateRequest, examples: list[Example]
+) -> tuple[list[Example], list[str], int]:
+    """(the examples that have one, their human-written references, how many have none)."""
+    if request.task not in HUMAN_REFERENCES:
+        return examples, [e.responses[0] for e in examples if e.responses], 0
+    source, default_path = HUMAN_REFERENCES[request.task]
+    data = ml_collections.ConfigDict(
+        dict(
+            source=source,
+            path=request.human_reference_path or default_path,
+            train_split=request.human_reference_split,  # as "train": a single file is accepted too
+            eval_split="",
+            max_length=1 << 20,  # read, not tokenised: no limit applies
+            max_prompt_length=1 << 19,
+        )
+    )
+    references: dict[str, str] = {}
+    for example in read_examples(data, split="train")[0]:
+        references.setdefault(example.prompt, example.responses[0])
+    kept = [e for e in examples if e.prompt in references]
+    if not kept:
+        raise ValueError(
+            f"--baseline=human: none of the {len(examples)} prompts has a human reference in split "
+            f"{request.human_reference_split!r} of {data.path!r} (matched by the post's text)"
+        )
+    return kept, [references[e.prompt] for e in kept], len(examples) - len(kept)
+
+
 def make_baseline(run: RunInfo, request: WinRateRequest, examples: list[Example]) -> Contender:
+    if request.baseline == "human":
+        _, texts, _ = human_references(request, examples)
+        return Contender("human", texts=texts)
     if request.baseline == "chosen":
         if any(not e.responses for e in examples):
             raise ValueError(f"{run.path}: its eval data has no responses, which --baseline=chosen needs")
@@ -81,47 +151,71 @@ def make_baseline(run: RunInfo, request: WinRateRequest, examples: list[Example]
 def evaluate_run(
     run: RunInfo, judge, request: WinRateRequest, out_dir: Path, on_result: Callable[[dict], None]
 ) -> tuple[str, list[dict]]:
-    """(result name, per-temperature summaries); `on_result` sees each summary as it is ready."""
-    examples = held_out_examples(run, request)
+    """(result name, per-temperature summaries); `on_result` sees each summary as it is ready.
+
+    With `request.checkpoints` other than "final", the policy of each selected checkpoint is judged in
+    turn (over_training.py): its files are <name>_step<N>.*, its summaries carry "step", and a
+    checkpoint that does not read gives a summary with its "error" instead of numbers."""
+    examples, without_reference = held_out_examples(run, request), 0
+    if request.baseline == "human":
+        examples, _, without_reference = human_references(request, examples)
     tokenizer = load_tokenizer(run.tokenizer_path())
-    model, params = load_policy(run.model_path, dtype=request.dtype)
     reward = RewardModelJudge(request.best_of_n_reward) if request.best_of > 1 else None
-    policy = Contender(run.label, model=model, params=params, best_of=request.best_of, reward_judge=reward)
     baseline = make_baseline(run, request, examples)
+    counts = {"without_human_reference": without_reference}
     policy_label = "policy" if request.best_of == 1 else f"best_of_{request.best_of}"
-    name = request.name or safe_name(f"{policy_label}_vs_{baseline.label}_{judge.name}")
-    results = win_rate_sweep(
-        judge,
-        tokenizer,
-        [e.prompt for e in examples],
-        policy,
-        baseline,
-        request.temperatures,
-        max_new_tokens=request.max_new_tokens,
-        batch_size=request.batch_size,
-        seed=request.seed,
-        on_result=lambda temperature, summary: on_result(
-            {"run": run.path, "baseline": baseline.label, **summary}
-        ),
-    )
-    summaries = [summary for summary, _ in results]
+    subset = "_single_turn" if request.single_turn else ""
+    name = request.name or safe_name(f"{policy_label}_vs_{baseline.label}_{judge.name}{subset}")
+    summaries = []
+    for step, policy_params, error in run_policies(
+        run, parse_checkpoints(request.checkpoints), dtype=request.dtype
+    ):
+        at_step = {} if step is None else {"step": step}
+        if policy_params is None:
+            summaries.append({"run": run.path, **at_step, "error": error})
+            on_result(summaries[-1])
+            continue
+        policy = Contender(run.label, *policy_params, best_of=request.best_of, reward_judge=reward)
+        results = win_rate_sweep(
+            judge,
+            tokenizer,
+            [e.prompt for e in examples],
+            policy,
+            baseline,
+            request.temperatures,
+            max_new_tokens=request.max_new_tokens,
+            batch_size=request.batch_size,
+            seed=request.seed,
+            unparsable=request.unparsable,
+            on_result=lambda temperature, summary, at_step=at_step: on_result(
+                {"run": run.path, **at_step, "baseline": baseline.label, **counts, **summary}
+            ),
+        )
+        step_name = name if step is None else f"{name}_step{step}"
+        _write_results(
+            out_dir / step_name, run, judge, request, len(examples), {**at_step, **counts}, results
+        )
+        summaries.extend({**at_step, **summary} for summary, _ in results)
+    return name, summaries
+
+
+def _write_results(stem: Path, run: RunInfo, judge, request, num_prompts: int, extra: dict, results) -> None:
     write_jsonl(
-        out_dir / f"{name}.comparisons.jsonl",
+        stem.with_name(stem.name + ".comparisons.jsonl"),
         [{"temperature": s["temperature"], **r} for s, records in results for r in records],
     )
-    settings = dataclasses.asdict(request)
     write_json(
-        out_dir / f"{name}.json",
+        stem.with_name(stem.name + ".json"),
         {
             "run": run.path,
-            **settings,
-            "num_prompts": len(examples),
+            **dataclasses.asdict(request),
+            "num_prompts": num_prompts,
+            **extra,
             "judge": judge.name,
             "judge_usage": judge.usage(),
-            "temperatures": summaries,
+            "temperatures": [summary for summary, _ in results],
         },
     )
-    return name, summaries
 
 
 def check_judge(run: RunInfo, judge, request: WinRateRequest, out_dir: Path) -> dict:

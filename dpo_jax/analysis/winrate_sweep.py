@@ -77,9 +77,11 @@ def win_rate_sweep(
     max_new_tokens: int,
     batch_size: int = 16,
     seed: int = 0,
+    unparsable: str = "drop",
     on_result: Callable[[float, dict], None] | None = None,
 ) -> list[tuple[dict, list[dict]]]:
-    """[(summary, comparison records)] per temperature; summaries carry "temperature".
+    """[(summary, comparison records)] per temperature; summaries carry "temperature". `unparsable`:
+    "drop" or "loss", what an unreadable verdict counts as (analysis/winrate.py).
 
     Raises IncompleteJudging if any comparison has no verdict after the judge's retries (the verdicts
     obtained are in the judge's cache; a rerun asks only for the missing ones).
@@ -90,7 +92,9 @@ def win_rate_sweep(
         options = dict(settings=settings, batch_size=batch_size)
         policy_texts = policy.completions(tokenizer, prompts, seed=2 * seed, **options)
         baseline_texts = baseline.completions(tokenizer, prompts, seed=2 * seed + 1, **options)
-        summary, records = judge_win_rate(judge, prompts, policy_texts, baseline_texts, seed=seed + index)
+        summary, records = judge_win_rate(
+            judge, prompts, policy_texts, baseline_texts, seed=seed + index, unparsable=unparsable
+        )
         if summary["errors"]:
             raise IncompleteJudging(
                 f"{summary['errors']} of {len(prompts)} comparisons at temperature {temperature:g} got no "

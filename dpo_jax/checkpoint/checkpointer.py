@@ -7,6 +7,8 @@ go onto an abstract target that carries shardings, so a checkpoint resumes on an
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 import sys
@@ -87,6 +89,26 @@ def _quiet_abandoned_reads() -> None:
 
     hook.dpo_jax_quiet_abandoned_reads = True
     sys.unraisablehook = hook
+
+
+def _settle_abandoned_reads() -> None:
+    """Marks every read a failed restore abandoned as finished with, so none reports later.
+
+    Orbax runs a restore on an event loop it closes as soon as the first array fails; the reads of the
+    other arrays are left as asyncio tasks and futures of that closed loop. Whether one of them had
+    already failed (and, unretrieved, prints "Task exception was never retrieved" with a traceback when
+    it is garbage-collected) or was still pending depended on timing. A closed loop runs nothing more,
+    so once the restore has returned their state is final: a failed one's exception is retrieved here,
+    a pending one is told not to complain when destroyed. Only objects of closed loops are touched.
+    """
+    for obj in gc.get_objects():
+        if not isinstance(obj, asyncio.Future) or not obj.get_loop().is_closed():
+            continue
+        if obj.done():
+            if not obj.cancelled():
+                obj.exception()  # marks it retrieved
+        elif isinstance(obj, asyncio.Task):
+            obj._log_destroy_pending = False
 
 
 def _short_reason(error: Exception, limit: int = 300) -> str:
@@ -297,6 +319,7 @@ class Checkpointer:
             except _SignatureMismatch:
                 raise
             except Exception as error:  # Orbax and TensorStore raise many types for a damaged file
+                _settle_abandoned_reads()
                 reason = _short_reason(error)
                 failures.append(f"step {step}: {reason}")
                 if self.read_only:

@@ -49,10 +49,13 @@ def list_field(record: dict[str, Any], field: str) -> list[Any]:
 
 
 def number_field(record: dict[str, Any], field: str) -> float:
-    value = field_value(record, field)
+    return checked_number(field_value(record, field), field)
+
+
+def checked_number(value: Any, name: str) -> float:
     # bool is an int subclass; a True score is a data error, not the number 1.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRow(BAD_VALUE, field, f"expected a number, got {value!r}")
+        raise BadRow(BAD_VALUE, name, f"expected a number, got {value!r}")
     return float(value)
 
 

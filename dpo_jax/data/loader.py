@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dpo_jax import UserError
 from dpo_jax.data.packing import RowLayout, build_rows, example_row_lengths, plan_rows
 from dpo_jax.data.prepare import PreparedData
 from dpo_jax.data.tokenization import TokenizedSplit
@@ -356,6 +357,13 @@ def make_train_loader(
     process_count: int,
     layout: RowLayout | None = None,
 ) -> TrainLoader:
+    report = prepared.train_report
+    if prepared.train.num_examples < global_batch_size:
+        raise UserError(
+            f"the {report.split} split ({report.origin or prepared.source}) has {prepared.train.num_examples} "
+            f"usable examples ({report.rows_read} rows read), fewer than one global batch of "
+            f"{global_batch_size}: lower config.global_batch_size or add examples"
+        )
     return TrainLoader(
         prepared.train,
         global_batch_size=global_batch_size,

@@ -4,8 +4,12 @@ Recognised column sets (checked in this order, from the table's columns):
 - `messages`: one chat conversation per row for SFT; its last message is the assistant's response.
 - `chosen` + `rejected` (+ `prompt`): a preference pair. Text rows need a text `prompt`. Chat rows hold
   lists of {role, content}: either full conversations that share every message but the last, or, when a
-  `prompt` list is given, one assistant message each.
+  `prompt` list is given, one assistant message each. Optional `chosen_score` (as make_pairs writes).
 - `prompt` + `responses`: a ranked list, best first (Plackett-Luce; two responses is a plain pair).
+  Optional `scores`, one per response.
+
+Scores matter to the SFT set only: a prompt whose rows all carry them trains on its best-scored
+response over all its rows, whatever the row order (sft_set.py), as SHP does.
 - `prompt` + `completion`: one response, for SFT.
 
 Chat data is rendered with the tokenizer's chat template: the prompt is the conversation so far with the
@@ -17,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from dpo_jax import UserError
-from dpo_jax.data.fields import checked_text, list_field, text_field
+from dpo_jax.data.fields import checked_number, checked_text, list_field, number_field, text_field
 from dpo_jax.data.report import BAD_VALUE, CHAT_TEMPLATE_MISMATCH, EMPTY_FIELD, PROMPT_MISMATCH, BadRow
 from dpo_jax.data.sources import PAIRS, RANKED, SINGLE, Adapter, Example, ParseOptions
 
@@ -121,7 +125,9 @@ def parse_pair(record: dict[str, Any], options: ParseOptions) -> Example:
         return _parse_chat_pair(record, options)
     prompt = text_field(record, "prompt", allow_empty=True)
     if options.sft:
-        return Example(prompt, (text_field(record, "chosen"),))
+        scored = record.get("chosen_score") is not None
+        scores = (number_field(record, "chosen_score"),) if scored else None
+        return Example(prompt, (text_field(record, "chosen"),), scores)
     return Example(prompt, (text_field(record, "chosen"), text_field(record, "rejected")))
 
 
@@ -131,7 +137,14 @@ def parse_ranked(record: dict[str, Any], options: ParseOptions) -> Example:
     if not responses:
         raise BadRow(EMPTY_FIELD, "responses")
     used = responses[:1] if options.sft else responses  # SFT: the best response alone
-    return Example(prompt, tuple(checked_text(r, f"responses[{i}]") for i, r in enumerate(used)))
+    texts = tuple(checked_text(r, f"responses[{i}]") for i, r in enumerate(used))
+    scores = None
+    if options.sft and record.get("scores") is not None:
+        values = list_field(record, "scores")
+        if len(values) != len(responses):
+            raise BadRow(BAD_VALUE, "scores", f"{len(values)} scores for {len(responses)} responses")
+        scores = (checked_number(values[0], "scores[0]"),)
+    return Example(prompt, texts, scores)
 
 
 def parse_completion(record: dict[str, Any], options: ParseOptions) -> Example:

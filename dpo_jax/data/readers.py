@@ -98,25 +98,20 @@ def _open_bytes(path: Path):
     return open(path, "rb")
 
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which Windows editors write at the start of a file
+
+
 def _json_records(path: Path) -> Iterator[tuple[RowLocation, Record]]:
     """Records with their 1-based physical line (JSONL) or element number (a JSON array)."""
     with _open_bytes(path) as handle:
+        start = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
+        handle.seek(start)
         first = handle.read(1)
         while first and first.isspace():
             first = handle.read(1)
-        handle.seek(0)
+        handle.seek(start)
         if first == b"[":
-            # A JSON array cannot be streamed line by line; such files are small in practice.
-            raw = handle.read()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                line = raw[: error.start].count(b"\n") + 1
-                raise UserError(
-                    f"{path} line {line}: not UTF-8 ({error.reason}); a JSON array is read whole"
-                ) from None
-            for index, record in enumerate(json.loads(text)):
-                yield RowLocation(str(path), index + 1, "record"), _as_object(record)
+            yield from _json_array_records(path, handle.read())
             return
         for number, raw_line in enumerate(handle, start=1):
             location = RowLocation(str(path), number, "line")
@@ -136,6 +131,27 @@ def _json_records(path: Path) -> Iterator[tuple[RowLocation, Record]]:
                 yield location, _as_object(record)
 
 
+def _json_array_records(path: Path, raw: bytes) -> Iterator[tuple[RowLocation, Record]]:
+    # A JSON array cannot be streamed line by line; such files are small in practice. One broken byte
+    # or bracket makes the whole array unreadable, so it is one error naming where, not a bad row.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} line {line}: not UTF-8 ({error.reason}); a JSON array is read whole"
+        ) from None
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"{path} line {error.lineno} column {error.colno}: not a valid JSON array ({error.msg}); "
+            "a JSON array is read whole (a truncated file?)"
+        ) from None
+    for index, record in enumerate(records):
+        yield RowLocation(str(path), index + 1, "record"), _as_object(record)
+
+
 def _as_object(record: Any) -> Record:
     if isinstance(record, dict):
         return record
@@ -143,14 +159,27 @@ def _as_object(record: Any) -> Record:
 
 
 def _json_columns(path: Path) -> set[str]:
+    """The columns of the first records; a file without one object among them is an error saying why
+    (empty, or every line invalid with the first reason), not an empty column set."""
     columns: set[str] = set()
+    first_bad = None
+    scanned = 0
     records = _json_records(path)
     try:
-        for _, record in itertools.islice(records, _SCHEMA_SCAN_RECORDS):
+        for location, record in itertools.islice(records, _SCHEMA_SCAN_RECORDS):
+            scanned += 1
             if isinstance(record, dict):
                 columns.update(record)
+            elif first_bad is None:
+                first_bad = (location, record)
     finally:
         records.close()  # closes the file now rather than whenever the generator is collected
+    if scanned == 0:
+        raise UserError(f"{path}: the file is empty (no JSON records)")
+    if not columns and first_bad is not None:
+        location, bad = first_bad
+        how_many = f"all {scanned}" if scanned < _SCHEMA_SCAN_RECORDS else f"the first {scanned}"
+        raise UserError(f"{path}: {how_many} {location.unit}s are invalid; the first, {location}: {bad}")
     return columns
 
 

@@ -3,10 +3,14 @@
 
 HH and SHP repeat a prompt for each of its pairs; the reference groups the rows by prompt and trains SFT
 on one target per prompt:
-- rows with scores (SHP): the prompt's highest-scored response over all its rows (after the score-ratio
-  filter), a text counting with the score of its first appearance, ties going to the earliest;
-- rows without (HH, TL;DR comparisons, local pairs and ranked lists): the preferred response of the
-  prompt's LAST row (the reference overwrites the target with each row's chosen response).
+- rows with scores (SHP; local pairs with `chosen_score` and ranked lists with `scores`, as make_pairs
+  writes them): the prompt's highest-scored response over all its rows (after the score-ratio filter),
+  a text counting with the score of its first appearance, ties going to the earliest. make_pairs writes
+  a prompt's pairs in ranked combination order, so its last row holds the 3rd best of 4 continuations:
+  without the scores preferred-FT would train on that;
+- rows without (HH, TL;DR comparisons, unscored local pairs and ranked lists), or a prompt where only
+  some rows are scored: the preferred response of the prompt's LAST row (the reference overwrites the
+  target with each row's chosen response).
 Examples come in the order of each prompt's first row, as the reference's prompt dictionary orders them.
 Every other row of a prompt is counted as `merged_prompt` in the data report, with its file and line.
 A target that tokenisation then rejects (EOS in its text, no room) leaves its prompt without an example,

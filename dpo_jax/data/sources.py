@@ -7,10 +7,15 @@ side. The generic local schemas (`source="local"`) live in `local_schemas.py`.
 
 Text conventions follow the reference DPO implementation (eric-mitchell/direct-preference-optimization):
 - Anthropic HH: the prompt is the chosen text up to and including its last "\\n\\nAssistant:"; the
-  responses are what follows it in chosen and rejected (so they start with a space).
+  responses are what follows it in chosen and rejected (so they start with a space). With
+  `hh_single_turn` only prompts of exactly one "\\n\\nHuman:" turn are kept (the paper's single-turn
+  dialogue subset); the others are filtered rows, counted in the data report.
 - SHP: prompt "\\n\\nHuman: <history>\\n\\nAssistant:", responses " " + each reference, pairs kept only
   when score_ratio >= shp_min_score_ratio (2 in the reference).
 - TL;DR: the post rendered as "SUBREDDIT: r/..\\nTITLE: ..\\nPOST: ..\\nTL;DR:" and summaries " <text>".
+- CNN/DailyMail (the DPO paper's out-of-distribution test of TL;DR policies): the article rendered as
+  "ARTICLE: <article>\\nTL;DR:" (our format: a news article in the TL;DR policy's own cue), the
+  response its reference highlights as one line " <h1> <h2> ...".
 
 For the SFT stage (`ParseOptions.sft`) an adapter of pairwise data returns the preferred response alone
 and never checks the other one, since the SFT set does not use it: a pair unusable for DPO (an empty or
@@ -29,6 +34,7 @@ from dpo_jax.data.fields import choice_field, dict_field, list_field, number_fie
 from dpo_jax.data.report import (
     BAD_VALUE,
     EMPTY_FIELD,
+    FILTERED_NOT_SINGLE_TURN,
     FILTERED_SCORE_RATIO,
     NO_ASSISTANT_TURN,
     PROMPT_MISMATCH,
@@ -36,6 +42,7 @@ from dpo_jax.data.report import (
 )
 
 HH_ASSISTANT_TAG = "\n\nAssistant:"
+HH_HUMAN_TAG = "\n\nHuman:"
 TLDR_TAG = "TL;DR:"
 
 # What an adapter yields per row, which decides the stages it can feed.
@@ -63,6 +70,8 @@ class ParseOptions:
     chat_renderer: Any = None
     # The SFT stage: pairwise adapters return the preferred response only, unchecked the rest (see above).
     sft: bool = False
+    # HH: keep only prompts with exactly one human turn (the paper's single-turn dialogue subset).
+    hh_single_turn: bool = False
 
 
 Adapter = Callable[[dict[str, Any], ParseOptions], Example]
@@ -94,6 +103,9 @@ def parse_hh(record: dict[str, Any], options: ParseOptions) -> Example:
     if cut < 0:
         raise BadRow(NO_ASSISTANT_TURN, "chosen", f"no {HH_ASSISTANT_TAG!r} in the dialogue")
     prompt = chosen[: cut + len(HH_ASSISTANT_TAG)]
+    turns = prompt.count(HH_HUMAN_TAG)
+    if options.hh_single_turn and turns != 1:
+        raise BadRow(FILTERED_NOT_SINGLE_TURN, "chosen", f"the prompt has {turns} human turns")
     if options.sft:
         return Example(prompt, (_response(chosen[len(prompt) :], "chosen"),))
     if not rejected.startswith(prompt):
@@ -151,6 +163,18 @@ def parse_tldr_sft(record: dict[str, Any], options: ParseOptions) -> Example:
     return Example(
         tldr_prompt(text_field(record, "prompt")), (tldr_summary(text_field(record, "label"), "label"),)
     )
+
+
+def news_prompt(article: str) -> str:
+    return tldr_prompt("ARTICLE: " + " ".join(article.split()))
+
+
+def parse_cnn_dailymail(record: dict[str, Any], options: ParseOptions) -> Example:
+    # The highlights are one bullet per line; the TL;DR policies write one line, and so does the reference.
+    highlights = " ".join(
+        line.strip() for line in text_field(record, "highlights").splitlines() if line.strip()
+    )
+    return Example(news_prompt(text_field(record, "article")), (" " + _response(highlights, "highlights"),))
 
 
 def parse_imdb_review(record: dict[str, Any], options: ParseOptions) -> Example:
@@ -223,6 +247,14 @@ SOURCES: dict[str, SourceSpec] = {
             parse_tldr_sft,
             SINGLE,
             splits=("train", "valid"),
+        ),
+        _spec(
+            "cnn_dailymail",
+            "abisee/cnn_dailymail",
+            ("article", "highlights"),
+            parse_cnn_dailymail,
+            SINGLE,
+            config="3.0.0",
         ),
         _spec("imdb", "stanfordnlp/imdb", ("text",), parse_imdb_review, SINGLE),
         _spec("imdb_prefixes", "stanfordnlp/imdb", ("text",), parse_imdb_prefix, PROMPT_ONLY),

@@ -9,7 +9,14 @@ See base.py for the interface, openai_chat.py, sequence_classifier.py for the ju
 """
 
 from dpo_jax.judges.base import TIE, A, B, Comparison, Judge, JudgeError, ScoringJudge, Verdict
-from dpo_jax.judges.chat_prompts import TASK_TEMPLATES, TEMPLATES, parse_choice
+from dpo_jax.judges.chat_prompts import (
+    DEFAULT_ANSWER_PREFIX,
+    TASK_TEMPLATES,
+    TEMPLATES,
+    JudgePrompt,
+    load_template,
+    parse_choice,
+)
 from dpo_jax.judges.openai_chat import DEFAULT_BASE_URL, DEFAULT_MODEL, OpenAIJudge
 from dpo_jax.judges.sequence_classifier import DEFAULT_SENTIMENT_CLASSIFIER, ClassifierJudge, RewardModelJudge
 
@@ -29,6 +36,7 @@ def make_judge(kind: str, **kwargs) -> Judge:
 __all__ = [
     "A",
     "B",
+    "DEFAULT_ANSWER_PREFIX",
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
     "DEFAULT_SENTIMENT_CLASSIFIER",
@@ -40,10 +48,12 @@ __all__ = [
     "Comparison",
     "Judge",
     "JudgeError",
+    "JudgePrompt",
     "OpenAIJudge",
     "RewardModelJudge",
     "ScoringJudge",
     "Verdict",
+    "load_template",
     "make_judge",
     "parse_choice",
 ]

@@ -11,6 +11,10 @@ local server speaking the protocol:
   * every reply is cached on disk the moment it arrives (`VerdictCache`), unparsable ones included
     (they were paid for), so a rerun or a crashed run never pays twice;
   * token usage and, for models with a known or given price, the cost in USD are counted.
+
+On OpenAI's endpoint the judge is named "openai:<model>" and a known model is costed at its list price;
+on any other base URL (a local server, another provider) it is named by its model alone, the model must
+be given, and it is costed only at a given `price_per_million`: OpenAI's prices say nothing there.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 from dpo_jax.judges.base import Comparison, Judge, JudgeError, Verdict
 from dpo_jax.judges.cache import VerdictCache, verdict_key
-from dpo_jax.judges.chat_prompts import TEMPLATES, parse_choice, render
+from dpo_jax.judges.chat_prompts import JudgePrompt, builtin_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +86,8 @@ class OpenAIJudge(Judge):
         self,
         *,
         cache_path: str | os.PathLike,
-        template: str = "summarization",
-        model: str = DEFAULT_MODEL,
+        template: str | JudgePrompt = "summarization",
+        model: str = "",
         base_url: str = DEFAULT_BASE_URL,
         api_key: str | None = None,
         concurrency: int = 8,
@@ -96,28 +100,32 @@ class OpenAIJudge(Judge):
         price_per_million: tuple[float, float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        if template not in TEMPLATES:
-            raise ValueError(f"unknown judge template {template!r}; known: {sorted(TEMPLATES)}")
+        prompt = builtin_prompt(template) if isinstance(template, str) else template
+        official = base_url.rstrip("/") == DEFAULT_BASE_URL
+        if not model and not official:
+            raise ValueError(f"a judge at {base_url} needs its model's name (--judge_model)")
+        model = model or DEFAULT_MODEL
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
         if not api_key:
             raise JudgeError(f"the openai judge needs an API key: set {API_KEY_ENV}")
         if concurrency < 1 or max_retries < 0:
             raise ValueError(f"need concurrency >= 1 and max_retries >= 0, got {concurrency}, {max_retries}")
-        self.name = f"openai:{model}"
-        self.model, self.template = model, template
+        self.name = f"openai:{model}" if official else model
+        self.model, self.prompt = model, prompt
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
         self._concurrency, self._max_retries = concurrency, max_retries
         self._timeout_s, self._backoff_s, self._max_backoff_s = timeout_s, backoff_s, max_backoff_s
         self._max_tokens, self._temperature = max_tokens, temperature
-        self._prices = price_per_million if price_per_million is not None else KNOWN_PRICES.get(model)
+        known = KNOWN_PRICES.get(model) if official else None
+        self._prices = price_per_million if price_per_million is not None else known
         self._sleep = sleep
         self._cache = VerdictCache(cache_path)
         self._identity = {
             "kind": "openai",
             "model": model,
             "url": self._url,
-            "template": hashlib.sha256(TEMPLATES[template].encode()).hexdigest()[:16],
+            "template": hashlib.sha256(prompt.text.encode()).hexdigest()[:16],
             "temperature": temperature,
             "max_tokens": max_tokens,
         }
@@ -209,7 +217,7 @@ class OpenAIJudge(Judge):
 
     # --- the Judge interface ------------------------------------------------------------------------
     def _verdict(self, reply: dict, cached: bool) -> Verdict:
-        choice, reason = parse_choice(reply["content"])
+        choice, reason = self.prompt.parse(reply["content"])
         return Verdict(choice, reason=reason, raw=reply["content"], cached=cached)
 
     def judge(self, comparisons: Sequence[Comparison]) -> list[Verdict]:
@@ -226,7 +234,7 @@ class OpenAIJudge(Judge):
         stop = threading.Event()
 
         def ask(key: str, comparison: Comparison):
-            text = render(self.template, comparison.prompt, comparison.response_a, comparison.response_b)
+            text = self.prompt.render(comparison.prompt, comparison.response_a, comparison.response_b)
             outcome = self._post_with_retries(text, stop)
             if isinstance(outcome, dict):
                 self._cache.put(key, outcome)

@@ -1,26 +1,45 @@
-"""Judges that score each response with a Hugging Face sequence-classification model (PyTorch).
+"""Judges that score each response with a Hugging Face sequence-classification model.
 
-  * `RewardModelJudge`: a reward model with one output (the score is that logit), e.g. an
-    OpenAssistant DeBERTa reward model or a GPT-2 reward head; the higher score wins.
-  * `ClassifierJudge`: a text classifier's probability of its positive class, e.g. the DPO paper's
-    IMDb ground-truth reward `siebert/sentiment-roberta-large-english` (labels NEGATIVE / POSITIVE).
+  * `RewardModelJudge`: a reward model with one output (the score is that logit), e.g. a reward model
+    trained here (`stage="reward_model"`), an OpenAssistant DeBERTa reward model; the higher score wins.
+  * `ClassifierJudge`: a text classifier's probability (or logit) of one label, by default its positive
+    class, e.g. the DPO paper's IMDb ground-truth reward `siebert/sentiment-roberta-large-english`
+    (RoBERTa-large, labels NEGATIVE / POSITIVE).
 
-The classifier scores the text prompt + response (for IMDb: the review prefix and its continuation);
-the reward model scores the text pair (prompt, response), joined by its tokenizer as in its training
-(e.g. [CLS] question [SEP] answer [SEP] for DeBERTa). Inputs are truncated to the model's maximum
-length from the left (the response is what is judged). Models are loaded
-with `AutoModelForSequenceClassification.from_pretrained` from a local directory or a hub name.
-torch is an optional dependency (`pip install dpo_jax[torch]`); without it these judges say so.
+GPT-2 / GPT-NeoX reward heads and RoBERTa classifiers run as our Flax models, batched on the mesh
+(`judges.scoring`), with no torch; any other architecture runs in PyTorch (`pip install
+'dpo_jax[torch]'`) on the host, and says so in the log. The classifier scores the text prompt +
+response (for IMDb: the review prefix and its continuation). A reward model exported by our trainer
+scores prompt ids + response ids + EOS, exactly the ids it was trained on, at that EOS
+(`models.reward.reward_model_input_ids`); other reward models score the text pair (prompt, response)
+joined by their tokenizer as in their training (e.g. [CLS] question [SEP] answer [SEP] for DeBERTa).
+Inputs longer than the model takes lose their start (the response is what is judged). Models come
+from a local directory or a hub name.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from dpo_jax import MissingInputError
 from dpo_jax.judges.base import JudgeError, ScoringJudge
+from dpo_jax.judges.scoring import MeshScorer
+from dpo_jax.models import from_hf
+from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.loading import resolve_model_path
+from dpo_jax.models.reward import (
+    SCORE_AT_EOS,
+    export_score_position,
+    from_hf_reward_model,
+    reward_model_input_ids,
+)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SENTIMENT_CLASSIFIER = "siebert/sentiment-roberta-large-english"
 _POSITIVE = re.compile(r"^(pos|positive|label_1)$", re.IGNORECASE)
@@ -49,39 +68,107 @@ def _positive_index(config, name: str) -> int:
     )
 
 
+def flax_kind(config) -> str | None:
+    """Which of our Flax models runs a Hugging Face sequence classifier: "reward" (a GPT-2 / GPT-NeoX
+    body with one output, `models.reward`), "roberta" (`models.roberta`), or None (torch only)."""
+    if config.model_type in ("gpt2", "gpt_neox") and config.num_labels == 1:
+        return "reward"
+    if config.model_type == "roberta":
+        return "roberta"
+    return None
+
+
 class _SequenceClassifier(ScoringJudge):
+    """Loads the model in Flax when we have its architecture (`flax_kind`) and scores on the mesh
+    (`judges.scoring.MeshScorer`, the run's `mesh` and `rules`, else every device on the data axis);
+    other architectures run in PyTorch (`device`, default cuda when torch sees one, else the CPU)."""
+
     def __init__(
-        self, name_or_path: str, *, batch_size: int = 16, max_length: int | None = None, device=None
+        self,
+        name_or_path: str,
+        *,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        device=None,
+        mesh=None,
+        rules=None,
     ):
-        torch = _import_torch()
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            self._model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
-        except OSError as error:
+            path = resolve_model_path(name_or_path)  # a dpo_jax workdir stands for its export
+            directory = resolve_checkpoint_dir(path)
+            self._config = AutoConfig.from_pretrained(directory)
+            # A hub snapshot of the weights holds no tokenizer files: those come by the hub name.
+            self._tokenizer = AutoTokenizer.from_pretrained(directory if os.path.isdir(path) else path)
+        except (OSError, ValueError, MissingInputError) as error:
             raise JudgeError(
                 f"cannot load a sequence-classification model from {name_or_path!r}: {error}"
             ) from error
         if self._tokenizer.pad_token is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._tokenizer.truncation_side = "left"
+        self._batch_size = batch_size
+        self._kind = flax_kind(self._config)
+        self._score_at = export_score_position(directory) if self._kind == "reward" else None
+        if self._kind is None:
+            limit = self._load_torch(directory, device)
+        else:
+            limit = self._load_flax(directory, mesh, rules)
+        self._max_length = min(max_length or limit, limit, self._tokenizer.model_max_length)
+        self.name_or_path = name_or_path
+
+    def _load_flax(self, directory: str, mesh, rules) -> int:
+        if self._kind == "reward":
+            model, params = from_hf_reward_model(directory)
+        else:
+            model, params = from_hf(directory)
+        self._scorer = MeshScorer(model, params, mesh=mesh, rules=rules, batch_size=self._batch_size)
+        return self._scorer.max_length
+
+    def _load_torch(self, directory: str, device) -> int:
+        torch = _import_torch()
+        from transformers import AutoModelForSequenceClassification
+
+        logger.info(
+            "%s (%s) has no Flax model in dpo_jax: it runs in PyTorch on the host CPU (or cuda when torch "
+            "sees one), not on the mesh",
+            directory,
+            self._config.model_type,
+        )
+        try:
+            self._model = AutoModelForSequenceClassification.from_pretrained(directory)
+        except OSError as error:
+            raise JudgeError(
+                f"cannot load a sequence-classification model from {directory!r}: {error}"
+            ) from error
         if self._model.config.pad_token_id is None:
             # Models that pool the last non-pad token (GPT-2 heads) need to know the pad id.
             self._model.config.pad_token_id = self._tokenizer.pad_token_id
-        self._tokenizer.truncation_side = "left"
         self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model.to(self._device).eval()
         self._torch = torch
-        self._batch_size = batch_size
-        limit = getattr(self._model.config, "max_position_embeddings", None) or 512
-        self._max_length = min(max_length or limit, limit, self._tokenizer.model_max_length)
-        self.name_or_path = name_or_path
+        return getattr(self._model.config, "max_position_embeddings", None) or 512
 
     # Reward models are trained on (question, answer) text pairs, which their tokenizer joins with its
     # own separator; a classifier reads one text.
     pair_input = False
 
     def _logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        if self._kind is None:
+            return self._torch_logits(texts, pairs)
+        if self._score_at == SCORE_AT_EOS:
+            # A reward model of ours: the ids its trainer scored, read at their EOS.
+            sequences = reward_model_input_ids(self._tokenizer, texts, pairs, max_length=self._max_length)
+        else:
+            sequences = self._tokenizer(
+                texts, pairs, truncation=True, max_length=self._max_length, verbose=False
+            )["input_ids"]
+        pad_id = self._config.pad_token_id
+        pad_id = self._tokenizer.pad_token_id if pad_id is None else pad_id
+        return self._scorer.logits(sequences, pad_id=pad_id).astype(np.float64)
+
+    def _torch_logits(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
         torch = self._torch
         out = []
         for start in range(0, len(texts), self._batch_size):
@@ -96,11 +183,13 @@ class _SequenceClassifier(ScoringJudge):
             ).to(self._device)
             with torch.no_grad():
                 out.append(self._model(**batch).logits.float().cpu().numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, self._model.config.num_labels))
+        return np.concatenate(out) if out else np.zeros((0, self._config.num_labels))
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if not prompts:
+            return np.zeros((0,))
         if self.pair_input:
             return self._scores_from_logits(self._logits(list(prompts), list(responses)))
         return self._scores_from_logits(self._logits([p + r for p, r in zip(prompts, responses)]))
@@ -117,9 +206,9 @@ class RewardModelJudge(_SequenceClassifier):
 
     def __init__(self, name_or_path: str, **kwargs):
         super().__init__(name_or_path, **kwargs)
-        if self._model.config.num_labels != 1:
+        if self._config.num_labels != 1:
             raise JudgeError(
-                f"{name_or_path} has {self._model.config.num_labels} outputs; a reward model has one "
+                f"{name_or_path} has {self._config.num_labels} outputs; a reward model has one "
                 "(use the classifier judge for a text classifier)"
             )
         self.name = f"reward_model:{name_or_path}"
@@ -129,19 +218,49 @@ class RewardModelJudge(_SequenceClassifier):
 
 
 class ClassifierJudge(_SequenceClassifier):
-    """p(positive class | text) of a text classifier, in [0, 1]."""
+    """p(label | text) of a text classifier, in [0, 1] (`output="logit"`: that label's logit).
 
-    def __init__(self, name_or_path: str, *, positive_label: int | None = None, **kwargs):
+    The label is `positive_label`: an index or a name of `config.id2label` ("POSITIVE"); by default
+    the positive class of a sentiment head. PPO-GT reads it as the reward."""
+
+    OUTPUTS = ("probability", "logit")
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        positive_label: int | str | None = None,
+        output: str = "probability",
+        **kwargs,
+    ):
+        if output not in self.OUTPUTS:
+            raise JudgeError(f"output={output!r}; expected one of {self.OUTPUTS}")
         super().__init__(name_or_path, **kwargs)
-        config = self._model.config
+        config = self._config
         if config.num_labels < 2:
             raise JudgeError(f"{name_or_path} has one output: a reward model, not a classifier")
-        self.positive_index = (
-            positive_label if positive_label is not None else _positive_index(config, name_or_path)
-        )
+        self.positive_index = label_index(config, positive_label, name_or_path)
+        self.output = output
         self.name = f"classifier:{name_or_path}"
 
     def _scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        if self.output == "logit":
+            return logits[:, self.positive_index]
         shifted = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
         return probs[:, self.positive_index]
+
+
+def label_index(config, label: int | str | None, name: str) -> int:
+    """The output index of `label` (an index, or a name of config.id2label; None: the positive class)."""
+    if label is None:
+        return _positive_index(config, name)
+    names = {str(value): int(index) for index, value in (config.id2label or {}).items()}
+    if isinstance(label, str) and not label.lstrip("-").isdigit():
+        if label not in names:
+            raise JudgeError(f"{name}: no label {label!r}; its labels are {sorted(names)}")
+        return names[label]
+    index = int(label)
+    if not 0 <= index < config.num_labels:
+        raise JudgeError(f"{name}: label index {index} is out of range for {config.num_labels} labels")
+    return index

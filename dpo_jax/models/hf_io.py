@@ -302,7 +302,8 @@ def resolve_checkpoint_dir(path_or_name: str) -> str:
 def from_hf(
     path_or_name: str, *, dtype: Any = "float32", param_dtype: Any = "float32", shardings=None, **overrides
 ):
-    """Load a GPT-2 / GPT-NeoX checkpoint -> (Flax module, params).
+    """Load a GPT-2 / GPT-NeoX checkpoint, or a RoBERTa sequence classifier (`models.roberta`) ->
+    (Flax module, params).
 
     dtype is the compute dtype, param_dtype the stored one; `overrides` set other ModelConfig
     fields (remat_policy, scan_layers, dropout_rate). With `shardings` (a pytree of
@@ -316,11 +317,23 @@ def from_hf(
     if not os.path.exists(config_path):
         raise MissingInputError(f"{directory}: no config.json")
     hf_config = transformers.AutoConfig.from_pretrained(directory)
-    cfg = from_hf_config(hf_config, dtype=dtype, param_dtype=param_dtype, **overrides)
-    params = convert_hf_state_dict(cfg, read_state_dict(directory), source=directory)
-    from dpo_jax.models.build import build_model
+    if hf_config.model_type == "roberta":  # a sequence classifier (the paper's sentiment reward)
+        from dpo_jax.models.roberta import roberta_from_hf_state
 
-    model = build_model(cfg)
+        model, params = roberta_from_hf_state(
+            hf_config,
+            read_state_dict(directory),
+            source=directory,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            **overrides,
+        )
+    else:
+        cfg = from_hf_config(hf_config, dtype=dtype, param_dtype=param_dtype, **overrides)
+        params = convert_hf_state_dict(cfg, read_state_dict(directory), source=directory)
+        from dpo_jax.models.build import build_model
+
+        model = build_model(cfg)
     _check_against_model(model, params, directory)
     if shardings is not None:
         import jax

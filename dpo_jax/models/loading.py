@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -23,8 +24,15 @@ from dpo_jax.models.reward import ScalarHeadModel, from_hf_reward_model, scalar_
 EXPORT_DIRNAME = "export"
 
 
+# What the hub accepts as a model id ("gpt2", "EleutherAI/pythia-2.8b"); anything else is a local path.
+_HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """A dpo_jax workdir stands for the Hugging Face export of its final policy."""
+    """A dpo_jax workdir stands for the Hugging Face export of its final policy; a path that cannot be
+    a hub id ("/runs/sft", "./sft", "a/b/c") and does not exist is a missing directory, said so."""
+    if not os.path.exists(name_or_path) and not _HUB_MODEL_ID.match(name_or_path):
+        raise MissingInputError(f"model directory {name_or_path} does not exist")
     exported = os.path.join(name_or_path, EXPORT_DIRNAME)
     if os.path.exists(os.path.join(exported, "config.json")):
         return exported

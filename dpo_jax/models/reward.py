@@ -8,14 +8,20 @@ compute it. Params are `{"body": <the GPT-2 / GPT-NeoX params without any vocabu
 
 The score of a sequence is the value at its LAST REAL TOKEN, found from the attention mask
 (`sequence_scores`): with right padding the last 1 of the mask, with left padding the last column.
-Transformers finds it from the ids instead: the rightmost token that is not `pad_token_id`. The two
-agree whenever the pad id does not end a real sequence; with pad == eos and responses that end with
-EOS (the reference repo's tokenisation) transformers reads the token BEFORE the EOS, which is why
-`to_hf_reward_model` refuses to export a pad id that is also the EOS id unless told to.
+The trainer's sequences are prompt + response + EOS (dpo_jax.data.tokenization), so a reward model
+of ours scores a (prompt, response) at its EOS; `reward_model_input_ids` builds exactly those ids
+for scoring texts later (the judges, Best-of-N), and the export records it (`SCORE_AT_EOS`).
+
+Transformers finds the pooled token from the ids instead: the rightmost token that is not
+`pad_token_id`. With pad == eos (GPT-2, Pythia) it would read the token BEFORE the trailing EOS,
+so `export_reward_model` (the trainer's export) gives the model a pad token of its own, an id no
+text encodes to (appended to the vocabulary when the tokenizer has no spare id), and transformers
+then pools the EOS: `tokenizer(prompt, response + tokenizer.eos_token)` gives the trainer's ids.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -31,6 +37,11 @@ from dpo_jax.models.layers import INIT_STD
 
 BODY = "body"
 HEAD = "score"
+# What `dpo_jax_export.json` says about where the score is read: at the EOS the trainer appends.
+SCORE_AT_EOS = "eos"
+# The pad token an export adds when the tokenizer pads with EOS (see the module docstring).
+REWARD_PAD_TOKEN = "<|dpo_jax_reward_pad|>"
+_EMBEDDING_TENSORS = {"gpt2": "transformer.wte.weight", "gpt_neox": "gpt_neox.embed_in.weight"}
 _HF_CLASSES = {"gpt2": "GPT2ForSequenceClassification", "gpt_neox": "GPTNeoXForSequenceClassification"}
 
 
@@ -87,6 +98,50 @@ def hf_eos_id(cfg: ModelConfig) -> int | None:
     return (cfg.hf_config or {}).get("eos_token_id")
 
 
+def reward_model_input_ids(tokenizer, prompts, responses, *, max_length: int) -> list[list[int]]:
+    """The ids the trainer scores for each (prompt, response) text: prompt ids + response ids + EOS,
+    each text encoded on its own without special tokens (as `dpo_jax.data.tokenization` does).
+    Longer than `max_length`: the prompt loses its start first, then the response its end."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
+        return []
+    encode = lambda texts: tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
+    out = []
+    for prompt, response in zip(encode(prompts), encode(responses)):
+        response = list(response)
+        while response and response[-1] == tokenizer.eos_token_id:  # a text that kept its EOS: one EOS
+            response.pop()
+        response = (response + [tokenizer.eos_token_id])[:max_length]
+        keep = max_length - len(response)
+        out.append((list(prompt)[-keep:] if keep else []) + response)
+    return out
+
+
+def export_reward_model(
+    model: ScalarHeadModel, params, out_dir: str, *, tokenizer=None, pad_id=None, eos_id=None, dtype="float32"
+):
+    """The trainer's export: transformers pools the EOS the trainer scored (module docstring).
+
+    The tokenizer's pad id when it is not an EOS id; else a copy of the tokenizer with a pad token of its
+    own (`REWARD_PAD_TOKEN`). Without a tokenizer and with pad == eos no pad id is exported (transformers
+    then reads the last column, right for one sequence or left padding)."""
+    eos_ids = {hf_eos_id(model.config), eos_id} | (
+        {tokenizer.eos_token_id} if tokenizer is not None else set()
+    )
+    pad = tokenizer.pad_token_id if tokenizer is not None else pad_id
+    if pad in eos_ids or pad is None:
+        if tokenizer is None:
+            pad = None
+        else:
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.add_special_tokens({"pad_token": REWARD_PAD_TOKEN})
+            pad = tokenizer.pad_token_id
+    return to_hf_reward_model(
+        model, params, out_dir, pad_token_id=pad, dtype=dtype, tokenizer=tokenizer, score_at=SCORE_AT_EOS
+    )
+
+
 def to_hf_reward_model(
     model: ScalarHeadModel,
     params,
@@ -96,9 +151,13 @@ def to_hf_reward_model(
     allow_pad_equal_eos: bool = False,
     dtype="float32",
     tokenizer=None,
+    score_at: str | None = None,
 ) -> str:
     """A directory `transformers.AutoModelForSequenceClassification.from_pretrained` loads (num_labels=1)
-    with the scores `sequence_scores` gives, for batches whose pad id never ends a real sequence."""
+    with the scores `sequence_scores` gives, for batches whose pad id never ends a real sequence.
+
+    A pad id past the vocabulary (a pad token added for the export) gets a zero embedding row: padded
+    positions are masked, so its value never reaches a score. `score_at` is recorded for the judges."""
     from safetensors.numpy import save_file
 
     cfg = model.config
@@ -113,17 +172,33 @@ def to_hf_reward_model(
     hf_config.architectures = [_HF_CLASSES[cfg.arch]]
     hf_config.num_labels = 1
     hf_config.pad_token_id = pad_token_id
-    hf_config.save_pretrained(out_dir)
     host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), nn.meta.unbox(params))
     # The causal LM's tensor names ("transformer.*", "gpt_neox.*") are the classifier's too.
     state = export_hf_state_dict(cfg, host[BODY], dtype, body_only=True)
+    if pad_token_id is not None and pad_token_id >= cfg.vocab_size:
+        name = _EMBEDDING_TENSORS[cfg.arch]
+        state[name] = np.pad(state[name], ((0, pad_token_id + 1 - cfg.vocab_size), (0, 0)))
+        hf_config.vocab_size = pad_token_id + 1
+    hf_config.save_pretrained(out_dir)
     state["score.weight"] = np.asarray(host[HEAD], np.float32).reshape(1, -1).astype(as_dtype(dtype))
     save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
     with open(os.path.join(out_dir, "dpo_jax_export.json"), "w") as f:
-        json.dump({"arch": cfg.arch, "head": "reward", "dtype": str(as_dtype(dtype))}, f)
+        json.dump(
+            {"arch": cfg.arch, "head": "reward", "dtype": str(as_dtype(dtype)), "score_at": score_at}, f
+        )
     return out_dir
+
+
+def export_score_position(directory: str) -> str | None:
+    """Where a reward-model directory's scores are read: SCORE_AT_EOS for the trainer's exports, None
+    for other models (scored at the last token of what their tokenizer makes of the text pair)."""
+    path = os.path.join(directory, "dpo_jax_export.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("score_at")
 
 
 def from_hf_reward_model(directory: str, *, dtype="float32", param_dtype="float32", **overrides):

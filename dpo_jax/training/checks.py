@@ -6,6 +6,8 @@ mesh once the devices are known.
 
 from __future__ import annotations
 
+import math
+
 from dpo_jax import UserError
 from dpo_jax.objectives import REWARD_LOSSES, uses_reference, validate_loss_options
 
@@ -83,6 +85,7 @@ def _validate_policy_loss(config, num_responses: int) -> None:
         top_k=config.plackett_luce_top_k,
         reference_free=config.reference_free,
         length_normalize=config.length_normalize,
+        unlikelihood_alpha=config.unlikelihood_alpha,
     )
     if config.reference.precompute_logps and not uses_reference(
         config.loss, reference_free=config.reference_free
@@ -114,6 +117,7 @@ def _validate_run(config) -> None:
             f"config.global_batch_size={config.global_batch_size} is not divisible by "
             f"config.grad_accum_steps={config.grad_accum_steps}"
         )
+    _validate_optimizer_values(config)
     if config.num_train_steps < 0 or config.num_epochs < 0:
         raise UserError("config.num_train_steps and config.num_epochs must be >= 0")
     if config.num_train_steps == 0 and config.num_epochs == 0:
@@ -134,3 +138,21 @@ def validate_layout(config, *, data_parallel_size: int, process_count: int) -> N
             f"config.global_batch_size={config.global_batch_size} is not divisible by the number of "
             f"processes {process_count}"
         )
+
+
+def _validate_optimizer_values(config) -> None:
+    # make_optimizer checks them again once the step count is known, which is after data preparation:
+    # a nan or a sign typo should not cost that wait.
+    for field, lowest, inclusive in (
+        ("learning_rate", 0.0, False),
+        ("weight_decay", 0.0, True),
+        ("max_grad_norm", 0.0, True),
+        ("warmup_steps", 0, True),
+    ):
+        value = config.get(field)
+        if value is None:
+            continue
+        above = value >= lowest if inclusive else value > lowest
+        if not (math.isfinite(value) and above):
+            bound = f">= {lowest}" if inclusive else f"> {lowest}"
+            raise UserError(f"config.{field}={value} must be a finite number {bound}")

@@ -39,7 +39,7 @@ from dpo_jax.models.loading import (
     load_scalar_head_model,
     tokenizer_source,
 )
-from dpo_jax.models.reward import hf_eos_id, to_hf_reward_model
+from dpo_jax.models.reward import export_reward_model
 from dpo_jax.objectives import batch_layout
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import data_stage, stage_uses_reference, validate_config, validate_layout
@@ -422,7 +422,9 @@ def describe_objective(config) -> str:
         if config.length_normalize
         else "summed log-probs (the reference implementation's convention)"
     )
-    reference = "reference-free" if config.reference_free else "with a reference model"
+    reference = "with a reference model" if stage_uses_reference(config) else "no reference model"
+    if config.reference_free:
+        reference = "reference-free"
     return f"loss {config.loss}, beta {config.beta}, {logps}, {reference}"
 
 
@@ -438,11 +440,14 @@ def _finish(config, workdir, model, state, tokenizer, *, pad_id: int, eos_id: in
     params = gather_to_host(state.params) if config.export_hf else None
     if jax.process_index() == 0:
         if config.export_hf and config.stage == "reward_model":
-            # With pad == eos transformers would score the token before each EOS: export no pad id
-            # then (transformers scores the last column, right for unpadded or left-padded input).
-            exported_pad = None if pad_id in (eos_id, hf_eos_id(model.config)) else pad_id
-            to_hf_reward_model(
-                model, params, str(workdir / EXPORT_DIRNAME), pad_token_id=exported_pad, tokenizer=tokenizer
+            # Transformers must pool the EOS the scores were trained at (see models.reward).
+            export_reward_model(
+                model,
+                params,
+                str(workdir / EXPORT_DIRNAME),
+                tokenizer=tokenizer,
+                pad_id=pad_id,
+                eos_id=eos_id,
             )
         elif config.export_hf:
             to_hf(model, params, str(workdir / EXPORT_DIRNAME), tokenizer=tokenizer)

@@ -112,3 +112,32 @@ def test_a_ppo_workdir_gives_the_policy_half_of_its_params(unexported_run, tmp_p
     write_run_config(tmp_path, config)
     with pytest.raises(UserError, match="stage='reward_model': not a language model to sample from"):
         load_saved_policy(str(tmp_path))
+
+
+def test_policies_over_training_one_per_selected_checkpoint(unexported_run, tmp_path):
+    """Issue 22 item 9: every kept checkpoint (or those at multiples of N) read in turn, read-only; a
+    step that does not read is reported with its reason, not dropped."""
+    from dpo_jax.analysis.over_training import parse_checkpoints
+    from dpo_jax.analysis.saved_policy import policies_over_training
+
+    source, model, params_at = unexported_run
+    seen = list(policies_over_training(str(source), parse_checkpoints("all")))
+    assert [step for step, _, _ in seen] == [2, 4] and all(not error for _, _, error in seen)
+    for step, policy, _ in seen:
+        assert policy.model.config == model.config and policy.source.endswith(f"{CHECKPOINT_DIRNAME}/{step}")
+        assert_same_params(policy.params, params_at[step])
+    assert [step for step, _, _ in policies_over_training(str(source), parse_checkpoints("every:4"))] == [4]
+    with pytest.raises(
+        MissingInputError, match=r"no checkpoint at a multiple of 3 steps \(saved: \[2, 4\]\)"
+    ):
+        list(policies_over_training(str(source), 3))
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    truncate_array_files(workdir / CHECKPOINT_DIRNAME / "2")
+    (bad, none, reason), (good, policy, _) = policies_over_training(str(workdir), 1)
+    assert (bad, none, good) == (2, None, 4) and reason and (workdir / CHECKPOINT_DIRNAME / "2").is_dir()
+    assert_same_params(policy.params, params_at[4])
+    for text in ("every:0", "some", "every:x"):
+        with pytest.raises(UserError, match="expected final, all or every:N"):
+            parse_checkpoints(text)
+    assert parse_checkpoints("final") is None

@@ -50,10 +50,18 @@ def test_counts_ties_identical_and_unparsable(tmp_path):
     with ChatServer(decide=decide) as server:
         summary, records = judge_win_rate(make_judge(server, tmp_path), prompts, policy, baseline)
         assert server.requests == 8  # identical responses are not sent
-    assert summary["unparsable"] == 2 and summary["identical"] == 4 and summary["errors"] == 0
-    assert summary["n"] == 10 and summary["wins"] == 5 and summary["ties"] == 5 and summary["losses"] == 0
-    assert summary["win_rate"] == pytest.approx(7.5 / 10)
+        # Counted as losses instead (TRL's WinRateCallback): the same verdicts, from the cache.
+        lost, lost_records = judge_win_rate(
+            make_judge(server, tmp_path), prompts, policy, baseline, unparsable="loss"
+        )
+        assert server.requests == 8
+    # "tie" is no answer the template offers: unparsable, as the replies that name no choice.
+    assert summary["unparsable"] == 3 and summary["identical"] == 4 and summary["errors"] == 0
+    assert summary["n"] == 9 and summary["wins"] == 5 and summary["ties"] == 4 and summary["losses"] == 0
+    assert summary["win_rate"] == pytest.approx(7 / 9) and summary["unparsable_counted_as"] == "drop"
     assert records[0]["outcome"] is None and records[8]["choice"] == "identical"
+    assert lost["unparsable"] == 3 and lost["n"] == 12 and lost["losses"] == 3 and lost["wins"] == 5
+    assert lost["win_rate"] == pytest.approx(7 / 12) and lost_records[0]["outcome"] == 0.0
 
 
 def test_bootstrap_interval():

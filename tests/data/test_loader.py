@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from dpo_jax import UserError
 from dpo_jax.data import (
     EvalBatches,
     TrainLoader,
@@ -14,7 +15,7 @@ from dpo_jax.data import (
     make_eval_batches,
     make_train_loader,
 )
-from tests.data.data_helpers import data_config, split_from_lists
+from tests.data.data_helpers import data_config, split_from_lists, write_jsonl
 
 PAD = 0
 
@@ -225,3 +226,17 @@ def test_with_data_keeps_the_order_and_adds_extras(tokenizer):
     np.testing.assert_array_equal(batch["reference_logps"], logps[loader.global_rows(5)])
     with pytest.raises(ValueError, match="clashes"):
         prepared.train.with_extras(loss_mask=logps)
+
+
+def test_a_train_set_smaller_than_one_global_batch_names_the_split_the_file_and_the_counts(
+    tmp_path, tokenizer
+):
+    pair = {"prompt": "Q:", "chosen": " good", "rejected": " bad"}
+    rows = [{**pair, "prompt": f"Q{i}:"} for i in range(5)] + [{"prompt": "Q:"}]  # one bad row
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    prepared = build_datasets(data_config(source="local", path=path, eval_split=""), tokenizer, stage="dpo")
+    with pytest.raises(UserError) as raised:
+        make_train_loader(prepared, global_batch_size=8, seed=0, process_index=0, process_count=1)
+    assert str(raised.value).startswith(
+        f"the train split ({path}) has 5 usable examples (6 rows read), fewer than one global batch of 8"
+    )

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dpo_jax import UserError
 from dpo_jax.data import build_datasets, fixture_dir
 from dpo_jax.data.readers import open_split
 from tests.data.data_helpers import data_config, read_jsonl, write_jsonl
@@ -115,3 +116,37 @@ def test_fixture_alias_and_unknown_fixture():
     )
     with pytest.raises(FileNotFoundError, match="no fixture 'nope'"):
         open_split("fixture:nope", "train")
+
+
+def test_a_truncated_json_array_is_one_error_naming_the_file_and_the_position(tmp_path):
+    path = tmp_path / "pairs.json"
+    path.write_text('[{"prompt": "Q:", "chosen": " a", "rejected": " b"},\n {"prompt": "a"')
+    with pytest.raises(UserError, match=r"pairs.json line 2 column 16: not a valid JSON array"):
+        open_split(str(path), "train")
+
+
+@pytest.mark.parametrize("name", ["pairs.jsonl", "pairs.json", "pairs.jsonl.gz"])
+def test_a_utf8_byte_order_mark_reads_like_no_mark(tmp_path, name):
+    rows = [PAIR, {**PAIR, "prompt": "Q2:"}]
+    text = json.dumps(rows) if name == "pairs.json" else "".join(json.dumps(r) + "\n" for r in rows)
+    data = b"\xef\xbb\xbf" + text.encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    table = open_split(str(path), "train")
+    assert _rows(table) == rows
+    assert table.columns == frozenset(PAIR)
+
+
+def test_an_empty_file_and_a_file_of_invalid_lines_say_so(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(UserError, match=r"empty.jsonl: the file is empty"):
+        open_split(str(empty), "train")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": \n[1, 2]\n')
+    with pytest.raises(
+        UserError,
+        match=r"broken.jsonl: all 2 lines are invalid; the first, .*broken.jsonl line 1: "
+        r"invalid_json",
+    ):
+        open_split(str(broken), "train")

@@ -131,3 +131,39 @@ def test_other_sources(tokenizer, tmp_path, source, rows, expected, merged):
     texts, report, _ = sft_set(tokenizer, tmp_path, source, rows)
     assert texts == expected
     assert report.counts.get("merged_prompt", 0) == merged and report.num_bad == 0
+
+
+@pytest.mark.parametrize("output_format", ["pairs", "ranked"])
+def test_make_pairs_output_trains_on_the_best_scored_continuation_whatever_the_row_order(
+    tokenizer, tmp_path, output_format
+):
+    """Issue 22 item 1: make_pairs writes a prompt's pairs in ranked combination order, whose last row's
+    chosen continuation is the 3rd best of 4; its scores make preferred-FT train on the best one."""
+    from dpo_jax.analysis.sentiment_pairs import preference_records
+
+    continuations = [" mid", " best", " low", " worst"]
+    scores = [0.7, 0.9, 0.4, 0.1]
+    records, _ = preference_records(
+        ["a", "b"], [continuations, continuations[::-1]], [scores, scores[::-1]], output_format=output_format
+    )
+    for rows in (records, records[::-1]):
+        texts, report, _ = sft_set(tokenizer, tmp_path, "local", rows)
+        assert sorted(texts) == [("a", " best"), ("b", " best")]
+        assert report.num_bad == 0
+
+
+@pytest.mark.parametrize(
+    "row, field",
+    [
+        ({"prompt": "a", "chosen": " c", "rejected": " r", "chosen_score": "high"}, "chosen_score"),
+        ({"prompt": "a", "responses": [" x", " y"], "scores": [1.0]}, "scores"),
+        ({"prompt": "a", "responses": [" x", " y"], "scores": [True, 0.0]}, "scores[0]"),
+    ],
+)
+def test_a_bad_score_is_a_bad_row(tokenizer, tmp_path, row, field):
+    good = {"prompt": "b", "chosen": " fine", "rejected": " worse"}
+    if "responses" in row:
+        good = {"prompt": "b", "responses": [" fine", " worse"]}
+    texts, report, _ = sft_set(tokenizer, tmp_path, "local", [row, good])
+    assert texts == [("b", " fine")] and report.counts == {"bad_value": 1}
+    assert {s["field"] for s in report.samples} == {field}

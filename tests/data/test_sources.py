@@ -3,11 +3,13 @@
 import datasets
 import pytest
 
-from dpo_jax.data import build_datasets, fixture_dir, load_tokenizer
+from dpo_jax import UserError
+from dpo_jax.data import build_datasets, fixture_dir, load_tokenizer, read_examples
 from dpo_jax.data.local_schemas import ChatRenderer, parse_pair
 from dpo_jax.data.report import BadRow
 from dpo_jax.data.sources import (
     ParseOptions,
+    parse_cnn_dailymail,
     parse_hh,
     parse_imdb_prefix,
     parse_shp,
@@ -56,6 +58,7 @@ FIXTURE_CASES = [
         {},
     ),
     ("tldr_sft", "tldr_sft", "sft", 14, 6, 1, {"empty_field": 1, "missing_field": 1}, {}),
+    ("cnn_dailymail", "cnn_dailymail", "sft", 3, 6, 1, {"missing_field": 1, "empty_field": 1}, {}),
     ("imdb", "imdb", "sft", 16, 8, 1, {"empty_field": 1, "missing_field": 1, "not_a_string": 1}, {}),
     (
         "imdb_prefixes",
@@ -126,6 +129,16 @@ def test_bad_rows_name_file_row_and_field(tokenizer):
     assert mismatch["unit"] == "line"  # 1-based, as an editor shows it
     assert read_jsonl(mismatch["file"])[mismatch["row"] - 1]["chosen"].startswith("\n\nHuman:")
     assert by_reason["not_a_string"]["field"] == "rejected"
+
+
+def test_a_news_article_is_a_tldr_prompt_and_its_highlights_one_line():
+    """Issue 22 item 10: CNN/DailyMail in its own schema, for the TL;DR policy's out-of-distribution test."""
+    row = read_jsonl(fixture_dir("cnn_dailymail") + "/test.jsonl")[0]
+    assert set(row) == {"article", "highlights", "id"}
+    example = parse_cnn_dailymail({**row, "article": "A  story.\n\nIt ends."}, ParseOptions())
+    assert example.prompt == "ARTICLE: A story. It ends.\nTL;DR:"
+    assert example.responses == (" " + " ".join(row["highlights"].split("\n")),)
+    assert "\n" not in example.responses[0]
 
 
 def test_hh_multi_turn_prompt_ends_at_last_assistant_turn():
@@ -295,3 +308,20 @@ def test_hub_failure_names_the_dataset(monkeypatch, tokenizer):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(FileNotFoundError, match="stanfordnlp/SHP.*offline"):
         build_datasets(data_config(source="shp", path="stanfordnlp/SHP"), tokenizer, stage="dpo")
+
+
+def test_hh_single_turn_subset_drops_and_counts_multi_turn_prompts():
+    """data.hh_single_turn keeps the prompts of exactly one human turn (the paper's single-turn HH
+    subset), in order; every other usable row is a filtered row of the data report, by reason."""
+    everything, full_report = read_examples(data_config(), split="train")
+    single, report = read_examples(data_config(hh_single_turn=True), split="train")
+    want = [e for e in everything if e.prompt.count("\n\nHuman:") == 1]
+    assert len(want) < len(everything)  # the fixture has multi-turn dialogues (rows 20-23)
+    assert single == want
+    dropped = len(everything) - len(want)
+    assert report.counts["filtered_not_single_turn"] == dropped
+    assert report.num_filtered == full_report.num_filtered + dropped
+    assert report.num_bad == full_report.num_bad  # malformed rows stay bad rows, counted as before
+    assert report.metrics()["data/train/filtered/filtered_not_single_turn"] == dropped
+    with pytest.raises(UserError, match="data.hh_single_turn=True is for data.source 'hh'"):
+        read_examples(data_config(source="shp", path="fixture:shp", hh_single_turn=True))

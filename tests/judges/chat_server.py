@@ -3,7 +3,8 @@
 It answers POST /v1/chat/completions like the real endpoint (bearer key, model check, `choices`,
 `usage`), with a verdict chosen by `decide(prompt_text) -> reply content`, and misbehaves on purpose:
 `faults(prompt_text, attempt) -> None | "429" | "500" | "timeout" | "garbage_body"` picks a failure for
-the attempt-th request (0-based) carrying that prompt text. Counts requests and the most in flight.
+the attempt-th request (0-based) carrying that prompt text. Counts requests and the most in flight, and
+keeps every prompt text it received (`received`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ def prefers_good(prompt_text: str) -> str:
 
 
 class ChatServer:
-    def __init__(self, decide=prefers_good, faults=None, slow_s: float = 1.0):
+    def __init__(self, decide=prefers_good, faults=None, slow_s: float = 1.0, model: str = MODEL):
+        self.model = model
         self.decide, self.faults, self.slow_s = decide, faults or (lambda text, attempt: None), slow_s
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.attempts: dict[str, int] = {}
+        self.received: list[str] = []
         self._lock = threading.Lock()
         server = self
 
@@ -77,10 +80,11 @@ class ChatServer:
                     return self._error(404, f"no route {self.path}")
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
                     return self._error(401, "Incorrect API key provided")
-                if body.get("model") != MODEL:
+                if body.get("model") != server.model:
                     return self._error(404, f"The model `{body.get('model')}` does not exist")
                 text = body["messages"][-1]["content"]
                 with server._lock:
+                    server.received.append(text)
                     attempt = server.attempts.get(text, 0)
                     server.attempts[text] = attempt + 1
                 fault = server.faults(text, attempt)
@@ -95,7 +99,7 @@ class ChatServer:
                 reply = {
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
-                    "model": MODEL,
+                    "model": server.model,
                     "choices": [
                         {
                             "index": 0,

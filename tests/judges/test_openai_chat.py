@@ -129,7 +129,7 @@ def test_fatal_errors_are_clear(tmp_path, monkeypatch):
     [
         ("Comparison: A is tighter.\nPreferred: A", "A"),
         ("Comparison: B keeps the key fact.\n\nPreferred: B\n", "B"),
-        ("**Comparison:** same.\n**Preferred:** Tie", "tie"),
+        ("**Comparison:** same.\n**Preferred:** Tie", None),  # no built-in template offers a tie
         ('Comparison: x\nPreferred: "B"', "B"),
         ("Summary A misses the point, so\nB", "B"),
         ("I prefer neither.", None),

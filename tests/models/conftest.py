@@ -76,3 +76,35 @@ def hf_params(model, **overrides):
     cfg = from_hf_config(model.config, **overrides)
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     return build_model(cfg), convert_hf_state_dict(cfg, state)
+
+
+ROBERTA_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def make_hf_roberta(vocab_size: int = VOCAB, seed: int = 0, **overrides):
+    """A tiny random RobertaForSequenceClassification (pad id 1, positions from 2, as RoBERTa's)."""
+    torch.manual_seed(seed)
+    kw = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        initializer_range=0.2,  # 10x the default: the <s> token's state then varies visibly with the text
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        id2label=ROBERTA_LABELS,
+        label2id={v: k for k, v in ROBERTA_LABELS.items()},
+    )
+    kw.update(overrides)
+    model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**kw))
+    with torch.no_grad():  # biases and norms start at 0 / 1: perturb them so the test sees every tensor
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+        model.classifier.out_proj.weight.normal_(0.0, 1.0)  # logits spread out, so p(positive) varies
+    return model.eval()

@@ -18,6 +18,9 @@ from tests.train_helpers import run_main, tiny_config
         ({"global_batch_size": 10, "grad_accum_steps": 4}, "global_batch_size=10 is not divisible by"),
         ({"nonfinite_policy": "ignore"}, "nonfinite_policy='ignore'"),
         ({"model.dropout_rate": 0.1}, "dropout"),
+        ({"learning_rate": float("nan")}, "learning_rate=nan must be a finite number > 0"),
+        ({"learning_rate": -1e-4}, "learning_rate=-0.0001 must be"),
+        ({"max_grad_norm": float("inf")}, "max_grad_norm=inf must be a finite number >= 0"),
         (
             {"stage": "reward_model", "loss": "bradley_terry", "data.pack": True},
             "data.pack is for the policy",

@@ -38,3 +38,9 @@ def test_the_objective_line_says_summed_or_token_mean_logps():
     assert "summed log-probs" in describe_objective(tiny_config("hh", "tiny", loss="ipo"))
     mean = describe_objective(tiny_config("hh", "tiny", loss="ipo", length_normalize=True))
     assert mean.startswith("loss ipo, beta 0.1, token-mean log-probs (TRL's convention")
+
+
+def test_the_objective_line_names_a_reference_only_where_the_stage_has_one():
+    assert describe_objective(tiny_config("hh", "tiny")).endswith("with a reference model")
+    assert describe_objective(tiny_config("hh", "sft,tiny")).endswith("no reference model")
+    assert describe_objective(tiny_config("hh", "tiny", reference_free=True)).endswith("reference-free")

@@ -1,0 +1,156 @@
+"""Scoring token sequences with our Flax sequence models on the mesh: no torch, no host CPU forward.
+
+    scorer = MeshScorer(model, host_params, mesh=mesh, rules=rules, batch_size=64)
+    logits = scorer.logits(sequences, pad_id=pad_id)       # [N, num_labels] float32, in input order
+
+Two kinds of model: a reward model (`models.reward.ScalarHeadModel`, a GPT-2 / GPT-NeoX body with the
+scalar head), whose one logit is its value at each sequence's last real token (where the trainer read it,
+`models.reward.sequence_scores`), and a sequence classifier (`models.roberta`), whose logits come from
+its first token. The params are placed with the shardings their logical axis names get on the mesh
+(`dpo_jax.sharding`: replicated over the data axis, split over fsdp / tensor where the rules say so);
+the batch is split over the data axes. Sequences are sorted by length and padded to a few bucketed
+lengths (powers of two, `bucket_length`) with a fixed number of rows, so a scoring run compiles once
+per bucket rather than once per batch. `jit_score_program` is the jitted program itself, for compiling
+ahead of time (`dpo_jax.aot`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from dpo_jax.models.reward import ScalarHeadModel, sequence_scores
+from dpo_jax.sharding import (
+    DEFAULT_LOGICAL_AXIS_RULES,
+    batch_sharding,
+    data_parallel_size,
+    logical_to_mesh_shardings,
+    make_mesh,
+    traced_in_context,
+)
+
+# The shortest padded length: below it, buckets would multiply compiles for no saving.
+MIN_BUCKET = 16
+
+
+def bucket_length(length: int, limit: int) -> int:
+    """The padded length of a batch whose longest sequence has `length` tokens: the next power of two
+    (at least MIN_BUCKET), never past the model's `limit`."""
+    return min(max(MIN_BUCKET, 1 << max(length - 1, 0).bit_length()), limit)
+
+
+def num_outputs(model: nn.Module) -> int:
+    return 1 if isinstance(model, ScalarHeadModel) else model.config.num_labels
+
+
+def score_logits(model: nn.Module, params, input_ids, attention_mask):
+    """[B, num_outputs] float32: the reward model's value at each row's last real token, or the
+    classifier's logits."""
+    outputs = model.apply({"params": params}, input_ids, attention_mask=attention_mask)
+    if isinstance(model, ScalarHeadModel):
+        return sequence_scores(outputs, attention_mask)[:, None]
+    return outputs.astype(jnp.float32)
+
+
+def abstract_boxed_params(model: nn.Module):
+    """The params' shapes with their logical axis names, allocating nothing."""
+
+    def init(rng):
+        return model.init(rng, jnp.zeros((1, 8), jnp.int32))["params"]
+
+    return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+def default_mesh():
+    """Every device on the data axis: params replicated, rows split (the mesh for a model that fits)."""
+    return make_mesh((-1, 1, 1))
+
+
+def jit_score_program(model: nn.Module, mesh, batch_shape: tuple[int, int], rules=None):
+    """(jitted `(params, input_ids, attention_mask) -> logits [B, num_outputs]`, its abstract arguments).
+
+    Traced inside the mesh and logical-axis-rules context (so the models' activation constraints bind),
+    params in the shardings of their logical axes, the batch over the data axes, the logits gathered to
+    every device. `fn.lower(*abstract_args).compile()` compiles it without any weights (for aot)."""
+    rules = tuple(rules or DEFAULT_LOGICAL_AXIS_RULES)
+    boxed = abstract_boxed_params(model)
+    param_shardings = logical_to_mesh_shardings(boxed, mesh, rules)
+    rows = batch_sharding(mesh, 2)
+    fn = jax.jit(
+        traced_in_context(functools.partial(score_logits, model), mesh, rules),
+        in_shardings=(param_shardings, rows, rows),
+        out_shardings=NamedSharding(mesh, PartitionSpec()),
+    )
+    abstract_params = jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        nn.meta.unbox(boxed),
+        param_shardings,
+    )
+    batch = jax.ShapeDtypeStruct(tuple(batch_shape), jnp.int32, sharding=rows)
+    return fn, (abstract_params, batch, batch)
+
+
+class MeshScorer:
+    """A model's params placed on the mesh once, and batched scoring of token sequences (module doc)."""
+
+    def __init__(self, model: nn.Module, host_params, *, mesh=None, rules=None, batch_size: int = 16):
+        self.model = model
+        self.mesh = mesh if mesh is not None else default_mesh()
+        self.rules = tuple(rules or DEFAULT_LOGICAL_AXIS_RULES)
+        dp = data_parallel_size(self.mesh)
+        self.batch_rows = math.ceil(max(batch_size, 1) / dp) * dp
+        config = model.config
+        self.max_length = getattr(config, "max_sequence_length", config.max_position_embeddings)
+        self._programs: dict[int, tuple] = {}
+        _, (abstract_params, _, _) = self._program(bucket_length(1, self.max_length))
+        self.params = jax.tree.map(
+            lambda value, target: jax.make_array_from_callback(
+                target.shape, target.sharding, lambda index, v=value: np.asarray(v)[index]
+            ),
+            nn.meta.unbox(host_params),
+            abstract_params,
+        )
+
+    def _program(self, length: int):
+        if length not in self._programs:
+            self._programs[length] = jit_score_program(
+                self.model, self.mesh, (self.batch_rows, length), self.rules
+            )
+        return self._programs[length]
+
+    def logits(self, sequences: Sequence[Sequence[int]], *, pad_id: int) -> np.ndarray:
+        """[N, num_outputs] float32 for token sequences of any lengths up to the model's positions
+        (right-padded with `pad_id`, masked). Every process passes the same sequences."""
+        out = np.zeros((len(sequences), num_outputs(self.model)), np.float32)
+        too_long = [i for i, s in enumerate(sequences) if len(s) > self.max_length]
+        if too_long:
+            raise ValueError(
+                f"sequence {too_long[0]} has {len(sequences[too_long[0]])} tokens; the model takes at most "
+                f"{self.max_length}"
+            )
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), self.batch_rows):
+            chunk = order[start : start + self.batch_rows]
+            length = bucket_length(max(len(sequences[i]) for i in chunk), self.max_length)
+            ids = np.full((self.batch_rows, length), pad_id, np.int32)
+            mask = np.zeros((self.batch_rows, length), np.int32)
+            for row, index in enumerate(chunk):
+                ids[row, : len(sequences[index])] = sequences[index]
+                mask[row, : len(sequences[index])] = 1
+            mask[len(chunk) :, 0] = 1  # filler rows: one real token, so no row is all padding
+            fn, (_, target, _) = self._program(length)
+            ids_array, mask_array = (
+                jax.make_array_from_callback(a.shape, target.sharding, lambda index, a=a: a[index])
+                for a in (ids, mask)
+            )
+            # Replicated on every device (out_shardings), so every process reads it whole.
+            logits = np.asarray(fn(self.params, ids_array, mask_array))
+            out[chunk] = logits[: len(chunk)]
+        return out
