@@ -261,6 +261,8 @@ class _Run:
     def loop(self, state, reference, state_shardings, mesh, rules, has_reference, data_metrics):
         config, prepared, loader = self.config, self.prepared, self.loader
         start_step = int(jax.device_get(state.step))
+        if start_step >= min(config.log_every_steps, self.num_steps):  # the run's first row, kept on resume,
+            data_metrics = {}  # has the data counters already: metrics.jsonl stays that of an unbroken run
         # A reward model's objective reads its values; a policy's, its hidden states and vocabulary head.
         if config.stage == "reward_model":
             apply_fn = make_value_fn(self.model)
