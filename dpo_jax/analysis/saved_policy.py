@@ -106,7 +106,7 @@ def _restore_target(workdir: str, dtype: str, mesh):
 
 
 def policies_over_training(
-    workdir: str, every: int, *, dtype: str = "float32"
+    workdir: str, every: int, *, dtype: str = "float32", mesh=None
 ) -> Iterator[tuple[int, SavedPolicy | None, str]]:
     """(step, policy, "") for each saved checkpoint whose step is a multiple of `every` (1: all), oldest
     first, read one at a time (params only, read-only as above); (step, None, reason) for a step that
@@ -120,7 +120,8 @@ def policies_over_training(
             raise MissingInputError(
                 f"{checkpoints}: no checkpoint at a multiple of {every} steps (saved: {reader.all_steps()})"
             )
-        model, target, params_path, tokenizer = _restore_target(workdir, dtype)
+        mesh = default_mesh() if mesh is None else mesh
+        model, target, params_path, tokenizer = _restore_target(workdir, dtype, mesh)
         for step in steps:
             try:
                 params, _ = reader.restore(step, target, params_path=params_path)
