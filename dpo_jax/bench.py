@@ -4,6 +4,8 @@ python -m dpo_jax.bench --model=pythia-1.4b --pairs=64 --seq=512 --micro=8 [--re
     [--attention=auto|xla|cudnn|splash]
     [--precompute_ref] [--steps=10] [--warmup=2] [--mesh=-1,1,1] [--dtype=bfloat16] [--scan_layers]
 JAX_PLATFORMS=cpu python -m dpo_jax.bench --model=tiny --pairs=8 --seq=32 --steps=2 --warmup=1
+python -m dpo_jax.bench --program=sample --model=gpt2 --batch=16 --prompt_length=64 --new_tokens=64 \
+    --dtype=float32 [--layers=6 --width=512] [--compare=transformers]   (dpo_jax.perf.sample_benchmark)
 
 Builds the model from a published architecture (`dpo_jax.models.presets`, no download) and times the
 trainer's own jitted, sharded, state-donating train step (DPO, beta 0.1, AdamW, bf16 compute, fp32
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -95,10 +98,26 @@ def parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
     return args
 
 
+def _program(argv: Sequence[str]) -> str:
+    """`--program=NAME` (or `--program NAME`): "train" (the default) or "sample"."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--program="):
+            return arg.split("=", 1)[1]
+        if arg == "--program" and index + 1 < len(argv):
+            return argv[index + 1]
+    return "train"
+
+
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    result = run_benchmark(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _program(argv) == "sample":
+        from dpo_jax.perf.sample_benchmark import parse_args as parse_sample_args
+        from dpo_jax.perf.sample_benchmark import run_sample_benchmark
+
+        result = run_sample_benchmark(parse_sample_args(argv))
+    else:
+        result = run_benchmark(parse_args([arg for arg in argv if arg != "--program=train"]))
     if jax.process_index() == 0:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
     return result

@@ -74,7 +74,7 @@ def main(argv):
         task = config.get("task", "train")  # the first read: a placeholder raises it here
     except OSError as error:  # config_flags defers a config file that failed to load until it is read
         raise UserError(f"command line: --config: {' '.join(str(error).split())}") from None
-    from dpo_jax.checkpoint import PREEMPTED_EXIT
+    from dpo_jax.checkpoint import PREEMPTED_EXIT, CheckpointDiskFullError
     from dpo_jax.training import NonFiniteLossError, Preempted, train_and_evaluate
 
     try:
@@ -91,7 +91,10 @@ def main(argv):
             raise Preempted
     except Preempted:
         sys.exit(PREEMPTED_EXIT)
-    except NonFiniteLossError as error:  # the run failed, not the code: no traceback
+    except (
+        NonFiniteLossError,
+        CheckpointDiskFullError,
+    ) as error:  # the run failed, not the code: no traceback
         logging.getLogger("dpo_jax").error("%s", error)
         sys.exit(1)
 

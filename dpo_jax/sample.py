@@ -10,7 +10,10 @@ defaults to the one saved with the model (for a checkpoint: the one the run trai
 file, one JSON string or {"prompt": ...} object per line (so prompts may contain newlines, as HH's do).
 Prompts are encoded without special tokens (as training does), left padded, sampled with the KV cache
 (`dpo_jax.sampling.generate`) until EOS or --max_new_tokens, and printed as one JSON line per prompt:
-{"prompt": ..., "completion": ...}. --temperature=0 is greedy and deterministic.
+{"prompt": ..., "completion": ...}. --temperature=0 is greedy and deterministic. Sampling runs on every
+device (params replicated over the data axis, prompts split across devices and processes; on several
+hosts process 0 prints them). With --resume_file, finished prompts are appended to that
+file as they complete and a rerun of the same command samples only the rest (same completions).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import sys
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
@@ -35,6 +39,9 @@ _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to sample a
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_RESUME_FILE = flags.DEFINE_string(
+    "resume_file", "", "JSON-lines file of finished prompts: a rerun after a kill reuses them ('' = none)."
+)
 
 logger = logging.getLogger("dpo_jax")
 
@@ -78,8 +85,18 @@ def main(argv):
         max_new_tokens=_MAX_NEW_TOKENS.value,
     )
     completions = sample_completions(
-        model, params, tokenizer, prompts, settings=settings, batch_size=_BATCH_SIZE.value, seed=_SEED.value
+        model,
+        params,
+        tokenizer,
+        prompts,
+        settings=settings,
+        batch_size=_BATCH_SIZE.value,
+        seed=_SEED.value,
+        resume_path=_RESUME_FILE.value or None,
+        model_identity=policy.source,
     )
+    if jax.process_index() != 0:
+        return
     for prompt, completion in zip(prompts, completions):
         sys.stdout.write(json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n")
     sys.stdout.flush()

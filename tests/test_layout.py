@@ -35,6 +35,7 @@ ROOMS = (
     "ppo",
     "perf",
     "synthetic",
+    "recipes",
 )
 COMMANDS_ROOM = "commands"  # the modules at the top level of dpo_jax/
 MAX_COMMAND_LINES = 150
@@ -196,6 +197,7 @@ JIT_ELSEWHERE = {
     "dpo_jax.sharding.mesh": "sharded initialisation of a state (out_shardings only, no model code)",
     "dpo_jax.training.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
     "dpo_jax.models.loading": "a random model's init as one program instead of op by op",
+    "dpo_jax.sampling.sharded": "the sampler on the mesh (traced in its rules), its own room's program",
     "dpo_jax.sampling.generate": "the sampler, its own room's program (PPO's rollout wraps it in ppo.programs)",
     "dpo_jax.judges.scoring": "a judge's scorer (reward model / classifier) on the mesh, traced in its rules",
     "dpo_jax.analysis.teacher_forcing": "scoring saved samples after training (an analysis, no train state)",

@@ -3,8 +3,10 @@ workdir's export), or else the newest readable Orbax checkpoint of a workdir tha
 run still training, stopped by preemption or killed).
 
 From a checkpoint, the model is rebuilt from the run's config (WORKDIR/run_config.json, architecture
-only: `describe_model` downloads nothing) and only the policy's params are read (no optimizer state),
-onto this process's first device whatever mesh the run trained on. The checkpoint directory is opened
+only: `describe_model` downloads nothing) and only the policy's params are read (no optimizer state).
+Either way the params land where the sampler's decode program wants them on the sampling mesh
+(`dpo_jax.sampling.sharded.decode_placement`: replicated over the batch axes, split over tensor),
+whatever mesh the run trained on. The checkpoint directory is opened
 read-only, so a run still writing to it is not disturbed: its in-flight save is not cleaned up, and an
 unreadable step is skipped with a warning and left where it is.
 """
@@ -25,6 +27,7 @@ from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.checkpoint.checkpointer import UnreadableCheckpointError
 from dpo_jax.models import abstract_params, build_model, from_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME, describe_model, resolve_model_path, tokenizer_source
+from dpo_jax.sampling.sharded import decode_placement, default_mesh, place_params
 
 logger = logging.getLogger("dpo_jax")
 
@@ -45,17 +48,20 @@ def _has_hf_model(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, *parts, "config.json")) for parts in ((), (EXPORT_DIRNAME,)))
 
 
-def load_saved_policy(path: str, *, dtype: str = "float32") -> SavedPolicy:
+def load_saved_policy(path: str, *, dtype: str = "float32", mesh=None) -> SavedPolicy:
     """The model and params `path` holds: its Hugging Face weights if it has them, else the newest
-    readable checkpoint of the workdir `path`; fails naming both places when it has neither."""
+    readable checkpoint of the workdir `path`; fails naming both places when it has neither. The
+    params are laid out for decoding on `mesh` (default: every device on the data axis)."""
+    mesh = default_mesh() if mesh is None else mesh
     if not os.path.isdir(path) or _has_hf_model(path):
         model_dir = resolve_model_path(path)
         model, params = from_hf(model_dir, dtype=dtype)
+        params = place_params(params, decode_placement(model, mesh))
         return SavedPolicy(model, params, tokenizer=model_dir, source=model_dir)
-    return _from_checkpoint(path, dtype)
+    return _from_checkpoint(path, dtype, mesh)
 
 
-def _from_checkpoint(workdir: str, dtype: str) -> SavedPolicy:
+def _from_checkpoint(workdir: str, dtype: str, mesh) -> SavedPolicy:
     checkpoints = os.path.join(workdir, CHECKPOINT_DIRNAME)
     looked_for = (
         f"looked for an exported policy ({os.path.join(workdir, EXPORT_DIRNAME, 'config.json')}) and for a "
@@ -67,7 +73,7 @@ def _from_checkpoint(workdir: str, dtype: str) -> SavedPolicy:
     with Checkpointer.reader(checkpoints) as reader:
         if not reader.all_steps():  # at most a save a crash cut short
             raise nothing
-        model, target, params_path, tokenizer = _restore_target(workdir, dtype)
+        model, target, params_path, tokenizer = _restore_target(workdir, dtype, mesh)
         try:
             found = reader.restore_latest_readable(target, params_path=params_path)
         except UnreadableCheckpointError as error:
@@ -77,8 +83,8 @@ def _from_checkpoint(workdir: str, dtype: str) -> SavedPolicy:
     return SavedPolicy(model, params, tokenizer=tokenizer, source=f"{checkpoints}/{step}")
 
 
-def _restore_target(workdir: str, dtype: str):
-    """(model, abstract params on this process's first device, where the policy sits in the saved
+def _restore_target(workdir: str, dtype: str, mesh):
+    """(model, abstract params laid out for decoding on `mesh`, where the policy sits in the saved
     params, tokenizer) of the run that wrote `workdir`, from its run_config.json."""
     config = read_run_config(workdir)
     if config is None:
@@ -90,15 +96,17 @@ def _restore_target(workdir: str, dtype: str):
     model_cfg = config.model.copy_and_resolve_references()
     model_cfg.dtype = dtype
     model = build_model(describe_model(model_cfg, param_dtype=model_cfg.param_dtype))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = decode_placement(model, mesh).shardings
     target = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), abstract_params(model)
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+        abstract_params(model),
+        shardings,
     )
     return model, target, _POLICY_PARAMS_PATH[config.stage], tokenizer_source(config)
 
 
 def policies_over_training(
-    workdir: str, every: int, *, dtype: str = "float32"
+    workdir: str, every: int, *, dtype: str = "float32", mesh=None
 ) -> Iterator[tuple[int, SavedPolicy | None, str]]:
     """(step, policy, "") for each saved checkpoint whose step is a multiple of `every` (1: all), oldest
     first, read one at a time (params only, read-only as above); (step, None, reason) for a step that
@@ -112,7 +120,8 @@ def policies_over_training(
             raise MissingInputError(
                 f"{checkpoints}: no checkpoint at a multiple of {every} steps (saved: {reader.all_steps()})"
             )
-        model, target, params_path, tokenizer = _restore_target(workdir, dtype)
+        mesh = default_mesh() if mesh is None else mesh
+        model, target, params_path, tokenizer = _restore_target(workdir, dtype, mesh)
         for step in steps:
             try:
                 params, _ = reader.restore(step, target, params_path=params_path)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dpo_jax.judges import TIE, A, B, Comparison, Judge
+from dpo_jax.judges import TIE, A, B, Comparison, Judge, JudgeError
 
 DEFAULT_RESAMPLES = 10_000
 UNPARSABLE_POLICIES = ("drop", "loss")
@@ -107,6 +107,12 @@ def judge_win_rate(
             counts["wins" if outcome == 1 else "losses" if outcome == 0 else "ties"] += 1
         record["outcome"] = outcome
         records.append(record)
+    if counts["unparsable"] and len(asked) == counts["unparsable"] + counts["errors"]:
+        example = next(r["raw"] for r in records if "raw" in r)
+        raise JudgeError(
+            f"judge {judge.name}: none of its {counts['unparsable']} replies names a choice, so there is no "
+            f"win rate (a wrong template or model?); one reply: {example[:300]!r}"
+        )
     outcomes = np.asarray(outcomes)
     low, high = bootstrap_interval(outcomes, num_resamples=num_resamples, seed=seed)
     readable = len(asked) - counts["unparsable"] - counts["errors"]

@@ -7,6 +7,7 @@ from dpo_jax.checkpoint.checkpointer import (
     Checkpointer,
     model_signature,
 )
+from dpo_jax.checkpoint.disk_full import CheckpointDiskFullError
 from dpo_jax.checkpoint.preemption import (
     PREEMPTED_EXIT,
     install_preemption_handler,
@@ -19,6 +20,7 @@ __all__ = [
     "DATA_ITEM",
     "PREEMPTED_EXIT",
     "STATE_ITEM",
+    "CheckpointDiskFullError",
     "Checkpointer",
     "install_preemption_handler",
     "model_signature",

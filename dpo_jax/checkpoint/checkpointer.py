@@ -8,10 +8,13 @@ go onto an abstract target that carries shardings, so a checkpoint resumes on an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import re
 import sys
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,15 +23,24 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from dpo_jax import MissingInputError, UnwritableError, UserError
+from dpo_jax.checkpoint.disk_full import (
+    CheckpointDiskFullError,
+    details_path,
+    divert_disk_full_logs,
+    is_disk_full,
+    mount_point,
+    write_details,
+)
 
 logger = logging.getLogger("dpo_jax")
 
 CHECKPOINT_DIRNAME = "checkpoints"  # a run's checkpoints: WORKDIR/checkpoints/<step>
 STATE_ITEM = "state"
 DATA_ITEM = "data"
-# Orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" and renames it when complete; a crash
-# mid-save leaves one behind.
-TMP_MARKER = ".orbax-checkpoint-tmp-"
+# Orbax writes a step into a temporary directory and renames it when complete; a crash mid-save leaves
+# one behind. Its name is "<step>.orbax-checkpoint-tmp-<timestamp>" in older Orbax releases and
+# "<step>.orbax-checkpoint-tmp" in 0.12.8: Orbax's own suffix constant is in both.
+TMP_MARKER = getattr(ocp.path.step, "TMP_DIR_SUFFIX", ".orbax-checkpoint-tmp")
 # Unreadable steps are moved here (beside the checkpoint directory), never deleted: the user decides.
 UNREADABLE_SUFFIX = "_unreadable"
 
@@ -155,7 +167,10 @@ class Checkpointer:
         self.directory = epath.Path(directory)
         self.save_every_steps = save_every_steps
         self.read_only = read_only
+        self._saving_step: int | None = None  # the save that may still be in flight
+        self._disk_full: CheckpointDiskFullError | None = None
         if not read_only:
+            divert_disk_full_logs()
             _require_writable(self.directory)
             stale = sorted(path.name for path in self.directory.iterdir() if TMP_MARKER in path.name)
             if stale and jax.process_index() == 0:
@@ -220,13 +235,39 @@ class Checkpointer:
             ) from error
         # force=True: the cadence was decided above, so it does not depend on the save-decision
         # policy defaults of the installed Orbax version.
-        return self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                **{STATE_ITEM: ocp.args.StandardSave(state), DATA_ITEM: ocp.args.JsonSave(data_item)}
-            ),
-            force=True,
-        )
+        self._saving_step = step
+        with self._reporting_disk_full():  # the previous async save's failure surfaces here too
+            return self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{STATE_ITEM: ocp.args.StandardSave(state), DATA_ITEM: ocp.args.JsonSave(data_item)}
+                ),
+                force=True,
+            )
+
+    @contextlib.contextmanager
+    def _reporting_disk_full(self):
+        """Turns a save's full-disk failure (raised now or by the async save in flight) into one
+        `CheckpointDiskFullError`; Orbax's details go to the details file. Raised once per checkpointer."""
+        try:
+            yield
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            text = "".join(traceback.format_exception(error))
+            write_details(text)
+            if self._disk_full is not None:  # said once; closing after it must not say it again
+                return
+            # The failing save names its step in its temporary directory (an async one may be the
+            # save before the one being started).
+            named = re.search(rf"/(\d+){re.escape(TMP_MARKER)}", text)
+            step = int(named.group(1)) if named else self._saving_step
+            complete = [s for s in self.all_steps() if s != step]
+            self._disk_full = CheckpointDiskFullError(
+                f"no space left on {mount_point(str(self.directory))} while saving step {step}; the last "
+                f"complete checkpoint is step {complete[-1] if complete else 'none'} (details: {details_path()})"
+            )
+            raise self._disk_full from None
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -364,12 +405,15 @@ class Checkpointer:
         self._manager.reload()
 
     def wait_until_finished(self) -> None:
-        self._manager.wait_until_finished()
+        with self._reporting_disk_full():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for pending saves, then releases Orbax's background resources."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        with self._reporting_disk_full():
+            self._manager.wait_until_finished()
+        with self._reporting_disk_full():
+            self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -35,6 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
     # the fp32 layer norms see the rounding (initial implicit rewards ~1e-4 instead of exactly 0).
     c.reference.param_dtype = "bfloat16"
     c.reference.precompute_logps = False  # one pass over the train set, then free the reference
+    # Precomputed log-probs kept in a cache keyed by (reference weights, data, tokenisation, lengths),
+    # reused by every run of a sweep (dpo_jax.evaluation.reference_cache).
+    c.reference.cache_logps = True
+    c.reference.logps_cache_dir = ""  # "" = WORKDIR/../reference_logps_cache (shared by a sweep's runs)
 
     c.tokenizer = ""  # "" = the policy's tokenizer; "tiny" = the one shipped with dpo_jax
 

@@ -25,6 +25,12 @@ JUDGE_FLAGS = (
     ("judge_price", parse_price, None, "openai judge: USD per million input,output tokens (cost log)"),
     ("judge_template", str, "", "openai judge: prompt file with {prompt} {response_a} {response_b}"),
     ("judge_answer_prefix", str, "Preferred:", "openai judge: how the reply's verdict line starts"),
+    (
+        "judge_retry_unparsable",
+        bool,
+        False,
+        "openai judge: ask again where the cache holds a reply naming no choice",
+    ),
 )
 
 
@@ -41,7 +47,7 @@ def judge_from_flags(args, cache_default: Path):
 
     if args.judge != "openai":
         return judges.make_judge(args.judge, name_or_path=args.judge_path)
-    names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url")
+    names = ("concurrency", "max_retries", "timeout_s", "backoff_s", "model", "base_url", "retry_unparsable")
     options = {n: getattr(args, f"judge_{n}") for n in names if getattr(args, f"judge_{n}") != ""}
     template = judges.TASK_TEMPLATES[args.task]
     if args.judge_template:

@@ -98,6 +98,7 @@ class OpenAIJudge(Judge):
         max_tokens: int = 256,
         temperature: float = 0.0,
         price_per_million: tuple[float, float] | None = None,
+        retry_unparsable: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ):
         prompt = builtin_prompt(template) if isinstance(template, str) else template
@@ -120,6 +121,9 @@ class OpenAIJudge(Judge):
         known = KNOWN_PRICES.get(model) if official else None
         self._prices = price_per_million if price_per_million is not None else known
         self._sleep = sleep
+        # A cached reply that names no choice is kept (the cache appends; the newest reply wins) but,
+        # when asked, sent again: a changed template or a flaky model may answer readably now.
+        self._retry_unparsable = retry_unparsable
         self._cache = VerdictCache(cache_path)
         self._identity = {
             "kind": "openai",
@@ -226,6 +230,8 @@ class OpenAIJudge(Judge):
         todo: dict[str, Comparison] = {}
         for key, comparison in zip(keys, comparisons):
             reply = self._cache.get(key)
+            if reply is not None and self._retry_unparsable and self.prompt.parse(reply["content"])[0] is None:
+                reply = None
             if reply is not None:
                 verdicts[key] = self._verdict(reply, cached=True)
             elif key not in todo:

@@ -222,7 +222,7 @@ class CausalAttentionCore(nn.Module):
     the cache length when decoding; a full forward also takes a pairwise [batch, length, length]
     mask, a `RowMask` or a `RightPadded` [batch, length] mask (see `dpo_jax.models.attention`). Decoding writes k/v at the cache index and advances it,
     so a prompt can be prefilled in one call and continued one token at a time. The kernel is
-    `config.attention`'s (`dpo_jax.models.attention`); decoding always takes the XLA path.
+    `config.attention`'s (`dpo_jax.models.attention`); decoding runs `cached_attention`.
     """
 
     scale: float
@@ -231,33 +231,54 @@ class CausalAttentionCore(nn.Module):
 
     @nn.compact
     def __call__(self, q, k, v, attention_mask):
-        query_offset = 0
         if self.decode:
             initialized = self.has_variable("cache", "cached_key")
-            cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-            cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+            # Heads before positions ([B, H, L, D]): each decoding step contracts the whole cache
+            # with batch dims (B, H) leading, so XLA reads it as it lies instead of transposing
+            # every layer's cache at every token.
+            cache_shape = (k.shape[0], k.shape[2], k.shape[1], k.shape[3])
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, cache_shape, k.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, cache_shape, v.dtype)
             cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
             if initialized:
                 index = cache_index.value
-                k = jax.lax.dynamic_update_slice(
-                    cached_key.value, k.astype(cached_key.value.dtype), (0, index, 0, 0)
-                )
-                v = jax.lax.dynamic_update_slice(
-                    cached_value.value, v.astype(cached_value.value.dtype), (0, index, 0, 0)
-                )
-                cached_key.value, cached_value.value = k, v
+
+                def write(cache, new):
+                    new = jnp.swapaxes(new, 1, 2).astype(cache.dtype)
+                    return jax.lax.dynamic_update_slice(cache, new, (0, 0, index, 0))
+
+                cached_key.value = write(cached_key.value, k)
+                cached_value.value = write(cached_value.value, v)
                 cache_index.value = index + q.shape[1]
-                query_offset = index
+                keys, values = cached_key.value, cached_value.value
+                return cached_attention(q, keys, values, attention_mask, scale=self.scale, query_offset=index)
         return causal_attention(
-            q,
-            k,
-            v,
-            attention_mask,
-            scale=self.scale,
-            implementation=self.implementation,
-            decode=self.decode,
-            query_offset=query_offset,
+            q, k, v, attention_mask, scale=self.scale, implementation=self.implementation, decode=self.decode
         )
+
+
+def cached_attention(q, k_cache, v_cache, attention_mask, *, scale, query_offset):
+    """Queries [B, Lq, H, D] at cache slots query_offset.. against a [B, H, Lk, D] cache: XLA's dense
+    masked softmax (`jax.nn.dot_product_attention`'s, fp32 logits and softmax), the mask [B, Lk] plus
+    causality, each query seeing at least itself."""
+    q_len, k_len = q.shape[1], k_cache.shape[2]
+    k_cache, v_cache = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+    logits = jnp.einsum("bqhd,bhkd->bhqk", q, k_cache, preferred_element_type=jnp.float32) * scale
+    query_slots = jnp.arange(q_len, dtype=jnp.int32) + query_offset
+    key_slots = jnp.arange(k_len, dtype=jnp.int32)
+    visible = key_slots[None, :] <= query_slots[:, None]
+    if attention_mask is not None:
+        if attention_mask.shape != (q.shape[0], k_len):
+            raise ValueError(
+                f"attention_mask has shape {attention_mask.shape}; expected {(q.shape[0], k_len)} when "
+                "decoding (the cache length)"
+            )
+        visible = visible[None] & attention_mask.astype(bool)[:, None, :]
+    visible = visible | (key_slots[None, :] == query_slots[:, None])
+    visible = jnp.broadcast_to(visible, (q.shape[0], q_len, k_len))[:, None]
+    logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    return jnp.einsum("bhqk,bhkd->bqhd", probs, v_cache)
 
 
 class MLP(nn.Module):

@@ -165,3 +165,32 @@ def array_dims(result_type: str) -> list[tuple[str, tuple[int, ...]]]:
     return [
         (dtype, tuple(int(d) for d in dims.split(",") if d)) for dtype, dims in _SHAPE.findall(result_type)
     ]
+
+
+_WHILE = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+).*op_name=\"([^\"]*)\"")
+_OUTERMOST_WHILE = re.compile(r"jit\([^/]*\)/while")
+
+
+def decode_loop_collectives(hlo_text: str) -> dict:
+    """{kind: {"count", "bytes"}} of the collectives one iteration of a program's outermost traced
+    `lax.while_loop` runs (the sampler's decode loop: one iteration per generated token), nested
+    loops inside it counted by their trip counts. Fails if the program has no such loop."""
+    computations, _, _ = _parse(hlo_text)
+    bodies = []
+    for line in hlo_text.splitlines():
+        match = _WHILE.search(line)
+        # The outermost loop of a jitted function is named "jit(f)/while"; other loops (the random
+        # bits', a scanned stack's) carry longer paths.
+        if match and _OUTERMOST_WHILE.fullmatch(match.group(2)):
+            bodies.append(match.group(1))
+    if not bodies:
+        raise ValueError("the program has no outermost while loop (no decode loop)")
+    totals = [_totals(body, computations, {}) for body in set(bodies)]
+    return {
+        kind: {
+            "count": sum(t.collectives[kind] for t in totals),
+            "bytes": sum(t.collective_bytes[kind] for t in totals),
+        }
+        for kind in COLLECTIVES
+        if any(t.collectives[kind] for t in totals)
+    }

@@ -1,15 +1,18 @@
 """Batched autoregressive sampling from our GPT-2 / GPT-NeoX modules with the key/value cache.
 
-Owns `generate`: a jitted program that prefills the left-padded prompts in a single forward, then
-decodes one token per step inside a `jax.lax.while_loop` (no host round trip per token, so it runs
-unchanged with params sharded on a mesh: jit follows the shardings of its inputs). The loop ends
-early once every row has emitted EOS. Temperature, top_k and top_p are traced values: a sweep over
-them reuses one compiled program per (model, shapes, eos_id, pad_id, filtering on or off).
+Owns `generate` and the program it jits, `decode_loop` (a pure function other programs embed, e.g.
+PPO's rollout): one prefill forward per prompt that keeps only the last position's logits, then one
+token per step inside a `jax.lax.while_loop` (no host round trip per token, so it runs unchanged with
+params sharded on a mesh: jit follows the shardings of its inputs), the cache carried through the
+loop and written in place (`dynamic_update_slice` on a loop-carried buffer). K samples of a prompt
+are K rows of one batch continuing one prefill. The loop ends early once every row has emitted EOS.
+Temperature, top_k and top_p are traced values: a sweep over them reuses one compiled program per
+(model, shapes, eos_id, pad_id, filtering on or off).
 
 Conventions:
   * Prompts are LEFT padded and `prompt_mask` marks real tokens. Positions are `cumsum(mask) - 1`,
-    so a padded row samples exactly what the same prompt unpadded would (at the same row of a batch
-    of the same size, which fixes its random numbers). Every row needs at least
+    so a padded row samples exactly what the same prompt unpadded would with the same row key
+    (each row draws its noise from its own key: see `_choose_tokens`). Every row needs at least
     one real prompt token (the last prompt column must be real for every row).
   * The attention mask handed to the model is cache wide, `[B, P + max_new_tokens]`: the prompt
     mask followed by ones. Cache slots not written yet are hidden by causality.
@@ -22,6 +25,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import flax.linen as nn
@@ -51,66 +55,139 @@ def _filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax
     return jnp.take_along_axis(sorted_logits, inverse, axis=-1)
 
 
-def _choose_tokens(logits, key, settings, *, filter_tokens):
+def first_argmax(x: jax.Array) -> jax.Array:
+    """`argmax` over the last axis (ties to the lowest index), as two plain reductions.
+
+    XLA's CPU argmax is a variadic (value, index) reduce that does not vectorise: over a 50k
+    vocabulary it costs twice a max and a min together.
+    """
+    top = jnp.max(x, axis=-1, keepdims=True)
+    index = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)
+
+
+def _choose_tokens(logits, row_keys, step, settings, *, filter_tokens):
     """Next token per row and its log-prob under the model's raw distribution.
 
+    Sampling is Gumbel-max with row b's noise drawn from `fold_in(row_keys[b], step)`: a row's tokens
+    depend on its own key only, never on its position in the batch or on the batch size, so prompts
+    can be split across devices, processes and calls in any way and give the same completions.
     `settings` holds traced (temperature, top_k, top_p), so one compiled program serves every
-    temperature (a sweep from greedy to 1 compiles once); only whether to run the sort-based
-    filter at all is static.
+    temperature (a sweep from greedy to 1 compiles once); only whether to run the sort-based filter
+    at all is static.
     """
     temperature, top_k, top_p = settings
     logits = logits.astype(jnp.float32)
-    log_softmax = jax.nn.log_softmax(logits, axis=-1)
     greedy = temperature == 0.0
     tempered = logits / jnp.where(greedy, 1.0, temperature)
     if filter_tokens:
         tempered = _filter_logits(tempered, top_k, top_p)
-    sampled = jax.random.categorical(key, tempered, axis=-1)
-    tokens = jnp.where(greedy, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
-    logprobs = jnp.take_along_axis(log_softmax, tokens[:, None], axis=-1)[:, 0]
+    vocab = logits.shape[-1]
+    noise = jax.vmap(lambda key: jax.random.gumbel(jax.random.fold_in(key, step), (vocab,)))(row_keys)
+    tokens = first_argmax(jnp.where(greedy, logits, tempered + noise))
+    top = jnp.max(logits, axis=-1)
+    log_normaliser = top + jnp.log(jnp.sum(jnp.exp(logits - top[:, None]), axis=-1))
+    logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_normaliser
     return tokens, logprobs
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("model", "max_new_tokens", "filter_tokens", "eos_id", "pad_id"),
-)
-def _generate(
-    model, params, prompt_ids, prompt_mask, rng, settings, *, max_new_tokens, filter_tokens, eos_id, pad_id
+def head_logits(model: nn.Module, params, hidden: jax.Array) -> jax.Array:
+    """Logits `[B, V]` (fp32) of final hidden states `[B, D]`: the language model's own head, applied
+    to the positions that are sampled from only (the prefill's last one, not its whole prompt)."""
+    cfg = model.config
+    if cfg.tie_word_embeddings:
+        table = params[model.embed_name]["embedding"]  # [padded V, D]
+        logits = jnp.einsum("bd,vd->bv", hidden, table.astype(hidden.dtype))
+    else:
+        logits = hidden @ params["embed_out"]["kernel"].astype(hidden.dtype)
+    return logits[:, : cfg.vocab_size].astype(jnp.float32)
+
+
+def _repeat_rows(cache, times: int):
+    """Each row of the cache `times` times in a row (rows i * times + j): the K samples of a prompt
+    continue one prefill. Key/value leaves are [.., B, L, H, D] (a leading layer axis when scanned)."""
+
+    def repeat(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "cached_key" in name or "cached_value" in name:
+            return jnp.repeat(leaf, times, axis=leaf.ndim - 4)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(repeat, cache)
+
+
+def decode_loop(
+    model,
+    params,
+    prompt_ids,
+    prompt_mask,
+    row_keys,
+    settings,
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    filter_tokens: bool = False,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    forward_context=contextlib.nullcontext,
 ):
-    batch, prompt_length = prompt_ids.shape
+    """The whole sampler as one traceable function (no jit of its own), for programs that embed it
+    (PPO's rollout step): `generate` without the checks, with per-row keys.
+
+    prompt_ids / prompt_mask: [N, P] left padded; row_keys: [N * num_samples] PRNG keys, row
+    i * num_samples + j being sample j of prompt i; settings: traced (temperature, top_k, top_p).
+    `forward_context()` is entered around each model forward (the mesh sampler's sharding context,
+    under which the model's activation constraints bind). Returns `generate`'s dict over
+    N * num_samples rows.
+    """
+    num_prompts, prompt_length = prompt_ids.shape
+    batch = num_prompts * num_samples
     prompt_mask = prompt_mask.astype(jnp.int32)
-    attention_mask = jnp.concatenate([prompt_mask, jnp.ones((batch, max_new_tokens), jnp.int32)], axis=1)
-    prompt_positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0)
-    num_prompt_tokens = jnp.sum(prompt_mask, axis=1)
+    cache_length = prompt_length + max_new_tokens
     choose = functools.partial(_choose_tokens, settings=settings, filter_tokens=filter_tokens)
 
-    def forward(cache, ids, positions):
-        logits, state = model.apply(
-            {"params": params, "cache": cache}, ids, attention_mask, positions, decode=True, mutable=["cache"]
-        )
-        return logits[:, -1], state["cache"]
+    def forward(cache, ids, attention_mask, positions):
+        with forward_context():
+            hidden, state = model.apply(
+                {"params": params, "cache": cache},
+                ids,
+                attention_mask,
+                positions,
+                decode=True,
+                return_hidden=True,
+                mutable=["cache"],
+            )
+            return head_logits(model, params, hidden[:, -1]), state["cache"]
 
     def emit(step, logits, outputs, done):
         """Sample token `step` for every row; rows already past EOS emit pad_id."""
         tokens, logprobs, mask = outputs
-        new_tokens, new_logprobs = choose(logits, jax.random.fold_in(rng, step))
+        new_tokens, new_logprobs = choose(logits, row_keys, step)
         new_tokens = jnp.where(done, pad_id, new_tokens)
         new_logprobs = jnp.where(done, 0.0, new_logprobs)
-        tokens = tokens.at[:, step].set(new_tokens)
-        logprobs = logprobs.at[:, step].set(new_logprobs)
-        mask = mask.at[:, step].set(jnp.where(done, 0, 1))
+        tokens = jax.lax.dynamic_update_slice_in_dim(tokens, new_tokens[:, None], step, axis=1)
+        logprobs = jax.lax.dynamic_update_slice_in_dim(logprobs, new_logprobs[:, None], step, axis=1)
+        mask = jax.lax.dynamic_update_slice_in_dim(mask, jnp.where(done, 0, 1)[:, None], step, axis=1)
         if eos_id is not None:
             done = done | (new_tokens == eos_id)
         return (tokens, logprobs, mask), done
 
+    # One prefill per prompt, whatever num_samples: the samples share its cache.
+    prompt_attention = jnp.concatenate(
+        [prompt_mask, jnp.ones((num_prompts, max_new_tokens), jnp.int32)], axis=1
+    )
+    prompt_positions = jnp.maximum(jnp.cumsum(prompt_mask, axis=1) - 1, 0)
+    cache = init_cache(model, num_prompts, cache_length)
+    logits, cache = forward(cache, prompt_ids, prompt_attention, prompt_positions)
+    if num_samples > 1:
+        cache = _repeat_rows(cache, num_samples)
+        logits = jnp.repeat(logits, num_samples, axis=0)
+    attention_mask = jnp.repeat(prompt_attention, num_samples, axis=0)
+    num_prompt_tokens = jnp.repeat(jnp.sum(prompt_mask, axis=1), num_samples)
     outputs = (
         jnp.full((batch, max_new_tokens), pad_id, jnp.int32),
         jnp.zeros((batch, max_new_tokens), jnp.float32),
         jnp.zeros((batch, max_new_tokens), jnp.int32),
-    )
-    logits, cache = forward(
-        init_cache(model, batch, prompt_length + max_new_tokens), prompt_ids, prompt_positions
     )
     outputs, done = emit(0, logits, outputs, jnp.zeros((batch,), bool))
 
@@ -122,13 +199,27 @@ def _generate(
         # Feed token step-1 (at position prompt length + step - 1) to get the logits of token `step`.
         step, cache, outputs, done = carry
         previous = jax.lax.dynamic_slice_in_dim(outputs[0], step - 1, 1, axis=1)
-        logits, cache = forward(cache, previous, (num_prompt_tokens + step - 1)[:, None])
+        positions = (num_prompt_tokens + step - 1)[:, None]
+        logits, cache = forward(cache, previous, attention_mask, positions)
         outputs, done = emit(step, logits, outputs, done)
         return step + 1, cache, outputs, done
 
     _, _, outputs, _ = jax.lax.while_loop(keep_going, decode_step, (jnp.int32(1), cache, outputs, done))
     tokens, logprobs, mask = outputs
     return {"tokens": tokens, "logprobs": logprobs, "mask": mask}
+
+
+_generate = jax.jit(
+    decode_loop,
+    static_argnames=(
+        "model", "max_new_tokens", "num_samples", "filter_tokens", "eos_id", "pad_id", "forward_context"
+    ),
+)
+
+
+def row_keys_from(rng: jax.Array, rows: int) -> jax.Array:
+    """Row b's key `fold_in(rng, b)`, for callers that hand `generate` one key for the batch."""
+    return jax.vmap(lambda row: jax.random.fold_in(rng, row))(jnp.arange(rows, dtype=jnp.uint32))
 
 
 def generate(
@@ -144,8 +235,9 @@ def generate(
     top_p: float = 1.0,
     eos_id: int | None = None,
     pad_id: int = 0,
+    num_samples: int = 1,
 ) -> dict[str, jax.Array]:
-    """Sample `max_new_tokens` continuations of left-padded prompts.
+    """Sample `max_new_tokens` continuations of left-padded prompts, `num_samples` of each.
 
     Args:
       model: a `GPT2LMHeadModel` / `GPTNeoXForCausalLM` (anything taking `decode=True` and a cache).
@@ -153,15 +245,19 @@ def generate(
       prompt_ids: `[B, P]` int, left padded.
       prompt_mask: `[B, P]`, 1 on real prompt tokens.
       max_new_tokens: number of decoding steps; P + max_new_tokens must fit the model's positions.
-      rng: a jax PRNG key; token t uses `fold_in(rng, t)`, so results do not depend on early stopping.
+      rng: a jax PRNG key (row b then gets `fold_in(rng, b)`) or `[B * num_samples]` keys, one per
+        output row; token t of a row uses `fold_in(row_key, t)`, so results depend neither on early
+        stopping nor on which other rows share the batch.
       temperature: 0 for greedy argmax (top_k / top_p are then irrelevant), else logits / temperature.
       top_k: keep the k most likely tokens (0: all).
       top_p: nucleus sampling: keep the smallest most-likely set of mass >= top_p (1: all).
       eos_id: a row stops after emitting it (None: never stops early).
       pad_id: emitted after EOS.
+      num_samples: completions per prompt, output rows i * num_samples + j; the prompt is prefilled
+        once and its cache shared by its samples.
 
     Returns:
-      dict of `tokens [B, max_new_tokens] int32`, `logprobs [B, max_new_tokens] float32` (the model's
+      dict over B * num_samples rows of `tokens [., max_new_tokens] int32`, `logprobs [B, max_new_tokens] float32` (the model's
       raw log pi of each emitted token, see the module docstring; 0 after EOS), and
       `mask [B, max_new_tokens] int32` (1 up to and including the first EOS, 0 after).
     """
@@ -173,6 +269,8 @@ def generate(
         raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0: no top-k filtering)")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p={top_p!r} must lie in (0, 1]")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
     prompt_mask_in = prompt_mask
     prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
     prompt_mask = jnp.asarray(prompt_mask, jnp.int32)
@@ -188,15 +286,22 @@ def generate(
     if isinstance(prompt_mask_in, np.ndarray) and not np.all(prompt_mask_in[:, -1]):
         # Right padding would make the prefill read a pad position's logits: fail instead.
         raise ValueError("prompts must be left padded: prompt_mask[:, -1] must be 1 in every row")
+    rows = prompt_ids.shape[0] * num_samples
+    if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)  # a legacy uint32 key (jax.random.PRNGKey) or keys
+    row_keys = rng if rng.shape else row_keys_from(rng, rows)
+    if row_keys.shape != (rows,):
+        raise ValueError(f"rng holds keys of shape {row_keys.shape}; expected one key or ({rows},): one a row")
     return _generate(
         model,
         params,
         prompt_ids,
         prompt_mask,
-        rng,
+        row_keys,
         (jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)),
         max_new_tokens=max_new_tokens,
         filter_tokens=top_k > 0 or top_p < 1.0,
         eos_id=None if eos_id is None else int(eos_id),
         pad_id=int(pad_id),
+        num_samples=num_samples,
     )

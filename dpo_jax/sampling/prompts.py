@@ -78,10 +78,14 @@ def sample_policy(
     num_samples: int = 1,
     batch_size: int = 16,
     seed: int = 0,
+    mesh=None,
+    resume_path: str | None = None,
+    model_identity: str = "",
 ) -> Samples:
-    """`num_samples` completions per text prompt (`sample_token_ids` on the encoded prompts), with the
-    completions decoded into `texts`; `settings` are generate's temperature, top_k, top_p and
-    max_new_tokens."""
+    """`num_samples` completions per text prompt (`sample_token_ids` on the encoded prompts, on `mesh`,
+    by default every device on the data axis), with the completions decoded into `texts`; `settings`
+    are generate's temperature, top_k, top_p and max_new_tokens; `resume_path` keeps finished prompts
+    for a rerun."""
     max_new_tokens = settings["max_new_tokens"]
     max_prompt_length = model.config.max_position_embeddings - max_new_tokens
     if max_prompt_length < 1:
@@ -101,14 +105,17 @@ def sample_policy(
         seed=seed,
         eos_id=tokenizer.eos_token_id,
         pad_id=pad_id(tokenizer),
+        mesh=mesh,
+        resume_path=resume_path,
+        model_identity=model_identity,
     )
     return dataclasses.replace(samples, texts=decode_completions(tokenizer, samples.tokens, samples.mask))
 
 
 def sample_completions(
-    model, params, tokenizer, prompts: list[str], *, settings: dict, batch_size: int, seed: int
+    model, params, tokenizer, prompts: list[str], *, settings: dict, batch_size: int, seed: int, **options
 ) -> list[str]:
-    """One completion per prompt (text up to, not including, EOS)."""
+    """One completion per prompt (text up to, not including, EOS); `options` go to `sample_policy`."""
     return sample_policy(
-        model, params, tokenizer, prompts, settings=settings, batch_size=batch_size, seed=seed
+        model, params, tokenizer, prompts, settings=settings, batch_size=batch_size, seed=seed, **options
     ).texts

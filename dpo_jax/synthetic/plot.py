@@ -19,9 +19,11 @@ def plot_frontier(
     path: str | Path,
     *,
     title: str | None = None,
+    optimum_points: Sequence[tuple[float, float]] = (),
 ) -> Path:
     """Writes a PNG of the frontier (dicts with "kl" and "reward", e.g. `frontier(...)`) and the
-    methods' (kl, reward) points to `path`; returns the path."""
+    methods' (kl, reward) points to `path`; returns the path. `optimum_points` are the exact optima
+    pi*_beta at the runs' betas (on the line): the points the methods aim at, ringed so they show."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -32,6 +34,18 @@ def plot_frontier(
     if line:
         kls, rewards = zip(*line)
         axes.plot(kls, rewards, color="black", linewidth=1.5, label="optimum (exact)")
+    if optimum_points:
+        kls, rewards = zip(*optimum_points)
+        axes.scatter(
+            kls,
+            rewards,
+            s=90,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.5,
+            zorder=3,
+            label=r"$\pi^*_\beta$ at the run's $\beta$ (exact)",
+        )
     for index, (name, points) in enumerate(method_points.items()):
         if not points:
             continue

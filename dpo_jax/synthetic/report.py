@@ -137,12 +137,18 @@ def plot(result: dict, path: str | Path) -> Path | None:
             if result.get(name)
         },
         "reference (SFT)": [(0.0, result["reference"]["reward"])],
+        **(
+            {"generator (SFT data)": [(result["generator"]["kl"], result["generator"]["reward"])]}
+            if "generator" in result
+            else {}
+        ),
     }
+    optima = [(p["kl"], p["reward"]) for p in result["optimum_by_beta"]]
     betas = ", ".join(f"{p['beta']:g}" for p in result["dpo_by_beta"])
     title = f"synthetic task, {method_label(result)} at beta = {betas}"
     # The frontier starts at pi_ref itself (beta -> infinity).
     line = [{"kl": 0.0, "reward": result["reference"]["reward"]}, *result["frontier"]]
-    return plot_frontier(line, points, path, title=title)
+    return plot_frontier(line, points, path, title=title, optimum_points=optima)
 
 
 def read_sweep(root: str | Path) -> list[dict]:

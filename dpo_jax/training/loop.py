@@ -16,7 +16,8 @@ import jax
 from dpo_jax import UserError
 from dpo_jax import data as data_lib
 from dpo_jax.data.packing import batch_layout
-from dpo_jax.evaluation.passes import evaluate, pass_layout, precompute_reference_logps
+from dpo_jax.evaluation.passes import evaluate, pass_layout
+from dpo_jax.evaluation.reference_cache import attach_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import Throughput
@@ -188,12 +189,15 @@ class _Loop:
     def run(self, state, reference, state_shardings, mesh, programs: StagePrograms, data_metrics):
         config, prepared, loader = self.config, self.prepared, self.loader
         start_step = int(jax.device_get(state.step))
+        if start_step >= min(config.log_every_steps, self.num_steps):  # the run's first row, kept on resume,
+            data_metrics = {}  # has the data counters already: metrics.jsonl stays that of an unbroken run
         # Passes without gradients use the micro-batch size: it is known to fit.
         eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
         if programs.precompute_reference:
-            prepared = precompute_reference_logps(
-                prepared, programs.reference_logps, reference, config, mesh, eval_batch_size
-            )
+            prepared = attach_reference_logps(
+                prepared, programs.reference_logps, reference, config, mesh, eval_batch_size,
+                workdir=str(self.workdir),
+            ).prepared  # fmt: skip
             loader = loader.with_data(prepared)
             reference = None  # freed: the logps travel with the batches
         first_batch = make_global_batch(loader.batch(start_step), mesh)

@@ -62,6 +62,8 @@ HARMLESS_FIELDS = frozenset(
         "data.eval_split",
         "data.max_eval_examples",
         "reference.precompute_logps",
+        "reference.cache_logps",
+        "reference.logps_cache_dir",
     }
 )
 

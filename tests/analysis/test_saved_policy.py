@@ -1,5 +1,5 @@
-"""The policy of a workdir without an export: the newest readable checkpoint's params alone, onto this
-process's devices, with the run's model and tokenizer; a clear error naming both places when neither
+"""The policy of a workdir without an export: the newest readable checkpoint's params alone, laid out
+for the sampler's decode program, with the run's model and tokenizer; a clear error naming both places when neither
 exists."""
 
 import logging
@@ -58,8 +58,10 @@ def test_the_newest_checkpoint_gives_the_policy_params_alone(unexported_run, cap
     assert policy.model.config == model.config and policy.tokenizer == "tiny"
     assert jax.tree.structure(policy.params) == jax.tree.structure(params_at[4])
     assert_same_params(policy.params, params_at[4])
-    devices = {device for leaf in jax.tree.leaves(policy.params) for device in leaf.devices()}
-    assert devices == {jax.local_devices()[0]}  # not the 8-device mesh the run saved from
+    # Laid out for decoding on the sampling mesh (all 8 devices on data): whole on every device, not
+    # split over fsdp as the run saved them.
+    for leaf in jax.tree.leaves(policy.params):
+        assert leaf.sharding.is_fully_replicated and leaf.sharding.device_set == set(jax.devices())
 
 
 def test_an_unreadable_newest_step_is_skipped_and_left_in_place(unexported_run, tmp_path, caplog):

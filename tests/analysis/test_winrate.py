@@ -7,7 +7,7 @@ import pytest
 
 from dpo_jax.analysis.winrate import bootstrap_interval, judge_win_rate, order_coins
 from dpo_jax.analysis.winrate_sweep import Contender, IncompleteJudging, win_rate_sweep
-from dpo_jax.judges import OpenAIJudge
+from dpo_jax.judges import JudgeError, OpenAIJudge
 from tests.judges.chat_server import KEY, MODEL, ChatServer
 
 ALWAYS_A = "Comparison: the first one.\nPreferred: A"
@@ -62,6 +62,29 @@ def test_counts_ties_identical_and_unparsable(tmp_path):
     assert records[0]["outcome"] is None and records[8]["choice"] == "identical"
     assert lost["unparsable"] == 3 and lost["n"] == 12 and lost["losses"] == 3 and lost["wins"] == 5
     assert lost["win_rate"] == pytest.approx(7 / 12) and lost_records[0]["outcome"] == 0.0
+
+
+def test_a_judge_whose_every_reply_is_unparsable_is_an_error_and_a_retry_asks_again(tmp_path):
+    prompts, policy, baseline = ["post 0", "post 1"], ["GOOD 0", "GOOD 1"], ["weak 0", "weak 1"]
+    reply = {"text": "Both are summaries."}
+    with ChatServer(decide=lambda text: reply["text"]) as server:
+        with pytest.raises(
+            JudgeError, match=f"judge {MODEL}: none of its 2 replies .* 'Both are summ"
+        ):
+            judge_win_rate(make_judge(server, tmp_path), prompts, policy, baseline)
+        reply["text"] = ALWAYS_A
+        # The unparsable replies are cached: a plain rerun asks nothing and fails the same way ...
+        with pytest.raises(JudgeError, match="none of its 2 replies"):
+            judge_win_rate(make_judge(server, tmp_path), prompts, policy, baseline)
+        assert server.requests == 2
+        # ... while retry_unparsable asks again, and the new replies are cached over the old ones.
+        summary, _ = judge_win_rate(
+            make_judge(server, tmp_path, retry_unparsable=True), prompts, policy, baseline
+        )
+        assert server.requests == 4 and summary["n"] == 2 and summary["unparsable"] == 0
+        judge_win_rate(make_judge(server, tmp_path), prompts, policy, baseline)
+        assert server.requests == 4
+    assert len((tmp_path / "verdicts.jsonl").read_text().splitlines()) == 4  # the old replies are kept
 
 
 def test_bootstrap_interval():

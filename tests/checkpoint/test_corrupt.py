@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import SingleDeviceSharding
 
@@ -142,3 +143,33 @@ def test_a_damaged_steps_abandoned_reads_stay_quiet_whatever_the_timing(tmp_path
         gc.collect()  # when the abandoned task would report its error
     assert "checkpoint step 1 in" in caplog.text
     assert "never retrieved" not in caplog.text and "ln_f" not in caplog.text
+
+
+def test_a_save_cut_short_by_a_crash_is_reported_and_removed_under_orbaxs_own_naming(
+    tmp_path, caplog, monkeypatch
+):
+    """The unfinished directory comes from Orbax itself (its rename never happens), not from a name
+    written here: Orbax 0.12.8 calls it "<step>.orbax-checkpoint-tmp", older releases add "-<n>"."""
+    directory = tmp_path / "checkpoints"
+    _save_steps(directory, [1])
+
+    async def crash_before_the_rename(self, *args, **kwargs):
+        raise OSError("killed before the checkpoint was finalised")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ocp.path.atomicity.AtomicRenameTemporaryPath, "finalize", crash_before_the_rename)
+        with pytest.raises(OSError, match="killed"):
+            _save_steps(directory, [2])
+    unfinished = sorted(p.name for p in directory.iterdir() if not p.name.isdigit() and p.is_dir())
+    assert len(unfinished) == 1 and unfinished[0].startswith("2."), unfinished
+    with caplog.at_level(logging.WARNING, logger="dpo_jax"):
+        with checkpoint.Checkpointer(
+            directory, save_every_steps=1, keep=10, async_save=False
+        ) as checkpointer:
+            assert checkpointer.all_steps() == [1]
+            # Orbax removes it in the background and waits for that before the next save.
+            checkpointer.save(2, trained_state(sharding.make_mesh((8, 1, 1))), data_position={"step": 2})
+    assert (
+        f"removing 1 unfinished checkpoint(s) left by a crash in {directory}: {unfinished[0]}" in caplog.text
+    )
+    assert sorted(p.name for p in directory.iterdir()) == ["1", "2"]

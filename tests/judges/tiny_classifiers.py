@@ -1,37 +1,12 @@
-"""Tiny random GPT-2 sequence-classification models with the shipped tokenizer, saved as a Hugging Face
-directory: the reward model (one output) and the sentiment classifier (NEGATIVE / POSITIVE) of the tests."""
+"""Tiny random sequence-classification models with their tokenizers, saved as Hugging Face directories:
+the GPT-2 reward model (one output) and sentiment classifier (NEGATIVE / POSITIVE) of the tests (made by
+the library, dpo_jax.recipes.tiny_classifier, as the recipes make them at --scale=tiny), and a RoBERTa one."""
 
 from pathlib import Path
 
+from dpo_jax.recipes.tiny_classifier import save_tiny_classifier
 
-def save_tiny_classifier(path, *, num_labels: int, seed: int = 0) -> str:
-    import torch
-    import transformers
-
-    from dpo_jax.data import load_tokenizer
-
-    tokenizer = load_tokenizer("tiny")
-    labels = (
-        {0: "NEGATIVE", 1: "POSITIVE"} if num_labels == 2 else {i: f"LABEL_{i}" for i in range(num_labels)}
-    )
-    config = transformers.GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=128,
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        num_labels=num_labels,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = transformers.GPT2ForSequenceClassification(config)
-    with torch.no_grad():  # a stronger head than the default init, so scores spread out
-        model.score.weight.normal_(0.0, 1.0)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(Path(path))
+__all__ = ["byte_level_roberta_tokenizer", "save_tiny_classifier", "save_tiny_roberta_classifier"]
 
 
 def byte_level_roberta_tokenizer():

@@ -176,3 +176,30 @@ def test_bad_settings_are_errors():
         with pytest.raises(ValueError, match=next(iter(bad))):
             call(ids, mask, **bad)
     assert jnp.asarray(call(ids, mask)["tokens"]).shape == (1, 2)
+
+
+def test_a_row_samples_the_same_alone_or_in_any_batch():
+    """Row keys, not batch positions, fix a row's random numbers."""
+    model, params = tiny_model("gpt2")
+    ids, mask = PROMPTS
+    keys = jax.random.split(jax.random.key(4), len(ids))
+    sample = functools.partial(generate, model, params, max_new_tokens=NEW_TOKENS, temperature=1.0)
+    together = sample(ids, mask, rng=keys)
+    order = np.array([2, 0, 3, 1])
+    shuffled = sample(ids[order], mask[order], rng=keys[order])
+    alone = sample(ids[2:3], mask[2:3], rng=keys[2:3])
+    np.testing.assert_array_equal(np.asarray(shuffled["tokens"]), np.asarray(together["tokens"])[order])
+    np.testing.assert_array_equal(alone["tokens"][0], together["tokens"][2])
+
+
+def test_samples_of_a_prompt_share_one_prefill_and_equal_repeated_prompts():
+    model, params = tiny_model("gpt_neox")
+    ids, mask = PROMPTS
+    keys = jax.random.split(jax.random.key(5), 3 * len(ids))
+    sample = functools.partial(generate, model, params, max_new_tokens=NEW_TOKENS, rng=keys)
+    shared = sample(ids, mask, num_samples=3)
+    repeated = sample(np.repeat(ids, 3, axis=0), np.repeat(mask, 3, axis=0))
+    np.testing.assert_array_equal(shared["tokens"], repeated["tokens"])
+    # Sums over <= 5 tokens of fp32 log-probs near log(16): a few ulps each.
+    np.testing.assert_allclose(shared["logprobs"], repeated["logprobs"], atol=1e-5)
+    assert len({tuple(row) for row in np.asarray(shared["tokens"])[:3]}) > 1  # 3 different samples

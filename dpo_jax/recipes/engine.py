@@ -1,0 +1,259 @@
+"""Running a recipe: a DAG of stages, each an ordinary run of a dpo_jax command in DIR/<stage>.
+
+A stage is a command line (`python -m dpo_jax.main ...`, `python -m dpo_jax.make_pairs ...`) run as
+a subprocess, so each stage starts with fresh JAX state and is exactly the run a user would start by
+hand: `sample`, `winrate` and `frontier` work on its workdir alone. Paths inside the recipe's DIR are
+written `{root}` in the stage's arguments, so a moved DIR keeps its stages.
+
+A stage's fingerprint hashes its arguments (with `{root}` unexpanded), the contents of the input
+files it names outside DIR (config files, data fixtures) and the fingerprints of the stages it
+depends on. Finishing writes DIR/<stage>/STAGE.json with the fingerprint and what it hashed;
+starting writes STAGE.started.json. So on the next run of the recipe:
+- a finished stage with the same fingerprint is reused, never re-run;
+- a started (killed) stage with the same fingerprint is run again in place: the trainer resumes
+  from its last checkpoint;
+- a stage whose fingerprint changed is re-run, after printing which parts changed; its old
+  directory moves to DIR/.superseded/ (not deleted: nothing is lost silently).
+Children die with the recipe (PR_SET_PDEATHSIG on Linux): a killed recipe leaves no stage running
+into the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dpo_jax import UserError
+
+ENGINE_VERSION = 1
+STAGE_FILE = "STAGE.json"
+STARTED_FILE = "STAGE.started.json"
+LOG_FILE = "stage.log"
+PREEMPTED_EXIT = 75  # dpo_jax.checkpoint.PREEMPTED_EXIT, without importing jax here
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One run of the recipe. `args` is a command line after `python -m`, with `{root}` for DIR."""
+
+    name: str
+    args: tuple[str, ...]
+    after: tuple[str, ...] = ()  # the stages it reads
+    inputs: tuple[str, ...] = ()  # files or directories outside DIR whose contents it reads
+    kind: str = "train"  # train | sample | score | report (for the plan)
+    plan: dict[str, Any] = dataclasses.field(default_factory=dict)  # steps, samples, judge calls, ...
+    aot: Any = None  # for a training stage: () -> the config to compile on --dry_run
+
+
+def hash_path(path: str) -> str:
+    """sha256 of a file, or of a directory's files (names and contents, in sorted order)."""
+    target = Path(path)
+    if not target.exists():
+        raise UserError(f"recipe input {path} does not exist")
+    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(target) if file != target else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_identity(stage: Stage, upstream: dict[str, str], input_hashes: dict[str, str]) -> dict[str, Any]:
+    return {
+        "engine": ENGINE_VERSION,
+        "args": list(stage.args),
+        "inputs": {path: input_hashes[path] for path in stage.inputs},
+        "upstream": {name: upstream[name] for name in stage.after},
+    }
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two identities, one line per changed argument, input or upstream stage."""
+    changes = []
+    old_args, new_args = _args_by_flag(old.get("args", [])), _args_by_flag(new["args"])
+    for flag in sorted(set(old_args) | set(new_args)):
+        if old_args.get(flag) != new_args.get(flag):
+            changes.append(f"{flag}: {old_args.get(flag, '(absent)')} -> {new_args.get(flag, '(absent)')}")
+    for part, what in (("inputs", "input"), ("upstream", "upstream stage")):
+        before, after = old.get(part, {}), new[part]
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                changes.append(f"{what} {name} changed")
+    if old.get("engine") != new["engine"]:
+        changes.append(f"recipe engine version {old.get('engine')} -> {new['engine']}")
+    return changes or ["(fingerprint differs)"]
+
+
+def _args_by_flag(args: list[str]) -> dict[str, str]:
+    out = {}
+    for position, arg in enumerate(args):
+        flag, _, value = arg.partition("=")
+        out[flag if flag.startswith("--") else f"argument {position}"] = (
+            value if flag.startswith("--") else arg
+        )
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: a killed recipe may leave its current stage running
+        pass
+
+
+def stage_environment() -> dict[str, str]:
+    """The recipe's environment, with this checkout importable by the stages."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@dataclasses.dataclass
+class StageRecord:
+    name: str
+    status: str  # ran | reused
+    seconds: float
+    fingerprint: str
+
+
+class Runner:
+    """Runs stages in order in DIR, reusing, resuming and superseding as the fingerprints say."""
+
+    def __init__(self, root: str, *, log: Callable[[str], None] = print, launcher: tuple[str, ...] = ()):
+        self.root = Path(os.path.abspath(root))
+        # Training stages run under it (e.g. a script that runs the command on every node with srun);
+        # sampling and scoring stages run here, on one host.
+        self.launcher = tuple(launcher)
+        self.log = log
+        self.fingerprints: dict[str, str] = {}
+        self._input_hashes: dict[str, str] = {}
+
+    def expand(self, arg: str) -> str:
+        return arg.replace("{root}", str(self.root))
+
+    def identity(self, stage: Stage) -> dict[str, Any]:
+        for path in stage.inputs:
+            if path not in self._input_hashes:
+                self._input_hashes[path] = hash_path(path)
+        return stage_identity(stage, self.fingerprints, self._input_hashes)
+
+    def run(self, stage: Stage) -> StageRecord:
+        missing = [name for name in stage.after if name not in self.fingerprints]
+        if missing:
+            raise ValueError(f"stage {stage.name} runs after {missing}, which have not run")
+        identity = self.identity(stage)
+        key = fingerprint(identity)
+        directory = self.root / stage.name
+        finished = _read_json(directory / STAGE_FILE)
+        if finished is not None and finished.get("fingerprint") == key:
+            self.fingerprints[stage.name] = key
+            self.log(f"stage {stage.name}: reused (finished {finished.get('seconds', 0):.0f} s run)")
+            return StageRecord(stage.name, "reused", 0.0, key)
+        started = _read_json(directory / STARTED_FILE)
+        if finished is not None or (started is not None and started.get("fingerprint") != key):
+            previous = (finished or started)["identity"]
+            self.log(f"stage {stage.name}: re-running, its inputs changed:")
+            for line in describe_changes(previous, identity):
+                self.log(f"  {line}")
+            self._supersede(directory)
+        elif started is not None:
+            self.log(f"stage {stage.name}: resuming an interrupted run")
+        elif directory.exists() and any(directory.iterdir()):
+            self.log(f"stage {stage.name}: {directory} holds files no recipe wrote; moving them aside")
+            self._supersede(directory)
+        seconds = self._execute(stage, directory, identity, key)
+        self.fingerprints[stage.name] = key
+        return StageRecord(stage.name, "ran", seconds, key)
+
+    def _supersede(self, directory: Path) -> None:
+        if not directory.exists():
+            return
+        aside = self.root / ".superseded" / f"{directory.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+        suffix = 0
+        while aside.exists():
+            suffix += 1
+            aside = aside.with_name(f"{aside.name}.{suffix}")
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(directory), str(aside))
+        self.log(f"  the previous run is kept in {aside}")
+
+    def _execute(self, stage: Stage, directory: Path, identity: dict[str, Any], key: str) -> float:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_json(directory / STARTED_FILE, {"fingerprint": key, "identity": identity})
+        launcher = self.launcher if stage.kind == "train" else ()
+        command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.args)]
+        self.log(f"stage {stage.name}: running {' '.join(command[len(launcher) + 2 :])}")
+        start = time.time()
+        with open(directory / LOG_FILE, "a", encoding="utf-8") as log_file:
+            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+            log_file.flush()
+            process = subprocess.run(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=stage_environment(),
+                preexec_fn=_die_with_parent if os.name == "posix" else None,
+            )
+        seconds = time.time() - start
+        if process.returncode != 0:
+            tail = (directory / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            if process.returncode == PREEMPTED_EXIT:
+                message = f"stage {stage.name} was preempted after saving; rerun the recipe to resume it"
+            else:
+                message = f"stage {stage.name} failed (exit status {process.returncode}); {directory / LOG_FILE} ends:"
+            raise StageFailed("\n".join([message, *tail]), process.returncode)
+        record = {"fingerprint": key, "identity": identity, "seconds": seconds, "finished": time.time()}
+        _write_json(directory / STAGE_FILE, record)
+        (directory / STARTED_FILE).unlink(missing_ok=True)
+        self.log(f"stage {stage.name}: ran in {seconds:.1f} s")
+        return seconds
+
+
+def check_dag(stages: list[Stage]) -> None:
+    """Names unique, every dependency earlier in the list (the list is the run order)."""
+    seen: set[str] = set()
+    for stage in stages:
+        if stage.name in seen:
+            raise ValueError(f"two stages named {stage.name}")
+        unknown = [name for name in stage.after if name not in seen]
+        if unknown:
+            raise ValueError(f"stage {stage.name} runs after {unknown}, which do not come before it")
+        seen.add(stage.name)

@@ -1,0 +1,173 @@
+"""`run_recipe`: a recipe's stages in DIR, then its report and one RESULT line; or, on a dry run, its plan.
+
+The plan lists every stage (its runs, step counts, samples to draw, judge calls and their estimated
+cost) and, at --scale=paper, compiles each training stage's programs for a named target with the
+aot library (`dpo_jax.perf.aot.compile_config`: the same checks as `python -m dpo_jax.aot`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from dpo_jax import UserError
+from dpo_jax.recipes.base import SCALES, Recipe, apply_overrides
+from dpo_jax.recipes.engine import Runner, Stage, check_dag
+
+RECIPE_FILE = "RECIPE.json"
+
+
+def build(recipe: Recipe, scale: str, overrides: list[str]):
+    if scale not in SCALES:
+        raise UserError(f"--scale={scale}: expected one of {', '.join(SCALES)}")
+    config = recipe.config(scale)
+    apply_overrides(config, overrides)
+    try:
+        stages = recipe.stages(config)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    check_dag(stages)
+    return config, stages
+
+
+def reference_logps_counts(root: Path, stages: list[Stage]) -> dict[str, int]:
+    """How the recipe's runs got their reference log-probs, as each recorded when it ran."""
+    from dpo_jax.evaluation.reference_cache import STATUS_FILENAME
+
+    counts = {"computed": 0, "reused": 0}
+    for stage in stages:
+        status_file = root / stage.name / STATUS_FILENAME
+        if status_file.exists():
+            counts[json.loads(status_file.read_text())["status"]] += 1
+    return counts
+
+
+def run_recipe(
+    recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print
+) -> dict[str, Any]:
+    config, stages = build(recipe, scale, overrides)
+    if recipe.blocked(config):
+        raise UserError(
+            f"recipe {recipe.name} cannot run yet: {recipe.blocked(config)}; --dry_run prints its plan"
+        )
+    root = Path(os.path.abspath(workdir))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / RECIPE_FILE).write_text(
+        json.dumps({"recipe": recipe.name, "scale": scale, "config": config.to_dict()}, indent=1, default=str)
+    )
+    for gap in recipe.missing(config):
+        log(f"not in this recipe yet: {gap}")
+    runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)))
+    start = time.time()
+    records = [runner.run(stage) for stage in stages]
+    report = recipe.report(config, root) if recipe.report else None
+    result = {
+        "recipe": recipe.name,
+        "scale": scale,
+        "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1)} for r in records],
+        "seconds": round(time.time() - start, 1),
+        "figure": report.figure if report else None,
+        "table": report.table if report else None,
+        "methods": report.methods if report else [],
+        "reference_logps": reference_logps_counts(root, stages),
+        "missing": recipe.missing(config),
+    }
+    log("RESULT " + json.dumps(result))
+    return result
+
+
+def plan(recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print) -> dict[str, Any]:
+    config, stages = build(recipe, scale, overrides)
+    root = os.path.abspath(workdir)
+    log(f"recipe {recipe.name} ({recipe.figure}), scale {scale}, {len(stages)} stages in {root}:")
+    for number, stage in enumerate(stages, 1):
+        details = ", ".join(f"{k} {v}" for k, v in stage.plan.items())
+        after = f" after {', '.join(stage.after)}" if stage.after else ""
+        log(f"{number:3d}. {stage.name} [{stage.kind}]{after}{': ' + details if details else ''}")
+        log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.args))
+    for gap in recipe.missing(config):
+        log(f"not in this recipe yet: {gap}")
+    compiled = compile_stages(config, stages, log=log) if scale == "paper" and config.aot_target else []
+    result = {
+        "recipe": recipe.name,
+        "scale": scale,
+        "dry_run": True,
+        "stages": [
+            {"name": s.name, "kind": s.kind, **{k: str(v) for k, v in s.plan.items()}} for s in stages
+        ],
+        "compiled": compiled,
+        "missing": recipe.missing(config),
+    }
+    log("RESULT " + json.dumps(result))
+    return result
+
+
+def stage_config(stage: Stage, base_model: str):
+    """The ConfigDict a `dpo_jax.main` stage runs with, its upstream model paths replaced by the base
+    model's name (an SFT run's export has the base model's architecture: the compile is the same)."""
+    import importlib.util
+
+    config_arg = next(a for a in stage.args if a.startswith("--config="))[len("--config=") :]
+    path, _, variant = config_arg.partition(":")
+    spec = importlib.util.spec_from_file_location(f"recipe_stage_config_{stage.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant or None)
+    overrides = [a[len("--config.") :] for a in stage.args if a.startswith("--config.")]
+    overrides = [
+        field + "=" + (base_model if value.startswith("{root}") and field.endswith("name_or_path") else value)
+        for field, _, value in (o.partition("=") for o in overrides)
+    ]
+    apply_overrides(config, overrides, flag="--config")
+    return config
+
+
+def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, Any]]:
+    """Each training stage's programs compiled for config.aot_target; stages with equal programs once."""
+    from dpo_jax.perf.aot import compile_config, format_table
+    from dpo_jax.perf.targets import get_target
+
+    target = get_target(config.aot_target)
+    base_model = None
+    out, done = [], {}
+    for stage in (s for s in stages if s.aot):
+        stage_cfg = stage_config(stage, base_model or "")
+        if base_model is None:
+            base_model = stage_cfg.model.name_or_path  # the first training stage starts from the base model
+        if stage_cfg.stage in ("ppo", "reward_model"):
+            log(f"aot {stage.name}: not compiled (the aot library builds the sft and dpo stages' programs)")
+            out.append({"stage": stage.name, "target": target.name, "compiled": False})
+            continue
+        shape = json.dumps(
+            {k: v for k, v in stage_cfg.to_dict().items() if k not in ("beta", "seed")},
+            sort_keys=True,
+            default=str,
+        )
+        if shape in done:
+            log(f"aot {stage.name}: same programs as {done[shape]}")
+            continue
+        done[shape] = stage.name
+        try:
+            results, advice = compile_config(stage_cfg, target)
+        except ValueError as error:  # AotConfigError included: the mesh cannot be laid out on the target
+            log(f"aot {stage.name} on {target.name}: cannot compile: {error}")
+            out.append({"stage": stage.name, "target": target.name, "compiled": False, "error": str(error)})
+            continue
+        log(f"aot {stage.name} on {target.name}:")
+        log(format_table(results))
+        if advice:
+            log(f"aot {stage.name}: does not fit. {advice}")
+        out.append(
+            {
+                "stage": stage.name,
+                "target": target.name,
+                "compiled": True,
+                "fits": advice is None,
+                "programs": [r.get("program") for r in results],
+            }
+        )
+    return out

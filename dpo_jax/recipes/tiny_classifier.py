@@ -1,0 +1,58 @@
+"""A tiny random sentiment classifier (GPT-2 body, NEGATIVE / POSITIVE head) for `--scale=tiny` recipes.
+
+    python -m dpo_jax.recipes.tiny_classifier --out=DIR [--seed=0]
+
+The paper's ground-truth reward is a RoBERTa-large sentiment classifier from the hub; a recipe at
+tiny scale runs without the hub, so it makes this stand-in: a Hugging Face
+GPT2ForSequenceClassification directory with the shipped tiny tokenizer. Its scores are a fixed
+random function of the text: the pipeline runs end to end, the numbers mean nothing about sentiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def save_tiny_classifier(path, *, num_labels: int = 2, seed: int = 0) -> str:
+    import torch
+    import transformers
+
+    from dpo_jax.data import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny")
+    labels = (
+        {0: "NEGATIVE", 1: "POSITIVE"} if num_labels == 2 else {i: f"LABEL_{i}" for i in range(num_labels)}
+    )
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        num_labels=num_labels,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = transformers.GPT2ForSequenceClassification(config)
+    with torch.no_grad():  # a stronger head than the default init, so scores spread out
+        model.score.weight.normal_(0.0, 1.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(Path(path))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dpo_jax.recipes.tiny_classifier", description=__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    print(f"classifier: {save_tiny_classifier(args.out, seed=args.seed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

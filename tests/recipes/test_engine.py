@@ -1,0 +1,105 @@
+"""The recipe engine: finished stages reused, changed ones re-run with the reason, failed ones resumed in place."""
+
+import json
+
+import ml_collections
+import pytest
+
+from dpo_jax import UserError
+from dpo_jax.recipes.base import apply_overrides
+from dpo_jax.recipes.engine import STAGE_FILE, STARTED_FILE, Runner, Stage, StageFailed, check_dag
+
+
+def _echo(name, value, *, after=(), inputs=(), fail=0):
+    args = [
+        "tests.recipes.echo_stage",
+        f"--out={{root}}/{name}/out.txt",
+        f"--value={value}",
+        f"--fail={fail}",
+    ]
+    if inputs:
+        args.append(f"--input={inputs[0]}")
+    return Stage(name, tuple(args), after=tuple(after), inputs=tuple(inputs), kind="report")
+
+
+def _run(root, stages):
+    lines = []
+    runner = Runner(str(root), log=lines.append)
+    return [runner.run(s).status for s in stages], "\n".join(lines)
+
+
+def test_reuse_rerun_with_reasons_and_resume(tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("x")
+    root = tmp_path / "recipe"
+    plan = [_echo("a", 1, inputs=(str(data),)), _echo("b", 2, after=("a",))]
+    assert _run(root, plan)[0] == ["ran", "ran"]
+    assert (root / "a" / "out.txt").read_text() == "1x" and (root / "b" / STAGE_FILE).exists()
+    assert _run(root, plan)[0] == ["reused", "reused"]
+
+    statuses, log = _run(root, [_echo("a", 3, inputs=(str(data),)), _echo("b", 2, after=("a",))])
+    assert statuses == ["ran", "ran"]
+    assert "--value: 1 -> 3" in log and "upstream stage a changed" in log
+    superseded = list((root / ".superseded").iterdir())
+    assert sorted(p.name.split(".")[0] for p in superseded) == ["a", "b"]  # kept, not deleted
+    assert any((p / "out.txt").exists() and (p / "out.txt").read_text() == "1x" for p in superseded)
+
+    data.write_text("y")
+    statuses, log = _run(root, [_echo("a", 3, inputs=(str(data),)), _echo("b", 2, after=("a",))])
+    assert statuses == ["ran", "ran"] and f"input {data} changed" in log
+    assert (root / "a" / "out.txt").read_text() == "3y"
+
+
+def test_a_failed_stage_reports_its_log_and_reruns_in_place(tmp_path):
+    root = tmp_path / "recipe"
+    with pytest.raises(StageFailed, match="exit status 3") as failure:
+        _run(root, [_echo("a", 1, fail=3)])
+    assert "stage went wrong here" in str(failure.value) and failure.value.exit_status == 3
+    assert (root / "a" / STARTED_FILE).exists() and not (root / "a" / STAGE_FILE).exists()
+    # The same stage again (a killed or failed run): resumed in its own directory, not moved aside.
+    root_a = root / "a"
+    (root_a / "partial").write_text("kept")
+    lines = []
+    with pytest.raises(StageFailed):
+        Runner(str(root), log=lines.append).run(_echo("a", 1, fail=3))
+    assert (root_a / "partial").exists() and "stage a: resuming an interrupted run" in lines
+    statuses, log = _run(root, [_echo("a", 1)])  # its arguments changed: a fresh directory
+    assert statuses == ["ran"] and "--fail: 3 -> 0" in log and not (root_a / "partial").exists()
+    assert json.loads((root_a / STAGE_FILE).read_text())["identity"]["args"][-1] == "--fail=0"
+
+
+def test_resuming_prints_so(tmp_path):
+    root = tmp_path / "recipe"
+    (root / "a").mkdir(parents=True)
+    stage = _echo("a", 1)
+    runner = Runner(str(root), log=lambda line: None)
+    identity = runner.identity(stage)
+    from dpo_jax.recipes.engine import fingerprint
+
+    (root / "a" / STARTED_FILE).write_text(
+        json.dumps({"fingerprint": fingerprint(identity), "identity": identity})
+    )
+    statuses, log = _run(root, [stage])
+    assert statuses == ["ran"] and "resuming an interrupted run" in log
+
+
+def test_the_dag_is_checked():
+    with pytest.raises(ValueError, match="do not come before"):
+        check_dag([_echo("b", 1, after=("a",)), _echo("a", 1)])
+    with pytest.raises(ValueError, match="two stages named a"):
+        check_dag([_echo("a", 1), _echo("a", 2)])
+
+
+def test_recipe_overrides_are_typed():
+    config = ml_collections.ConfigDict(dict(betas=(0.1,), steps=4, name="x", flag=False, lr=1.0))
+    apply_overrides(config, ["betas=0.1,0.5", "steps=8", "name=y", "flag=true", "lr=2"])
+    assert config.betas == (0.1, 0.5) and config.steps == 8 and config.name == "y" and config.flag
+    assert config.lr == 2.0 and isinstance(config.lr, float)
+    with pytest.raises(UserError, match="--recipe.bettas: no such field"):
+        apply_overrides(config, ["bettas=0.1"])
+    with pytest.raises(UserError, match="--recipe.steps=many: not a int"):
+        apply_overrides(config, ["steps=many"])
+    with pytest.raises(UserError, match="--recipe.betas=a,b: not a tuple"):
+        apply_overrides(config, ["betas=a,b"])
+    with pytest.raises(UserError, match="expected numbers"):
+        apply_overrides(config, ["betas='a','b'"])
