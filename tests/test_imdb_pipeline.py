@@ -13,6 +13,7 @@ from dpo_jax.analysis.sentiment_pairs import imdb_prefixes, preference_records
 from dpo_jax.data import read_examples
 from dpo_jax.training import train_and_evaluate
 from tests.judges.tiny_classifiers import save_tiny_classifier
+from tests.tolerances import f32_bound
 from tests.train_helpers import tiny_config
 
 SAMPLING = ["--data_path=fixture:imdb", "--max_new_tokens=8", "--batch_size=8"]
@@ -124,9 +125,14 @@ def test_frontier_over_training_one_point_per_checkpoint(pipeline, capsys, tmp_p
     points = results(capsys)
     assert [(p["method"], p["value"], p["step"]) for p in points] == [("dpo", 0.5, 1), ("dpo", 0.5, 2)]
     assert all(np.isfinite(p["kl"]) and 0.0 <= p["reward"] <= 1.0 for p in points)
-    # The last checkpoint holds the exported policy: the same samples, so the same numbers.
+    # The last checkpoint holds the exported policy: the same samples, so the same numbers up to the
+    # rounding of two loads of the same weights (another layout, another reduction order). KL is a
+    # difference of sequence log-probs of up to 8 tokens, each at most log(V) = log(512) nats, each a
+    # log-softmax over V logits: per sequence 8 + log2(V) roundings, for the policy and the reference.
     final = frontier.main([*args[:-1], "--checkpoints=final"]) == 0 and results(capsys)[0]
-    assert (final["kl"], final["reward"]) == (points[1]["kl"], points[1]["reward"])
+    kl_bound = f32_bound(8 * np.log(512), 2 * (8 + 9))
+    assert abs(final["kl"] - points[1]["kl"]) <= kl_bound < abs(points[1]["kl"] - points[0]["kl"])
+    assert final["reward"] == pytest.approx(points[1]["reward"], abs=f32_bound(1.0, 64))
 
 
 def test_errors_are_one_clear_message(pipeline, capsys, tmp_path):

@@ -44,10 +44,18 @@ def _strings_in(value) -> Iterator[str]:
             yield from _strings_in(item)
 
 
+# Fixtures added after the asset was trained: they are tokenised by it, not trained into it, since a
+# retrained vocabulary would change every token id that the tests' golden values are built on.
+NOT_TRAINED_ON = ("cnn_dailymail",)
+
+
 def fixture_texts(fixtures_dir: Path = FIXTURES_DIR) -> list[str]:
-    """Every string in every fixture record, in a stable order, plus the chat role markers."""
+    """Every string in every fixture record the asset was trained on (all but `NOT_TRAINED_ON`), in a
+    stable order, plus the chat role markers."""
     texts = []
     for path in sorted(fixtures_dir.rglob("*.jsonl")):
+        if path.relative_to(fixtures_dir).parts[0] in NOT_TRAINED_ON:
+            continue
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 texts.extend(_strings_in(json.loads(line)))

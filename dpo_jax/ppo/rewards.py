@@ -45,7 +45,11 @@ def check_reward_model(config) -> None:
     """UserError unless `config.ppo.reward_model` names a reward model (before anything is loaded)."""
     if not config.ppo.reward_model:
         raise UserError("config.ppo.reward_model is empty: PPO needs a reward model (or a reward function)")
-    if not is_reward_model_dir(config.ppo.reward_model):
+    try:
+        is_reward = is_reward_model_dir(config.ppo.reward_model)
+    except UserError as error:  # e.g. a local directory that does not exist: name the field
+        raise MissingInputError(f"config.ppo.reward_model: {error}") from None
+    if not is_reward:
         # Anything else would load as a language model under a fresh random head: scores of noise.
         raise MissingInputError(
             f"config.ppo.reward_model={config.ppo.reward_model!r} is not a reward model: expected a "
