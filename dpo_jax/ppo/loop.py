@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from dpo_jax import UserError
 from dpo_jax import data as data_lib
 from dpo_jax.checkpoint import (
     CHECKPOINT_DIRNAME,
@@ -39,9 +40,11 @@ from dpo_jax.models.loading import (
     load_scalar_head_model,
     tokenizer_source,
 )
+from dpo_jax.ppo.kl_control import kl_controller
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue, make_logits_fn, make_policy_value_fn
-from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn
+from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn, reward_model_source
 from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
+from dpo_jax.ppo.settings import resolve_ppo_sizes
 from dpo_jax.ppo.step import MINIBATCH_KEYS, jit_ppo_update
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.training.loop import FINISHED_MARKER, _optimizer_config, _workdir_path, default_cache_dir
@@ -61,30 +64,30 @@ class PPOResult:
 
 
 def validate_ppo_config(config, *, num_prompts: int, data_parallel: int) -> None:
-    """ValueError naming the field for a PPO setting that cannot run."""
+    """UserError naming the field for a PPO setting that cannot run."""
     p = config.ppo
     batch = config.global_batch_size
     if config.num_train_steps < 1:
-        raise ValueError(f"config.num_train_steps={config.num_train_steps}: PPO needs >= 1 rollout steps")
+        raise UserError(f"config.num_train_steps={config.num_train_steps}: PPO needs >= 1 rollout steps")
     if p.num_epochs < 1 or p.num_minibatches < 1 or batch % p.num_minibatches:
-        raise ValueError(
+        raise UserError(
             f"config.ppo.num_epochs={p.num_epochs} and config.ppo.num_minibatches={p.num_minibatches} must be "
             f">= 1, and the minibatches must divide config.global_batch_size={batch}"
         )
     if (batch // p.num_minibatches) % data_parallel or batch % data_parallel:
-        raise ValueError(
+        raise UserError(
             f"minibatches of {batch // p.num_minibatches} prompts do not split over the data-parallel size "
             f"{data_parallel}"
         )
     if batch > num_prompts:
-        raise ValueError(f"config.global_batch_size={batch} exceeds the {num_prompts} prompts")
+        raise UserError(f"config.global_batch_size={batch} exceeds the {num_prompts} prompts")
     for field in ("kl_coef", "clip_range", "value_clip_range", "vf_coef", "entropy_coef"):
         if not p[field] >= 0:
-            raise ValueError(f"config.ppo.{field}={p[field]!r} must be >= 0")
+            raise UserError(f"config.ppo.{field}={p[field]!r} must be >= 0")
     if not (0 <= p.gamma <= 1 and 0 <= p.lam <= 1):
-        raise ValueError(f"config.ppo.gamma={p.gamma} and config.ppo.lam={p.lam} must lie in [0, 1]")
+        raise UserError(f"config.ppo.gamma={p.gamma} and config.ppo.lam={p.lam} must lie in [0, 1]")
     if config.grad_accum_steps != 1 or config.model.dropout_rate:
-        raise ValueError("PPO runs with config.grad_accum_steps=1 and no dropout")
+        raise UserError("PPO runs with config.grad_accum_steps=1 and no dropout")
 
 
 def prompt_rows(num_prompts: int, batch: int, *, seed: int, step: int) -> np.ndarray:
@@ -128,6 +131,7 @@ def run_ppo(
     reward model `config.ppo.reward_model` when `reward` is None; `eos_id` ends a response (None: every
     response has `config.ppo.max_new_tokens` tokens)."""
     # --- Checks and runtime ---------------------------------------------------------------------
+    config = resolve_ppo_sizes(config)
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_ppo_config(config, num_prompts=len(prompt_ids), data_parallel=data_parallel_size(mesh))
     settings = config.ppo
@@ -163,7 +167,8 @@ def run_ppo(
         logger.info("resumed PPO from rollout step %d in %s", position["step"], checkpointer.directory)
         start_step = int(position["step"])
     else:
-        start_step = 0
+        start_step, position = 0, None
+    kl_control = kl_controller(settings, position)  # a resumed run goes on with its saved coefficient
 
     # --- Programs -------------------------------------------------------------------------------
     apply_fn = make_policy_value_fn(module)
@@ -205,7 +210,9 @@ def run_ppo(
             "response_mask": response_mask,
             "scores": scores,
         }
-        targets, rollout_stats = targets_fn(state.params, reference, make_global_batch(_local(rollout), mesh))
+        batch = make_global_batch(_local(rollout), mesh)
+        targets, rollout_stats = targets_fn(state.params, reference, batch, np.float32(kl_control.coef))
+        kl_control.update(float(rollout_stats["rollout/kl"]), batch_size)  # for the next rollout
         targets = gather_to_host({key: targets[key] for key in MINIBATCH_KEYS})
         update_metrics = []
         for epoch in range(settings.num_epochs):
@@ -223,12 +230,12 @@ def run_ppo(
             raise FloatingPointError(
                 f"PPO step {step}: a non-finite loss or gradient (updates skipped); stopping"
             )
-        checkpointer.save(step, state, {"step": step})
+        checkpointer.save(step, state, {"step": step, **kl_control.position()})
         if should_stop_for_preemption(step, check_every_steps=config.log_every_steps):
-            checkpointer.save(step, state, {"step": step}, force=True)
+            checkpointer.save(step, state, {"step": step, **kl_control.position()}, force=True)
             logger.warning("preemption signal: saved PPO step %d and stopping", step)
             break
-    checkpointer.save(step, state, {"step": step}, force=True)
+    checkpointer.save(step, state, {"step": step, **kl_control.position()}, force=True)
     checkpointer.close()
     writer.close()
     for signum, handler in previous_handlers.items():
@@ -265,10 +272,7 @@ def _finish(config, workdir, policy, state) -> None:
 def run_ppo_stage(config, workdir: str) -> PPOResult:
     """`stage="ppo"` from the command line: the prompts of the config's dataset (every distinct train
     prompt, left padded), scored by the reward model `config.ppo.reward_model`; responses end at EOS."""
-    if not config.ppo.reward_model:
-        raise ValueError(
-            "config.stage='ppo' needs config.ppo.reward_model (a stage=reward_model workdir or export)"
-        )
+    reward_model_source(config)  # a missing or unusable reward model stops the run before any loading
     tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
     prepared = data_lib.build_datasets(
         config.data, tokenizer, stage="prompts", cache_dir=default_cache_dir(config, workdir)
