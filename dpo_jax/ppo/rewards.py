@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 
 import jax
@@ -29,6 +30,8 @@ from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.loading import load_scalar_head_model, resolve_model_path, tokenizer_source
 from dpo_jax.models.reward import sequence_scores
 from dpo_jax.sharding import gather_to_host, logical_to_mesh_shardings, make_global_batch
+
+logger = logging.getLogger("dpo_jax")
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -138,6 +141,7 @@ def load_reward_model_fn(config, mesh, rules) -> RewardFn:
     scores the policy's token ids, its params laid out on the mesh by their logical axes like the
     policy's; any other sequence classifier scores the decoded texts (`text_reward_fn`)."""
     source = reward_model_source(config)
+    logger.info("PPO reward: %s, a %s", source.directory, source.kind.replace("_", " "))
     if source.kind != TOKEN_IDS:
         return text_reward_fn(source.judge(config, mesh, rules), load_tokenizer(tokenizer_source(config)))
     model, host_params = load_scalar_head_model(
