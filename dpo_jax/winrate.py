@@ -65,6 +65,7 @@ FLAGS = (
     ("name", str, "", "result name (default: from policy, baseline and judge)"),
     ("out_dir", str, "", "where the plot goes (default: the first run's winrate/)"),
     ("check_judge", bool, False, "judge the data's chosen vs rejected"),
+    ("single_turn", bool, False, "hh: only prompts with one human turn (the paper's single-turn subset)"),
     *JUDGE_FLAGS,
 )
 CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))

@@ -247,6 +247,35 @@ def test_best_of_n_against_the_reference_judged_by_a_reward_model(runs, capsys):
     assert line["n"] == 6 and line["win_rate"] >= 4 / 6
 
 
+def test_hh_single_turn_subset(runs, capsys):
+    """--single_turn (issue 22 item 8): HH win rates on the prompts with one human turn only."""
+    hh = SimpleNamespace(
+        source="hh", path="fixture:hh", eval_split="test", max_length=512, max_prompt_length=256
+    )
+    prompts = [e.prompt for e in read_examples(hh, split="eval", unique_prompts=True)[0]]
+    single = [p for p in prompts if p.count("\n\nHuman:") == 1]
+    assert len(single) < len(prompts)  # the fixture's test split has multi-turn dialogues
+    args = [
+        f"--workdir={runs['reference']}",
+        "--task=hh",
+        "--data_source=hh",
+        "--data_path=fixture:hh",
+        "--judge=reward_model",
+        f"--judge_path={runs['reward']}",
+        "--temperatures=0",
+        "--num_prompts=64",
+        "--max_new_tokens=4",
+        "--single_turn",
+    ]
+    assert winrate.main(args) == 0
+    (line,) = results(capsys)
+    assert line["n"] == len(single)
+    (saved,) = (runs["reference"] / "winrate").glob("policy_vs_chosen_*_single_turn.comparisons.jsonl")
+    assert [json.loads(c)["prompt"] for c in saved.read_text().splitlines()] == single
+    assert winrate.main(["--workdir=x", "--task=tldr", "--single_turn"]) == 2
+    assert capsys.readouterr().err.startswith("error: --single_turn is HH's single-turn subset")
+
+
 def test_judge_check_against_human_labels(runs, capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
 

@@ -52,6 +52,7 @@ class WinRateRequest:
     name: str = ""
     checkpoints: str = "final"  # final | all | every:N (over_training.py)
     unparsable: str = "drop"  # "drop" | "loss": what a verdict the judge gave but we cannot read counts as
+    single_turn: bool = False  # hh: only prompts of one human turn (the paper's single-turn subset)
 
     def __post_init__(self):
         for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
@@ -62,6 +63,8 @@ class WinRateRequest:
             object.__setattr__(self, "baseline", DEFAULT_BASELINES.get(self.task, "chosen"))
         if self.baseline == "human" and self.task == "hh":
             raise ValueError("--baseline=human: HH has no human-written reference; use chosen")
+        if self.single_turn and self.task != "hh":
+            raise ValueError(f"--single_turn is HH's single-turn subset; --task={self.task} has no turns")
 
 
 DEFAULT_BASELINES = {"tldr": "human", "news": "human", "hh": "chosen"}
@@ -95,6 +98,7 @@ def held_out_examples(run: RunInfo, request: WinRateRequest) -> list[Example]:
     data.path = request.data_path or path
     if data.source != base.get("source"):  # another dataset than the run's: its own held-out split
         data.eval_split = SOURCES[data.source].default_eval_split if data.source in SOURCES else "test"
+    data.hh_single_turn = request.single_turn  # multi-turn prompts filtered, counted in the data report
     examples, _ = read_examples(data, split="eval", limit=request.num_prompts, unique_prompts=True)
     if not examples:
         raise ValueError(f"{run.path}: the eval split of {data.path!r} holds no usable examples")
@@ -160,7 +164,8 @@ def evaluate_run(
     baseline = make_baseline(run, request, examples)
     counts = {"without_human_reference": without_reference}
     policy_label = "policy" if request.best_of == 1 else f"best_of_{request.best_of}"
-    name = request.name or safe_name(f"{policy_label}_vs_{baseline.label}_{judge.name}")
+    subset = "_single_turn" if request.single_turn else ""
+    name = request.name or safe_name(f"{policy_label}_vs_{baseline.label}_{judge.name}{subset}")
     summaries = []
     for step, policy_params, error in run_policies(
         run, parse_checkpoints(request.checkpoints), dtype=request.dtype

@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_train_examples = 0  # 0 = all
     c.data.max_eval_examples = 256  # the reference implementation evaluates on 256 pairs
     c.data.shp_min_score_ratio = 2.0
+    c.data.hh_single_turn = False  # hh: only prompts with exactly one human turn (filtered rows counted)
     # Rows (dpo_jax.data.packing): the prompt computed once per example, its K responses attending to it
     # (exact: same log-probs, losses and gradients as separate sequences: tests/objectives/test_rows.py),
     # and several examples packed per row. A step is still global_batch_size examples. Packing stays
@@ -59,12 +60,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.pack_length = 0  # tokens per packed row; 0 = the longest example row of the split
 
     # Objective (dpo_jax.objectives.preference_loss); checked when the config is read.
-    c.loss = "dpo"  # dpo | ipo | hinge | robust | plackett_luce | sft
+    c.loss = "dpo"  # dpo | ipo | hinge | robust | plackett_luce | sft | unlikelihood
     c.beta = 0.1
     c.label_smoothing = 0.0
     c.reference_free = False
     c.length_normalize = False  # mean instead of sum of token log-probs (TRL's IPO convention)
     c.plackett_luce_top_k = 0  # 0 = the whole ranking
+    c.unlikelihood_alpha = 1.0  # unlikelihood: weight of the rejected response's unlikelihood term
 
     # Optimisation (the paper's code base: RMSprop, lr 5e-7 .. 1e-6, linear warmup 150, constant).
     c.optimizer = "rmsprop"

@@ -33,6 +33,7 @@ Position (JSON-able): {"step", "epoch", "step_in_epoch", "seed", "global_batch_s
     cache_dir           tokenised-data cache ("" = none; build_datasets(cache_dir=...) overrides it)
     max_train_examples / max_eval_examples   first N usable examples (0 = all)
     shp_min_score_ratio (2.0), imdb_prefix_min_words (2), imdb_prefix_max_words (8)
+    hh_single_turn (False)   hh: keep only prompts of exactly one human turn; the rest filtered, counted
 
 Stages: "dpo" uses every ranked response; "sft" keeps one response, and on preference data one example
 per distinct prompt, as the reference implementation (`sft_set.py`: HH's last chosen, SHP's best scored);

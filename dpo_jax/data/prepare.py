@@ -88,7 +88,12 @@ def read_settings(config: Any) -> DataSettings:
         shp_min_score_ratio=float(_get(config, "shp_min_score_ratio", 2.0)),
         imdb_prefix_min_words=int(_get(config, "imdb_prefix_min_words", 2)),
         imdb_prefix_max_words=int(_get(config, "imdb_prefix_max_words", 8)),
+        hh_single_turn=_get(config, "hh_single_turn", False),
     )
+    if not isinstance(options.hh_single_turn, bool):
+        raise UserError(f"data.hh_single_turn={options.hh_single_turn!r} must be a bool")
+    if options.hh_single_turn and source != "hh":
+        raise UserError(f"data.hh_single_turn=True is for data.source 'hh' (Anthropic HH), not {source!r}")
     if not 0 < options.imdb_prefix_min_words <= options.imdb_prefix_max_words:
         raise UserError("need 0 < imdb_prefix_min_words <= imdb_prefix_max_words")
     return DataSettings(

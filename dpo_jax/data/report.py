@@ -29,6 +29,7 @@ EOS_IN_TEXT = "eos_in_text"
 NO_ROOM_FOR_RESPONSE = "no_room_for_response"
 # Rows that are well formed but excluded on purpose (a documented filter, not a data error).
 FILTERED_SCORE_RATIO = "filtered_score_ratio"
+FILTERED_NOT_SINGLE_TURN = "filtered_not_single_turn"  # data.hh_single_turn: not exactly one human turn
 DUPLICATE_PROMPT = "duplicate_prompt"
 # SFT on preference data: a row of a prompt whose one SFT example another row gives (sft_set.py).
 MERGED_PROMPT = "merged_prompt"
@@ -50,7 +51,7 @@ BAD_REASONS = frozenset(
         NO_ROOM_FOR_RESPONSE,
     }
 )
-FILTER_REASONS = frozenset({FILTERED_SCORE_RATIO, DUPLICATE_PROMPT, MERGED_PROMPT})
+FILTER_REASONS = frozenset({FILTERED_SCORE_RATIO, FILTERED_NOT_SINGLE_TURN, DUPLICATE_PROMPT, MERGED_PROMPT})
 # Not reasons (the example is kept): counted apart, see BadInputReport.truncated.
 TRUNCATED_PROMPT = "truncated_prompt"
 TRUNCATED_RESPONSE = "truncated_response"

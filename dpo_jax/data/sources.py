@@ -7,7 +7,9 @@ side. The generic local schemas (`source="local"`) live in `local_schemas.py`.
 
 Text conventions follow the reference DPO implementation (eric-mitchell/direct-preference-optimization):
 - Anthropic HH: the prompt is the chosen text up to and including its last "\\n\\nAssistant:"; the
-  responses are what follows it in chosen and rejected (so they start with a space).
+  responses are what follows it in chosen and rejected (so they start with a space). With
+  `hh_single_turn` only prompts of exactly one "\\n\\nHuman:" turn are kept (the paper's single-turn
+  dialogue subset); the others are filtered rows, counted in the data report.
 - SHP: prompt "\\n\\nHuman: <history>\\n\\nAssistant:", responses " " + each reference, pairs kept only
   when score_ratio >= shp_min_score_ratio (2 in the reference).
 - TL;DR: the post rendered as "SUBREDDIT: r/..\\nTITLE: ..\\nPOST: ..\\nTL;DR:" and summaries " <text>".
@@ -32,6 +34,7 @@ from dpo_jax.data.fields import choice_field, dict_field, list_field, number_fie
 from dpo_jax.data.report import (
     BAD_VALUE,
     EMPTY_FIELD,
+    FILTERED_NOT_SINGLE_TURN,
     FILTERED_SCORE_RATIO,
     NO_ASSISTANT_TURN,
     PROMPT_MISMATCH,
@@ -39,6 +42,7 @@ from dpo_jax.data.report import (
 )
 
 HH_ASSISTANT_TAG = "\n\nAssistant:"
+HH_HUMAN_TAG = "\n\nHuman:"
 TLDR_TAG = "TL;DR:"
 
 # What an adapter yields per row, which decides the stages it can feed.
@@ -66,6 +70,8 @@ class ParseOptions:
     chat_renderer: Any = None
     # The SFT stage: pairwise adapters return the preferred response only, unchecked the rest (see above).
     sft: bool = False
+    # HH: keep only prompts with exactly one human turn (the paper's single-turn dialogue subset).
+    hh_single_turn: bool = False
 
 
 Adapter = Callable[[dict[str, Any], ParseOptions], Example]
@@ -97,6 +103,9 @@ def parse_hh(record: dict[str, Any], options: ParseOptions) -> Example:
     if cut < 0:
         raise BadRow(NO_ASSISTANT_TURN, "chosen", f"no {HH_ASSISTANT_TAG!r} in the dialogue")
     prompt = chosen[: cut + len(HH_ASSISTANT_TAG)]
+    turns = prompt.count(HH_HUMAN_TAG)
+    if options.hh_single_turn and turns != 1:
+        raise BadRow(FILTERED_NOT_SINGLE_TURN, "chosen", f"the prompt has {turns} human turns")
     if options.sft:
         return Example(prompt, (_response(chosen[len(prompt) :], "chosen"),))
     if not rejected.startswith(prompt):

@@ -20,6 +20,7 @@ from a local directory or a hub name.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 
@@ -30,6 +31,7 @@ from dpo_jax.judges.base import JudgeError, ScoringJudge
 from dpo_jax.judges.scoring import MeshScorer
 from dpo_jax.models import from_hf
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.loading import resolve_model_path
 from dpo_jax.models.reward import (
     SCORE_AT_EOS,
     export_score_position,
@@ -94,9 +96,11 @@ class _SequenceClassifier(ScoringJudge):
         from transformers import AutoConfig, AutoTokenizer
 
         try:
-            directory = resolve_checkpoint_dir(name_or_path)
+            path = resolve_model_path(name_or_path)  # a dpo_jax workdir stands for its export
+            directory = resolve_checkpoint_dir(path)
             self._config = AutoConfig.from_pretrained(directory)
-            self._tokenizer = AutoTokenizer.from_pretrained(directory)
+            # A hub snapshot of the weights holds no tokenizer files: those come by the hub name.
+            self._tokenizer = AutoTokenizer.from_pretrained(directory if os.path.isdir(path) else path)
         except (OSError, ValueError, MissingInputError) as error:
             raise JudgeError(
                 f"cannot load a sequence-classification model from {name_or_path!r}: {error}"

@@ -9,6 +9,7 @@ classifier, params = from_hf("siebert/sentiment-roberta-large-english")   # logi
 
 from __future__ import annotations
 
+from dpo_jax.models.attention import RightPadded
 from dpo_jax.models.build import (
     abstract_params,
     build_model,
@@ -26,6 +27,7 @@ __all__ = [
     "ModelConfig",
     "GPT2LMHeadModel",
     "GPTNeoXForCausalLM",
+    "RightPadded",
     "RobertaForSequenceClassification",
     "abstract_params",
     "build_model",

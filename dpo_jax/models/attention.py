@@ -5,11 +5,12 @@ q [B, Lq, H, D] and k, v [B, Lk, H, D] (Lq == Lk except when decoding against a 
   xla     a dense masked softmax (`jax.nn.dot_product_attention`, implementation="xla"): any mask,
           any device; the path for decoding with a KV cache;
   cudnn   cuDNN flash attention (NVIDIA GPUs, bf16/fp16, head_dim <= 128 and a multiple of 8):
-          causal, with padding given as sequence lengths, so it needs right padding (every row's
-          real tokens first), as the training batches have; a pairwise mask (rows) goes in as a
-          [B, 1, L, L] mask broadcast over heads, which cuDNN adds to the scores as a bias;
+          causal, with padding given as sequence lengths, which cuDNN reads as right padding (each
+          row's real tokens first); any other [B, L] mask goes through a view of the row with its
+          real tokens moved to the front (below); a pairwise mask (rows) goes in as a [B, 1, L, L]
+          mask broadcast over heads, which cuDNN adds to the scores as a bias;
   splash  the Pallas splash-attention kernel (TPUs; interpret mode elsewhere, for tests): causal,
-          with padding as segment ids (real tokens 1, padding 0), right padding likewise; rows
+          with padding as segment ids (real tokens 1, padding 0), which serves padding anywhere; rows
           (`RowMask`) as segment ids too, shared prompts through one view per response (below);
   auto    cudnn on NVIDIA GPUs and splash on TPUs where the shapes allow it, xla otherwise and
           always for decoding (and for a dense pairwise mask on TPUs: splash needs `RowMask`). The
@@ -22,6 +23,15 @@ may see, causality still applied on top) or a `RowMask` (shared-prompt and packe
 `dpo_jax.data.packing`: the pairwise mask given by its segment and branch ids). Padding queries are
 never read by the losses; every backend keeps them finite (XLA and cuDNN let a query with no visible
 key see itself, splash lets padding see padding).
+
+The padding contract. Every backend gives the same outputs at the real positions for any [B, L] mask:
+right padding (the loader's batches), left padding (PPO's and teacher forcing's [prompt | response],
+the sampler's prompts), both, or holes. Only cuDNN cares where the padding is: its sequence lengths
+mean "the first n tokens are real". A mask whose type says so, `RightPadded(mask)`, goes to cuDNN as
+lengths directly; a plain array may be padded anywhere, so cuDNN attends over a view of each row with
+its real tokens first, in row order, and the padding behind them (a stable partition; q and k already
+carry their positions, so causal attention over the view is causal attention over the row's real
+tokens), and the outputs go back to their row positions. The same view serves splash's shared prompts.
 
 Splash on rows. Without a shared prompt every response is its own causal sequence, so the ids
 (example, branch) are exactly splash's segment ids: one pass. A shared prompt is seen by K branches
@@ -92,6 +102,51 @@ class RowMask:
         return same_example & visible
 
 
+@flax.struct.dataclass
+class RightPadded:
+    """A [B, L] padding mask (1 on real tokens) whose rows all hold their real tokens first, as the
+    loader's batches do: cuDNN takes it as sequence lengths with no view (see the module docstring).
+    Only a caller that builds the padding itself can say so; a plain array may be padded anywhere."""
+
+    mask: jax.Array
+
+
+def real_tokens_first(keep: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each row's stable partition, real (`keep`) positions first in row order, the rest behind them:
+    `(from_view, to_view)` [B, L] int32, `from_view[b, j]` the row position view slot j holds and
+    `to_view[b, i]` the slot row position i lands in (inverse permutations of each other)."""
+    keep = keep.astype(bool)
+    kept = jnp.cumsum(keep, axis=1) - 1
+    dropped = jnp.sum(keep, axis=1, keepdims=True) + jnp.cumsum(~keep, axis=1) - 1
+    to_view = jnp.where(keep, kept, dropped).astype(jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(keep.shape[1], dtype=jnp.int32), keep.shape)
+    from_view = jnp.zeros_like(to_view).at[jnp.arange(keep.shape[0])[:, None], to_view].set(positions)
+    return from_view, to_view
+
+
+def gather_positions(x: jax.Array, index: jax.Array) -> jax.Array:
+    """`x[b, index[b, j], ...]`: x [B, L, ...] reordered along its positions."""
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+@jax.custom_vjp
+def _permute_positions(x, index, inverse):
+    """`gather_positions(x, index)` for a permutation whose inverse is `inverse`; its gradient is the
+    inverse gather, where a gather's own transpose would be a scatter-add."""
+    return gather_positions(x, index)
+
+
+def _permute_positions_fwd(x, index, inverse):
+    return gather_positions(x, index), inverse
+
+
+def _permute_positions_bwd(inverse, grad):
+    return gather_positions(grad, inverse), None, None
+
+
+_permute_positions.defvjp(_permute_positions_fwd, _permute_positions_bwd)
+
+
 def resolve_implementation(
     name: str, q: jax.Array, *, decode: bool, pairwise: bool, rows: bool = False
 ) -> str:
@@ -123,6 +178,9 @@ def causal_attention(q, k, v, attention_mask, *, scale, implementation="xla", de
     `query_offset` is the cache position of the first query when decoding (the key slots then
     run over the whole cache).
     """
+    right_padded = isinstance(attention_mask, RightPadded)
+    if right_padded:
+        attention_mask = attention_mask.mask
     rows = isinstance(attention_mask, RowMask)
     pairwise = rows or (attention_mask is not None and attention_mask.ndim == 3)
     backend = resolve_implementation(implementation, q, decode=decode, pairwise=pairwise, rows=rows)
@@ -132,7 +190,7 @@ def causal_attention(q, k, v, attention_mask, *, scale, implementation="xla", de
     if backend == "xla":
         out = _xla_attention(q, k, v, attention_mask, scale=scale, query_offset=query_offset)
     elif backend == "cudnn":
-        out = _cudnn_attention(q, k, v, attention_mask, scale=scale)
+        out = _cudnn_attention(q, k, v, attention_mask, scale=scale, right_padded=right_padded)
     else:
         out = _splash_attention(q, k, v, attention_mask, scale=scale)
     return checkpoint_name(out, ATTENTION_CHECKPOINT_NAME)
@@ -169,15 +227,10 @@ def _xla_attention(q, k, v, attention_mask, *, scale, query_offset):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="xla")
 
 
-def _real_lengths(attention_mask, batch: int, length: int) -> jax.Array:
-    """Real tokens per row ([B] int32); with right padding they are the first ones."""
-    if attention_mask is None:
-        return jnp.full((batch,), length, jnp.int32)
-    return jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
-
-
-def _cudnn_attention(q, k, v, attention_mask, *, scale, implementation="cudnn"):
-    """`implementation="xla"` runs the very call on XLA's reference path (tests on CPU)."""
+def _cudnn_attention(q, k, v, attention_mask, *, scale, right_padded=False, implementation="cudnn"):
+    """`implementation="xla"` runs the very call on XLA's reference path (tests on CPU).
+    `right_padded`: a [B, L] mask is known to be right padded (`RightPadded`); else it may be padded
+    anywhere and cuDNN runs on the real-tokens-first view of each row."""
     if implementation == "cudnn" and not cudnn_supports(q):
         raise ValueError(
             f"attention='cudnn' needs bf16/fp16 compute and head_dim <= {CUDNN_MAX_HEAD_DIM}, a multiple "
@@ -186,19 +239,27 @@ def _cudnn_attention(q, k, v, attention_mask, *, scale, implementation="cudnn"):
     batch, length = q.shape[0], q.shape[1]
     if attention_mask is not None and attention_mask.ndim == 3:
         return _cudnn_pairwise(q, k, v, attention_mask, scale=scale, implementation=implementation)
-    lengths = _real_lengths(attention_mask, batch, length)
+    if attention_mask is None:
+        lengths = jnp.full((batch,), length, jnp.int32)
+    else:
+        if attention_mask.shape != (batch, length):
+            raise ValueError(f"attention_mask has shape {attention_mask.shape}; expected {(batch, length)}")
+        lengths = jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
     # Every row must keep one key: a zero length is an all-padding row, whose output is never read.
     lengths = jnp.maximum(lengths, 1)
-    return jax.nn.dot_product_attention(
-        q,
-        k,
-        v,
+    call = functools.partial(
+        jax.nn.dot_product_attention,
         scale=scale,
         is_causal=True,
         query_seq_lengths=lengths,
         key_value_seq_lengths=lengths,
         implementation=implementation,
     )
+    if attention_mask is None or right_padded:
+        return call(q, k, v)
+    from_view, to_view = real_tokens_first(attention_mask)
+    q, k, v = (_permute_positions(x, from_view, to_view) for x in (q, k, v))
+    return _permute_positions(call(q, k, v), to_view, from_view)
 
 
 def _cudnn_pairwise(q, k, v, attention_mask, *, scale, implementation):
@@ -274,19 +335,10 @@ def _splash_rows_local(q, k, v, segment_ids, branch_ids, *, num_branches, splash
 
     def per_response_views(q, k, v):
         out = jnp.zeros_like(q)
-        positions = jnp.arange(q.shape[1], dtype=jnp.int32)[None]
+        gather = gather_positions
         for branch in range(1, num_branches + 1):
             keep = real & ((branch_ids == 0) | (branch_ids == branch))
-            # Kept tokens first in row order, the rest behind them (a stable partition); `to_view[i]`:
-            # where row position i lands, `from_view[j]`: the row position view slot j holds.
-            kept = jnp.cumsum(keep, axis=1) - 1
-            dropped = jnp.sum(keep, axis=1, keepdims=True) + jnp.cumsum(~keep, axis=1) - 1
-            to_view = jnp.where(keep, kept, dropped).astype(jnp.int32)
-            from_view = jnp.zeros_like(to_view).at[jnp.arange(q.shape[0])[:, None], to_view].set(positions)
-
-            def gather(x, index):
-                return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
-
+            from_view, to_view = real_tokens_first(keep)
             view_ids = jnp.where(gather(keep, from_view), gather(segment_ids, from_view), 0)
             view_out = splash(gather(q, from_view), gather(k, from_view), gather(v, from_view), view_ids)
             # The prompt's outputs (and padding's, never read) from the first view, branch k's from view k.

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, causal_attention
+from dpo_jax.models.attention import ATTENTION_CHECKPOINT_NAME, RightPadded, causal_attention
 from dpo_jax.models.config import ModelConfig
 
 INIT_STD = 0.02
@@ -205,6 +205,8 @@ def resolve_position_ids(input_ids, attention_mask, position_ids, *, decode: boo
         raise ValueError("decode=True needs explicit position_ids (the sampler tracks them)")
     if attention_mask is None:
         return jnp.broadcast_to(jnp.arange(input_ids.shape[-1], dtype=jnp.int32), input_ids.shape)
+    if isinstance(attention_mask, RightPadded):
+        attention_mask = attention_mask.mask
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
@@ -218,7 +220,7 @@ class CausalAttentionCore(nn.Module):
 
     `attention_mask` [batch, key_slots] marks real tokens: the input length in a full forward,
     the cache length when decoding; a full forward also takes a pairwise [batch, length, length]
-    mask or a `RowMask` (see `dpo_jax.models.attention`). Decoding writes k/v at the cache index and advances it,
+    mask, a `RowMask` or a `RightPadded` [batch, length] mask (see `dpo_jax.models.attention`). Decoding writes k/v at the cache index and advances it,
     so a prompt can be prefilled in one call and continued one token at a time. The kernel is
     `config.attention`'s (`dpo_jax.models.attention`); decoding always takes the XLA path.
     """

@@ -109,7 +109,10 @@ def reward_model_input_ids(tokenizer, prompts, responses, *, max_length: int) ->
     encode = lambda texts: tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
     out = []
     for prompt, response in zip(encode(prompts), encode(responses)):
-        response = (list(response) + [tokenizer.eos_token_id])[:max_length]
+        response = list(response)
+        while response and response[-1] == tokenizer.eos_token_id:  # a text that kept its EOS: one EOS
+            response.pop()
+        response = (response + [tokenizer.eos_token_id])[:max_length]
         keep = max_length - len(response)
         out.append((list(prompt)[-keep:] if keep else []) + response)
     return out

@@ -233,4 +233,6 @@ def loss_options(config) -> dict[str, Any]:
         options["reference_free"] = config.reference_free
     if config.loss == "plackett_luce" and config.plackett_luce_top_k:
         options["top_k"] = config.plackett_luce_top_k
+    if config.loss == "unlikelihood":
+        options["unlikelihood_alpha"] = config.unlikelihood_alpha
     return options

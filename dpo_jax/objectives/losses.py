@@ -87,15 +87,15 @@ def sft_loss(scores):
     return -scores[:, 0]
 
 
-def unlikelihood_loss(scores, rejected_unlikelihood):
-    """Unlikelihood (Welleck et al. 2019), the paper's baseline: -log pi(y_w|x) - sum_t log(1 - p(y_l,t)).
+def unlikelihood_loss(scores, rejected_unlikelihood, *, unlikelihood_alpha=1.0):
+    """Unlikelihood (Welleck et al. 2019), the paper's baseline:
+    -log pi(y_w|x) - alpha * sum_t log(1 - p(y_l,t)).
 
     `rejected_unlikelihood` [B] is the token-level term of the rejected response, computed from the
-    logits by `token_unlikelihood`. The two terms are added with weight 1, as the DPO paper's baseline
-    does; there is deliberately no weight option (one more knob for validate_loss_options to police,
-    and a different objective from the one the paper compares against). No beta, no reference.
+    logits by `token_unlikelihood`; `unlikelihood_alpha` weighs it (the knob the paper sweeps for its
+    unlikelihood points; 0 is preferred-FT on the chosen response). No beta, no reference.
     """
-    return -scores[:, 0] + rejected_unlikelihood
+    return -scores[:, 0] + unlikelihood_alpha * rejected_unlikelihood
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +114,9 @@ _LOSSES = {
     "robust": _LossSpec(robust_loss, True, True, ("label_smoothing",)),
     "plackett_luce": _LossSpec(plackett_luce_loss, True, False, ("top_k",)),
     "sft": _LossSpec(sft_loss, False, False, ()),
-    "unlikelihood": _LossSpec(unlikelihood_loss, False, True, (), needs_rejected_unlikelihood=True),
+    "unlikelihood": _LossSpec(
+        unlikelihood_loss, False, True, ("unlikelihood_alpha",), needs_rejected_unlikelihood=True
+    ),
 }
 LOSS_NAMES = tuple(_LOSSES)
 
@@ -142,6 +144,7 @@ def validate_loss_options(
     top_k=0,
     reference_free=False,
     length_normalize=False,
+    unlikelihood_alpha=1.0,
 ):
     """Raises ValueError, naming the field and its value, for any setting the loss cannot honour.
 
@@ -177,6 +180,13 @@ def validate_loss_options(
         raise UserError(f"top_k={top_k} is ignored by loss {name!r}; only {_losses_taking('top_k')} uses it")
     if not 0 <= top_k <= num_responses:
         raise UserError(f"top_k={top_k} must lie in [0, num_responses={num_responses}] (0: whole ranking)")
+    if not _is_real_number(unlikelihood_alpha) or not 0 <= unlikelihood_alpha < float("inf"):
+        raise UserError(f"unlikelihood_alpha={unlikelihood_alpha!r} must be a finite number >= 0")
+    if unlikelihood_alpha != 1.0 and "unlikelihood_alpha" not in spec.option_names:
+        raise UserError(
+            f"unlikelihood_alpha={unlikelihood_alpha!r} is ignored by loss {name!r}; "
+            f"it is used only by {_losses_taking('unlikelihood_alpha')}"
+        )
     for field, value in (("reference_free", reference_free), ("length_normalize", length_normalize)):
         if not isinstance(value, bool):
             raise UserError(f"{field}={value!r} must be a bool")
@@ -236,7 +246,8 @@ def preference_loss(
       example_mask: `[B]`, 1 for a real row and 0 for a padding row; None means all rows are real.
       rejected_unlikelihood: `[B]` -sum_t log(1 - p(y_l,t)) of the rejected response
         (`token_unlikelihood`, differentiable); required by `unlikelihood`, refused by every other loss.
-      **options: `label_smoothing` (dpo, robust), `top_k` (plackett_luce), `reference_free`.
+      **options: `label_smoothing` (dpo, robust), `top_k` (plackett_luce), `unlikelihood_alpha`
+        (unlikelihood), `reference_free`.
 
     Returns:
       `(loss, metrics)`: loss is the mean over real rows (0 when there are none); metrics maps a name to

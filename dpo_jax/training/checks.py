@@ -85,6 +85,7 @@ def _validate_policy_loss(config, num_responses: int) -> None:
         top_k=config.plackett_luce_top_k,
         reference_free=config.reference_free,
         length_normalize=config.length_normalize,
+        unlikelihood_alpha=config.unlikelihood_alpha,
     )
     if config.reference.precompute_logps and not uses_reference(
         config.loss, reference_free=config.reference_free

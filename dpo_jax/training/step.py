@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from dpo_jax.metrics import merge_metrics
+from dpo_jax.models.attention import RightPadded, RowMask
 from dpo_jax.objectives import HiddenStates, make_loss_fn
 from dpo_jax.sharding import batch_sharding, traced_in_context
 
@@ -77,7 +78,8 @@ def make_train_step(apply_fn: Callable, config, *, has_reference: bool):
 
 def make_apply_fn(model) -> Callable:
     """`(params, input_ids, attention_mask, position_ids=None) -> HiddenStates`, as the objectives call the
-    model (row batches pass a `RowMask` and their positions).
+    model (row batches pass a `RowMask` and their positions). A [N, L] mask comes from the loader, which
+    pads on the right: it reaches attention as `RightPadded`, which cuDNN reads as lengths.
 
     The model stops before its vocabulary head: the objectives project only the response positions
     (`dpo_jax.objectives.logps.token_logps`), in chunks, with the head's own [D, V] matrix in the
@@ -85,6 +87,8 @@ def make_apply_fn(model) -> Callable:
     """
 
     def apply_fn(params, input_ids, attention_mask, position_ids=None):
+        if attention_mask is not None and not isinstance(attention_mask, RowMask):
+            attention_mask = RightPadded(attention_mask)
         hidden = model.apply(
             {"params": params},
             input_ids,

@@ -3,7 +3,8 @@
 import datasets
 import pytest
 
-from dpo_jax.data import build_datasets, fixture_dir, load_tokenizer
+from dpo_jax import UserError
+from dpo_jax.data import build_datasets, fixture_dir, load_tokenizer, read_examples
 from dpo_jax.data.local_schemas import ChatRenderer, parse_pair
 from dpo_jax.data.report import BadRow
 from dpo_jax.data.sources import (
@@ -307,3 +308,20 @@ def test_hub_failure_names_the_dataset(monkeypatch, tokenizer):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(FileNotFoundError, match="stanfordnlp/SHP.*offline"):
         build_datasets(data_config(source="shp", path="stanfordnlp/SHP"), tokenizer, stage="dpo")
+
+
+def test_hh_single_turn_subset_drops_and_counts_multi_turn_prompts():
+    """data.hh_single_turn keeps the prompts of exactly one human turn (the paper's single-turn HH
+    subset), in order; every other usable row is a filtered row of the data report, by reason."""
+    everything, full_report = read_examples(data_config(), split="train")
+    single, report = read_examples(data_config(hh_single_turn=True), split="train")
+    want = [e for e in everything if e.prompt.count("\n\nHuman:") == 1]
+    assert len(want) < len(everything)  # the fixture has multi-turn dialogues (rows 20-23)
+    assert single == want
+    dropped = len(everything) - len(want)
+    assert report.counts["filtered_not_single_turn"] == dropped
+    assert report.num_filtered == full_report.num_filtered + dropped
+    assert report.num_bad == full_report.num_bad  # malformed rows stay bad rows, counted as before
+    assert report.metrics()["data/train/filtered/filtered_not_single_turn"] == dropped
+    with pytest.raises(UserError, match="data.hh_single_turn=True is for data.source 'hh'"):
+        read_examples(data_config(source="shp", path="fixture:shp", hh_single_turn=True))

@@ -55,24 +55,33 @@ def training_scores(model, params, tokenizer):
         max_length=64,
     ).batch(0)
     ids, mask = (jnp.asarray(batch[k][:, 0]) for k in ("input_ids", "attention_mask"))
-    return np.asarray(sequence_scores(make_value_fn(model)(params, ids, mask), mask)), batch
+    values = make_value_fn(model)(params, ids, mask)
+    before_eos = np.asarray(values)[np.arange(len(PROMPTS)), np.asarray(mask).sum(-1) - 2]
+    return np.asarray(sequence_scores(values, mask)), before_eos, batch
 
 
 def test_training_judge_and_export_score_the_same_token(tmp_path):
     tokenizer = load_tokenizer("tiny")
     assert tokenizer.pad_token_id == tokenizer.eos_token_id  # the case that went wrong
     model, params = tiny_reward_model(tokenizer)
-    trained, batch = training_scores(model, params, tokenizer)
+    trained, before_eos, batch = training_scores(model, params, tokenizer)
+    # Reading the last content token instead (the defect) would be told apart by far more than 1e-4.
+    assert np.abs(before_eos - trained).min() > 1e-2
     assert (
         batch["input_ids"][np.arange(3), 0, batch["attention_mask"][:, 0].sum(-1) - 1]
         == tokenizer.eos_token_id
     ).all()
 
-    export = str(tmp_path / "export")
+    export = str(tmp_path / "run" / "export")  # where the trainer writes it
     export_reward_model(model, params, export, tokenizer=tokenizer, pad_id=tokenizer.pad_token_id)
 
     # Best-of-N and the reward-model judge: batched, padded, on the 8 fake devices.
-    judged = RewardModelJudge(export, batch_size=2).score(PROMPTS, RESPONSES)
+    judge = RewardModelJudge(str(tmp_path / "run"), batch_size=2)  # a workdir names its export
+    judged = judge.score(PROMPTS, RESPONSES)
+    # A decoded sample that kept its EOS text is the same sequence, not one with two EOS.
+    # (Other rows in the batch may change the blocking of the sums: a few ulps, not the 0.1s a shifted token gives.)
+    with_eos = judge.score(PROMPTS[:1], [RESPONSES[0] + tokenizer.eos_token])
+    np.testing.assert_allclose(with_eos, judged[:1], rtol=0, atol=1e-4)
 
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(export).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(export)

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from dpo_jax.judges import ClassifierJudge, Comparison, JudgeError, RewardModelJudge, make_judge
-from tests.judges.tiny_classifiers import save_tiny_classifier
+from tests.judges.tiny_classifiers import save_tiny_classifier, save_tiny_roberta_classifier
 
 PROMPTS = ["The film was", "I expected", "Honestly, the acting"]
 RESPONSES = [" a joy from start to end.", " nothing", " wooden and the plot was thin, sadly."]
@@ -20,6 +20,7 @@ def model_dirs(tmp_path_factory):
     return {
         "classifier": save_tiny_classifier(root / "classifier", num_labels=2),
         "reward_model": save_tiny_classifier(root / "reward", num_labels=1, seed=1),
+        "roberta": save_tiny_roberta_classifier(root / "roberta"),
     }
 
 
@@ -38,6 +39,32 @@ def test_classifier_scores_are_positive_probabilities(model_dirs):
         logits = reference_logits(model_dirs["classifier"], prompt + response)
         assert score == pytest.approx(np.exp(logits[1]) / np.exp(logits).sum(), abs=1e-5)
     assert len(set(np.round(scores, 6))) == 3  # padding did not make the rows alike
+
+
+def test_roberta_classifier_runs_in_jax_with_the_probabilities_of_transformers(model_dirs, caplog):
+    with caplog.at_level("INFO", logger="dpo_jax.judges.sequence_classifier"):
+        judge = ClassifierJudge(model_dirs["roberta"], batch_size=2)
+    assert judge._kind == "roberta" and not hasattr(judge, "_model")  # no torch model behind it
+    assert "PyTorch" not in caplog.text
+    scores = judge.score(PROMPTS, RESPONSES)  # batches of 2, right-padded to a bucketed length
+    for prompt, response, score in zip(PROMPTS, RESPONSES, scores):
+        logits = reference_logits(model_dirs["roberta"], prompt + response)
+        # softmax of logits within ~1e-5 of each other in fp32 (logit parity is 1e-4 at most)
+        assert score == pytest.approx(np.exp(logits[1]) / np.exp(logits).sum(), abs=1e-5)
+    assert np.ptp(np.log(scores) - np.log1p(-scores)) > 0.1  # the texts' log-odds differ
+
+    # The label whose logit is the reward (PPO-GT): by name, and as a raw logit.
+    negative = ClassifierJudge(model_dirs["roberta"], positive_label="NEGATIVE", output="logit")
+    expected = [reference_logits(model_dirs["roberta"], p + r)[0] for p, r in zip(PROMPTS, RESPONSES)]
+    np.testing.assert_allclose(negative.score(PROMPTS, RESPONSES), expected, rtol=0, atol=1e-4)
+    with pytest.raises(JudgeError, match="no label 'HAPPY'"):
+        ClassifierJudge(model_dirs["roberta"], positive_label="HAPPY")
+
+
+def test_other_architectures_say_they_run_in_torch_on_the_host(model_dirs, caplog):
+    with caplog.at_level("INFO", logger="dpo_jax.judges.sequence_classifier"):
+        ClassifierJudge(model_dirs["classifier"])  # a GPT-2 with two labels: no Flax model of ours
+    assert "runs in PyTorch on the host" in caplog.text
 
 
 def test_reward_model_judge_prefers_the_higher_score(model_dirs):

@@ -32,6 +32,20 @@ def test_print_mode_writes_one_command_per_beta(tmp_path):
     ]
 
 
+def test_alpha_sweep_runs_the_unlikelihood_baseline_once_per_alpha(tmp_path):
+    """The paper's unlikelihood points: one run per weight alpha (0 included: preferred-FT)."""
+    (tmp_path / "alpha_0.5").mkdir()
+    (tmp_path / "alpha_0.5" / "FINISHED").write_text("")
+    result = run_sweep("--config=configs/imdb.py", f"--workdir_root={tmp_path}", "--alphas=0,0.1,0.5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"python -m dpo_jax.main --config=configs/imdb.py --workdir={tmp_path}/alpha_{alpha} "
+        f"--config.loss=unlikelihood --config.unlikelihood_alpha={alpha}"
+        for alpha in ("0.0", "0.1")
+    ]
+    assert "skipping alpha=0.5" in result.stderr
+
+
 def test_default_betas_and_gcs_roots_keep_their_scheme():
     result = run_sweep("--config=configs/tldr.py", "--workdir_root=gs://bucket/sweep/")
     workdirs = [line.split("--workdir=")[1].split()[0] for line in result.stdout.splitlines()]
@@ -77,6 +91,9 @@ def test_local_mode_runs_the_module_once_per_beta_and_reports_failures(tmp_path)
         (["--betas=0.1,0.10"], "lists a beta twice"),
         (["--config.beta=0.3"], "--config.beta is set by the sweep"),
         (["--learning_rate=1"], "unrecognised arguments"),
+        (["--alphas=0.1,-1"], "'-1' must be a finite number >= 0"),
+        (["--alphas=0.1", "--betas=0.1"], "a sweep varies one setting"),
+        (["--alphas=0.1", "--config.loss=dpo"], "--config.loss is set by the sweep"),
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, bad_args, message):

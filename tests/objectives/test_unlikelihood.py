@@ -1,5 +1,6 @@
 """The unlikelihood baseline: batch_loss against a float64 NumPy evaluation, its gradient, the clip,
-no reference forward, and option validation."""
+no reference forward, its weight alpha (golden value, alpha = 0 is preferred-FT, from the config), and
+option validation."""
 
 import functools
 
@@ -51,7 +52,7 @@ def make_batch(seed, num_prompts=3, example_mask=None):
     }
 
 
-def numpy_unlikelihood_loss(table, batch, average):
+def numpy_unlikelihood_loss(table, batch, average, alpha=1.0):
     """(mean loss over real rows, mean chosen logp, mean rejected logp), all in float64."""
     table = np.asarray(table, np.float64)
     log_probs = table - np.log(np.exp(table).sum(-1, keepdims=True))
@@ -62,7 +63,7 @@ def numpy_unlikelihood_loss(table, batch, average):
     complement = np.maximum(1.0 - np.exp(token_logps), UNLIKELIHOOD_MIN_COMPLEMENT)
     unlikelihood = np.where(counted, -np.log(complement), 0.0).sum(-1) / num_tokens
     real = batch["example_mask"] == 1
-    losses = -logps[:, 0] + unlikelihood[:, 1]
+    losses = -logps[:, 0] + alpha * unlikelihood[:, 1]
     return losses[real].mean(), logps[real, 0].mean(), logps[real, 1].mean()
 
 
@@ -70,25 +71,27 @@ def random_table(seed, scale=1.5):
     return np.random.default_rng(seed).normal(0.0, scale, (VOCAB, VOCAB)).astype(np.float32)
 
 
-def mean_loss(table, batch, average):
+def mean_loss(table, batch, average, alpha=1.0, loss_name="unlikelihood"):
+    options = {"unlikelihood_alpha": alpha} if loss_name == "unlikelihood" else {}
     loss_sum, metrics = batch_loss(
         {"table": table},
         None,
         batch,
         apply_fn=bigram_apply_fn,
-        loss_name="unlikelihood",
+        loss_name=loss_name,
         beta=0.1,
         length_normalize=average,
+        **options,
     )
     return loss_sum / metrics["loss"][1], metrics
 
 
-@pytest.mark.parametrize("average", [False, True])
-def test_batch_loss_matches_numpy(average):
+@pytest.mark.parametrize("average,alpha", [(False, 1.0), (True, 1.0), (False, 0.3)])
+def test_batch_loss_matches_numpy(average, alpha):
     table = random_table(0)
     batch = make_batch(1, num_prompts=4, example_mask=[1, 0, 1, 1])
-    loss, metrics = jax.jit(mean_loss, static_argnums=2)(table, batch, average)
-    want_loss, want_chosen, want_rejected = numpy_unlikelihood_loss(table, batch, average)
+    loss, metrics = jax.jit(mean_loss, static_argnums=(2, 3))(table, batch, average, alpha)
+    want_loss, want_chosen, want_rejected = numpy_unlikelihood_loss(table, batch, average, alpha)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
     averages = {name: float(total / count) for name, (total, count) in metrics.items()}
     assert sorted(averages) == ["logps/chosen", "logps/rejected", "loss"]
@@ -141,6 +144,52 @@ def test_no_reference_forward_and_one_policy_forward():
     assert not uses_reference("unlikelihood")
 
 
+def test_alpha_weighs_the_rejected_term_by_the_formula():
+    """-log pi(y_w|x) + alpha * U(y_l), U = -sum_t log(1 - p(y_l,t)): golden values by hand."""
+    policy_logps = jnp.array([[-2.0, -3.0], [-0.5, -1.5]])
+    rejected_unlikelihood = jnp.array([0.75, 2.5])
+    for alpha, want in ((1.0, (2.75 + 3.0) / 2), (0.25, (2.1875 + 1.125) / 2), (0.0, (2.0 + 0.5) / 2)):
+        loss, _ = preference_loss(
+            "unlikelihood",
+            policy_logps,
+            None,
+            beta=0.1,
+            rejected_unlikelihood=rejected_unlikelihood,
+            unlikelihood_alpha=alpha,
+        )
+        np.testing.assert_allclose(loss, want, rtol=float(jnp.finfo(jnp.float32).eps), err_msg=f"alpha={alpha}")
+
+
+def test_alpha_zero_is_preferred_ft_on_the_chosen_response():
+    """alpha = 0 leaves -log pi(y_w|x): the loss and gradient of sft on the chosen responses alone."""
+    table = random_table(7)
+    batch = make_batch(8, num_prompts=3, example_mask=[1, 1, 0])
+    chosen = {name: value[:, :1] if value.ndim == 3 else value for name, value in batch.items()}
+
+    def value_and_grad(batch, **options):
+        return jax.value_and_grad(lambda t: mean_loss(t, batch, False, **options)[0])(table)
+
+    loss, grad = value_and_grad(batch, alpha=0.0)
+    want_loss, want_grad = value_and_grad(chosen, loss_name="sft")
+    # Same tokens, same sums: only the rejected rows' extra (zero-weighted) terms are in the graph.
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+    assert float(value_and_grad(batch, alpha=1.0)[0]) > float(loss)  # the rejected term counts again
+
+
+def test_alpha_comes_from_the_config_and_is_checked():
+    from dpo_jax.objectives.batch_loss import loss_options
+    from dpo_jax.training.checks import validate_config
+    from tests.train_helpers import tiny_config
+
+    config = tiny_config("hh", "tiny", loss="unlikelihood", unlikelihood_alpha=0.5)
+    validate_config(config)
+    assert loss_options(config)["unlikelihood_alpha"] == 0.5
+    assert "unlikelihood_alpha" not in loss_options(tiny_config("hh", "tiny"))
+    with pytest.raises(ValueError, match="unlikelihood_alpha=0.5 is ignored by loss 'dpo'"):
+        validate_config(tiny_config("hh", "tiny", unlikelihood_alpha=0.5))
+
+
 def test_options_are_validated():
     assert "unlikelihood" in LOSS_NAMES
     validate_loss_options("unlikelihood", beta=0.1)
@@ -148,6 +197,8 @@ def test_options_are_validated():
         ({"num_responses": 3}, "num_responses=3"),
         ({"label_smoothing": 0.1}, "label_smoothing"),
         ({"beta": 0.0}, "beta"),
+        ({"unlikelihood_alpha": -0.1}, "unlikelihood_alpha=-0.1 must be a finite number >= 0"),
+        ({"unlikelihood_alpha": float("nan")}, "unlikelihood_alpha=nan"),
     ):
         with pytest.raises(ValueError, match=field):
             validate_loss_options("unlikelihood", **{"beta": 0.1, **options})

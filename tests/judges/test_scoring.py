@@ -1,0 +1,97 @@
+"""Scoring on the mesh (`judges.scoring`): sharded params give the unsharded model's logits, lengths fall in
+a few buckets, and the Flax judges (RoBERTa classifier, our reward models) run where torch cannot import."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from dpo_jax.data import load_tokenizer
+from dpo_jax.judges import ClassifierJudge, RewardModelJudge
+from dpo_jax.judges.scoring import MIN_BUCKET, MeshScorer, bucket_length, jit_score_program
+from dpo_jax.models import from_hf
+from dpo_jax.models.reward import export_reward_model
+from dpo_jax.sharding import make_mesh
+from tests.judges.test_reward_scoring import PROMPTS, RESPONSES, tiny_reward_model
+from tests.judges.tiny_classifiers import save_tiny_classifier, save_tiny_roberta_classifier
+from tests.train_helpers import REPO, process_env
+
+
+def test_bucket_lengths_are_powers_of_two_within_the_model():
+    assert [bucket_length(n, 64) for n in (1, 16, 17, 33, 64)] == [MIN_BUCKET, 16, 32, 64, 64]
+    assert bucket_length(40, 38) == 38
+
+
+def test_sharded_scoring_equals_the_unsharded_model(tmp_path):
+    model, params = from_hf(save_tiny_roberta_classifier(tmp_path / "roberta"))
+    rng = np.random.RandomState(0)
+    sequences = [[0, *rng.randint(3, 259, n), 2] for n in (3, 30, 7, 12, 20)]
+    scorer = MeshScorer(model, params, mesh=make_mesh((2, 2, 2)), batch_size=3)
+    assert scorer.batch_rows == 4  # rounded up to the data-parallel size (data x fsdp)
+    specs = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(scorer.params)}
+    assert any("fsdp" in spec or "tensor" in spec for spec in specs)  # the mesh's rules, not one device
+    ours = scorer.logits(sequences, pad_id=1)
+    fn, abstract_args = jit_score_program(model, scorer.mesh, (4, 64))  # what aot compiles: no weights needed
+    assert fn.lower(*abstract_args).compile() is not None
+    assert sorted(scorer._programs) == [16, 32]  # two buckets for five lengths
+    # The reference: the model on one device, one right-padded batch (padding parity: test_roberta.py).
+    ids = np.ones((len(sequences), 32), np.int32)
+    mask = np.zeros_like(ids)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)], mask[row, : len(sequence)] = sequence, 1
+    alone = np.asarray(jax.jit(model.apply)({"params": params}, ids, mask))
+    # Same fp32 sums split across shards: a few ulps of O(10) logits through 2 layers.
+    np.testing.assert_allclose(ours, alone, rtol=0, atol=1e-4)
+
+
+NO_TORCH_SCRIPT = """
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now fails
+from dpo_jax.judges import ClassifierJudge, JudgeError, RewardModelJudge
+prompts, responses, dirs = json.loads(sys.argv[1])
+out = {
+    "classifier": ClassifierJudge(dirs["roberta"]).score(prompts, responses).tolist(),
+    "reward": RewardModelJudge(dirs["reward"]).score(prompts, responses).tolist(),
+}
+try:
+    ClassifierJudge(dirs["gpt2_classifier"])
+except JudgeError as error:
+    out["gpt2_classifier"] = str(error)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_the_jax_judges_need_no_torch(tmp_path):
+    tokenizer = load_tokenizer("tiny")
+    model, params = tiny_reward_model(tokenizer)
+    dirs = {
+        "roberta": save_tiny_roberta_classifier(tmp_path / "roberta"),
+        "reward": export_reward_model(model, params, str(tmp_path / "reward"), tokenizer=tokenizer),
+        "gpt2_classifier": save_tiny_classifier(tmp_path / "gpt2", num_labels=2),
+    }
+    texts = [p for p in PROMPTS], [r for r in RESPONSES]
+    run = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_SCRIPT, json.dumps([*texts, dirs])],
+        env=process_env(devices=8),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT ", 1)[1])
+    # The same programs on the same 8 fake devices as in this process: the same numbers.
+    np.testing.assert_allclose(
+        result["classifier"], ClassifierJudge(dirs["roberta"]).score(*texts), atol=1e-6
+    )
+    np.testing.assert_allclose(result["reward"], RewardModelJudge(dirs["reward"]).score(*texts), atol=1e-6)
+    assert "pip install 'dpo_jax[torch]'" in result["gpt2_classifier"]
+
+
+@pytest.mark.parametrize("label", ["POSITIVE", 1])
+def test_the_label_is_chosen_by_name_or_index(tmp_path, label):
+    judge = ClassifierJudge(save_tiny_roberta_classifier(tmp_path / "roberta"), positive_label=label)
+    assert judge.positive_index == 1
