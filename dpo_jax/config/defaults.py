@@ -120,11 +120,17 @@ def ppo_config() -> ml_collections.ConfigDict:
     """`stage="ppo"` (dpo_jax.ppo): global_batch_size prompts per rollout, num_train_steps rollouts,
     the optimizer fields as for any stage; the RLHF-specific settings here."""
     p = ml_collections.ConfigDict()
-    p.reward_model = ""  # a reward-model export or workdir (stage=reward_model); "" = a given reward function
+    # A reward-model export or workdir (stage=reward_model), or for PPO-GT any Hugging Face sequence
+    # classifier (reward: p(reward_label | prompt + response text)); "" = a given reward function.
+    p.reward_model = ""
+    p.reward_label = ""  # the classifier's label (name or index) that is the reward; "" = its positive class
     p.value_model = ""  # the value model's start: "" = the policy's initial body with a zero head
-    p.kl_coef = 0.05  # beta of the per-token KL penalty to the reference
+    p.kl_coef = 0.05  # beta of the per-token KL penalty to the reference (the adaptive controller's start)
+    p.kl_target = 0.0  # > 0: adapt kl_coef toward this sequence KL (Ziegler et al. 2019); 0 = fixed kl_coef
+    p.kl_horizon = 10000  # the adaptive controller's horizon, in episodes (TRL's default)
     p.num_epochs = 4  # passes over each rollout batch
     p.num_minibatches = 4  # minibatches per pass (each global_batch_size / num_minibatches prompts)
+    p.minibatch_size = 0  # > 0: prompts per update instead (sets num_minibatches = global_batch_size / it)
     p.clip_range = 0.2
     p.value_clip_range = 0.2
     p.vf_coef = 0.1

@@ -86,7 +86,8 @@ def ppo_programs(config, mesh, rules, optimizer, per_device_bytes, program_type)
             resident_bytes=state_bytes + reference_bytes, model_flops=2 * n * rows * tokens, rows=rows,
         ),
         program_type(
-            "rollout_targets", programs.rollout_targets, (abstract_state.params, reference, rollout_batch),
+            "rollout_targets", programs.rollout_targets,
+            (abstract_state.params, reference, rollout_batch, jax.ShapeDtypeStruct((), jnp.float32)),
             resident_bytes=state_bytes - params_bytes + reward_bytes,
             model_flops=3 * 2 * n * rows * tokens, rows=rows,  # policy, value model and reference forwards
         ),

@@ -1,5 +1,6 @@
 """PPO, the RLHF step the DPO paper compares with: rollouts with the KV cache, a KL-penalised reward from a
-reward model or a reward function, GAE and clipped policy / value updates, sharded and exactly resumable.
+reward model, a Hugging Face classifier (PPO-GT) or a reward function, a fixed or adaptive KL coefficient
+(`kl_control`), GAE and clipped policy / value updates, sharded and exactly resumable.
 
     from dpo_jax.ppo import run_ppo
     run_ppo(config, workdir, prompt_ids, prompt_mask, reward, eos_id=..., pad_id=...)  # reward: a RewardFn

@@ -30,9 +30,11 @@ from dpo_jax.models.loading import (
     load_scalar_head_model,
     tokenizer_source,
 )
+from dpo_jax.ppo.kl_control import kl_controller
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
 from dpo_jax.ppo.programs import build_ppo_programs
-from dpo_jax.ppo.rewards import RewardFn, as_float_scores, check_reward_model, load_reward_model_fn
+from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn, reward_model_source
+from dpo_jax.ppo.settings import resolve_ppo_sizes
 from dpo_jax.ppo.step import MINIBATCH_KEYS
 from dpo_jax.sharding import (
     data_parallel_size,
@@ -134,6 +136,7 @@ def run_ppo(
     reward model `config.ppo.reward_model` when `reward` is None; `eos_id` ends a response (None: every
     response has `config.ppo.max_new_tokens` tokens). Runs inside the run scaffold (lock, resume,
     metrics once per step, preemption, FINISHED)."""
+    config = resolve_ppo_sizes(config)  # ppo.minibatch_size (TRL's mini_batch_size) -> num_minibatches
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_ppo_config(config, num_prompts=len(prompt_ids), data_parallel=data_parallel_size(mesh))
     prompt_ids, prompt_mask = np.asarray(prompt_ids, np.int32), np.asarray(prompt_mask, np.int32)
@@ -162,9 +165,11 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
 
     # --- Restore --------------------------------------------------------------------------------
     restored = run.restore(abstract_state)
-    start_step = 0
+    start_step, position = 0, None
     if restored is not None:
-        state, start_step = restored[1], int(restored[2]["data_position"]["step"])
+        state, position = restored[1], restored[2]["data_position"]
+        start_step = int(position["step"])
+    kl_control = kl_controller(settings, position)  # a resumed run goes on with its saved coefficient
 
     # --- Programs (traced inside the mesh and its logical-axis rules) ----------------------------
     programs = build_ppo_programs(
@@ -195,8 +200,9 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
             "scores": scores,
         }
         targets, rollout_stats = programs.rollout_targets(
-            state.params, reference, make_global_batch(_local(rollout), mesh)
+            state.params, reference, make_global_batch(_local(rollout), mesh), np.float32(kl_control.coef)
         )
+        kl_control.update(float(rollout_stats["rollout/kl"]), batch_size)  # for the next rollout
         targets = gather_to_host({key: targets[key] for key in MINIBATCH_KEYS})
         update_metrics = []
         for epoch in range(settings.num_epochs):
@@ -214,11 +220,11 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
             raise NonFiniteLossError(
                 f"PPO step {step}: a non-finite loss or gradient (updates skipped); stopping"
             )
-        run.save(step, state, {"step": step})
-        if run.preempted(step, state, {"step": step}, num_steps=config.num_train_steps):
+        run.save(step, state, {"step": step, **kl_control.position()})
+        if run.preempted(step, state, {"step": step, **kl_control.position()}, num_steps=config.num_train_steps):
             preempted = True
             break
-    run.save(step, state, {"step": step}, force=True)
+    run.save(step, state, {"step": step, **kl_control.position()}, force=True)
 
     # --- Export ---------------------------------------------------------------------------------
     if step == config.num_train_steps:
@@ -244,11 +250,7 @@ def _step_metrics(rollout_stats, update_metrics, schedule, state, seconds: float
 def run_ppo_stage(config, workdir: str) -> PPOResult:
     """`stage="ppo"` from the command line: the prompts of the config's dataset (every distinct train
     prompt, left padded), scored by the reward model `config.ppo.reward_model`; responses end at EOS."""
-    if not config.ppo.reward_model:
-        raise UserError(
-            "config.stage='ppo' needs config.ppo.reward_model (a stage=reward_model workdir or export)"
-        )
-    check_reward_model(config)
+    reward_model_source(config)  # a missing or unusable reward model stops the run before any loading
     path = workdir_path(workdir)
     prepare_workdir(path)
     with WorkdirLock(path):  # before the data: a second run on this workdir stops at once

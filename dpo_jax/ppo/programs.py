@@ -4,7 +4,7 @@ rules (so the models' activation constraints and splash attention's shard_map ta
     programs = build_ppo_programs(config, policy, module, prompt_length, state_shardings, mesh, rules,
                                   eos_id=..., pad_id=...)
     programs.rollout(policy_params, prompt_ids, prompt_mask, rng) -> (response_ids, response_mask)
-    programs.rollout_targets(params, reference_params, rollout) -> (minibatch targets, rollout stats)
+    programs.rollout_targets(params, reference_params, rollout, kl_coef) -> (minibatch targets, rollout stats)
     programs.ppo_update(state, minibatch) -> (state, metrics)
     score = jit_reward_score(reward_model, mesh, rules)   # score(params, [prompt | response]) -> [B]
 

@@ -58,20 +58,19 @@ def policy_outputs(apply_fn, params, batch, prompt_length: int):
 
 
 def make_rollout_targets(apply_fn, reference_apply_fn, settings, prompt_length: int):
-    """`targets(params, reference_params, batch) -> batch + old_logps, ref_logps, old_values, advantages,
-    returns, and rollout statistics`; `batch` holds input_ids, attention_mask, response_ids,
-    response_mask [B, T] and scores [B]."""
+    """`targets(params, reference_params, batch, kl_coef) -> batch + old_logps, ref_logps, old_values,
+    advantages, returns, and rollout statistics`; `batch` holds input_ids, attention_mask, response_ids,
+    response_mask [B, T] and scores [B]; `kl_coef` is this rollout's KL coefficient (an argument, not
+    a constant, since the adaptive controller moves it between rollouts: `ppo.kl_control`)."""
 
-    def targets(params, reference_params, batch):
+    def targets(params, reference_params, batch, kl_coef):
         mask = batch["response_mask"].astype(jnp.float32)
         logps, _, values = policy_outputs(apply_fn, params, batch, prompt_length)
         ref_logits = reference_apply_fn(reference_params, batch["input_ids"], batch["attention_mask"])
         ref_logits = response_slice(ref_logits, prompt_length, batch["response_ids"].shape[1])
         ref_logps = response_token_logps(ref_logits, batch["response_ids"])
         logps, ref_logps, values = (jax.lax.stop_gradient(x) * mask for x in (logps, ref_logps, values))
-        rewards, log_ratio = kl_penalised_rewards(
-            batch["scores"], logps, ref_logps, mask, kl_coef=settings.kl_coef
-        )
+        rewards, log_ratio = kl_penalised_rewards(batch["scores"], logps, ref_logps, mask, kl_coef=kl_coef)
         advantages, returns = generalized_advantages(
             rewards, values, mask, gamma=settings.gamma, lam=settings.lam
         )
@@ -81,7 +80,8 @@ def make_rollout_targets(apply_fn, reference_apply_fn, settings, prompt_length: 
         stats = {
             "rollout/score": jnp.mean(batch["scores"]),
             "rollout/kl": jnp.mean(sequence_kl),
-            "rollout/objective": jnp.mean(batch["scores"] - settings.kl_coef * sequence_kl),
+            "rollout/objective": jnp.mean(batch["scores"] - kl_coef * sequence_kl),
+            "ppo/kl_coef": jnp.asarray(kl_coef, jnp.float32),
             "rollout/response_length": jnp.mean(jnp.sum(mask, axis=-1)),
             "rollout/value_error": masked_mean(jnp.square(values - returns), mask),
             "rollout/return": masked_mean(returns, mask),
