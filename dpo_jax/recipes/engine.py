@@ -15,11 +15,12 @@ starting writes STAGE.started.json. So on the next run of the recipe:
 - a stage whose fingerprint changed is re-run, after printing which parts changed; its old
   directory moves to DIR/.superseded/ (not deleted: nothing is lost silently).
 Children die with the recipe (PR_SET_PDEATHSIG on Linux): a killed recipe leaves no stage running
-into the next one.
+into the next one. A SIGTERM to the recipe is passed to the running stage, which saves and exits 75.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +140,21 @@ def _die_with_parent() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _sigterm_forwarded_to(process: subprocess.Popen):
+    """A preemption notice (SIGTERM) to the recipe goes to its running stage, which saves and exits 75
+    (the recipe then exits 75 too); without this the recipe would die at once and take the stage down
+    with SIGKILL (PR_SET_PDEATHSIG) before it could save."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def stage_environment() -> dict[str, str]:
     """The recipe's environment, with this checkout importable by the stages."""
     env = dict(os.environ)
@@ -225,13 +242,15 @@ class Runner:
         with open(directory / LOG_FILE, "a", encoding="utf-8") as log_file:
             log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
             log_file.flush()
-            process = subprocess.run(
+            process = subprocess.Popen(
                 command,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=stage_environment(),
                 preexec_fn=_die_with_parent if os.name == "posix" else None,
             )
+            with _sigterm_forwarded_to(process):
+                process.wait()
         seconds = time.time() - start
         if process.returncode != 0:
             tail = (directory / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]

@@ -17,6 +17,7 @@ from typing import Any
 from dpo_jax import UserError
 from dpo_jax.recipes.base import SCALES, Recipe, apply_overrides
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
+from dpo_jax.training.workdir import WorkdirLock
 
 RECIPE_FILE = "RECIPE.json"
 
@@ -56,27 +57,29 @@ def run_recipe(
         )
     root = Path(os.path.abspath(workdir))
     root.mkdir(parents=True, exist_ok=True)
-    (root / RECIPE_FILE).write_text(
-        json.dumps({"recipe": recipe.name, "scale": scale, "config": config.to_dict()}, indent=1, default=str)
-    )
-    for gap in recipe.missing(config):
-        log(f"not in this recipe yet: {gap}")
-    runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)))
-    start = time.time()
-    records = [runner.run(stage) for stage in stages]
-    report = recipe.report(config, root) if recipe.report else None
-    result = {
-        "recipe": recipe.name,
-        "scale": scale,
-        "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1)} for r in records],
-        "seconds": round(time.time() - start, 1),
-        "figure": report.figure if report else None,
-        "table": report.table if report else None,
-        "methods": report.methods if report else [],
-        "reference_logps": reference_logps_counts(root, stages),
-        "missing": recipe.missing(config),
-    }
-    log("RESULT " + json.dumps(result))
+    # One recipe at a time in DIR: a second one would supersede or resume the first one's stages under it.
+    with WorkdirLock(root, single_process=True):
+        (root / RECIPE_FILE).write_text(
+            json.dumps({"recipe": recipe.name, "scale": scale, "config": config.to_dict()}, indent=1, default=str)
+        )
+        for gap in recipe.missing(config):
+            log(f"not in this recipe yet: {gap}")
+        runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)))
+        start = time.time()
+        records = [runner.run(stage) for stage in stages]
+        report = recipe.report(config, root) if recipe.report else None
+        result = {
+            "recipe": recipe.name,
+            "scale": scale,
+            "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1)} for r in records],
+            "seconds": round(time.time() - start, 1),
+            "figure": report.figure if report else None,
+            "table": report.table if report else None,
+            "methods": report.methods if report else [],
+            "reference_logps": reference_logps_counts(root, stages),
+            "missing": recipe.missing(config),
+        }
+        log("RESULT " + json.dumps(result))
     return result
 
 

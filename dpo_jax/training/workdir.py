@@ -108,8 +108,18 @@ class WorkdirLock:
 
     _held: dict[str, int] = {}  # lock path -> nesting depth, in this process
 
-    def __init__(self, workdir: epath.Path, *, stale_after_s: float = 120.0, heartbeat_s: float = 15.0):
-        self.path = workdir / LOCK_FILENAME
+    def __init__(
+        self,
+        workdir: epath.Path,
+        *,
+        stale_after_s: float = 120.0,
+        heartbeat_s: float = 15.0,
+        single_process: bool = False,
+    ):
+        # single_process: a driver that never starts a JAX backend (the recipe runner, whose stages
+        # need the accelerator to themselves) takes the lock without asking JAX who process 0 is.
+        self.single_process = single_process
+        self.path = epath.Path(workdir) / LOCK_FILENAME
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
         self._stop = threading.Event()
@@ -121,13 +131,13 @@ class WorkdirLock:
         if key in self._held:
             self._held[key] += 1
             return
-        refusal = self._try_take() if jax.process_index() == 0 else ""
-        if jax.process_count() > 1:
+        refusal = self._try_take() if self._leads() else ""
+        if not self.single_process and jax.process_count() > 1:
             refusal = _broadcast_text(refusal)
         if refusal:
             raise WorkdirLockedError(refusal)
         self._held[key] = 1
-        if jax.process_index() == 0:
+        if self._leads():
             self._thread = threading.Thread(target=self._beat, name="dpo_jax-workdir-lock", daemon=True)
             self._thread.start()
 
@@ -142,8 +152,11 @@ class WorkdirLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if jax.process_index() == 0 and self._holder() == self._owner:
+        if self._leads() and self._holder() == self._owner:
             self.path.unlink()
+
+    def _leads(self) -> bool:
+        return self.single_process or jax.process_index() == 0
 
     def __enter__(self) -> WorkdirLock:
         self.acquire()

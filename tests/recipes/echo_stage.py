@@ -1,4 +1,5 @@
-"""A stand-in stage for the engine tests: writes --value (and --input's text) to --out, or exits --fail."""
+"""A stand-in stage for the engine tests: writes --value (and --input's text) to --out, or exits --fail,
+or waits for a SIGTERM and exits 75 as a preempted trainer does."""
 
 import argparse
 import sys
@@ -9,8 +10,21 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--value", default="")
 parser.add_argument("--input", default="")
 parser.add_argument("--fail", type=int, default=0)
+parser.add_argument("--wait_for_sigterm", default="", help="write this file, then wait: SIGTERM exits 75")
 args = parser.parse_args()
 print(f"echo stage writing {args.out}")
+if args.wait_for_sigterm:
+    import signal
+    import time
+
+    def preempted(signum, frame):
+        print("saved, preempted", flush=True)
+        sys.exit(75)
+
+    signal.signal(signal.SIGTERM, preempted)
+    Path(args.wait_for_sigterm).write_text("ready")
+    time.sleep(120)
+    sys.exit(1)  # not signalled in time
 if args.fail:
     print("stage went wrong here")
     sys.exit(args.fail)

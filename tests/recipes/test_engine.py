@@ -103,3 +103,50 @@ def test_recipe_overrides_are_typed():
         apply_overrides(config, ["betas=a,b"])
     with pytest.raises(UserError, match="expected numbers"):
         apply_overrides(config, ["betas='a','b'"])
+
+
+def test_a_sigterm_to_the_recipe_reaches_the_running_stage_which_exits_75(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    root, ready = tmp_path / "recipe", tmp_path / "ready"
+    stage = Stage("a", ("tests.recipes.echo_stage", "--out={root}/a/out.txt", f"--wait_for_sigterm={ready}"))
+
+    def preempt_when_ready():
+        deadline = time.time() + 60
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # as a TPU VM's preemption notice reaches the recipe
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=preempt_when_ready, daemon=True).start()
+    with pytest.raises(StageFailed, match="preempted after saving") as stopped:
+        _run(root, [stage])
+    assert stopped.value.exit_status == 75 and "saved, preempted" in str(stopped.value)
+    assert (root / "a" / STARTED_FILE).exists()  # the next run resumes it in place
+    assert signal.getsignal(signal.SIGTERM) is before  # the recipe's own handling is restored
+
+
+def test_one_recipe_at_a_time_in_a_directory(tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    from dpo_jax.recipes import get_recipe
+    from dpo_jax.recipes.run import RECIPE_FILE, run_recipe
+    from dpo_jax.training.workdir import LOCK_FILENAME, WorkdirLockedError
+
+    root = tmp_path / "recipe"
+    root.mkdir()
+    # Another live process holds DIR's lock, as a recipe already running there would.
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = {"host": socket.gethostname(), "pid": other.pid, "started": time.time()}
+        (root / LOCK_FILENAME).write_text(json.dumps(owner))
+        with pytest.raises(WorkdirLockedError, match="in use by another run"):
+            run_recipe(get_recipe("imdb"), "tiny", str(root), [], log=lambda line: None)
+    finally:
+        other.kill()
+    assert not any((root / name).exists() for name in ("sft", RECIPE_FILE))
