@@ -55,6 +55,7 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
         config.eval_every_examples = 16
         config.eval_samples = 2
         config.eval_sample_max_new_tokens = 8
+        config.sampling.update(batch_size=8, num_samples=2, max_new_tokens=8, scorer="")
         config.checkpoint_every_steps = 2
         config.progress_bar = False
     elif "neox" in variants:

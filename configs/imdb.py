@@ -35,6 +35,11 @@ def get_config(arg=None):
     c.learning_rate = 1e-6
     c.mesh_shape = (1, -1, 1)  # FSDP over every chip: see the docstring
     c.grad_accum_steps = 4  # micro-batches of 16 pairs
+    # The frontier's and make_pairs' calls: 4 samples per prefix, 64 rows per call, 64 new tokens, scored
+    # by the paper's RoBERTa-large sentiment classifier; `aot --program=sample|score` sizes them.
+    c.sampling.update(
+        batch_size=64, num_samples=4, max_new_tokens=64, scorer="siebert/sentiment-roberta-large-english"
+    )
     variants = (arg or "").split(",")
     if "sft" in variants:
         c.data.source = "imdb"

@@ -31,6 +31,9 @@ def get_config(arg=None):
     c.mesh_shape = (1, -1, 1)  # FSDP over every chip: see the docstring
     c.grad_accum_steps = 4  # micro-batches of 16 pairs
     c.model.remat_policy = "full"
+    # The largest evaluation: Best of 128 (128 samples per prompt in one decode call, 128 new tokens),
+    # scored by a reward model of the policy's architecture; `aot --program=sample|score` sizes it.
+    c.sampling.num_samples = 128
     variants = (arg or "").split(",")
     if "sft" in variants:
         c.data.source = "tldr_sft"

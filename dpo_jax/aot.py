@@ -3,12 +3,17 @@ rollout_targets, ppo_update) for a TPU slice or H100s, on a CPU.
 
     python -m dpo_jax.aot --config=configs/tldr.py --target=v4-8 [--config.field=value ...]
     python -m dpo_jax.aot --config=configs/imdb.py --target=h100,v5e-8
+    python -m dpo_jax.aot --config=configs/tldr.py --program=sample --target=v5e-16   # the evaluations'
+    python -m dpo_jax.aot --config=configs/imdb.py --program=score --target=v5e-8    # decode / scoring
 
 Targets: v4-8, v4-32, v5e-8, v5e-16, v5p-8, v5p-64 (libtpu, `pip install -e ".[aot]"`), h100 and
 8xh100 (the CUDA plugin from the same extra; no GPU needed). Prints a table and one
 `RESULT {json}` line per program: per-device argument / temp / output / alias GiB, the peak with
 what else stays resident, the chip's HBM, `fits` and the margin, the collectives per step, the
 custom calls and the attention they imply, and on TPU the compiler's estimated step time and MFU.
+`--program=sample` compiles the mesh sampler's decode program and `--program=score` the scorer's pass
+at the evaluation's batch (the config's `sampling` fields): per-device params and KV cache, the
+collectives per generated token, and the HBM-bandwidth bound per token (`dpo_jax.perf.aot_sampling`).
 With `data.share_prompt` / `data.pack` the batches are the loader's rows in their worst case
 (`dpo_jax.perf.aot.BatchShape`).
 Exit status 1 when a program does not fit (with what would), 2 when the mesh cannot be laid out.
@@ -36,6 +41,11 @@ from dpo_jax import parse_flags_or_exit, print_error
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
 _TARGETS = flags.DEFINE_list("target", ["v4-8"], "Comma-separated targets (see the module docstring).")
+_PROGRAM = flags.DEFINE_enum(
+    "program", "train", ["train", "sample", "score"],
+    "train: the stage's programs; sample / score: the evaluations' decode program / scoring pass "
+    "at the config's `sampling` shapes.",
+)  # fmt: skip
 _RESPONSES = flags.DEFINE_integer("responses", 2, "Responses per example (2 = pairs; more for rankings).")
 flags.mark_flags_as_required(["config"])
 
@@ -51,7 +61,7 @@ def main(argv):
     for name in _TARGETS.value:
         try:
             target_results, advice = compile_config(
-                _CONFIG.value, get_target(name), responses=_RESPONSES.value
+                _CONFIG.value, get_target(name), responses=_RESPONSES.value, program=_PROGRAM.value
             )
         except (AotConfigError, TargetUnavailableError, ValueError) as e:
             print_error(f"{name}: {e}")

@@ -106,6 +106,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_samples = 16
     c.eval_sample_max_new_tokens = 128
     c.eval_sample_temperature = 1.0
+    # The evaluations' sampling and scoring calls at scale (win rates, Best-of-N, make_pairs, the
+    # frontier), as `python -m dpo_jax.aot --program=sample|score` compiles them; the paper-scale
+    # recipes pass the same values to those commands (tests/recipes/test_plans.py holds them equal).
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.batch_size = 16  # rows (prompts x samples) per decode call; sequences per scoring call
+    c.sampling.num_samples = 1  # completions per prompt drawn in one call (Best-of-N: N)
+    c.sampling.max_new_tokens = 128
+    # What scores the completions: a classifier's directory or hub name; "" = a reward model of the
+    # policy's architecture (the recipes' Best-of-N selector, trained from the SFT model).
+    c.sampling.scorer = ""
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3
     c.export_hf = True  # write WORKDIR/export (a Hugging Face directory) at the end

@@ -73,6 +73,12 @@ def default_mesh():
     return make_mesh((-1, 1, 1))
 
 
+def scoring_rows(batch_size: int, mesh) -> int:
+    """Rows per scoring call: `batch_size`, rounded up to a multiple of the mesh's data-parallel size."""
+    dp = data_parallel_size(mesh)
+    return math.ceil(max(batch_size, 1) / dp) * dp
+
+
 def jit_score_program(model: nn.Module, mesh, batch_shape: tuple[int, int], rules=None):
     """(jitted `(params, input_ids, attention_mask) -> logits [B, num_outputs]`, its abstract arguments).
 
@@ -104,8 +110,7 @@ class MeshScorer:
         self.model = model
         self.mesh = mesh if mesh is not None else default_mesh()
         self.rules = tuple(rules or DEFAULT_LOGICAL_AXIS_RULES)
-        dp = data_parallel_size(self.mesh)
-        self.batch_rows = math.ceil(max(batch_size, 1) / dp) * dp
+        self.batch_rows = scoring_rows(batch_size, self.mesh)
         config = model.config
         self.max_length = getattr(config, "max_sequence_length", config.max_position_embeddings)
         self._programs: dict[int, tuple] = {}

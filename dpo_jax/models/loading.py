@@ -18,7 +18,7 @@ import jax
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
-from dpo_jax.models.presets import MODEL_PRESETS
+from dpo_jax.models.presets import CLASSIFIER_ARCHITECTURES, CLASSIFIER_PRESETS, MODEL_PRESETS
 from dpo_jax.models.reward import ScalarHeadModel, from_hf_reward_model, scalar_head_params
 
 EXPORT_DIRNAME = "export"
@@ -84,6 +84,33 @@ def describe_model(model_cfg, *, param_dtype: str, name_or_path: str | None = No
             "with model.random_init_config"
         )
     return from_hf_config(dict(MODEL_PRESETS[preset]), **overrides)
+
+
+def describe_scorer(name_or_path: str):
+    """The Flax module of a scorer (a RoBERTa sequence classifier or a dpo_jax reward model) without
+    its weights, float32 as the judges load it: a local directory (or workdir) is read from its
+    config.json, a hub name must be one `models.presets.CLASSIFIER_ARCHITECTURES` knows."""
+    from dpo_jax.models.roberta import RobertaForSequenceClassification, roberta_config_from_hf
+
+    path = resolve_model_path(name_or_path)
+    if os.path.isdir(path):
+        with open(os.path.join(resolve_checkpoint_dir(path), "config.json")) as f:
+            hf_config = json.load(f)
+    elif name_or_path in CLASSIFIER_ARCHITECTURES:
+        hf_config = dict(CLASSIFIER_PRESETS[CLASSIFIER_ARCHITECTURES[name_or_path]])
+    else:
+        raise ValueError(
+            f"scorer {name_or_path!r}: not a local directory and not a known classifier "
+            f"({', '.join(sorted(CLASSIFIER_ARCHITECTURES))})"
+        )
+    if hf_config.get("model_type") == "roberta":
+        return RobertaForSequenceClassification(roberta_config_from_hf(hf_config))
+    if hf_config.get("model_type") in ("gpt2", "gpt_neox") and len(hf_config.get("id2label") or {0: ""}) == 1:
+        return ScalarHeadModel(from_hf_config(hf_config, dtype="float32", param_dtype="float32"))
+    raise ValueError(
+        f"scorer {name_or_path!r}: a {hf_config.get('model_type')!r} classifier scores in PyTorch on the "
+        "host (judges.sequence_classifier); only RoBERTa classifiers and dpo_jax reward models compile"
+    )
 
 
 def load_model(model_cfg, *, param_dtype: str, seed: int, name_or_path: str | None = None):

@@ -63,6 +63,27 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "pythia-2.8b": _pythia(layers=32, hidden=2560, heads=32),
 }
 
+# Sequence classifiers the evaluations score with, by architecture (hub config values), and the hub
+# names known to have them: `models.loading.describe_scorer` compiles a scorer ahead of time without
+# downloading it. siebert/sentiment-roberta-large-english is the paper's IMDb ground-truth reward.
+CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
+    "roberta-large": dict(
+        model_type="roberta",
+        vocab_size=50265,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+    ),
+}
+CLASSIFIER_ARCHITECTURES = {"siebert/sentiment-roberta-large-english": "roberta-large"}
+
 # The tokenizer each architecture was released with; nothing loads it in a benchmark (token ids are
 # synthetic), but a run config names one.
 PRESET_TOKENIZERS = {

@@ -60,6 +60,8 @@ class Program:
     model_flops: float  # per call, over all devices (6N per trained token, 2N per forward token)
     rows: int  # examples per call (in a row layout: rows per call, one example each in the worst case)
     row_shape: tuple[int, int] | None = None  # (row length, slots) of a row layout; None when padded
+    mesh: Mesh | None = None  # the program's own mesh, when not the config's (the sampler's decode mesh)
+    details: Callable[[Any], dict] | None = None  # compiled program -> extra RESULT fields
 
 
 def per_device_bytes(tree: Any) -> int:
@@ -260,6 +262,7 @@ def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
     # Traced for the target: on an H100 the attention may be cuDNN's, whose trace-time version check
     # the target answers on a host without cuDNN.
     version_check = cudnn_version_from_target() if target.platform == "cuda" else contextlib.nullcontext()
+    mesh = program.mesh or mesh
     with version_check:
         compiled = program.jitted.lower(*program.args).compile()
     memory = compiled.memory_analysis()
@@ -299,6 +302,8 @@ def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
             program.model_flops / (seconds * target.peak_bf16_flops * target.chips), 4
         )
         result["estimate_note"] = "an estimate from the XLA cost model (optimal_seconds), not a measurement"
+    if program.details is not None:
+        result.update(program.details(compiled))
     return result
 
 
@@ -339,11 +344,23 @@ def fit_advice(config, target: Target, mesh: Mesh, results: list[dict], model_cf
     return f"{message} Try: {'; '.join(hints)}." if hints else message
 
 
-def compile_config(config, target: Target, *, responses: int = 2) -> tuple[list[dict], str | None]:
-    """Compile the config's programs for `target` -> (RESULT dicts, advice when something does not fit)."""
+PROGRAMS = ("train", "sample", "score")
+
+
+def compile_config(
+    config, target: Target, *, responses: int = 2, program: str = "train"
+) -> tuple[list[dict], str | None]:
+    """Compile the config's programs for `target` -> (RESULT dicts, advice when something does not fit).
+
+    program: "train" (the stage's programs: train and eval steps, the reference pass; PPO's four),
+    "sample" (the evaluations' decode program) or "score" (their scoring pass): `perf.aot_sampling`."""
+    if program not in PROGRAMS:
+        raise AotConfigError(f"unknown program {program!r}; expected one of {', '.join(PROGRAMS)}")
     mesh = target_mesh(config.mesh_shape, target)
     rules = tuple(tuple(rule) for rule in config.logical_axis_rules) or DEFAULT_LOGICAL_AXIS_RULES
     dp = data_parallel_size(mesh)
+    if program != "train":
+        return _compile_evaluation(config, target, mesh, rules, program)
     if config.stage == "ppo":
         return _compile_ppo(config, target, mesh, rules)
     micro = int(config.global_batch_size) // int(config.grad_accum_steps)
@@ -401,6 +418,42 @@ def _compile_ppo(config, target: Target, mesh: Mesh, rules) -> tuple[list[dict],
         )
         results.append(result)
     return results, fit_advice(config, target, mesh, results, model_cfg)
+
+
+def _compile_evaluation(config, target: Target, mesh: Mesh, rules, name: str) -> tuple[list, str | None]:
+    """The evaluations' decode program (`sample`) or scoring pass (`score`) at the config's `sampling`
+    shapes, reported like the train step (and what bounds a decode: `perf.aot_sampling`)."""
+    from dpo_jax.perf.aot_sampling import sample_program, score_program
+
+    try:
+        if name == "sample":
+            program, model_cfg = sample_program(config, mesh, rules, target, Program)
+        else:
+            program, model_cfg = score_program(config, target, list(mesh.devices.flat), Program)
+    except ValueError as e:
+        raise AotConfigError(str(e)) from e
+    result = analyze(program, target, mesh)
+    result.update(
+        model=config.model.name_or_path if name == "sample" else result["scorer"],
+        seq=result.get("prompt_length", 0) + result.get("new_tokens", 0) or result.get("sequence_length"),
+        responses=1,
+        layout="padded",
+    )
+    result.pop("estimated_mfu", None)  # FLOPs of a decode say little; the bandwidth bound says more
+    if name == "sample" and "estimated_step_seconds" in result:
+        # Measured on libtpu 0.0.42.1: the cost model's FLOPs and time barely move with the number of
+        # generated tokens (8 -> 64 tokens: +13% FLOPs), i.e. it counts the decode loop's body once.
+        result["estimate_note"] = (
+            "an estimate from the XLA cost model (optimal_seconds) of the prefill and ONE loop iteration "
+            "(the cost model counts a while loop's body once), not a measurement"
+        )
+    if result["fits"]:
+        return [result], None
+    return [result], (
+        f"{name} needs {result['peak_gib']:.1f} GiB per device on {target.name} "
+        f"({target.hbm_gib:.0f} GiB HBM per chip). Try a smaller --config.sampling.batch_size"
+        + (" or fewer --config.sampling.num_samples per call." if name == "sample" else ".")
+    )
 
 
 def _batch_cell(result: dict) -> str:

@@ -28,6 +28,7 @@ class Target:
     hosts: int
     hbm_bytes: int  # per chip, as the chip's datasheet gives it
     peak_bf16_flops: float  # dense, per chip
+    hbm_bandwidth: float  # bytes/s per chip, the datasheet's
     # libtpu's chip layout: v4 and v5p pair two TensorCores into one "megacore" device per chip;
     # chips_per_host fixes which chips share a host (a process) in multi-host slices.
     megacore: bool = False
@@ -38,20 +39,21 @@ class Target:
         return self.hbm_bytes / GIB
 
 
-# Datasheet figures: v4 32 GiB / 275 TFLOP/s, v5e 16 GiB / 197, v5p 95 GiB / 459, H100 SXM 80 GB /
-# 989 (dense bf16). An H100's usable memory is the target description's device_memory_size.
+# Datasheet figures: v4 32 GiB / 275 TFLOP/s / 1228 GB/s, v5e 16 GiB / 197 / 819, v5p 95 GiB / 459 /
+# 2765, H100 SXM 80 GB / 989 (dense bf16) / 3350. An H100's usable memory is the target description's
+# device_memory_size.
 _H100_BYTES = 84_929_347_584
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("v4-8", "tpu", "v4:2x2x1", 4, 1, 32 * GIB, 275e12, megacore=True),
-        Target("v4-32", "tpu", "v4:2x2x4", 16, 4, 32 * GIB, 275e12, megacore=True),
-        Target("v5e-8", "tpu", "v5e:2x4", 8, 1, 16 * GIB, 197e12, chips_per_host=(2, 4, 1)),
-        Target("v5e-16", "tpu", "v5e:4x4", 16, 4, 16 * GIB, 197e12),
-        Target("v5p-8", "tpu", "v5p:2x2x1", 4, 1, 95 * GIB, 459e12, megacore=True),
-        Target("v5p-64", "tpu", "v5p:4x4x2", 32, 8, 95 * GIB, 459e12, megacore=True),
-        Target("h100", "cuda", "1x1x1", 1, 1, _H100_BYTES, 989e12),
-        Target("8xh100", "cuda", "1x1x8", 8, 1, _H100_BYTES, 989e12),
+        Target("v4-8", "tpu", "v4:2x2x1", 4, 1, 32 * GIB, 275e12, 1228e9, megacore=True),
+        Target("v4-32", "tpu", "v4:2x2x4", 16, 4, 32 * GIB, 275e12, 1228e9, megacore=True),
+        Target("v5e-8", "tpu", "v5e:2x4", 8, 1, 16 * GIB, 197e12, 819e9, chips_per_host=(2, 4, 1)),
+        Target("v5e-16", "tpu", "v5e:4x4", 16, 4, 16 * GIB, 197e12, 819e9),
+        Target("v5p-8", "tpu", "v5p:2x2x1", 4, 1, 95 * GIB, 459e12, 2765e9, megacore=True),
+        Target("v5p-64", "tpu", "v5p:4x4x2", 32, 8, 95 * GIB, 459e12, 2765e9, megacore=True),
+        Target("h100", "cuda", "1x1x1", 1, 1, _H100_BYTES, 989e12, 3350e9),
+        Target("8xh100", "cuda", "1x1x8", 8, 1, _H100_BYTES, 989e12, 3350e9),
     )
 }
 

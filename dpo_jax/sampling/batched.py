@@ -32,7 +32,7 @@ from dpo_jax.sampling.sharded import (
     decode_program,
     default_mesh,
     place_params,
-    rows_multiple,
+    prompts_per_call,
 )
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, gather_to_host
 
@@ -139,11 +139,7 @@ def sample_token_ids(
             tokens[i], mask[i], logps[i] = record["tokens"], record["mask"], record["logps"]
     _check_agreement(np.asarray(todo, np.int64), num_prompts)
 
-    # Prompts per call: a multiple of the batch axes' size, so that prompt rows and sample rows split
-    # evenly over devices.
-    multiple = rows_multiple(sampler.placement.mesh)
-    per_batch = max(1, batch_size // num_samples)
-    per_batch = -(-per_batch // multiple) * multiple
+    per_batch = prompts_per_call(batch_size, num_samples, sampler.placement.mesh)
     lengths = prompt_mask.sum(axis=1)
     todo = np.asarray(todo, np.int64)
     options = dict(

@@ -181,5 +181,8 @@ def batch_arrays(mesh: Mesh, arrays: dict[str, np.ndarray]) -> dict[str, jax.Arr
     return out
 
 
-def rows_multiple(mesh: Mesh) -> int:
-    return data_parallel_size(mesh)
+def prompts_per_call(batch_size: int, num_samples: int, mesh: Mesh) -> int:
+    """Prompts per decode call for `batch_size` rows (prompts x samples), at least one prompt, rounded up
+    to a multiple of the batch axes' size so that prompt rows and sample rows split evenly over devices."""
+    multiple = data_parallel_size(mesh)
+    return -(-max(1, batch_size // num_samples) // multiple) * multiple
