@@ -29,7 +29,6 @@ import numpy as np
 from jax.sharding import Mesh
 
 from dpo_jax.data.packing import ROW_FIELDS, RowLayout, batch_layout, worst_case_row_shape
-from dpo_jax.models import build_model
 from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
 from dpo_jax.perf.hlo import attention_implementation, summarize_hlo
@@ -43,7 +42,7 @@ from dpo_jax.sharding import (
     resolve_mesh_shape,
 )
 from dpo_jax.training.optim import make_optimizer
-from dpo_jax.training.programs import StagePrograms, stage_uses_reference
+from dpo_jax.training.programs import StagePrograms, stage_module, stage_uses_reference
 from dpo_jax.training.state import state_init_fn
 
 
@@ -180,7 +179,7 @@ def _optimizer(config):
 def build_programs(config, mesh: Mesh, rules, *, responses: int = 2) -> tuple[list[Program], Any]:
     """The trainer's jitted programs with abstract arguments, as `training.loop` builds them."""
     policy_cfg = describe_model(config.model, param_dtype=config.model.param_dtype)
-    model = build_model(policy_cfg)
+    model = stage_module(config, policy_cfg)
     stage = StagePrograms(config, model, mesh, rules)
     abstract_state, _ = abstract_sharded_state(
         state_init_fn(model, _optimizer(config), config.seed), jax.random.PRNGKey(config.seed), mesh, rules

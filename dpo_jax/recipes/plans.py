@@ -213,6 +213,7 @@ def stages(name: str, c) -> list:
                 after=("sft", "reward_model"),
                 inputs=inputs,
                 extra=c.args.ppo,
+                aot=True,
                 plan=dict(steps=c.ppo_steps or "config"),
             )
         )

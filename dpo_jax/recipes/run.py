@@ -130,43 +130,45 @@ def stage_config(stage: Stage, base_model: str):
 
 
 def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, Any]]:
-    """Each training stage's programs compiled for config.aot_target; stages with equal programs once."""
+    """Each training stage's programs (SFT, DPO, reward model, PPO's four) compiled for config.aot_target,
+    then the evaluation's decode and scoring programs; stages with equal programs once."""
     from dpo_jax.perf.aot import compile_config, format_table
     from dpo_jax.perf.targets import get_target
 
     target = get_target(config.aot_target)
     base_model = None
     out, done = [], {}
+    jobs = []
     for stage in (s for s in stages if s.aot):
         stage_cfg = stage_config(stage, base_model or "")
         if base_model is None:
             base_model = stage_cfg.model.name_or_path  # the first training stage starts from the base model
-        if stage_cfg.stage in ("ppo", "reward_model"):
-            log(f"aot {stage.name}: not compiled (the aot library builds the sft and dpo stages' programs)")
-            out.append({"stage": stage.name, "target": target.name, "compiled": False})
-            continue
+        jobs.append((stage.name, stage_cfg, "train"))
+    if jobs:  # the sampling and scoring stages' programs at the evaluation's batch (`sampling` fields)
+        jobs += [(f"evaluation ({program})", jobs[0][1], program) for program in ("sample", "score")]
+    for name, stage_cfg, program in jobs:
         shape = json.dumps(
-            {k: v for k, v in stage_cfg.to_dict().items() if k not in ("beta", "seed")},
+            {"program": program, **{k: v for k, v in stage_cfg.to_dict().items() if k not in ("beta", "seed")}},
             sort_keys=True,
             default=str,
         )
         if shape in done:
-            log(f"aot {stage.name}: same programs as {done[shape]}")
+            log(f"aot {name}: same programs as {done[shape]}")
             continue
-        done[shape] = stage.name
+        done[shape] = name
         try:
-            results, advice = compile_config(stage_cfg, target)
+            results, advice = compile_config(stage_cfg, target, program=program)
         except ValueError as error:  # AotConfigError included: the mesh cannot be laid out on the target
-            log(f"aot {stage.name} on {target.name}: cannot compile: {error}")
-            out.append({"stage": stage.name, "target": target.name, "compiled": False, "error": str(error)})
+            log(f"aot {name} on {target.name}: cannot compile: {error}")
+            out.append({"stage": name, "target": target.name, "compiled": False, "error": str(error)})
             continue
-        log(f"aot {stage.name} on {target.name}:")
+        log(f"aot {name} on {target.name}:")
         log(format_table(results))
         if advice:
-            log(f"aot {stage.name}: does not fit. {advice}")
+            log(f"aot {name}: does not fit. {advice}")
         out.append(
             {
-                "stage": stage.name,
+                "stage": name,
                 "target": target.name,
                 "compiled": True,
                 "fits": advice is None,

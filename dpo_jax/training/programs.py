@@ -30,6 +30,15 @@ def stage_uses_reference(config) -> bool:
     return uses_reference(config.loss, reference_free=config.reference_free)
 
 
+def stage_module(config, model_cfg):
+    """The module a stage trains for the architecture `model_cfg`: the language model, or for
+    `stage=reward_model` its body under the scalar head (what `training.loop` loads)."""
+    from dpo_jax.models import build_model
+    from dpo_jax.models.reward import ScalarHeadModel
+
+    return ScalarHeadModel(model_cfg) if config.stage == "reward_model" else build_model(model_cfg)
+
+
 class StagePrograms:
     """The jitted programs of one SFT, DPO or reward-model stage on `mesh`."""
 
