@@ -4,6 +4,7 @@
 #   launch/tpu_vm.sh [--dry-run] create
 #   launch/tpu_vm.sh [--dry-run] setup
 #   launch/tpu_vm.sh [--dry-run] run [-- EXTRA_TRAIN_ARGS...]
+#   launch/tpu_vm.sh [--dry-run] recipe [-- EXPERIMENT_ARGS...]
 #   launch/tpu_vm.sh [--dry-run] delete
 #
 # --dry-run prints the gcloud commands instead of running them.
@@ -24,6 +25,16 @@
 #   CONFIG            config passed to dpo_jax.main                   [configs/tldr.py]
 #   WORKDIR           checkpoints and logs; must be a gs:// path that every worker can write
 #                                                                     [gs://YOUR_BUCKET/dpo_jax/run]
+#   RECIPE            recipe for `recipe` (python -m dpo_jax.experiment)  [tldr]
+#   RECIPE_DIR        the recipe's directory on the worker, relative to the checkout: a local disk
+#                     or a mounted filesystem (recipes do not write gs:// paths); outside the
+#                     checkout, which `setup` replaces                [../recipes/RECIPE = ~/recipes/RECIPE]
+#
+# `recipe` runs a recipe of the paper at --scale=paper on a single-host slice (v4-8, v5p-8,
+# v5litepod-8: every config's model fits one), every stage on its one worker; a multi-host slice is
+# refused, as the sampling and scoring commands run in one process (training stages alone could span
+# hosts: launch/recipe_slurm.sbatch does that on GPUs). A spot preemption reaches the running stage,
+# which saves and exits 75, and so does the recipe; `recipe` again resumes (finished stages reused).
 #
 # Every worker runs the same command; jax.distributed.initialize() inside dpo_jax.main finds the
 # other workers by itself on Cloud TPU. A spot preemption sends SIGTERM, on which the trainer saves
@@ -41,6 +52,8 @@ REPO_REF="${REPO_REF:-main}"
 JAX_TPU_SPEC="${JAX_TPU_SPEC:-jax[tpu]}"
 PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
 CONFIG="${CONFIG:-configs/tldr.py}"
+RECIPE="${RECIPE:-tldr}"
+RECIPE_DIR="${RECIPE_DIR:-../recipes/${RECIPE}}"
 WORKDIR="${WORKDIR:-gs://YOUR_BUCKET/dpo_jax/run}"
 REMOTE_DIR="dpo_jax"
 REMOTE_VENV="venv-dpo-jax"
@@ -49,7 +62,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY_RUN=0
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -151,6 +164,29 @@ run() {
 $(shell_words "--config=${CONFIG}" "--workdir=${WORKDIR}" "${layout[@]}" "$@")"
 }
 
+# Hosts of the slice are more than one past 4 chips (v4, v5p) or 8 chips (v5litepod / v5e).
+single_host() {
+  local chips
+  chips="$(slice_chips)"
+  case "${ACCELERATOR_TYPE}" in
+    v4-*|v5p-*) ((chips <= 4)) ;;
+    *) ((chips <= 8)) ;;
+  esac
+}
+
+recipe() {
+  if ! single_host; then
+    echo "error: ACCELERATOR_TYPE=${ACCELERATOR_TYPE} is a multi-host slice; a recipe runs on a single-host" \
+      "slice (v4-8, v5p-8, v5litepod-8): its sampling and scoring stages run in one process" >&2
+    exit 2
+  fi
+  local flags
+  mapfile -t flags < <(project_flags)
+  execute gcloud compute tpus tpu-vm ssh "${TPU_NAME}" --zone="${ZONE}" "${flags[@]}" --worker=0 \
+    --command="cd ${REMOTE_DIR} && ~/${REMOTE_VENV}/bin/python -m dpo_jax.experiment \
+$(shell_words "--recipe=${RECIPE}" --scale=paper "--workdir=${RECIPE_DIR}" "$@")"
+}
+
 delete() {
   local flags
   mapfile -t flags < <(project_flags)
@@ -172,6 +208,7 @@ main() {
     create) create ;;
     setup) setup ;;
     run) run "$@" ;;
+    recipe) recipe "$@" ;;
     delete) delete ;;
     *) echo "unknown subcommand '${subcommand}'" >&2; usage ;;
   esac
