@@ -66,15 +66,53 @@ def first_argmax(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)
 
 
+# Vocabulary entries per block of the two-level inverse-CDF search (`inverse_cdf`).
+CDF_BLOCK = 256
+
+
+def _last_positive(weights: jax.Array) -> jax.Array:
+    """Index of the last entry > 0 along the last axis."""
+    index = jnp.arange(weights.shape[-1], dtype=jnp.int32)
+    return jnp.max(jnp.where(weights > 0, index, -1), axis=-1)
+
+
+def inverse_cdf(weights: jax.Array, u: jax.Array) -> jax.Array:
+    """Per row, index i drawn with probability weights[i] / sum(weights) from one uniform u in [0, 1):
+    the first index whose running sum exceeds u * sum(weights).
+
+    The running sum is taken in two levels, over blocks of CDF_BLOCK entries and then inside the block
+    the target falls in, so nothing scans the whole vocabulary. An index is only ever chosen where its
+    weight is > 0 (a running sum that rises has a positive step; rounding at a block's end falls back
+    to its last positive entry), so filtered-out tokens (weight 0) are never drawn.
+    weights: [B, V] >= 0 with a positive entry in every row; u: [B].
+    """
+    rows, vocab = weights.shape
+    block = min(CDF_BLOCK, vocab)
+    blocks = jnp.pad(weights, ((0, 0), (0, (-vocab) % block))).reshape(rows, -1, block)
+    sums = jnp.sum(blocks, axis=-1)  # [B, blocks]
+    running = jnp.cumsum(sums, axis=-1)
+    target = u * running[:, -1]
+    chosen = jnp.minimum(jnp.sum(running <= target[:, None], axis=-1), _last_positive(sums))
+    before = jnp.where(
+        chosen > 0, jnp.take_along_axis(running, jnp.maximum(chosen - 1, 0)[:, None], -1)[:, 0], 0.0
+    )
+    inner = jnp.take_along_axis(blocks, chosen[:, None, None], axis=1)[:, 0]  # [B, block]
+    inner_running = jnp.cumsum(inner, axis=-1)
+    index = jnp.minimum(jnp.sum(inner_running <= (target - before)[:, None], axis=-1), _last_positive(inner))
+    return (chosen * block + index).astype(jnp.int32)
+
+
 def _choose_tokens(logits, row_keys, step, settings, *, filter_tokens):
     """Next token per row and its log-prob under the model's raw distribution.
 
-    Sampling is Gumbel-max with row b's noise drawn from `fold_in(row_keys[b], step)`: a row's tokens
-    depend on its own key only, never on its position in the batch or on the batch size, so prompts
-    can be split across devices, processes and calls in any way and give the same completions.
-    `settings` holds traced (temperature, top_k, top_p), so one compiled program serves every
-    temperature (a sweep from greedy to 1 compiles once); only whether to run the sort-based filter
-    at all is static.
+    Sampling draws one uniform per row, from `fold_in(row_keys[b], step)`, and inverts the tempered
+    (and filtered) softmax's CDF with it (`inverse_cdf`): a row's tokens depend on its own key only,
+    never on its position in the batch or on the batch size, so prompts can be split across devices,
+    processes and calls in any way and give the same completions. One uniform per row rather than a
+    Gumbel draw per vocabulary entry: on a CPU the random bits of a 50k vocabulary cost more than the
+    rest of the choice. `settings` holds traced (temperature, top_k, top_p), so one compiled program
+    serves every temperature (a sweep from greedy to 1 compiles once); only whether to run the
+    sort-based filter at all is static. Temperature 0 is greedy (`first_argmax` of the raw logits).
     """
     temperature, top_k, top_p = settings
     logits = logits.astype(jnp.float32)
@@ -82,9 +120,9 @@ def _choose_tokens(logits, row_keys, step, settings, *, filter_tokens):
     tempered = logits / jnp.where(greedy, 1.0, temperature)
     if filter_tokens:
         tempered = _filter_logits(tempered, top_k, top_p)
-    vocab = logits.shape[-1]
-    noise = jax.vmap(lambda key: jax.random.gumbel(jax.random.fold_in(key, step), (vocab,)))(row_keys)
-    tokens = first_argmax(jnp.where(greedy, logits, tempered + noise))
+    weights = jnp.exp(tempered - jnp.max(tempered, axis=-1, keepdims=True))  # filtered tokens: exactly 0
+    u = jax.vmap(lambda key: jax.random.uniform(jax.random.fold_in(key, step)))(row_keys)
+    tokens = jnp.where(greedy, first_argmax(logits), inverse_cdf(weights, u))
     top = jnp.max(logits, axis=-1)
     log_normaliser = top + jnp.log(jnp.sum(jnp.exp(logits - top[:, None]), axis=-1))
     logprobs = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - log_normaliser
@@ -212,7 +250,13 @@ def decode_loop(
 _generate = jax.jit(
     decode_loop,
     static_argnames=(
-        "model", "max_new_tokens", "num_samples", "filter_tokens", "eos_id", "pad_id", "forward_context"
+        "model",
+        "max_new_tokens",
+        "num_samples",
+        "filter_tokens",
+        "eos_id",
+        "pad_id",
+        "forward_context",
     ),
 )
 
@@ -291,7 +335,9 @@ def generate(
         rng = jax.random.wrap_key_data(rng)  # a legacy uint32 key (jax.random.PRNGKey) or keys
     row_keys = rng if rng.shape else row_keys_from(rng, rows)
     if row_keys.shape != (rows,):
-        raise ValueError(f"rng holds keys of shape {row_keys.shape}; expected one key or ({rows},): one a row")
+        raise ValueError(
+            f"rng holds keys of shape {row_keys.shape}; expected one key or ({rows},): one a row"
+        )
     return _generate(
         model,
         params,

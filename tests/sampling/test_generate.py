@@ -203,3 +203,25 @@ def test_samples_of_a_prompt_share_one_prefill_and_equal_repeated_prompts():
     # Sums over <= 5 tokens of fp32 log-probs near log(16): a few ulps each.
     np.testing.assert_allclose(shared["logprobs"], repeated["logprobs"], atol=1e-5)
     assert len({tuple(row) for row in np.asarray(shared["tokens"])[:3]}) > 1  # 3 different samples
+
+
+def test_inverse_cdf_draws_each_index_with_its_weight_and_never_a_zero_weight():
+    from dpo_jax.sampling.generate import CDF_BLOCK, inverse_cdf
+
+    vocab = 2 * CDF_BLOCK + 37  # three blocks, the last one padded
+    rng = np.random.default_rng(0)
+    weights = rng.random(vocab) ** 4
+    weights[rng.random(vocab) < 0.5] = 0.0  # filtered tokens, scattered
+    weights[:5] = weights[-5:] = 0.0  # at both ends: u = 0 and u -> 1 must not reach them
+    weights[CDF_BLOCK : 2 * CDF_BLOCK] = 0.0  # a whole block without mass
+    # A grid of uniforms: index i must be drawn for a share weights[i] / total of them, within 1 / n
+    # per end of its interval, plus the float32 running sums' rounding (at most a block's and the
+    # block sums' terms, each within one eps of the total).
+    n = 40_000
+    u = np.concatenate([(np.arange(n) + 0.5) / n, [0.0, np.nextafter(np.float32(1), np.float32(0))]])
+    table = jnp.tile(jnp.asarray(weights, jnp.float32), (len(u), 1))
+    drawn = np.asarray(inverse_cdf(table, jnp.asarray(u, jnp.float32)))
+    assert np.all(weights[drawn] > 0)
+    share = np.bincount(drawn[:n], minlength=vocab) / n
+    rounding = 2 * (CDF_BLOCK + 3) * np.finfo(np.float32).eps
+    np.testing.assert_allclose(share, weights / weights.sum(), atol=2 / n + rounding)
