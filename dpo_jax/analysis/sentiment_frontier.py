@@ -149,20 +149,25 @@ def frontier_points(
         on_point(point)
         points.append(point)
 
+    def add_reference(path, reference):
+        """The reference's own point at KL 0 and its Best-of-N points."""
+        if not (reference_points or best_of):
+            return
+        reference_run = read_run(path)
+        tokenizer = load_tokenizer(reference_run.tokenizer_path())
+        if reference_points:
+            stats = reward_and_kl(reference, reference, tokenizer, prompts, reward_judge, **options)
+            add({"run": path, "method": "reference", "parameter": None, **stats})
+        for stats in best_of_n_reward(
+            reference, tokenizer, prompts, reward_judge, best_of_selector, best_of, **options
+        ):
+            add({"run": path, **reference_run.method(best_of=stats.pop("best_of")).as_dict(), **stats})
+
     for run in runs:
         reference_path = run.reference_path
         if reference_path not in references:
-            references[reference_path] = reference = load_policy(reference_path, dtype=dtype)
-            reference_run = read_run(reference_path)
-            tokenizer = load_tokenizer(reference_run.tokenizer_path())
-            if reference_points:
-                stats = reward_and_kl(reference, reference, tokenizer, prompts, reward_judge, **options)
-                add({"run": reference_path, "method": "reference", "parameter": None, **stats})
-            for stats in best_of_n_reward(
-                reference, tokenizer, prompts, reward_judge, best_of_selector, best_of, **options
-            ):
-                method = reference_run.method(best_of=stats.pop("best_of")).as_dict()
-                add({"run": reference_path, **method, **stats})
+            references[reference_path] = load_policy(reference_path, dtype=dtype)
+            add_reference(reference_path, references[reference_path])
         tokenizer = load_tokenizer(run.tokenizer_path())
         for step, policy, error in run_policies(run, checkpoints_every, dtype=dtype):
             point = {"run": run.path, **run.method().as_dict()}
