@@ -13,6 +13,12 @@ tokens), each with its standard error (prompts as clusters). Each distinct refer
 at KL 0. Curves: one per method (analysis/methods.py: from the run's stage and objective, so PPO,
 PPO-GT, preferred-FT and unlikelihood runs each get their own), through its own sweep parameter (beta,
 the KL coefficient or target, alpha), written beside each point.
+--best_of=4,16 --best_of_reward=RM: the Best-of-N curve too (analysis/best_of_n.py), one point per N
+for each distinct reference: --num_samples picks per prefix, each the best of N samples of the
+reference by the learned reward model RM (a stage=reward_model run or any one-output reward model),
+so num_samples * N samples per prefix (the Ns share one draw); the reward is measured by the
+classifier as for every point, the KL is the analytic bound log N - (N - 1) / N, marked
+"kl_kind": "analytic_bound" with "kl_stderr" 0 (every other point: "sampled").
 Writes OUT_DIR/frontier.json (every point; once complete) and OUT_DIR/frontier.png; prints one
 `RESULT {json}` line per point. --workdirs also accepts a sweep root, meaning all its runs.
 --checkpoints=all|every:N: one point per kept checkpoint of each run (with its "step"), as the paper's
@@ -30,6 +36,17 @@ from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefi
 from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
+
+def _best_of_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise ValueError("expected whole numbers N, comma separated (e.g. 4,16)") from None
+    if any(n < 2 for n in values):
+        raise ValueError("each N must be >= 2 (N=1 is the reference itself, its KL-0 point)")
+    return values
+
+
 FLAGS = (
     ("workdirs", str, None, "runs (or a sweep root), comma separated"),
     ("classifier", str, DEFAULT_SENTIMENT_CLASSIFIER, "sentiment classifier"),
@@ -38,6 +55,8 @@ FLAGS = (
     *prefix_flags(split="test", num_prompts=256),
     ("no_reference_point", bool, False, "skip evaluating the references"),
     ("checkpoints", str, "final", "final | all | every:N (one point per checkpoint)"),
+    ("best_of", _best_of_list, (), "N of Best-of-N points, comma separated (each >= 2; empty = none)"),
+    ("best_of_reward", str, "", "reward model that selects Best-of-N (directory or hub name)"),
 )
 
 
@@ -47,6 +66,8 @@ def parse_args(argv):
     )
     if args.num_prompts < 2 or args.num_samples < 1:
         command_error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
+    if args.best_of and not args.best_of_reward:
+        command_error("--best_of needs --best_of_reward (the learned reward model that selects)")
     return args
 
 
@@ -76,13 +97,14 @@ def main(argv=None) -> int:
     from dpo_jax.analysis.results import result_line, write_json
     from dpo_jax.analysis.runs import read_run
     from dpo_jax.analysis.sentiment_frontier import frontier_points
-    from dpo_jax.judges import ClassifierJudge, JudgeError
+    from dpo_jax.judges import ClassifierJudge, JudgeError, RewardModelJudge
 
     try:
         every = parse_checkpoints(args.checkpoints)
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
         prompts = prefixes_from_flags(args)
         classifier = ClassifierJudge(args.classifier)
+        selector = RewardModelJudge(args.best_of_reward) if args.best_of else None
         options = dict(
             num_samples=args.num_samples,
             max_new_tokens=args.max_new_tokens,
@@ -95,6 +117,8 @@ def main(argv=None) -> int:
             classifier,
             checkpoints_every=every,
             reference_points=not args.no_reference_point,
+            best_of=args.best_of,
+            best_of_selector=selector,
             dtype=args.dtype,
             on_point=lambda point: print(result_line(point), flush=True),
             **options,
@@ -102,7 +126,14 @@ def main(argv=None) -> int:
         out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)
         write_json(
             out_dir / "frontier.json",
-            {"classifier": args.classifier, "num_prompts": len(prompts), **options, "points": points},
+            {
+                "classifier": args.classifier,
+                "num_prompts": len(prompts),
+                **options,
+                "best_of": list(args.best_of),
+                "best_of_reward": args.best_of_reward,
+                "points": points,
+            },
         )
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
         print_error(error)

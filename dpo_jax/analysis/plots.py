@@ -101,7 +101,8 @@ def plot_win_rate_over_training(
 def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path, *, title: str = "") -> Path:
     """One curve per method through its points (kl, kl_stderr, reward, reward_stderr, and the method's
     sweep `parameter` and `value`), ordered by KL, with standard-error bars and each point's sweep
-    value written beside it ("beta=0.1", "kl_coef=0.05", "alpha=1", "N=4")."""
+    value written beside it ("beta=0.1", "kl_coef=0.05", "alpha=1", "N=4"). A point whose "kl_kind" is
+    "analytic_bound" (Best-of-N) has its KL computed, not sampled: the axis label says so."""
     figure, axes = _figure()
     for index, (method, points) in enumerate(curves.items()):
         points = sorted(points, key=lambda p: p["kl"])
@@ -123,7 +124,9 @@ def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path,
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
-    axes.set_xlabel(r"KL($\pi\,\|\,\pi_{\mathrm{ref}}$) (nats, sampled)")
+    analytic = any(p.get("kl_kind") == "analytic_bound" for points in curves.values() for p in points)
+    kind = "sampled; Best-of-N: the analytic bound" if analytic else "sampled"
+    axes.set_xlabel(rf"KL($\pi\,\|\,\pi_{{\mathrm{{ref}}}}$) (nats, {kind})")
     axes.set_ylabel("reward (classifier p(positive))")
     if title:
         axes.set_title(title)

@@ -4,6 +4,12 @@ For each prompt (an IMDb review prefix), `num_samples` completions are sampled f
 temperature 1 (so they are draws from pi itself), scored by the reward (a sentiment classifier's
 p(positive) of prefix + completion), and scored under the reference by teacher forcing. Both means come
 with standard errors that treat prompts as clusters (kl_estimate.py).
+
+Best-of-N points (best_of_n.py) are the reference's: `num_samples` Best-of-N picks per prompt, each the
+best of N samples by a learned reward model (the selector, not the classifier that measures the
+reward), so num_samples * N samples per prompt. Their reward is measured like any policy's; their KL is
+the analytic bound log N - (N - 1) / N ("kl_kind": "analytic_bound", "kl_stderr" 0: a function of N,
+with no sampling error), not a sample estimate ("kl_kind": "sampled" on every other point).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dpo_jax.analysis.best_of_n import best_of_n_kl, select_best_of_n
 from dpo_jax.analysis.kl_estimate import clustered_mean, kl_estimate
 from dpo_jax.analysis.over_training import run_policies
 from dpo_jax.analysis.runs import RunInfo, load_policy, read_run
@@ -31,17 +38,67 @@ def reward_and_kl(
     batch_size: int = 16,
     seed: int = 0,
 ) -> dict:
-    """{"reward", "reward_stderr", "kl", "kl_stderr", "num_samples", "num_prompts"}.
+    """{"reward", "reward_stderr", "kl", "kl_stderr", "kl_kind", "num_samples", "num_prompts"}.
 
     policy, reference: (model, params) pairs; the reference scores the policy's samples, so both must
     share the tokenizer. reward_judge: a ScoringJudge (e.g. judges.ClassifierJudge).
     """
-    policy_model, policy_params = policy
     reference_model, reference_params = reference
+    samples = _sample(policy, tokenizer, prompts, num_samples, max_new_tokens, batch_size, seed)
+    reference_logps = score_completions(reference_model, reference_params, samples, batch_size=batch_size)
+    rows = np.arange(len(samples.texts))
+    return {
+        **_reward(reward_judge, prompts, samples, rows),
+        **kl_estimate(samples.logps, reference_logps, samples.prompt_index),
+        "kl_kind": "sampled",
+    }
+
+
+def best_of_n_reward(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    reward_judge,
+    selector,
+    best_of: Sequence[int],
+    *,
+    num_samples: int = 4,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> list[dict]:
+    """One stats dict per N in `best_of` (as reward_and_kl's, with "best_of"): `num_samples` Best-of-N
+    picks per prompt by the `selector` judge (a learned reward model), their reward by `reward_judge`,
+    the KL the analytic bound. The Ns share one draw of num_samples * max(N) samples per prompt: each N
+    uses the first num_samples * N of a prompt's samples (so the points are correlated, each unbiased)."""
+    if any(n < 2 for n in best_of):
+        raise ValueError(f"Best-of-N needs N >= 2 (N=1 is the policy itself), got {list(best_of)}")
+    per_prompt = num_samples * max(best_of, default=0)
+    if not per_prompt:
+        return []
+    samples = _sample(policy, tokenizer, prompts, per_prompt, max_new_tokens, batch_size, seed)
+    out = []
+    for n in best_of:
+        candidates = (np.arange(len(prompts))[:, None] * per_prompt + np.arange(num_samples * n)).ravel()
+        kept = select_best_of_n(selector, prompts, samples, n, rows=candidates)
+        out.append(
+            {
+                "best_of": n,
+                **_reward(reward_judge, prompts, samples, kept),
+                "kl": best_of_n_kl(n),
+                "kl_stderr": 0.0,
+                "kl_kind": "analytic_bound",
+            }
+        )
+    return out
+
+
+def _sample(policy, tokenizer, prompts, num_samples, max_new_tokens, batch_size, seed):
     settings = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
-    samples = sample_policy(
-        policy_model,
-        policy_params,
+    model, params = policy
+    return sample_policy(
+        model,
+        params,
         tokenizer,
         list(prompts),
         settings=settings,
@@ -49,14 +106,18 @@ def reward_and_kl(
         batch_size=batch_size,
         seed=seed,
     )
-    reference_logps = score_completions(reference_model, reference_params, samples, batch_size=batch_size)
-    prompt_per_row = [prompts[i] for i in samples.prompt_index]
-    rewards = np.asarray(reward_judge.score(prompt_per_row, samples.texts), np.float64)
-    reward = clustered_mean(rewards, samples.prompt_index)
+
+
+def _reward(reward_judge, prompts, samples, rows) -> dict:
+    """The reward judge's clustered mean (prompts as clusters) over the samples' `rows`."""
+    prompt_of = samples.prompt_index[rows]
+    scores = reward_judge.score([prompts[i] for i in prompt_of], [samples.texts[r] for r in rows])
+    reward = clustered_mean(np.asarray(scores, np.float64), prompt_of)
     return {
         "reward": reward["mean"],
         "reward_stderr": reward["stderr"],
-        **kl_estimate(samples.logps, reference_logps, samples.prompt_index),
+        "num_samples": reward["num_samples"],
+        "num_prompts": reward["num_prompts"],
     }
 
 
@@ -67,14 +128,19 @@ def frontier_points(
     *,
     checkpoints_every: int | None = None,
     reference_points: bool = True,
+    best_of: Sequence[int] = (),
+    best_of_selector=None,
     dtype: str = "float32",
     on_point: Callable[[dict], None] = lambda point: None,
     **options,
 ) -> list[dict]:
-    """The frontier's points: each distinct reference at KL 0 (unless `reference_points` is False), then
-    each run's policy (its export, or one point per checkpoint at multiples of `checkpoints_every`,
-    each with its "step"), labelled with the run's method and sweep parameter (methods.py). A checkpoint
-    that does not read is a point with its "error" and no numbers. `options`: those of reward_and_kl."""
+    """The frontier's points: each distinct reference at KL 0 (unless `reference_points` is False) and
+    its Best-of-N for each N in `best_of` (selected by the `best_of_selector` judge), then each run's
+    policy (its export, or one point per checkpoint at multiples of `checkpoints_every`, each with its
+    "step"), labelled with the run's method and sweep parameter (methods.py). A checkpoint that does
+    not read is a point with its "error" and no numbers. `options`: those of reward_and_kl."""
+    if best_of and best_of_selector is None:
+        raise ValueError("Best-of-N points need a selector (a reward model judge)")
     from dpo_jax.data import load_tokenizer
 
     points, references = [], {}
@@ -83,14 +149,25 @@ def frontier_points(
         on_point(point)
         points.append(point)
 
+    def add_reference(path, reference):
+        """The reference's own point at KL 0 and its Best-of-N points."""
+        if not (reference_points or best_of):
+            return
+        reference_run = read_run(path)
+        tokenizer = load_tokenizer(reference_run.tokenizer_path())
+        if reference_points:
+            stats = reward_and_kl(reference, reference, tokenizer, prompts, reward_judge, **options)
+            add({"run": path, "method": "reference", "parameter": None, **stats})
+        for stats in best_of_n_reward(
+            reference, tokenizer, prompts, reward_judge, best_of_selector, best_of, **options
+        ):
+            add({"run": path, **reference_run.method(best_of=stats.pop("best_of")).as_dict(), **stats})
+
     for run in runs:
         reference_path = run.reference_path
         if reference_path not in references:
-            references[reference_path] = reference = load_policy(reference_path, dtype=dtype)
-            if reference_points:
-                tokenizer = load_tokenizer(read_run(reference_path).tokenizer_path())
-                stats = reward_and_kl(reference, reference, tokenizer, prompts, reward_judge, **options)
-                add({"run": reference_path, "method": "reference", "parameter": None, **stats})
+            references[reference_path] = load_policy(reference_path, dtype=dtype)
+            add_reference(reference_path, references[reference_path])
         tokenizer = load_tokenizer(run.tokenizer_path())
         for step, policy, error in run_policies(run, checkpoints_every, dtype=dtype):
             point = {"run": run.path, **run.method().as_dict()}

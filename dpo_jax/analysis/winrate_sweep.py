@@ -2,8 +2,8 @@
 
 A side of the comparison (`Contender`) is one of:
   * a model sampled once per prompt at the temperature (the policy, the reference, another run);
-  * Best-of-N (the DPO paper's baseline): N samples of a model per prompt at the temperature, the one
-    a reward model scores highest kept;
+  * Best-of-N (the DPO paper's baseline, best_of_n.py): N samples of a model per prompt at the
+    temperature, the one a reward model scores highest kept;
   * fixed texts (the dataset's preferred response or human summary), the same at every temperature.
 Policy and baseline are sampled with different seeds, so two copies of one model are two independent
 samples (and win half the time in expectation), not the same text.
@@ -15,8 +15,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
+from dpo_jax.analysis.best_of_n import select_best_of_n
 from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.sampling.prompts import sample_policy
 
@@ -59,11 +58,7 @@ class Contender:
         )
         if self.best_of == 1:
             return samples.texts
-        candidates = samples.per_prompt()
-        scores = np.asarray(
-            self.reward_judge.score([p for p in prompts for _ in range(self.best_of)], samples.texts)
-        ).reshape(len(prompts), self.best_of)
-        return [texts[int(np.argmax(row))] for texts, row in zip(candidates, scores)]
+        return [samples.texts[r] for r in select_best_of_n(self.reward_judge, prompts, samples, self.best_of)]
 
 
 def win_rate_sweep(

@@ -4,8 +4,10 @@
 
 Stages: SFT on IMDb reviews -> preference pairs from the SFT model's samples, scored by the sentiment
 classifier (make_pairs) -> DPO over `betas` (reference log-probs computed once, reused by the other
-betas) -> preferred-FT on the pairs -> unlikelihood -> a reward model on the pairs and PPO over
-`ppo_kl_coefs` -> the frontier (reward and sampled KL of every policy on held-out prefixes) -> the
+betas) -> preferred-FT on the pairs -> unlikelihood over `unlikelihood_alphas` -> a reward model on the
+pairs and PPO over `ppo_kl_coefs` -> PPO-GT (the classifier itself as the reward) over
+`ppo_gt_kl_coefs` -> the frontier (reward and sampled KL of every policy on held-out prefixes, and
+Best-of-N of the SFT policy over `best_of_n`, selected by the reward model, at its analytic KL) -> the
 figure and table, ours beside the paper's claim.
 
 --scale=paper is the paper's setting (GPT-2-large, the full IMDb train split's prefixes, 4 samples
@@ -42,8 +44,14 @@ def config(scale: str) -> ml_collections.ConfigDict:
     tiny = scale == "tiny"
     # The paper sweeps beta for DPO (0.1 in most of its runs); this grid spans KLs on both sides of it.
     c.betas = (0.05, 0.1, 0.5, 1.0, 5.0)
-    c.ppo_kl_coefs = (0.05, 0.2)  # a fixed KL coefficient per run (target-KL control is issue 22 item 6)
-    c.unlikelihood_alphas = (1.0,)  # one point until config.unlikelihood_alpha exists (issue 22 item 7)
+    # A fixed KL coefficient per PPO run. The adaptive controller (config.ppo.kl_target) is the other
+    # knob; it applies to every PPO stage alike through --recipe.args.ppo="--config.ppo.kl_target=X".
+    c.ppo_kl_coefs = (0.05, 0.2)
+    c.ppo_gt_kl_coefs = (0.05,) if tiny else (0.05, 0.2)  # PPO-GT: the classifier is the reward
+    # config.unlikelihood_alpha per run; REFERENCE.md lists no alphas, so one point, the plain loss.
+    c.unlikelihood_alphas = (1.0,)
+    # Best-of-N of the SFT policy, selected by the reward model (the paper's TL;DR goes up to 128).
+    c.best_of_n = (4,) if tiny else (4, 16, 64, 128)
     c.num_prompts = 16 if tiny else 0  # prefixes for the pairs; 0 = every train review
     c.num_samples = 4  # samples per prefix (the paper's 4)
     c.frontier_prompts = 8 if tiny else 256  # held-out test prefixes for reward and KL
@@ -53,7 +61,18 @@ def config(scale: str) -> ml_collections.ConfigDict:
     c.ppo_steps = 2 if tiny else 0
     c.classifier = "" if tiny else SENTIMENT_CLASSIFIER  # "" = a tiny random classifier (a stage)
     c.sampling_batch_size = 8 if tiny else 64
-    for kind in ("sft", "pairs", "dpo", "preferred_ft", "unlikelihood", "reward_model", "ppo", "frontier"):
+    kinds = (
+        "sft",
+        "pairs",
+        "dpo",
+        "preferred_ft",
+        "unlikelihood",
+        "reward_model",
+        "ppo",
+        "ppo_gt",
+        "frontier",
+    )
+    for kind in kinds:
         c.args[kind] = ""
     return c
 
@@ -66,22 +85,16 @@ def _ppo_name(kl: float) -> str:
     return f"ppo_kl_{parameter_label(kl)}"
 
 
+def _ppo_gt_name(kl: float) -> str:
+    return f"ppo_gt_kl_{parameter_label(kl)}"
+
+
 def _unlikelihood_name(alpha: float) -> str:
     return f"unlikelihood_alpha_{parameter_label(alpha)}"
 
 
-def _has_unlikelihood_alpha() -> bool:
-    from dpo_jax.config import base_config
-
-    return "unlikelihood_alpha" in base_config()
-
-
 def missing(c) -> list[str]:
-    gaps = ["ppo-gt: PPO with the sentiment classifier as its reward (issue 22 item 6)"]
-    gaps.append("best-of-n on the frontier (issue 22 item 3)")
-    if not _has_unlikelihood_alpha():
-        gaps.append("an unlikelihood alpha sweep: config.unlikelihood_alpha (issue 22 item 7)")
-    return gaps
+    return []  # every method of the paper's figure is a stage (Best-of-N: in the frontier stage)
 
 
 def policy_stages(c) -> dict[str, tuple[str, float | None]]:
@@ -90,14 +103,13 @@ def policy_stages(c) -> dict[str, tuple[str, float | None]]:
     out["preferred_ft"] = ("preferred-ft", None)
     out.update({_unlikelihood_name(a): ("unlikelihood", a) for a in c.unlikelihood_alphas})
     out.update({_ppo_name(k): ("ppo", k) for k in c.ppo_kl_coefs})
+    out.update({_ppo_gt_name(k): ("ppo-gt", k) for k in c.ppo_gt_kl_coefs})
     return out
 
 
 def stages(c) -> list:
     from dpo_jax.data.readers import fixture_dir
 
-    if len(c.unlikelihood_alphas) > 1 and not _has_unlikelihood_alpha():
-        raise ValueError("recipe.unlikelihood_alphas: more than one alpha needs config.unlikelihood_alpha")
     tiny = c.scale == "tiny"
     imdb = f"{configs_dir(c)}/imdb.py"
     variant = ",tiny" if tiny else ""
@@ -178,12 +190,11 @@ def stages(c) -> list:
         )
     )
     for alpha in c.unlikelihood_alphas:
-        alpha_field = {"unlikelihood_alpha": alpha} if _has_unlikelihood_alpha() else {}
         out.append(
             main_stage(
                 _unlikelihood_name(alpha),
                 config_ref(imdb, variant.lstrip(",")),
-                {**on_pairs, "loss": "unlikelihood", **alpha_field},
+                {**on_pairs, "loss": "unlikelihood", "unlikelihood_alpha": alpha},
                 extra=c.args.unlikelihood,
                 **train,
             )
@@ -197,31 +208,52 @@ def stages(c) -> list:
             **train,
         )
     )
-    ppo_steps = {"num_train_steps": c.ppo_steps} if c.ppo_steps else {}
+    ppo = {
+        **on_pairs,
+        **({"num_train_steps": c.ppo_steps} if c.ppo_steps else {}),
+        "stage": "ppo",
+        "ppo.max_new_tokens": c.max_new_tokens,
+        "tokenizer": "{root}/sft/export",  # the PPO export carries no tokenizer
+        **({"ppo.num_minibatches": 1, "ppo.num_epochs": 1} if tiny else {}),
+    }
+    rl = dict(
+        inputs=data_inputs[:2],
+        aot=True,
+        plan=dict(steps=c.ppo_steps or "config", samples="a rollout batch per step"),
+    )
     for kl in c.ppo_kl_coefs:
-        overrides = {
-            **on_pairs,
-            **ppo_steps,
-            "stage": "ppo",
-            "ppo.kl_coef": kl,
-            "ppo.reward_model": "{root}/reward_model",
-            "ppo.max_new_tokens": c.max_new_tokens,
-            "tokenizer": "{root}/sft/export",
-        }  # the PPO export carries no tokenizer
-        if tiny:
-            overrides.update({"ppo.num_minibatches": 1, "ppo.num_epochs": 1})
         out.append(
             main_stage(
                 _ppo_name(kl),
                 config_ref(imdb, variant.lstrip(",")),
-                overrides,
+                {**ppo, "ppo.kl_coef": kl, "ppo.reward_model": "{root}/reward_model"},
                 after=("sft", "pairs", "reward_model"),
-                inputs=data_inputs[:2],
                 extra=c.args.ppo,
-                plan=dict(steps=c.ppo_steps or "config", samples="a rollout batch per step"),
+                **rl,
+            )
+        )
+    for kl in c.ppo_gt_kl_coefs:  # the ground truth as the reward: the classifier's p(POSITIVE)
+        gt = {"ppo.kl_coef": kl, "ppo.reward_model": classifier, "ppo.reward_label": "POSITIVE"}
+        out.append(
+            main_stage(
+                _ppo_gt_name(kl),
+                config_ref(imdb, variant.lstrip(",")),
+                {**ppo, **gt},
+                after=("sft", "pairs", *after_classifier),
+                extra=c.args.ppo_gt,
+                **rl,
             )
         )
     policies = list(policy_stages(c))
+    if any(not float(n).is_integer() or n < 2 for n in c.best_of_n):
+        raise ValueError(f"recipe.best_of_n={c.best_of_n}: each N must be a whole number >= 2")
+    best_of_n, best_of = sorted({int(n) for n in c.best_of_n}), {}
+    if best_of_n:
+        best_of = {"best_of": best_of_n, "best_of_reward": "{root}/reward_model"}
+    prefixes = f"{c.frontier_prompts} prefixes x {c.frontier_samples}"
+    samples = f"{len(policies) + 1} policies x {prefixes}"
+    if best_of_n:  # the Ns share one draw of the largest
+        samples += f", Best-of-N (N={','.join(map(str, best_of_n))}): {prefixes} x {best_of_n[-1]}"
     out.append(
         command_stage(
             "frontier",
@@ -232,15 +264,17 @@ def stages(c) -> list:
                 "out_dir": "{root}/frontier",
                 "num_prompts": c.frontier_prompts,
                 "num_samples": c.frontier_samples,
+                **best_of,
                 **sampling,
             },
-            after=(*after_classifier, *policies),
+            after=(*after_classifier, *(("reward_model",) if best_of_n else ()), *policies),
             inputs=data_inputs[2:],
             extra=c.args.frontier,
             kind="sample",
             plan=dict(
-                samples=f"{len(policies) + 1} policies x {c.frontier_prompts} prefixes x {c.frontier_samples}",
-                classifier_calls="one per sample",
+                samples=samples,
+                classifier_calls="one per sample (Best-of-N: per pick)",
+                **({"reward_model_calls": "one per Best-of-N sample"} if best_of_n else {}),
             ),
         )
     )
@@ -255,9 +289,12 @@ def report(c, root: Path) -> Report:
         name = Path(point["run"]).name
         if point["method"] == "reference":  # the SFT run's export
             method, parameter, name = "sft (reference)", None, "sft"
+        elif point["method"] == "best-of-n":  # the SFT policy's samples, selected by the reward model
+            method, parameter, name = "best-of-n", point["value"], "sft + reward_model"
         else:
             method, parameter = by_stage[name]
-        points.append({**point, "method": method, "parameter": parameter, "stage": name})
+        sweep = point["parameter"] if parameter is not None else None  # its name: "beta", "N", ...
+        points.append({**point, "method": method, "parameter": parameter, "sweep": sweep, "stage": name})
     ours = f"ours ({c.scale}: {'tiny random GPT-2, tiny random classifier' if c.scale == 'tiny' else 'GPT-2-large'})"
     return frontier_table(
         points,

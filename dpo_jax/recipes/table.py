@@ -21,7 +21,9 @@ def _number(value, stderr=None) -> str:
 
 
 def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing) -> Report:
-    """Points {method, parameter, kl, kl_stderr, reward, reward_stderr, stage} -> figure and table."""
+    """Points {method, parameter (its value), sweep (its name: "beta", "N", ...), kl, kl_stderr, kl_kind,
+    reward, reward_stderr, stage} -> figure and table. A point's KL is sampled unless its kl_kind says
+    "analytic_bound" (Best-of-N), as the table says beside the number."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [
         {
@@ -30,6 +32,7 @@ def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing)
             "parameter": p["parameter"],
             "kl": p["kl"],
             "kl_stderr": p["kl_stderr"],
+            "kl_kind": p.get("kl_kind", "sampled"),  # Best-of-N: "analytic_bound" (log N - (N-1)/N)
             "reward": p["reward"],
             "reward_stderr": p["reward_stderr"],
             "run": p["stage"],
@@ -46,8 +49,11 @@ def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing)
     ]
     for row in rows:
         parameter = "-" if row["parameter"] is None else f"{row['parameter']:g}"
+        kl = _number(row["kl"], row["kl_stderr"])
+        if row["kl_kind"] == "analytic_bound":
+            kl = f"{_number(row['kl'])} (analytic bound)"
         lines.append(
-            f"| {row['method']} | {parameter} | {_number(row['kl'], row['kl_stderr'])} | "
+            f"| {row['method']} | {parameter} | {kl} | "
             f"{_number(row['reward'], row['reward_stderr'])} | {row['run']} |"
         )
     lines += paper_section(claims)
@@ -60,7 +66,9 @@ def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing)
     )
     curves: dict[str, list] = {}
     for p in points:
-        curves.setdefault(p["method"], []).append({**p, "beta": p["parameter"]})
+        # The plot writes "<sweep>=<value>" beside a point: the frontier's name of the swept setting.
+        sweep = {"parameter": p.get("sweep"), "value": p["parameter"]}
+        curves.setdefault(p["method"], []).append({**p, **sweep})
     figure = _figure(curves, out_dir / "figure.png", title=f"{title}\n{ours_label}")
     return Report(figure, str(out_dir / "table.md"), sorted(curves))
 

@@ -20,6 +20,23 @@ def test_figures_are_written(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["f.png", "sub", "w.png"]  # no temporary left
 
 
+def test_the_best_of_n_curve_is_drawn_beside_the_sampled_ones(tmp_path):
+    best_of_n = [
+        dict(
+            kl=k,
+            kl_stderr=0.0,
+            kl_kind="analytic_bound",
+            reward=0.6,
+            reward_stderr=0.03,
+            parameter="N",
+            value=n,
+        )
+        for n, k in ((4, 0.636), (16, 1.835))
+    ]
+    path = plot_reward_vs_kl({**POINTS, "best-of-n": best_of_n}, tmp_path / "f.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     real_import = builtins.__import__
 

@@ -1,5 +1,6 @@
 """The imdb recipe at tiny scale, one point per method (two betas, so the second reuses the first's
-reference log-probs), as `python -m dpo_jax.experiment` runs it: end to end; again (every stage
+reference log-probs; PPO-GT on the tiny classifier, Best-of-4 on the frontier), as
+`python -m dpo_jax.experiment` runs it: end to end; again (every stage
 reused); and killed mid-stage (SIGKILL while a training stage runs) then restarted: the killed stage
 resumes from its checkpoint and the table comes out the same."""
 
@@ -15,7 +16,7 @@ import pytest
 from dpo_jax.recipes.engine import STAGE_FILE
 from tests.train_helpers import REPO, process_env
 
-FIGURE_METHODS = {"dpo", "ppo", "preferred-ft", "unlikelihood", "sft (reference)"}
+FIGURE_METHODS = {"dpo", "ppo", "ppo-gt", "unlikelihood", "preferred-ft", "best-of-n", "sft (reference)"}
 
 
 def _command(root):
@@ -60,6 +61,10 @@ def test_the_recipe_runs_end_to_end(first):
     )
     ours, paper = table.split("## paper")
     assert "| dpo | 0.1 |" in ours and "| dpo | 1 |" in ours and "| ppo | 0.05 |" in ours
+    assert "| ppo-gt | 0.05 |" in ours and "| ppo_gt_kl_0.05 |" in ours
+    best_of_4 = next(line for line in ours.splitlines() if line.startswith("| best-of-n | 4 |"))
+    assert "| 0.6363 (analytic bound) |" in best_of_4 and best_of_4.endswith("| sft + reward_model |")
+    assert result["missing"] == [] and "Not on this figure yet" not in table
     assert "dominates" in paper and "dominates" not in ours  # the paper's claim in its own rows
 
 
@@ -77,7 +82,8 @@ def test_the_same_command_reuses_every_stage(first):
 def test_a_killed_recipe_resumes_and_gives_the_same_table(first):
     root, _, table = first
     # Undo the last stages (their directories go), then kill the recipe inside the reward model's run,
-    # once its step-2 checkpoint is written: the restart resumes it, then reruns PPO and the frontier.
+    # once its step-2 checkpoint is written: the restart resumes it, then reruns PPO and the frontier
+    # (Best-of-N's selector is the reward model); PPO-GT, on the classifier, is reused.
     for stage in ("reward_model", "ppo_kl_0.05", "frontier", "report"):
         shutil.rmtree(root / stage)
     process = subprocess.Popen(
@@ -94,6 +100,6 @@ def test_a_killed_recipe_resumes_and_gives_the_same_table(first):
     result = _run(root)
     statuses = {s["name"]: s["status"] for s in result["stages"]}
     assert statuses["reward_model"] == statuses["ppo_kl_0.05"] == statuses["frontier"] == "ran"
-    assert statuses["sft"] == statuses["dpo_beta_0.1"] == "reused"
+    assert statuses["sft"] == statuses["dpo_beta_0.1"] == statuses["ppo_gt_kl_0.05"] == "reused"
     assert "resumed from step 2" in (root / "reward_model" / "stage.log").read_text()
     assert (root / "report" / "imdb" / "table.md").read_text() == table

@@ -6,7 +6,6 @@ import json
 import pytest
 
 from dpo_jax import UserError
-from dpo_jax.config import base_config
 from dpo_jax.recipes import get_recipe, recipes
 from dpo_jax.recipes.run import plan
 
@@ -57,12 +56,28 @@ def test_imdb_plan_follows_the_grid():
         "reward_model",
         "ppo_kl_0.05",
         "ppo_kl_0.2",
+        "ppo_gt_kl_0.05",
         "frontier",
     ]
+    assert result["missing"] == []
+    frontier = result["stages"][-1]
+    # Best-of-4 of the SFT policy: 8 prefixes x 4 picks, each of 4 samples, beside 7 policies and the SFT.
+    assert frontier["samples"] == "8 policies x 8 prefixes x 4, Best-of-N (N=4): 8 prefixes x 4 x 4"
     paper, text = _plan("imdb", "paper")
     assert (
         "classifier" not in [s["name"] for s in paper["stages"]] and "siebert/sentiment-roberta-large" in text
     )
+    gt = (
+        "--config.ppo.reward_model=siebert/sentiment-roberta-large-english --config.ppo.reward_label=POSITIVE"
+    )
+    assert [s["name"] for s in paper["stages"] if s["name"].startswith("ppo_gt")] == [
+        "ppo_gt_kl_0.05",
+        "ppo_gt_kl_0.2",
+    ] and gt in text
+    assert "--best_of=4,16,64,128 --best_of_reward=/tmp/unused/reward_model" in text
+    assert "Best-of-N (N=4,16,64,128): 256 prefixes x 4 x 128" in paper["stages"][-1]["samples"]
+    _, text = _plan("imdb", "tiny", "best_of_n=")  # no Best-of-N: the frontier takes no selector
+    assert "--best_of" not in text
 
 
 def test_bad_input_is_one_user_error(tmp_path):
@@ -70,11 +85,9 @@ def test_bad_input_is_one_user_error(tmp_path):
         get_recipe("imbd")
     with pytest.raises(UserError, match="--recipe.bettas: no such field"):
         _plan("imdb", "tiny", "bettas=0.1")
-    if "unlikelihood_alpha" in base_config():  # the sweep, once the field exists (issue 22 item 7)
-        _, text = _plan("imdb", "tiny", "unlikelihood_alphas=0.5,1")
-        assert "--config.unlikelihood_alpha=0.5" in text and "--config.unlikelihood_alpha=1" in text
-    else:
-        with pytest.raises(UserError, match="more than one alpha needs config.unlikelihood_alpha"):
-            _plan("imdb", "tiny", "unlikelihood_alphas=0.5,1")
+    _, text = _plan("imdb", "tiny", "unlikelihood_alphas=0.5,1")
+    assert "--config.unlikelihood_alpha=0.5" in text and "--config.unlikelihood_alpha=1" in text
+    with pytest.raises(UserError, match="each N must be a whole number >= 2"):
+        _plan("imdb", "tiny", "best_of_n=1,4")
     with pytest.raises(UserError, match="--recipe.configs_dir"):
         _plan("hh", "tiny", f"configs_dir={tmp_path}")
