@@ -22,7 +22,8 @@ classifier as for every point, the KL is the analytic bound log N - (N - 1) / N,
 Writes OUT_DIR/frontier.json (every point; once complete) and OUT_DIR/frontier.png; prints one
 `RESULT {json}` line per point. --workdirs also accepts a sweep root, meaning all its runs.
 --checkpoints=all|every:N: one point per kept checkpoint of each run (with its "step"), as the paper's
-IMDb curves, instead of the exported policy (analysis/over_training.py).
+IMDb curves, instead of the exported policy (analysis/over_training.py). On several hosts every
+process runs the command (--distributed, as `dpo_jax.main`) and process 0 alone writes and prints.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from pathlib import Path
 from dpo_jax import USER_ERROR_EXIT, print_error
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
 from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.runtime import (
+    DISTRIBUTED_CHOICES,
+    DISTRIBUTED_FLAGS,
+    initialize_distributed,
+    writes_outputs,
+)
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
 
@@ -57,12 +64,13 @@ FLAGS = (
     ("checkpoints", str, "final", "final | all | every:N (one point per checkpoint)"),
     ("best_of", _best_of_list, (), "N of Best-of-N points, comma separated (each >= 2; empty = none)"),
     ("best_of_reward", str, "", "reward model that selects Best-of-N (directory or hub name)"),
+    *DISTRIBUTED_FLAGS,
 )
 
 
 def parse_args(argv):
     args = parse_command(
-        "python -m dpo_jax.frontier", argv, FLAGS, doc=__doc__, choices=PREFIX_CHOICES, required=("workdirs",)
+        "python -m dpo_jax.frontier", argv, FLAGS, doc=__doc__, choices={**PREFIX_CHOICES, **DISTRIBUTED_CHOICES}, required=("workdirs",)
     )
     if args.num_prompts < 2 or args.num_samples < 1:
         command_error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
@@ -92,6 +100,7 @@ def expand_workdirs(spec: str) -> list[str]:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
     from dpo_jax.analysis.results import result_line, write_json
@@ -99,6 +108,7 @@ def main(argv=None) -> int:
     from dpo_jax.analysis.sentiment_frontier import frontier_points
     from dpo_jax.judges import ClassifierJudge, JudgeError, RewardModelJudge
 
+    writer = writes_outputs()
     try:
         every = parse_checkpoints(args.checkpoints)
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
@@ -120,7 +130,7 @@ def main(argv=None) -> int:
             best_of=args.best_of,
             best_of_selector=selector,
             dtype=args.dtype,
-            on_point=lambda point: print(result_line(point), flush=True),
+            on_point=lambda point: print(result_line(point), flush=True) if writer else None,
             **options,
         )
         out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)
@@ -138,6 +148,8 @@ def main(argv=None) -> int:
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
         print_error(error)
         return USER_ERROR_EXIT
+    if not writer:
+        return 0
     curves: dict[str, list] = {}
     for point in (p for p in points if "error" not in p):
         curves.setdefault(point["method"], []).append(point)

@@ -11,6 +11,8 @@ distinct comparison of --labels (shown in a random order, mapped back), its labe
 (the same format, so two judges' files can then be compared) and compared with the file's. Prints one
 `RESULT {json}` line per agreement: counts, the rate and its 95% bootstrap interval over comparisons.
 (`winrate --check_judge` stays what it was: the judge against the preference data's chosen responses.)
+Only a reward_model / classifier judge uses the devices; on several hosts every process runs the
+command (--distributed, as `dpo_jax.main`), process 0 alone asks an API judge, writes and prints.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT, print_error
 from dpo_jax.config.command_line import parse_command
+from dpo_jax.config.runtime import (
+    DISTRIBUTED_CHOICES,
+    DISTRIBUTED_FLAGS,
+    initialize_distributed,
+    writes_outputs,
+)
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
 
@@ -31,11 +39,12 @@ FLAGS = (
     ("out", str, "", "the judge's labels (default: LABELS.<judge>.jsonl)"),
     ("seed", int, 0, "order randomisation and bootstrap seed"),
     *JUDGE_FLAGS,
+    *DISTRIBUTED_FLAGS,
 )
 
 
 def parse_args(argv):
-    choices = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES))
+    choices = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), **DISTRIBUTED_CHOICES)
     args = parse_command(
         "python -m dpo_jax.judge_agreement", argv, FLAGS, doc=__doc__, choices=choices, required=("labels",)
     )
@@ -47,13 +56,15 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.judge_agreement import agreement, judge_labels, read_labels
     from dpo_jax.analysis.results import result_line, write_jsonl
     from dpo_jax.analysis.winrate_runs import safe_name
     from dpo_jax.judges import JudgeError
     from dpo_jax.judges.flags import judge_from_flags
 
-    report = lambda record: print(result_line(record), flush=True)
+    writer = writes_outputs()
+    report = lambda record: print(result_line(record), flush=True) if writer else None
     try:
         labels = read_labels(args.labels)
         report({"between": "raters of " + args.labels, **agreement(labels, seed=args.seed)})

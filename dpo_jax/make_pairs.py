@@ -11,6 +11,8 @@ the paper's ground truth is siebert/sentiment-roberta-large-english), and every 
 scores is written, the higher chosen (--format=pairs), or the continuations ranked best first for
 Plackett-Luce (--format=ranked). The output is in the local JSONL format the trainer reads, with the
 scores, and is written only once complete. Prints one `RESULT {json}` line with the counts.
+On several hosts every process runs the command (--distributed, as `dpo_jax.main`): sampling and
+scoring are collective programs, and process 0 alone writes the file and prints the line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ import sys
 from dpo_jax import USER_ERROR_EXIT, print_error
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags
 from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.runtime import (
+    DISTRIBUTED_CHOICES,
+    DISTRIBUTED_FLAGS,
+    initialize_distributed,
+    writes_outputs,
+)
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
 FLAGS = (
@@ -34,13 +42,14 @@ FLAGS = (
     ("top_p", float, 1.0, "nucleus sampling (1 = off)"),
     ("tokenizer", str, "", "default: the model's own"),
     *prefix_flags(split="train", num_prompts=0),
+    *DISTRIBUTED_FLAGS,
 )
 
 
 def parse_args(argv):
     args = parse_command(
         "python -m dpo_jax.make_pairs", argv, FLAGS, doc=__doc__,
-        choices={"format": ("pairs", "ranked"), **PREFIX_CHOICES}, required=("workdir", "out"),
+        choices={"format": ("pairs", "ranked"), **PREFIX_CHOICES, **DISTRIBUTED_CHOICES}, required=("workdir", "out"),
     )  # fmt: skip
     if args.num_samples < 2:
         command_error("--num_samples must be >= 2: a pair needs two continuations")
@@ -52,6 +61,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.results import result_line, write_jsonl
     from dpo_jax.analysis.runs import load_policy, read_run
     from dpo_jax.analysis.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
@@ -92,10 +102,9 @@ def main(argv=None) -> int:
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
         print_error(error)
         return USER_ERROR_EXIT
-    print(
-        result_line({"out": args.out, "format": args.format, "classifier": args.classifier, **counts}),
-        flush=True,
-    )
+    if writes_outputs():
+        summary = {"out": args.out, "format": args.format, "classifier": args.classifier, **counts}
+        print(result_line(summary), flush=True)
     return 0
 
 

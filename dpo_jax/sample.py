@@ -12,8 +12,9 @@ Prompts are encoded without special tokens (as training does), left padded, samp
 (`dpo_jax.sampling.generate`) until EOS or --max_new_tokens, and printed as one JSON line per prompt:
 {"prompt": ..., "completion": ...}. --temperature=0 is greedy and deterministic. Sampling runs on every
 device (params replicated over the data axis, prompts split across devices and processes; on several
-hosts process 0 prints them). With --resume_file, finished prompts are appended to that
-file as they complete and a rerun of the same command samples only the rest (same completions).
+hosts every process runs this command (--distributed: jax.distributed joins them, as in
+`dpo_jax.main`) and process 0 alone prints them and writes the resume file). With --resume_file,
+finished prompts are appended to that file as they complete and a rerun of the same command samples only the rest (same completions).
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ import json
 import logging
 import sys
 
-import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
 from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
+from dpo_jax.config.command_line import define_flags
+from dpo_jax.config.runtime import (
+    DISTRIBUTED_CHOICES,
+    DISTRIBUTED_FLAGS,
+    initialize_distributed,
+    writes_outputs,
+)
 
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory, hub name or dpo_jax workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A dpo_jax run's workdir (alias of --model).")
@@ -42,6 +49,7 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 _RESUME_FILE = flags.DEFINE_string(
     "resume_file", "", "JSON-lines file of finished prompts: a rerun after a kill reuses them ('' = none)."
 )
+define_flags(flags.FLAGS, DISTRIBUTED_FLAGS, DISTRIBUTED_CHOICES)
 
 logger = logging.getLogger("dpo_jax")
 
@@ -63,6 +71,7 @@ def main(argv):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     logging.getLogger("dpo_jax").setLevel(logging.INFO)  # e.g. which checkpoint step it samples from
+    initialize_distributed(flags.FLAGS.distributed, flags.FLAGS.distributed_timeout_s)
     if bool(_MODEL.value) == bool(_WORKDIR.value):
         raise UserError("pass exactly one of --model and --workdir")
     if not _PROMPTS.value:
@@ -95,7 +104,7 @@ def main(argv):
         resume_path=_RESUME_FILE.value or None,
         model_identity=policy.source,
     )
-    if jax.process_index() != 0:
+    if not writes_outputs():
         return
     for prompt, completion in zip(prompts, completions):
         sys.stdout.write(json.dumps({"prompt": prompt, "completion": completion}, ensure_ascii=False) + "\n")

@@ -6,7 +6,9 @@ frontier"; the library side is dpo_jax/analysis/winrate_runs.py).
         --best_of_n_reward=OpenAssistant/reward-model-deberta-v3-large-v2 --judge=openai
 
 Writes RUN/winrate/<name>.json, <name>.comparisons.jsonl (once complete) and <name>.png (win rate vs
-temperature, 95% bootstrap intervals); prints `RESULT {json}` per run and temperature.
+temperature, 95% bootstrap intervals); prints `RESULT {json}` per run and temperature. On several
+hosts every process runs the command (--distributed, as `dpo_jax.main`) and process 0 alone writes,
+prints and asks an API judge (judges/process_zero.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT, print_error
 from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.runtime import (
+    DISTRIBUTED_CHOICES,
+    DISTRIBUTED_FLAGS,
+    initialize_distributed,
+    writes_outputs,
+)
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
 
@@ -67,9 +75,10 @@ FLAGS = (
     ("check_judge", bool, False, "judge the data's chosen vs rejected"),
     ("single_turn", bool, False, "hh: only prompts with one human turn (the paper's single-turn subset)"),
     *JUDGE_FLAGS,
+    *DISTRIBUTED_FLAGS,
 )
 CHOICES = dict(task=tuple(TASK_TEMPLATES), judge=tuple(JUDGES), dtype=("float32", "bfloat16"))
-CHOICES.update(unparsable=("drop", "loss"))
+CHOICES.update(unparsable=("drop", "loss"), **DISTRIBUTED_CHOICES)
 
 
 def parse_args(argv):
@@ -87,6 +96,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     args = parse_args(argv)
+    initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rate_over_training, plot_win_rates
     from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
@@ -95,7 +105,8 @@ def main(argv=None) -> int:
     from dpo_jax.judges import JudgeError
     from dpo_jax.judges.flags import judge_from_flags
 
-    report = lambda summary: print(result_line(summary), flush=True)
+    writer = writes_outputs()
+    report = lambda summary: print(result_line(summary), flush=True) if writer else None
     curves, name, first_dir = {}, "", Path(args.workdirs[0], "winrate")
     try:
         request = WinRateRequest(
@@ -114,6 +125,8 @@ def main(argv=None) -> int:
     except IncompleteJudging as error:
         print_error(f"no result written: {error}")
         return 1
+    if not writer:
+        return 0
     logger.info("judge usage: %s", judge.usage())
     plot = plot_win_rates if args.checkpoints == "final" else plot_win_rate_over_training
     try:

@@ -31,9 +31,11 @@
 #                     checkout, which `setup` replaces                [../recipes/RECIPE = ~/recipes/RECIPE]
 #
 # `recipe` runs a recipe of the paper at --scale=paper on a single-host slice (v4-8, v5p-8,
-# v5litepod-8: every config's model fits one), every stage on its one worker; a multi-host slice is
-# refused, as the sampling and scoring commands run in one process (training stages alone could span
-# hosts: launch/recipe_slurm.sbatch does that on GPUs). A spot preemption reaches the running stage,
+# v5litepod-8: every config's model fits one), every stage on its one worker. A multi-host slice is
+# refused: every stage's command can span the hosts (each joins jax.distributed; in the evaluation
+# commands process 0 alone writes), but the recipe runner keeps its bookkeeping (DIR's lock,
+# STAGE.json, superseded stages, the report) as one process on one host, and there is no runner on
+# every worker yet that leaves it to one of them (launch/recipe_slurm.sbatch does it under Slurm). A spot preemption reaches the running stage,
 # which saves and exits 75, and so does the recipe; `recipe` again resumes (finished stages reused).
 #
 # Every worker runs the same command; jax.distributed.initialize() inside dpo_jax.main finds the
@@ -177,7 +179,7 @@ single_host() {
 recipe() {
   if ! single_host; then
     echo "error: ACCELERATOR_TYPE=${ACCELERATOR_TYPE} is a multi-host slice; a recipe runs on a single-host" \
-      "slice (v4-8, v5p-8, v5litepod-8): its sampling and scoring stages run in one process" >&2
+      "slice (v4-8, v5p-8, v5litepod-8): the recipe runner keeps its stages' bookkeeping on one host" >&2
     exit 2
   fi
   local flags

@@ -104,3 +104,30 @@ def run_worker_processes(script, args: list[str], *, devices: int, count: int = 
     for worker, (output, errors) in zip(workers, results):
         assert worker.returncode == 0, output + errors[-4000:]
     return [output for output, _ in results]
+
+
+def run_command_processes(
+    per_process_args, *, devices: int = 4, timeout: int = 600
+) -> list[subprocess.CompletedProcess]:
+    """`python -m <per_process_args[i]...>` as process i of len(per_process_args), joined by
+    jax.distributed through the environment (JAX_COORDINATOR_ADDRESS on 127.0.0.1, JAX_NUM_PROCESSES,
+    JAX_PROCESS_ID), as the commands' --distributed=auto reads it; each has `devices` fake CPU devices."""
+    count, address = len(per_process_args), f"127.0.0.1:{free_port()}"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            env=process_env(
+                devices,
+                JAX_COORDINATOR_ADDRESS=address,
+                JAX_NUM_PROCESSES=str(count),
+                JAX_PROCESS_ID=str(process_id),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for process_id, args in enumerate(per_process_args)
+    ]
+    done = [worker.communicate(timeout=timeout) for worker in workers]
+    return [subprocess.CompletedProcess(w.args, w.returncode, out, err) for w, (out, err) in zip(workers, done)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dpo_jax.config.runtime import writes_outputs
+
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -33,6 +35,8 @@ def _save(figure, axes, path) -> Path:
     axes.legend(fontsize="small")
     figure.tight_layout()
     path = Path(path)
+    if not writes_outputs():  # process 0 writes (analysis/results.py)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     figure.savefig(tmp, format="png")

@@ -2,6 +2,8 @@
 
 Each file is written to a temporary name beside its destination and renamed into place once whole
 (a rename is atomic on POSIX file systems): a crash or an error leaves the previous result or none.
+On several processes (a multi-host run, every process computing the same results in lockstep) only
+process 0 writes (`config.runtime.writes_outputs`); the others' writes return the path and do nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from dpo_jax.config.runtime import writes_outputs
 
 
 def _jsonable(value):
@@ -31,6 +35,8 @@ def result_line(record: dict) -> str:
 
 def _write_atomic(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
+    if not writes_outputs():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -49,6 +49,14 @@ def _define(values: flags.FlagValues, row: FlagRow, choices: Mapping[str, Sequen
         flags.DEFINE(_Converter(kind), name, default, text, values, flags.ArgumentSerializer())
 
 
+def define_flags(
+    values: flags.FlagValues, table: Iterable[FlagRow], choices: Mapping[str, Sequence[str]] | None = None
+) -> None:
+    """The table's flags in `values` (for the `app.run` commands: absl's global `flags.FLAGS`)."""
+    for row in table:
+        _define(values, row, choices or {})
+
+
 def command_error(message: str) -> None:
     """A mistake in the command line found after parsing: one line, exit status 2."""
     exit_with_user_error(f"command line: {message}")
@@ -65,8 +73,7 @@ def parse_command(
 ) -> types.SimpleNamespace:
     """`argv` (without the program name; None: sys.argv) parsed by `table` -> the flags' values."""
     values = flags.FlagValues()
-    for row in table:
-        _define(values, row, choices or {})
+    define_flags(values, table, choices)
     flags.DEFINE_bool("help", False, "show this help and exit", flag_values=values)
     for name in required:
         flags.mark_flag_as_required(name, flag_values=values)

@@ -1,9 +1,11 @@
 """The judge's command-line flags, shared by the commands that judge (winrate, judge_agreement), and
-the judge they ask for."""
+the judge they ask for: the API judge wrapped so that only process 0 calls it (`judges.process_zero`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from dpo_jax.judges.process_zero import ProcessZeroJudge
 
 
 def parse_price(text: str) -> tuple[float, float]:
@@ -55,4 +57,5 @@ def judge_from_flags(args, cache_default: Path):
     elif args.judge_answer_prefix != judges.DEFAULT_ANSWER_PREFIX:
         template = judges.JudgePrompt(judges.TEMPLATES[template], args.judge_answer_prefix, template)
     options.update(template=template, price_per_million=args.judge_price)
-    return judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
+    api_judge = judges.make_judge("openai", cache_path=args.judge_cache or str(cache_default), **options)
+    return ProcessZeroJudge(api_judge)  # on several processes, only process 0 calls the API

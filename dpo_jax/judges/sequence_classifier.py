@@ -28,6 +28,7 @@ import numpy as np
 
 from dpo_jax import MissingInputError
 from dpo_jax.judges.base import JudgeError, ScoringJudge
+from dpo_jax.judges.process_zero import from_process_zero
 from dpo_jax.judges.scoring import MeshScorer
 from dpo_jax.models import from_hf
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
@@ -155,8 +156,9 @@ class _SequenceClassifier(ScoringJudge):
     pair_input = False
 
     def _logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-        if self._kind is None:
-            return self._torch_logits(texts, pairs)
+        if self._kind is None:  # host compute: process 0's logits, bit for bit, on every process
+            shape = (len(texts), self._config.num_labels)
+            return from_process_zero(lambda: self._torch_logits(texts, pairs), shape, np.float64)
         if self._score_at == SCORE_AT_EOS:
             # A reward model of ours: the ids its trainer scored, read at their EOS.
             sequences = reward_model_input_ids(self._tokenizer, texts, pairs, max_length=self._max_length)

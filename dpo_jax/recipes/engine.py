@@ -41,6 +41,7 @@ ENGINE_VERSION = 1
 STAGE_FILE = "STAGE.json"
 STARTED_FILE = "STAGE.started.json"
 LOG_FILE = "stage.log"
+LAUNCHED_KINDS = ("train", "sample", "score")  # the stages that run under the Runner's launcher
 PREEMPTED_EXIT = 75  # dpo_jax.checkpoint.PREEMPTED_EXIT, without importing jax here
 
 
@@ -176,8 +177,9 @@ class Runner:
 
     def __init__(self, root: str, *, log: Callable[[str], None] = print, launcher: tuple[str, ...] = ()):
         self.root = Path(os.path.abspath(root))
-        # Training stages run under it (e.g. a script that runs the command on every node with srun);
-        # sampling and scoring stages run here, on one host.
+        # Stages that run programs on the devices (training, sampling, scoring) run under it, e.g. a
+        # script that runs the command on every node with srun: each of those commands joins
+        # jax.distributed when the environment asks (config.runtime). Other stages run here.
         self.launcher = tuple(launcher)
         self.log = log
         self.fingerprints: dict[str, str] = {}
@@ -235,7 +237,7 @@ class Runner:
     def _execute(self, stage: Stage, directory: Path, identity: dict[str, Any], key: str) -> float:
         directory.mkdir(parents=True, exist_ok=True)
         _write_json(directory / STARTED_FILE, {"fingerprint": key, "identity": identity})
-        launcher = self.launcher if stage.kind == "train" else ()
+        launcher = self.launcher if stage.kind in LAUNCHED_KINDS else ()
         command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.args)]
         self.log(f"stage {stage.name}: running {' '.join(command[len(launcher) + 2 :])}")
         start = time.time()

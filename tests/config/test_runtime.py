@@ -1,6 +1,10 @@
-"""The commands' device memory settings: set when absent, never overriding the user's."""
+"""The commands' device memory settings: set when absent, never overriding the user's; when they join
+the multi-host runtime, and the one flag table every command declares for it."""
 
-from dpo_jax.config.runtime import apply_device_memory_settings
+import pytest
+
+from dpo_jax import frontier, judge_agreement, make_pairs, winrate
+from dpo_jax.config.runtime import DISTRIBUTED_FLAGS, apply_device_memory_settings, wants_distributed
 
 
 def test_sets_the_defaults_and_keeps_what_the_user_chose(monkeypatch):
@@ -18,3 +22,24 @@ def test_sets_the_defaults_and_keeps_what_the_user_chose(monkeypatch):
         "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.8",
         "XLA_FLAGS": "--xla_gpu_memory_limit_slop_factor=90",
     }
+
+
+@pytest.mark.parametrize(
+    "environ, wanted",
+    [
+        ({}, False),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+        ({"TPU_WORKER_HOSTNAMES": "t1k-w-0"}, False),  # a single-host slice
+        ({"TPU_WORKER_HOSTNAMES": "t1k-w-0,t1k-w-1"}, True),
+        ({"SLURM_NTASKS": "1"}, False),
+        ({"SLURM_NTASKS": "4"}, True),
+    ],
+)
+def test_auto_joins_when_the_environment_asks(environ, wanted):
+    assert wants_distributed("auto", environ) is wanted
+    assert wants_distributed("on", environ) and not wants_distributed("off", environ)
+
+
+@pytest.mark.parametrize("command", [make_pairs, winrate, frontier, judge_agreement])
+def test_every_evaluation_command_takes_the_distributed_flags(command):
+    assert set(DISTRIBUTED_FLAGS) <= set(command.FLAGS)

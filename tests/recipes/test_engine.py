@@ -1,5 +1,6 @@
 """The recipe engine: finished stages reused, changed ones re-run with the reason, failed ones resumed in place."""
 
+import dataclasses
 import json
 
 import ml_collections
@@ -7,7 +8,7 @@ import pytest
 
 from dpo_jax import UserError
 from dpo_jax.recipes.base import apply_overrides
-from dpo_jax.recipes.engine import STAGE_FILE, STARTED_FILE, Runner, Stage, StageFailed, check_dag
+from dpo_jax.recipes.engine import LOG_FILE, STAGE_FILE, STARTED_FILE, Runner, Stage, StageFailed, check_dag
 
 
 def _echo(name, value, *, after=(), inputs=(), fail=0):
@@ -150,3 +151,14 @@ def test_one_recipe_at_a_time_in_a_directory(tmp_path):
     finally:
         other.kill()
     assert not any((root / name).exists() for name in ("sft", RECIPE_FILE))
+
+
+def test_stages_that_use_the_devices_run_under_the_launcher(tmp_path):
+    # Under Slurm the launcher is srun on every node: a sampling or scoring stage run outside it would
+    # see the allocation's environment and wait for jax.distributed peers that never come.
+    log = lambda stage: (tmp_path / stage / LOG_FILE).read_text()  # noqa: E731
+    runner = Runner(str(tmp_path), log=lambda line: None, launcher=("env", "LAUNCHED=1"))
+    for kind in ("train", "sample", "score", "model"):
+        runner.run(dataclasses.replace(_echo(kind, 1), kind=kind))
+    launched = {kind for kind in ("train", "sample", "score", "model") if "env LAUNCHED=1" in log(kind)}
+    assert launched == {"train", "sample", "score"}
