@@ -26,17 +26,21 @@
 #   WORKDIR           checkpoints and logs; must be a gs:// path that every worker can write
 #                                                                     [gs://YOUR_BUCKET/dpo_jax/run]
 #   RECIPE            recipe for `recipe` (python -m dpo_jax.experiment)  [tldr]
-#   RECIPE_DIR        the recipe's directory on the worker, relative to the checkout: a local disk
-#                     or a mounted filesystem (recipes do not write gs:// paths); outside the
-#                     checkout, which `setup` replaces                [../recipes/RECIPE = ~/recipes/RECIPE]
+#   RECIPE_DIR        the recipe's directory on the workers, relative to the checkout: a local disk
+#                     on a single-host slice, else a filesystem every worker mounts at the same path
+#                     (recipes do not write gs:// paths); outside the checkout, which `setup`
+#                     replaces                                        [../recipes/RECIPE = ~/recipes/RECIPE]
+#   RECIPE_SESSION    names one launch of `recipe`                    [the launch's UTC time and pid]
 #
-# `recipe` runs a recipe of the paper at --scale=paper on a single-host slice (v4-8, v5p-8,
-# v5litepod-8: every config's model fits one), every stage on its one worker. A multi-host slice is
-# refused: every stage's command can span the hosts (each joins jax.distributed; in the evaluation
-# commands process 0 alone writes), but the recipe runner keeps its bookkeeping (DIR's lock,
-# STAGE.json, superseded stages, the report) as one process on one host, and there is no runner on
-# every worker yet that leaves it to one of them (launch/recipe_slurm.sbatch does it under Slurm). A spot preemption reaches the running stage,
-# which saves and exits 75, and so does the recipe; `recipe` again resumes (finished stages reused).
+# `recipe` runs a recipe of the paper at --scale=paper on every worker of the slice. Worker 0 (its
+# number from the TPU VM's metadata) leads: it takes RECIPE_DIR's lock, keeps the stages' books and
+# writes the report; the others follow it (dpo_jax.recipes.engine.Runner), running each training,
+# sampling and scoring stage beside the lead's (each command joins jax.distributed; in the evaluation
+# commands process 0 alone writes) and waiting for the stages that need no devices. On a multi-host
+# slice RECIPE_DIR must be one filesystem every worker mounts at the same path (e.g. Filestore NFS);
+# `recipe` passes the launch a session name, so a follower takes no earlier launch's failure for this
+# one's. A spot preemption reaches the running stage, which saves and exits 75, and so does the
+# recipe; `recipe` again resumes (finished stages reused).
 #
 # Every worker runs the same command; jax.distributed.initialize() inside dpo_jax.main finds the
 # other workers by itself on Cloud TPU. A spot preemption sends SIGTERM, on which the trainer saves
@@ -166,27 +170,16 @@ run() {
 $(shell_words "--config=${CONFIG}" "--workdir=${WORKDIR}" "${layout[@]}" "$@")"
 }
 
-# Hosts of the slice are more than one past 4 chips (v4, v5p) or 8 chips (v5litepod / v5e).
-single_host() {
-  local chips
-  chips="$(slice_chips)"
-  case "${ACCELERATOR_TYPE}" in
-    v4-*|v5p-*) ((chips <= 4)) ;;
-    *) ((chips <= 8)) ;;
-  esac
-}
-
 recipe() {
-  if ! single_host; then
-    echo "error: ACCELERATOR_TYPE=${ACCELERATOR_TYPE} is a multi-host slice; a recipe runs on a single-host" \
-      "slice (v4-8, v5p-8, v5litepod-8): the recipe runner keeps its stages' bookkeeping on one host" >&2
-    exit 2
-  fi
-  local flags
+  local flags session
   mapfile -t flags < <(project_flags)
-  execute gcloud compute tpus tpu-vm ssh "${TPU_NAME}" --zone="${ZONE}" "${flags[@]}" --worker=0 \
+  session="${RECIPE_SESSION:-$(date -u +%Y%m%dT%H%M%S)-$$}"
+  # The worker's number is read on the worker (from its metadata server), not quoted here.
+  local worker='$(curl -sf -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number || echo unknown)'
+  execute gcloud compute tpus tpu-vm ssh "${TPU_NAME}" --zone="${ZONE}" "${flags[@]}" --worker=all \
     --command="cd ${REMOTE_DIR} && ~/${REMOTE_VENV}/bin/python -m dpo_jax.experiment \
-$(shell_words "--recipe=${RECIPE}" --scale=paper "--workdir=${RECIPE_DIR}" "$@")"
+$(shell_words "--recipe=${RECIPE}" --scale=paper "--workdir=${RECIPE_DIR}" "--recipe.session=${session}") \
+--recipe.worker=${worker} $(shell_words "$@")"
 }
 
 delete() {

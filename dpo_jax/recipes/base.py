@@ -135,4 +135,8 @@ def common_fields(config: ml_collections.ConfigDict, scale: str) -> None:
     config.launcher = (
         ""  # a command prefix for the training stages (launch/recipe_slurm_stage.sh: every node)
     )
+    # On a multi-host slice every host runs the recipe: worker 0 leads (keeps the books, writes the
+    # report), the others follow it (recipes.engine.Runner); `session` names one launch of them all.
+    config.worker = 0
+    config.session = ""
     config.aot_target = "v5e-8"  # --dry_run --scale=paper compiles each training stage for this target

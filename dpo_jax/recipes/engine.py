@@ -14,6 +14,11 @@ starting writes STAGE.started.json. So on the next run of the recipe:
   from its last checkpoint;
 - a stage whose fingerprint changed is re-run, after printing which parts changed; its old
   directory moves to DIR/.superseded/ (not deleted: nothing is lost silently).
+On a multi-host slice every host runs the recipe: worker 0 leads as above; the others follow it,
+writing nothing but their stage logs (DIR/<stage>/stage.worker<N>.log): a stage the lead finished is
+reused, a stage on the devices runs beside the lead's once the lead has prepared it (its
+STAGE.started.json), a stage without devices is left to the lead and waited for, and a failure the
+lead records for this launch (STAGE.failed.json with the launch's session) stops them too.
 Children die with the recipe (PR_SET_PDEATHSIG on Linux): a killed recipe leaves no stage running
 into the next one. A SIGTERM to the recipe is passed to the running stage, which saves and exits 75.
 """
@@ -40,7 +45,9 @@ from dpo_jax import UserError
 ENGINE_VERSION = 1
 STAGE_FILE = "STAGE.json"
 STARTED_FILE = "STAGE.started.json"
+FAILED_FILE = "STAGE.failed.json"  # the lead's word to the followers that a stage failed
 LOG_FILE = "stage.log"
+FOLLOW_POLL_SECONDS = 0.5
 LAUNCHED_KINDS = ("train", "sample", "score")  # the stages that run under the Runner's launcher
 PREEMPTED_EXIT = 75  # dpo_jax.checkpoint.PREEMPTED_EXIT, without importing jax here
 
@@ -175,8 +182,21 @@ class StageRecord:
 class Runner:
     """Runs stages in order in DIR, reusing, resuming and superseding as the fingerprints say."""
 
-    def __init__(self, root: str, *, log: Callable[[str], None] = print, launcher: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        root: str,
+        *,
+        log: Callable[[str], None] = print,
+        launcher: tuple[str, ...] = (),
+        worker: int = 0,
+        session: str = "",
+    ):
         self.root = Path(os.path.abspath(root))
+        # Several hosts of one slice, each running the recipe (`worker` its index): worker 0, the
+        # lead, keeps the books (STAGE files, superseded directories, the report); the others follow
+        # it (`_follow`). `session` names this launch, so that a follower takes no failure of an
+        # earlier launch for one of this one.
+        self.worker, self.session = int(worker), str(session)
         # Stages that run programs on the devices (training, sampling, scoring) run under it, e.g. a
         # script that runs the command on every node with srun: each of those commands joins
         # jax.distributed when the environment asks (config.runtime). Other stages run here.
@@ -200,6 +220,8 @@ class Runner:
             raise ValueError(f"stage {stage.name} runs after {missing}, which have not run")
         identity = self.identity(stage)
         key = fingerprint(identity)
+        if self.worker:
+            return self._follow(stage, key)
         directory = self.root / stage.name
         finished = _read_json(directory / STAGE_FILE)
         if finished is not None and finished.get("fingerprint") == key:
@@ -234,14 +256,52 @@ class Runner:
         shutil.move(str(directory), str(aside))
         self.log(f"  the previous run is kept in {aside}")
 
-    def _execute(self, stage: Stage, directory: Path, identity: dict[str, Any], key: str) -> float:
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_json(directory / STARTED_FILE, {"fingerprint": key, "identity": identity})
+    def _follow(self, stage: Stage, key: str) -> StageRecord:
+        """A follower's turn at a stage. It writes nothing but its own log: a stage the lead finished
+        (with this fingerprint) is reused; a stage that runs on the devices is run here beside the
+        lead's run, once the lead has prepared it (its STAGE.started.json carries this fingerprint:
+        any old directory is moved aside by then); any other stage (no devices: the lead alone runs
+        it) is waited for. A failure the lead reports for this launch stops the follower too."""
+        directory, noted = self.root / stage.name, time.time()
+        while True:
+            finished = _read_json(directory / STAGE_FILE)
+            if finished is not None and finished.get("fingerprint") == key:
+                self.fingerprints[stage.name] = key
+                self.log(f"stage {stage.name}: finished by the lead worker")
+                return StageRecord(stage.name, "reused", 0.0, key)
+            failed = _read_json(directory / FAILED_FILE)
+            if failed is not None and failed.get("fingerprint") == key and failed.get("session") == self.session:
+                raise StageFailed(
+                    f"stage {stage.name} failed on the lead worker (exit status {failed['exit_status']}); "
+                    f"see {directory / LOG_FILE}",
+                    int(failed["exit_status"]),
+                )
+            started = _read_json(directory / STARTED_FILE)
+            if stage.kind in LAUNCHED_KINDS and started is not None and started.get("fingerprint") == key:
+                break
+            if time.time() - noted > 60:
+                self.log(f"stage {stage.name}: waiting for the lead worker")
+                noted = time.time()
+            time.sleep(FOLLOW_POLL_SECONDS)
+        returncode, seconds = self._launch(stage, directory / f"stage.worker{self.worker}.log")
+        if returncode != 0:
+            raise StageFailed(
+                f"stage {stage.name} failed on worker {self.worker} (exit status {returncode}); "
+                f"see {directory}/stage.worker{self.worker}.log",
+                returncode,
+            )
+        self.fingerprints[stage.name] = key
+        self.log(f"stage {stage.name}: ran in {seconds:.1f} s beside the lead worker")
+        return StageRecord(stage.name, "ran", seconds, key)
+
+    def _launch(self, stage: Stage, log_path: Path) -> tuple[int, float]:
+        """Run the stage's command (under the launcher when it uses the devices), its output appended
+        to `log_path`; a SIGTERM to the recipe is passed to it -> (exit status, seconds)."""
         launcher = self.launcher if stage.kind in LAUNCHED_KINDS else ()
         command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.args)]
         self.log(f"stage {stage.name}: running {' '.join(command[len(launcher) + 2 :])}")
         start = time.time()
-        with open(directory / LOG_FILE, "a", encoding="utf-8") as log_file:
+        with open(log_path, "a", encoding="utf-8") as log_file:
             log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
             log_file.flush()
             process = subprocess.Popen(
@@ -253,17 +313,25 @@ class Runner:
             )
             with _sigterm_forwarded_to(process):
                 process.wait()
-        seconds = time.time() - start
-        if process.returncode != 0:
+        return process.returncode, time.time() - start
+
+    def _execute(self, stage: Stage, directory: Path, identity: dict[str, Any], key: str) -> float:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_json(directory / STARTED_FILE, {"fingerprint": key, "identity": identity})
+        returncode, seconds = self._launch(stage, directory / LOG_FILE)
+        if returncode != 0:
+            failure = {"fingerprint": key, "session": self.session, "exit_status": returncode}
+            _write_json(directory / FAILED_FILE, failure)
             tail = (directory / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-            if process.returncode == PREEMPTED_EXIT:
+            if returncode == PREEMPTED_EXIT:
                 message = f"stage {stage.name} was preempted after saving; rerun the recipe to resume it"
             else:
-                message = f"stage {stage.name} failed (exit status {process.returncode}); {directory / LOG_FILE} ends:"
-            raise StageFailed("\n".join([message, *tail]), process.returncode)
+                message = f"stage {stage.name} failed (exit status {returncode}); {directory / LOG_FILE} ends:"
+            raise StageFailed("\n".join([message, *tail]), returncode)
         record = {"fingerprint": key, "identity": identity, "seconds": seconds, "finished": time.time()}
         _write_json(directory / STAGE_FILE, record)
         (directory / STARTED_FILE).unlink(missing_ok=True)
+        (directory / FAILED_FILE).unlink(missing_ok=True)
         self.log(f"stage {stage.name}: ran in {seconds:.1f} s")
         return seconds
 

@@ -57,6 +57,8 @@ def run_recipe(
         )
     root = Path(os.path.abspath(workdir))
     root.mkdir(parents=True, exist_ok=True)
+    if int(config.worker):
+        return _follow_recipe(recipe, config, root, stages, log=log)
     # One recipe at a time in DIR: a second one would supersede or resume the first one's stages under it.
     with WorkdirLock(root, single_process=True):
         (root / RECIPE_FILE).write_text(
@@ -64,7 +66,7 @@ def run_recipe(
         )
         for gap in recipe.missing(config):
             log(f"not in this recipe yet: {gap}")
-        runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)))
+        runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)), session=config.session)
         start = time.time()
         records = [runner.run(stage) for stage in stages]
         report = recipe.report(config, root) if recipe.report else None
@@ -81,6 +83,23 @@ def run_recipe(
         }
         log("RESULT " + json.dumps(result))
     return result
+
+
+def _follow_recipe(recipe: Recipe, config, root: Path, stages: list[Stage], *, log=print) -> dict[str, Any]:
+    """Worker N > 0 of a multi-host slice: the stages on the devices run here beside the lead's runs
+    (each command joins jax.distributed); the lead alone takes DIR's lock, keeps the books and writes
+    the report and the RESULT line."""
+    worker = int(config.worker)
+    runner = Runner(
+        str(root), log=log, launcher=tuple(shlex.split(config.launcher)), worker=worker, session=config.session
+    )
+    records = [runner.run(stage) for stage in stages]
+    log(f"worker {worker}: {len(records)} stages done; the lead worker (0) writes the report")
+    return {
+        "recipe": recipe.name,
+        "worker": worker,
+        "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1)} for r in records],
+    }
 
 
 def plan(recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print) -> dict[str, Any]:

@@ -66,26 +66,17 @@ def test_run_shards_over_every_chip_of_the_slice(accelerator, layout):
     assert "--config.mesh_shape=" + layout in command
 
 
-def test_dry_run_recipe_runs_the_experiment_on_the_one_worker_of_a_single_host_slice():
-    (command,) = dry_run("recipe", "--", "--recipe.betas=0.1,0.5", RECIPE="imdb", ACCELERATOR_TYPE="v5litepod-8")
-    assert command.startswith("gcloud compute tpus tpu-vm ssh dpo-jax --zone=us-central2-b --worker=0 ")
+@pytest.mark.parametrize("accelerator", ["v5litepod-8", "v4-32", "v5litepod-16"])
+def test_dry_run_recipe_runs_the_experiment_on_every_worker_led_by_worker_0(accelerator):
+    (command,) = dry_run(
+        "recipe", "--", "--recipe.betas=0.1,0.5", RECIPE="imdb", ACCELERATOR_TYPE=accelerator, RECIPE_SESSION="s7"
+    )
+    assert command.startswith("gcloud compute tpus tpu-vm ssh dpo-jax --zone=us-central2-b --worker=all ")
     assert (
-        "python -m dpo_jax.experiment --recipe=imdb --scale=paper --workdir=../recipes/imdb --recipe.betas=0.1,0.5"
-        in command
+        "python -m dpo_jax.experiment --recipe=imdb --scale=paper --workdir=../recipes/imdb --recipe.session=s7 "
+        "--recipe.worker=$(curl -sf -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/"
+        "instance/attributes/agent-worker-number || echo unknown) --recipe.betas=0.1,0.5" in command
     )
-
-
-@pytest.mark.parametrize("accelerator", ["v4-16", "v5p-16", "v5litepod-16"])
-def test_a_recipe_on_a_multi_host_slice_is_one_error_and_exit_2(accelerator):
-    result = subprocess.run(
-        ["bash", str(LAUNCH / "tpu_vm.sh"), "--dry-run", "recipe"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ACCELERATOR_TYPE": accelerator},
-    )
-    assert result.returncode == 2 and result.stdout == ""
-    (line,) = result.stderr.splitlines()
-    assert line.startswith(f"error: ACCELERATOR_TYPE={accelerator} is a multi-host slice")
 
 
 def test_unknown_subcommand_fails():

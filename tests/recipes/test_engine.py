@@ -162,3 +162,60 @@ def test_stages_that_use_the_devices_run_under_the_launcher(tmp_path):
         runner.run(dataclasses.replace(_echo(kind, 1), kind=kind))
     launched = {kind for kind in ("train", "sample", "score", "model") if "env LAUNCHED=1" in log(kind)}
     assert launched == {"train", "sample", "score"}
+
+
+def _start_follower(root, session, marker):
+    import subprocess
+    import sys
+
+    from tests.train_helpers import REPO, process_env
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.recipes.follower", str(root), session, str(marker)],
+        cwd=REPO, env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _lead(root, session, marker):
+    from tests.recipes.follower import two_host_stages
+
+    runner = Runner(str(root), log=lambda line: None, session=session)
+    return [runner.run(stage).status for stage in two_host_stages(str(marker))]
+
+
+def test_a_follower_runs_the_device_stages_beside_the_lead_and_writes_nothing_else(tmp_path):
+    root, marker = tmp_path / "recipe", tmp_path / "transient"
+    follower = _start_follower(root, "s1", marker)  # first: it waits for the lead to prepare each stage
+    assert _lead(root, "s1", marker) == ["ran", "ran", "ran"]
+    out, _ = follower.communicate(timeout=120)
+    assert follower.returncode == 0 and out.split() == ["ran", "reused", "ran"], out
+    # Its own logs for the device stages only; the lead's books and logs untouched by it.
+    assert sorted(p.relative_to(root).as_posix() for p in root.glob("*/stage.worker1.log")) == [
+        "a/stage.worker1.log", "b/stage.worker1.log",
+    ]  # fmt: skip
+    assert all((root / name / LOG_FILE).exists() and (root / name / STAGE_FILE).exists() for name in "amb")
+    assert (root / "b" / "out.txt").read_text() == "32"  # b read m's output: the follower waited for m
+
+
+def test_a_failure_on_the_lead_stops_its_followers_of_that_launch_only(tmp_path):
+    root, marker = tmp_path / "recipe", tmp_path / "transient"
+    marker.write_text("")
+    follower = _start_follower(root, "s1", marker)
+    with pytest.raises(StageFailed, match="exit status 3"):
+        _lead(root, "s1", marker)
+    out, _ = follower.communicate(timeout=120)
+    assert follower.returncode == 3 and "stage m failed on the lead worker (exit status 3)" in out, out
+    # The next launch: the failure of s1 is not taken for one of s2; m runs again on the lead.
+    marker.unlink()
+    follower = _start_follower(root, "s2", marker)
+    assert _lead(root, "s2", marker) == ["reused", "ran", "ran"]
+    out, _ = follower.communicate(timeout=120)
+    assert follower.returncode == 0 and out.split() == ["reused", "reused", "ran"], out
+
+
+def test_a_worker_that_is_not_a_number_is_a_user_error():
+    from dpo_jax.recipes import get_recipe
+
+    config = get_recipe("imdb").config("tiny")
+    with pytest.raises(UserError, match="worker=unknown"):
+        apply_overrides(config, ["worker=unknown"])
