@@ -62,11 +62,15 @@ def run_recipe(
     # One recipe at a time in DIR: a second one would supersede or resume the first one's stages under it.
     with WorkdirLock(root, single_process=True):
         (root / RECIPE_FILE).write_text(
-            json.dumps({"recipe": recipe.name, "scale": scale, "config": config.to_dict()}, indent=1, default=str)
+            json.dumps(
+                {"recipe": recipe.name, "scale": scale, "config": config.to_dict()}, indent=1, default=str
+            )
         )
         for gap in recipe.missing(config):
             log(f"not in this recipe yet: {gap}")
-        runner = Runner(str(root), log=log, launcher=tuple(shlex.split(config.launcher)), session=config.session)
+        runner = Runner(
+            str(root), log=log, launcher=tuple(shlex.split(config.launcher)), session=config.session
+        )
         start = time.time()
         records = [runner.run(stage) for stage in stages]
         report = recipe.report(config, root) if recipe.report else None
@@ -91,7 +95,11 @@ def _follow_recipe(recipe: Recipe, config, root: Path, stages: list[Stage], *, l
     the report and the RESULT line."""
     worker = int(config.worker)
     runner = Runner(
-        str(root), log=log, launcher=tuple(shlex.split(config.launcher)), worker=worker, session=config.session
+        str(root),
+        log=log,
+        launcher=tuple(shlex.split(config.launcher)),
+        worker=worker,
+        session=config.session,
     )
     records = [runner.run(stage) for stage in stages]
     log(f"worker {worker}: {len(records)} stages done; the lead worker (0) writes the report")
@@ -148,6 +156,31 @@ def stage_config(stage: Stage, base_model: str):
     return config
 
 
+# Fields that change no compiled program: the loss weights are constants of the same shapes, the seed
+# only the initial values, PPO's KL coefficient is the rollout targets' argument (the adaptive
+# controller moves it) and the reward model aot builds is the policy's architecture whatever its path.
+_SAME_PROGRAMS = (
+    "beta",
+    "seed",
+    "unlikelihood_alpha",
+    "ppo.kl_coef",
+    "ppo.kl_target",
+    "ppo.reward_model",
+    "ppo.reward_label",
+)
+
+
+def _program_fields(stage_cfg) -> dict[str, Any]:
+    fields = stage_cfg.to_dict()
+    for name in _SAME_PROGRAMS:
+        *parents, leaf = name.split(".")
+        tree = fields
+        for parent in parents:
+            tree = tree.get(parent, {})
+        tree.pop(leaf, None)
+    return fields
+
+
 def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, Any]]:
     """Each training stage's programs (SFT, DPO, reward model, PPO's four) compiled for config.aot_target,
     then the evaluation's decode and scoring programs; stages with equal programs once."""
@@ -166,11 +199,7 @@ def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, 
     if jobs:  # the sampling and scoring stages' programs at the evaluation's batch (`sampling` fields)
         jobs += [(f"evaluation ({program})", jobs[0][1], program) for program in ("sample", "score")]
     for name, stage_cfg, program in jobs:
-        shape = json.dumps(
-            {"program": program, **{k: v for k, v in stage_cfg.to_dict().items() if k not in ("beta", "seed")}},
-            sort_keys=True,
-            default=str,
-        )
+        shape = json.dumps({"program": program, **_program_fields(stage_cfg)}, sort_keys=True, default=str)
         if shape in done:
             log(f"aot {name}: same programs as {done[shape]}")
             continue
