@@ -66,8 +66,21 @@ def first_argmax(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)
 
 
-# Vocabulary entries per block of the two-level inverse-CDF search (`inverse_cdf`).
-CDF_BLOCK = 256
+# The two-level inverse-CDF search cuts the vocabulary into a multiple of CDF_BLOCK_MULTIPLE blocks
+# (`_block_count`). Padded vocabularies are multiples of 128 (`models.config.VOCAB_PAD_MULTIPLE`), so
+# a vocabulary split over up to 128 tensor shards splits on block boundaries, and the search runs as
+# reductions over the shards (no gather of a row's whole vocabulary per token).
+CDF_BLOCK_MULTIPLE = 128
+CDF_MAX_BLOCKS = 512
+
+
+def _block_count(vocab: int) -> int:
+    """The most blocks, up to CDF_MAX_BLOCKS, that are a multiple of CDF_BLOCK_MULTIPLE and divide `vocab`
+    (itself a multiple of CDF_BLOCK_MULTIPLE)."""
+    units = vocab // CDF_BLOCK_MULTIPLE
+    return CDF_BLOCK_MULTIPLE * max(
+        d for d in range(1, CDF_MAX_BLOCKS // CDF_BLOCK_MULTIPLE + 1) if units % d == 0
+    )
 
 
 def _last_positive(weights: jax.Array) -> jax.Array:
@@ -76,30 +89,38 @@ def _last_positive(weights: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(weights > 0, index, -1), axis=-1)
 
 
+def _pick(values: jax.Array, index: jax.Array) -> jax.Array:
+    """values[b, index[b]] along axis 1, as a sum with zeros (exact, and a reduction where the axis is
+    split over devices, not a gather)."""
+    positions = jnp.arange(values.shape[1], dtype=jnp.int32).reshape((1, -1) + (1,) * (values.ndim - 2))
+    chosen = positions == index.reshape((-1,) + (1,) * (values.ndim - 1))
+    return jnp.sum(jnp.where(chosen, values, 0), axis=1)
+
+
 def inverse_cdf(weights: jax.Array, u: jax.Array) -> jax.Array:
     """Per row, index i drawn with probability weights[i] / sum(weights) from one uniform u in [0, 1):
     the first index whose running sum exceeds u * sum(weights).
 
-    The running sum is taken in two levels, over blocks of CDF_BLOCK entries and then inside the block
-    the target falls in, so nothing scans the whole vocabulary. An index is only ever chosen where its
+    The running sum is taken in two levels, over blocks (`_block_count`) and then inside the block the
+    target falls in, so nothing scans the whole vocabulary. An index is only ever chosen where its
     weight is > 0 (a running sum that rises has a positive step; rounding at a block's end falls back
     to its last positive entry), so filtered-out tokens (weight 0) are never drawn.
     weights: [B, V] >= 0 with a positive entry in every row; u: [B].
     """
     rows, vocab = weights.shape
-    block = min(CDF_BLOCK, vocab)
-    blocks = jnp.pad(weights, ((0, 0), (0, (-vocab) % block))).reshape(rows, -1, block)
+    padded = -(-vocab // CDF_BLOCK_MULTIPLE) * CDF_BLOCK_MULTIPLE  # a no-op for a model's padded vocabulary
+    weights = jnp.pad(weights, ((0, 0), (0, padded - vocab)))
+    count = _block_count(padded)
+    blocks = weights.reshape(rows, count, padded // count)
     sums = jnp.sum(blocks, axis=-1)  # [B, blocks]
     running = jnp.cumsum(sums, axis=-1)
     target = u * running[:, -1]
     chosen = jnp.minimum(jnp.sum(running <= target[:, None], axis=-1), _last_positive(sums))
-    before = jnp.where(
-        chosen > 0, jnp.take_along_axis(running, jnp.maximum(chosen - 1, 0)[:, None], -1)[:, 0], 0.0
-    )
-    inner = jnp.take_along_axis(blocks, chosen[:, None, None], axis=1)[:, 0]  # [B, block]
+    before = jnp.where(chosen > 0, _pick(running, jnp.maximum(chosen - 1, 0)), 0.0)
+    inner = _pick(blocks, chosen)  # [B, block]
     inner_running = jnp.cumsum(inner, axis=-1)
     index = jnp.minimum(jnp.sum(inner_running <= (target - before)[:, None], axis=-1), _last_positive(inner))
-    return (chosen * block + index).astype(jnp.int32)
+    return (chosen * (padded // count) + index).astype(jnp.int32)
 
 
 def _choose_tokens(logits, row_keys, step, settings, *, filter_tokens):
@@ -130,15 +151,20 @@ def _choose_tokens(logits, row_keys, step, settings, *, filter_tokens):
 
 
 def head_logits(model: nn.Module, params, hidden: jax.Array) -> jax.Array:
-    """Logits `[B, V]` (fp32) of final hidden states `[B, D]`: the language model's own head, applied
-    to the positions that are sampled from only (the prefill's last one, not its whole prompt)."""
+    """Logits `[B, padded V]` (fp32) of final hidden states `[B, D]`: the language model's own head,
+    applied to the positions that are sampled from only (the prefill's last one, not its whole
+    prompt). The padding entries past `vocab_size` are -inf (never sampled, nothing in the softmax):
+    kept rather than sliced off so that a vocabulary split over tensor shards stays split evenly."""
     cfg = model.config
     if cfg.tie_word_embeddings:
         table = params[model.embed_name]["embedding"]  # [padded V, D]
         logits = jnp.einsum("bd,vd->bv", hidden, table.astype(hidden.dtype))
     else:
         logits = hidden @ params["embed_out"]["kernel"].astype(hidden.dtype)
-    return logits[:, : cfg.vocab_size].astype(jnp.float32)
+    logits = logits.astype(jnp.float32)
+    if cfg.padded_vocab_size == cfg.vocab_size:
+        return logits
+    return jnp.where(jnp.arange(logits.shape[-1]) < cfg.vocab_size, logits, -jnp.inf)
 
 
 def _repeat_rows(cache, times: int):

@@ -9,8 +9,8 @@ axes ("data", "fsdp"): where one copy fits a device (at most `FIT_FRACTION` of i
 accelerators; always on CPU) weights are replicated over them and split over "tensor" as the run's
 rules say, the rows of a batch split over data x fsdp: a generated token costs no collective on a
 mesh without a tensor axis, and where there is one a forward's tensor-parallel reductions and the
-sampler's CDF search over the vocabulary-split probabilities (a gather of each row's block sums and
-one block: bytes, never weights). Where a
+sampler's CDF search over the vocabulary-split probabilities (reductions, and a gather of each
+row's block sums: kilobytes, never weights). Where a
 copy does not fit, the devices are regrouped into a decode mesh with a larger tensor axis (the
 smallest that fits, dividing the head count), so the weights are split over tensor, not gathered.
 `dpo_jax.perf.hlo.decode_loop_collectives` counts the collectives of the decode loop's body: those

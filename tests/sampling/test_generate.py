@@ -206,14 +206,18 @@ def test_samples_of_a_prompt_share_one_prefill_and_equal_repeated_prompts():
 
 
 def test_inverse_cdf_draws_each_index_with_its_weight_and_never_a_zero_weight():
-    from dpo_jax.sampling.generate import CDF_BLOCK, inverse_cdf
+    from dpo_jax.sampling.generate import CDF_BLOCK_MULTIPLE, _block_count, inverse_cdf
 
-    vocab = 2 * CDF_BLOCK + 37  # three blocks, the last one padded
+    vocab = 6 * CDF_BLOCK_MULTIPLE + 37  # padded to 7 x 128: 128 blocks of 7
+    padded = 7 * CDF_BLOCK_MULTIPLE
+    blocks = _block_count(padded)
+    block = padded // blocks
+    assert (blocks, block) == (128, 7)
     rng = np.random.default_rng(0)
     weights = rng.random(vocab) ** 4
     weights[rng.random(vocab) < 0.5] = 0.0  # filtered tokens, scattered
     weights[:5] = weights[-5:] = 0.0  # at both ends: u = 0 and u -> 1 must not reach them
-    weights[CDF_BLOCK : 2 * CDF_BLOCK] = 0.0  # a whole block without mass
+    weights[block : 3 * block] = 0.0  # whole blocks without mass
     # A grid of uniforms: index i must be drawn for a share weights[i] / total of them, within 1 / n
     # per end of its interval, plus the float32 running sums' rounding (at most a block's and the
     # block sums' terms, each within one eps of the total).
@@ -223,5 +227,13 @@ def test_inverse_cdf_draws_each_index_with_its_weight_and_never_a_zero_weight():
     drawn = np.asarray(inverse_cdf(table, jnp.asarray(u, jnp.float32)))
     assert np.all(weights[drawn] > 0)
     share = np.bincount(drawn[:n], minlength=vocab) / n
-    rounding = 2 * (CDF_BLOCK + 3) * np.finfo(np.float32).eps
+    rounding = 2 * (block + blocks) * np.finfo(np.float32).eps
     np.testing.assert_allclose(share, weights / weights.sum(), atol=2 / n + rounding)
+
+
+def test_the_search_cuts_a_padded_vocabulary_into_blocks_that_tensor_shards_split_evenly():
+    from dpo_jax.sampling.generate import _block_count
+
+    assert _block_count(50304) == 384  # GPT-2's and Pythia's padded vocabulary: 384 blocks of 131
+    assert _block_count(512) == 512 and _block_count(128) == 128
+    assert all(_block_count(v) % 128 == 0 and v % _block_count(v) == 0 for v in range(128, 60_000, 128))

@@ -146,14 +146,13 @@ def test_decode_placement_costs_no_collective_per_token_and_splits_over_tensor_w
     # A device too small for a whole copy: the 8 devices regrouped with a tensor axis of 2 (the tiny
     # model has 2 heads), the weights split over it. Per token: one forward's reductions (attention
     # and MLP outputs, the vocabulary-split embedding lookup and logits), never a weight gathered: the
-    # only gather is the sampler's, the vocabulary-split probabilities of a device's own rows (its 4 of
-    # 8 prompts x 2 samples over 4 data shards: 4 rows x 16 tokens x 4 bytes; over a real vocabulary,
-    # the CDF search's block sums and one block).
+    # only gather is the sampler's CDF search's block sums of a device's own rows (8 prompts x 2
+    # samples over 4 data shards: 4 rows x 128 blocks x 4 bytes, the padded vocabulary of 128).
     whole = placement.param_bytes_per_device
     placement, per_token = compiled_decode(mesh, device_bytes=whole)
     assert dict(placement.mesh.shape) == {"data": 4, "fsdp": 1, "tensor": 2}
     assert placement.param_bytes_per_device < whole
-    assert per_token.get("all-gather", {"bytes": 0})["bytes"] <= (16 // 4) * VOCAB * 4
+    assert per_token.get("all-gather", {"bytes": 0})["bytes"] <= (16 // 4) * 128 * 4
     assert per_token["all-reduce"]["count"] >= 3
 
 
