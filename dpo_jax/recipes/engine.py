@@ -225,9 +225,7 @@ class Runner:
         directory = self.root / stage.name
         finished = _read_json(directory / STAGE_FILE)
         if finished is not None and finished.get("fingerprint") == key:
-            self.fingerprints[stage.name] = key
-            self.log(f"stage {stage.name}: reused (finished {finished.get('seconds', 0):.0f} s run)")
-            return StageRecord(stage.name, "reused", 0.0, key)
+            return self._reuse(stage, key, f"reused (finished {finished.get('seconds', 0):.0f} s run)")
         started = _read_json(directory / STARTED_FILE)
         if finished is not None or (started is not None and started.get("fingerprint") != key):
             previous = (finished or started)["identity"]
@@ -256,6 +254,11 @@ class Runner:
         shutil.move(str(directory), str(aside))
         self.log(f"  the previous run is kept in {aside}")
 
+    def _reuse(self, stage: Stage, key: str, note: str) -> StageRecord:
+        self.fingerprints[stage.name] = key
+        self.log(f"stage {stage.name}: {note}")
+        return StageRecord(stage.name, "reused", 0.0, key)
+
     def _follow(self, stage: Stage, key: str) -> StageRecord:
         """A follower's turn at a stage. It writes nothing but its own log: a stage the lead finished
         (with this fingerprint) is reused; a stage that runs on the devices is run here beside the
@@ -266,9 +269,7 @@ class Runner:
         while True:
             finished = _read_json(directory / STAGE_FILE)
             if finished is not None and finished.get("fingerprint") == key:
-                self.fingerprints[stage.name] = key
-                self.log(f"stage {stage.name}: finished by the lead worker")
-                return StageRecord(stage.name, "reused", 0.0, key)
+                return self._reuse(stage, key, "finished by the lead worker")
             failed = _read_json(directory / FAILED_FILE)
             if failed is not None and failed.get("fingerprint") == key and failed.get("session") == self.session:
                 raise StageFailed(
