@@ -46,7 +46,9 @@ _PROGRAM = flags.DEFINE_enum(
     "train: the stage's programs; sample / score: the evaluations' decode program / scoring pass "
     "at the config's `sampling` shapes.",
 )  # fmt: skip
-_RESPONSES = flags.DEFINE_integer("responses", 2, "Responses per example (2 = pairs; more for rankings).")
+_RESPONSES = flags.DEFINE_integer(
+    "responses", 0, "Responses per example: 0 = the stage's (1 for sft, 2 = pairs otherwise); more for rankings."
+)
 flags.mark_flags_as_required(["config"])
 
 RESULT_PREFIX = "RESULT "

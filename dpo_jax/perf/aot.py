@@ -347,10 +347,11 @@ PROGRAMS = ("train", "sample", "score")
 
 
 def compile_config(
-    config, target: Target, *, responses: int = 2, program: str = "train"
+    config, target: Target, *, responses: int = 0, program: str = "train"
 ) -> tuple[list[dict], str | None]:
     """Compile the config's programs for `target` -> (RESULT dicts, advice when something does not fit).
 
+    responses: per example, 0 = the stage's (1 for SFT, 2 otherwise).
     program: "train" (the stage's programs: train and eval steps, the reference pass; PPO's four),
     "sample" (the evaluations' decode program) or "score" (their scoring pass): `perf.aot_sampling`."""
     if program not in PROGRAMS:
@@ -369,6 +370,8 @@ def compile_config(
             f"gives micro-batches of {micro} pairs, which the data-parallel size {dp} "
             f"(data x fsdp of mesh {dict(mesh.shape)}) must divide."
         )
+    # 0: the stage's own (SFT and preferred-FT train on one response per example; the others on pairs).
+    responses = responses or (1 if config.stage == "sft" else 2)
     programs, model_cfg = build_programs(config, mesh, rules, responses=responses)
     results = []
     for program in programs:

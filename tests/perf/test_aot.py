@@ -190,3 +190,13 @@ def test_command_reports_a_bad_mesh_as_one_message():
     )  # fmt: skip
     assert completed.returncode == 2
     assert "v5e-8: mesh_shape (3, 1, 1)" in completed.stderr and "Traceback" not in completed.stderr
+
+
+@needs_tpu
+def test_an_sft_stage_is_compiled_on_one_response_per_example():
+    config = get_config("tiny,sft")
+    assert config.stage == "sft"
+    results, _ = compile_config(config, TARGETS["v5e-8"])
+    assert {r["responses"] for r in results} == {1}
+    two, _ = compile_config(config, TARGETS["v5e-8"], responses=2)  # an explicit count still wins
+    assert {r["responses"] for r in two} == {2} and two[0]["peak_bytes"] > results[0]["peak_bytes"]
