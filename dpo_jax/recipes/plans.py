@@ -325,16 +325,53 @@ def report(name: str, c, root: Path) -> Report:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {m} | {t:g} | {w:.3f} | {lo:.3f}-{hi:.3f} | {n} |" for m, t, w, lo, hi, n in rows]
+    lines += _over_training_section(name, c, root, out)
     lines += paper_section(PAPER_CLAIMS[name])
     gaps = missing(name, c)
     if gaps:
         lines += ["", "## Not in this table yet", "", *(f"- {gap}" for gap in gaps)]
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
-        figure = str(plot_win_rates(curves, out / "figure.png", title=f"{name}, {c.scale} scale\njudge: {judge}"))
+        figure = str(
+            plot_win_rates(curves, out / "figure.png", title=f"{name}, {c.scale} scale\njudge: {judge}")
+        )
     except MissingMatplotlib:
         figure = None
     return Report(figure, str(out / "table.md"), sorted(curves))
+
+
+def _over_training_section(name: str, c, root: Path, out: Path) -> list[str]:
+    """hh's second figure: the DPO run's win rate at each kept checkpoint (the winrate_over_training
+    stage), as table rows, its figure copied beside the report's."""
+    if name != "hh":
+        return []
+    import shutil
+
+    policy = _policy_name(c.betas[0])
+    results = [
+        json.loads(p.read_text())
+        for p in (root / policy / "winrate").glob("winrate_over_training_step*.json")
+    ]
+    rows = sorted(
+        ((r["step"], t) for r in results for t in r["temperatures"]),
+        key=lambda row: (row[0], row[1]["temperature"]),
+    )
+    lines = [
+        "",
+        f"## {policy}: win rate over training (each kept checkpoint; figure_over_training.png)",
+        "",
+        "| step | temperature | win rate | 95% interval | comparisons |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {step} | {t['temperature']:g} | {t['win_rate']:.3f} | {t.get('ci_low'):.3f}-{t.get('ci_high'):.3f} | "
+        f"{t.get('n')} |"
+        for step, t in rows
+    ]
+    figure = root / "winrate_over_training" / "winrate_over_training.png"
+    if figure.exists():
+        shutil.copyfile(figure, out / "figure_over_training.png")
+    return lines
 
 
 def agreement_report(c, root: Path) -> Report:

@@ -70,3 +70,8 @@ def test_hh(tmp_path):
     result = _run("hh", tmp_path)
     assert set(result["methods"]) == {"sft", "dpo_beta_0.1", "best_of_2"}
     assert (tmp_path / "winrate_over_training" / "stage.log").exists()
+    # The paper's second HH figure in the report: one row per kept checkpoint (steps 2 and 4 of 4).
+    report = tmp_path / "report" / "hh"
+    ours = (report / "table.md").read_text().split("## paper")[0]
+    assert "win rate over training" in ours and "| 2 | 0 |" in ours and "| 4 | 0 |" in ours
+    assert (report / "figure_over_training.png").stat().st_size > 0
