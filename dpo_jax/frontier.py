@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax.analysis.best_of_n import parse_best_of
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
 from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.config.runtime import (
@@ -43,17 +44,6 @@ from dpo_jax.config.runtime import (
 )
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
 
-
-def _best_of_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(n) for n in text.split(",") if n.strip())
-    except ValueError:
-        raise ValueError("expected whole numbers N, comma separated (e.g. 4,16)") from None
-    if any(n < 2 for n in values):
-        raise ValueError("each N must be >= 2 (N=1 is the reference itself, its KL-0 point)")
-    return values
-
-
 FLAGS = (
     ("workdirs", str, None, "runs (or a sweep root), comma separated"),
     ("classifier", str, DEFAULT_SENTIMENT_CLASSIFIER, "sentiment classifier"),
@@ -62,39 +52,20 @@ FLAGS = (
     *prefix_flags(split="test", num_prompts=256),
     ("no_reference_point", bool, False, "skip evaluating the references"),
     ("checkpoints", str, "final", "final | all | every:N (one point per checkpoint)"),
-    ("best_of", _best_of_list, (), "N of Best-of-N points, comma separated (each >= 2; empty = none)"),
+    ("best_of", parse_best_of, (), "N of Best-of-N points, comma separated (each >= 2; empty = none)"),
     ("best_of_reward", str, "", "reward model that selects Best-of-N (directory or hub name)"),
     *DISTRIBUTED_FLAGS,
 )
 
 
 def parse_args(argv):
-    args = parse_command(
-        "python -m dpo_jax.frontier", argv, FLAGS, doc=__doc__, choices={**PREFIX_CHOICES, **DISTRIBUTED_CHOICES}, required=("workdirs",)
-    )
+    choices = {**PREFIX_CHOICES, **DISTRIBUTED_CHOICES}
+    args = parse_command("python -m dpo_jax.frontier", argv, FLAGS, doc=__doc__, choices=choices, required=("workdirs",))
     if args.num_prompts < 2 or args.num_samples < 1:
         command_error("need --num_prompts >= 2 (a standard error needs two prompts) and --num_samples >= 1")
     if args.best_of and not args.best_of_reward:
         command_error("--best_of needs --best_of_reward (the learned reward model that selects)")
     return args
-
-
-def expand_workdirs(spec: str) -> list[str]:
-    """Runs named directly, or the preference runs (not SFT: that is the reference) inside a sweep root."""
-    from dpo_jax.analysis.runs import RUN_CONFIG, read_run
-
-    runs = []
-    for entry in (w for w in spec.split(",") if w):
-        path = Path(entry)
-        if path.is_dir() and not (path / RUN_CONFIG).exists() and not (path / "config.json").exists():
-            found = [str(p.parent) for p in sorted(path.glob(f"*/{RUN_CONFIG}"))]
-            found = [run for run in found if read_run(run).method().name != "sft"]
-            if not found:
-                raise FileNotFoundError(f"{entry} holds no preference run ({RUN_CONFIG} of a non-SFT run)")
-            runs.extend(found)
-        else:
-            runs.append(entry)
-    return runs
 
 
 def main(argv=None) -> int:
@@ -104,7 +75,7 @@ def main(argv=None) -> int:
     from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
     from dpo_jax.analysis.results import result_line, write_json
-    from dpo_jax.analysis.runs import read_run
+    from dpo_jax.analysis.runs import expand_workdirs, read_run
     from dpo_jax.analysis.sentiment_frontier import frontier_points
     from dpo_jax.judges import ClassifierJudge, JudgeError, RewardModelJudge
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dpo_jax import frontier, make_pairs
+from dpo_jax.analysis.runs import expand_workdirs
 from dpo_jax.analysis.sentiment_pairs import imdb_prefixes, preference_records
 from dpo_jax.data import read_examples
 from dpo_jax.training import train_and_evaluate
@@ -104,7 +105,7 @@ def test_frontier_reports_reward_and_kl_per_run(pipeline, capsys):
     assert saved["points"] == json.loads(json.dumps(points))
     assert (root / "frontier" / "frontier.png").stat().st_size > 0
     # A sweep root stands for all its runs.
-    assert frontier.expand_workdirs(str(root)) == [str(root / "beta_0.5")]
+    assert expand_workdirs(str(root)) == [str(root / "beta_0.5")]
 
 
 def test_frontier_over_training_one_point_per_checkpoint(pipeline, capsys, tmp_path):

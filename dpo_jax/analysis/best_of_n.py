@@ -40,3 +40,14 @@ def best_of_n_kl(n: int) -> float:
     if n < 1:
         raise ValueError(f"Best-of-N needs N >= 1, got {n}")
     return math.log(n) - (n - 1) / n
+
+
+def parse_best_of(text: str) -> tuple[int, ...]:
+    """A comma-separated list of N (each >= 2) for Best-of-N points: "4,16" -> (4, 16); "" -> ()."""
+    try:
+        values = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise ValueError("expected whole numbers N, comma separated (e.g. 4,16)") from None
+    if any(n < 2 for n in values):
+        raise ValueError("each N must be >= 2 (N=1 is the reference itself, its KL-0 point)")
+    return values

@@ -78,3 +78,19 @@ def load_policy(path: str, *, dtype: str = "float32"):
     from dpo_jax.models import from_hf
 
     return from_hf(resolve_model_path(path), dtype=dtype)
+
+
+def expand_workdirs(spec: str) -> list[str]:
+    """Runs named directly, or the preference runs (not SFT: that is the reference) inside a sweep root."""
+    runs = []
+    for entry in (w for w in spec.split(",") if w):
+        path = Path(entry)
+        if path.is_dir() and not (path / RUN_CONFIG).exists() and not (path / "config.json").exists():
+            found = [str(p.parent) for p in sorted(path.glob(f"*/{RUN_CONFIG}"))]
+            found = [run for run in found if read_run(run).method().name != "sft"]
+            if not found:
+                raise FileNotFoundError(f"{entry} holds no preference run ({RUN_CONFIG} of a non-SFT run)")
+            runs.extend(found)
+        else:
+            runs.append(entry)
+    return runs
