@@ -174,9 +174,9 @@ def score_program(config, target: Target, devices, program_type):
     limit = getattr(model.config, "max_sequence_length", model.config.max_position_embeddings)
     rows, length = scoring_rows(batch_size, mesh), bucket_length(prompt_length + new_tokens, limit)
     fn, args = jit_score_program(model, mesh, (rows, length))
-    num_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(args[0]))
-
-    param_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(args[0]))
+    leaves = jax.tree.leaves(args[0])  # replicated on the scorer's mesh: a whole copy per device
+    num_params = sum(math.prod(leaf.shape) for leaf in leaves)
+    param_bytes = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in leaves)
 
     def details(compiled) -> dict:
         return dict(

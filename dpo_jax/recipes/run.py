@@ -68,11 +68,8 @@ def run_recipe(
         )
         for gap in recipe.missing(config):
             log(f"not in this recipe yet: {gap}")
-        runner = Runner(
-            str(root), log=log, launcher=tuple(shlex.split(config.launcher)), session=config.session
-        )
         start = time.time()
-        records = [runner.run(stage) for stage in stages]
+        records = _run_stages(config, root, stages, log=log)
         report = recipe.report(config, root) if recipe.report else None
         result = {
             "recipe": recipe.name,
@@ -89,19 +86,19 @@ def run_recipe(
     return result
 
 
+def _run_stages(config, root: Path, stages: list[Stage], *, log=print) -> list:
+    """Every stage in order, as the recipe's worker (0: the lead) under its launcher and session."""
+    launcher = tuple(shlex.split(config.launcher))
+    runner = Runner(str(root), log=log, launcher=launcher, worker=int(config.worker), session=config.session)
+    return [runner.run(stage) for stage in stages]
+
+
 def _follow_recipe(recipe: Recipe, config, root: Path, stages: list[Stage], *, log=print) -> dict[str, Any]:
     """Worker N > 0 of a multi-host slice: the stages on the devices run here beside the lead's runs
     (each command joins jax.distributed); the lead alone takes DIR's lock, keeps the books and writes
     the report and the RESULT line."""
     worker = int(config.worker)
-    runner = Runner(
-        str(root),
-        log=log,
-        launcher=tuple(shlex.split(config.launcher)),
-        worker=worker,
-        session=config.session,
-    )
-    records = [runner.run(stage) for stage in stages]
+    records = _run_stages(config, root, stages, log=log)
     log(f"worker {worker}: {len(records)} stages done; the lead worker (0) writes the report")
     return {
         "recipe": recipe.name,

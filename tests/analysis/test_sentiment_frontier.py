@@ -10,17 +10,11 @@ from dpo_jax.analysis.sentiment_frontier import best_of_n_reward, frontier_point
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import ScoringJudge
 from dpo_jax.sampling.prompts import sample_policy
+from tests.analysis.test_winrate_sweep import LengthReward as Length
 from tests.synthetic.tiny_models import tiny_lm
 
 PROMPTS = ["the movie was", "I think that", "a"]
 OPTIONS = dict(num_samples=2, max_new_tokens=6, batch_size=8, seed=5)
-
-
-class Length(ScoringJudge):
-    name = "length"
-
-    def score(self, prompts, responses):
-        return np.array([len(r) for r in responses], np.float64)
 
 
 class Vowels(ScoringJudge):
