@@ -168,6 +168,7 @@ class Checkpointer:
         self.save_every_steps = save_every_steps
         self.read_only = read_only
         self._saving_step: int | None = None  # the save that may still be in flight
+        self._previous_step: int | None = None  # the save before it
         self._disk_full: CheckpointDiskFullError | None = None
         if not read_only:
             divert_disk_full_logs()
@@ -235,7 +236,7 @@ class Checkpointer:
             ) from error
         # force=True: the cadence was decided above, so it does not depend on the save-decision
         # policy defaults of the installed Orbax version.
-        self._saving_step = step
+        self._previous_step, self._saving_step = self._saving_step, step
         with self._reporting_disk_full():  # the previous async save's failure surfaces here too
             return self._manager.save(
                 step,
@@ -244,6 +245,15 @@ class Checkpointer:
                 ),
                 force=True,
             )
+
+    def _unfinished_step(self) -> int | None:
+        """The save a failure belongs to when its text names none: the async save before the one being
+        started if that one never completed (its failure surfaces when the next save begins), else
+        the one being started."""
+        complete = set(self.all_steps())
+        if self._previous_step is not None and self._previous_step not in complete:
+            return self._previous_step
+        return self._saving_step
 
     @contextlib.contextmanager
     def _reporting_disk_full(self):
@@ -261,7 +271,7 @@ class Checkpointer:
             # The failing save names its step in its temporary directory (an async one may be the
             # save before the one being started).
             named = re.search(rf"/(\d+){re.escape(TMP_MARKER)}", text)
-            step = int(named.group(1)) if named else self._saving_step
+            step = int(named.group(1)) if named else self._unfinished_step()
             complete = [s for s in self.all_steps() if s != step]
             self._disk_full = CheckpointDiskFullError(
                 f"no space left on {mount_point(str(self.directory))} while saving step {step}; the last "
