@@ -93,3 +93,24 @@ def test_only_optimisation_fields_count_as_changes():
         "data.max_length: 64 -> 48",
         f"learning_rate: {json.dumps(saved['learning_rate'])} -> 0.001",
     ]
+
+
+def test_the_attention_kernel_and_remat_may_change_on_resume():
+    saved = optimisation_config(tiny_config("hh", "tiny"))
+    kernel = tiny_config("hh", "tiny", **{"model.attention": "xla", "model.remat_policy": "full"})
+    assert config_changes(saved, optimisation_config(kernel)) == []
+    # A checkpoint written before the table recorded model.attention (the stale name was
+    # model.attention_impl): its record is still accepted.
+    assert config_changes({**saved, "model.attention": "auto"}, optimisation_config(kernel)) == []
+
+
+@pytest.mark.slow
+def test_resuming_with_another_attention_kernel_is_accepted(tmp_path):
+    fast = dict(log_every_steps=1, eval_every_examples=10**6, eval_samples=0, do_first_eval=False)
+    train_and_evaluate(tiny_config("hh", "tiny", num_train_steps=2, checkpoint_every_steps=2, **fast), str(tmp_path))
+    resumed = tiny_config(
+        "hh", "tiny", num_train_steps=3, checkpoint_every_steps=2, **{"model.attention": "xla"}, **fast
+    )
+    train_and_evaluate(resumed, str(tmp_path))  # refused before: model.attention: "auto" -> "xla"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "loss" in row] == [1, 2, 3]
