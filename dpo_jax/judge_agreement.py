@@ -22,12 +22,11 @@ import sys
 from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT, print_error
-from dpo_jax.config.command_line import parse_command
+from dpo_jax.config.command_line import parse_command, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
     initialize_distributed,
-    writes_outputs,
 )
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
@@ -58,13 +57,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.judge_agreement import agreement, judge_labels, read_labels
-    from dpo_jax.analysis.results import result_line, write_jsonl
+    from dpo_jax.analysis.results import write_jsonl
     from dpo_jax.analysis.winrate_runs import safe_name
     from dpo_jax.judges import JudgeError
     from dpo_jax.judges.flags import judge_from_flags
 
-    writer = writes_outputs()
-    report = lambda record: print(result_line(record), flush=True) if writer else None
+    report = print_result
     try:
         labels = read_labels(args.labels)
         report({"between": "raters of " + args.labels, **agreement(labels, seed=args.seed)})

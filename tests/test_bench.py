@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dpo_jax import bench
+from dpo_jax.config.command_line import parse_result_line
 from dpo_jax.models import abstract_params, build_model
 from dpo_jax.models.config import from_hf_config
 from dpo_jax.models.presets import MODEL_PRESETS, preset
@@ -36,9 +37,10 @@ TINY = ["--model=tiny", "--seq=32"]
 
 def _run(capsys, argv):
     returned = bench.main(argv)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(bench.RESULT_PREFIX)]
+    lines = [parse_result_line(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [record for record in lines if record is not None]
     assert len(lines) == 1
-    result = json.loads(lines[0][len(bench.RESULT_PREFIX) :])
+    result = lines[0]
     assert result == json.loads(json.dumps(returned))
     return result
 

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from dpo_jax.data import read_examples
+from dpo_jax.sampling.settings import sampling_flags
 
 FORMATS = ("pairs", "ranked")
 
@@ -113,15 +114,15 @@ def imdb_prefixes(path: str, split: str, *, limit: int = 0, words: tuple[int, in
 
 def prefix_flags(*, split: str, num_prompts: int) -> tuple:
     """The flags both IMDb commands (make_pairs, frontier) take, as `config.command_line` rows: where
-    the prefixes come from and how continuations are sampled. `prefixes_from_flags` reads the first
-    group back."""
+    the prefixes come from and how many tokens continue them (the sampling fragment's max_new_tokens).
+    `prefixes_from_flags` reads the first group back."""
     return (
         ("data_path", str, "stanfordnlp/imdb", "IMDb reviews: hub name or directory"),
         ("split", str, split, "the split whose reviews give the prefixes"),
         ("num_prompts", int, num_prompts, "first N prefixes (0 = all)"),
         ("prefix_min_words", int, 2, "words per prefix at least"),
         ("prefix_max_words", int, 8, "words per prefix at most"),
-        ("max_new_tokens", int, 48, "tokens sampled at most per continuation"),
+        *sampling_flags(max_new_tokens=48, fields=("max_new_tokens",)),
         ("batch_size", int, 32, "prompts per generate call"),
         ("seed", int, 0, "sampling seed"),
         ("dtype", str, "float32", "float32 | bfloat16 compute"),
@@ -132,7 +133,7 @@ PREFIX_CHOICES = {"dtype": ("float32", "bfloat16")}
 
 
 def prefixes_from_flags(args) -> list[str]:
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise ValueError("--batch_size and --max_new_tokens must be >= 1")
+    if args.batch_size < 1:
+        raise ValueError("--batch_size must be >= 1")
     words = (args.prefix_min_words, args.prefix_max_words)
     return imdb_prefixes(args.data_path, args.split, limit=args.num_prompts, words=words)

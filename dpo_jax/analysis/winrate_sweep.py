@@ -18,6 +18,7 @@ from typing import Any
 from dpo_jax.analysis.best_of_n import select_best_of_n
 from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.sampling.prompts import sample_policy
+from dpo_jax.sampling.settings import SamplingSettings
 
 
 class IncompleteJudging(RuntimeError):
@@ -42,7 +43,7 @@ class Contender:
             )
 
     def completions(
-        self, tokenizer, prompts: Sequence[str], *, settings: dict, batch_size: int, seed: int
+        self, tokenizer, prompts: Sequence[str], *, settings: SamplingSettings, batch_size: int, seed: int
     ) -> list[str]:
         if self.texts is not None:
             return list(self.texts)
@@ -69,13 +70,14 @@ def win_rate_sweep(
     baseline: Contender,
     temperatures: Sequence[float],
     *,
-    max_new_tokens: int,
+    settings: SamplingSettings,
     batch_size: int = 16,
     seed: int = 0,
     unparsable: str = "drop",
     on_result: Callable[[float, dict], None] | None = None,
 ) -> list[tuple[dict, list[dict]]]:
-    """[(summary, comparison records)] per temperature; summaries carry "temperature". `unparsable`:
+    """[(summary, comparison records)] per temperature, sampled with `settings` at that temperature;
+    summaries carry "temperature". `unparsable`:
     "drop" or "loss", what an unreadable verdict counts as (analysis/winrate.py).
 
     Raises IncompleteJudging if any comparison has no verdict after the judge's retries (the verdicts
@@ -83,8 +85,7 @@ def win_rate_sweep(
     """
     results = []
     for index, temperature in enumerate(temperatures):
-        settings = dict(temperature=float(temperature), top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
-        options = dict(settings=settings, batch_size=batch_size)
+        options = dict(settings=settings.replace(temperature=temperature), batch_size=batch_size)
         policy_texts = policy.completions(tokenizer, prompts, seed=2 * seed, **options)
         baseline_texts = baseline.completions(tokenizer, prompts, seed=2 * seed + 1, **options)
         summary, records = judge_win_rate(

@@ -10,9 +10,10 @@ random function of the text: the pipeline runs end to end, the numbers mean noth
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from dpo_jax.config.command_line import parse_command
 
 
 def save_tiny_classifier(path, *, num_labels: int = 2, seed: int = 0) -> str:
@@ -45,11 +46,12 @@ def save_tiny_classifier(path, *, num_labels: int = 2, seed: int = 0) -> str:
     return str(Path(path))
 
 
+FLAGS = (("out", str, None, "the classifier's directory"), ("seed", int, 0, "the head's random seed"))
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dpo_jax.recipes.tiny_classifier", description=__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    prog = "python -m dpo_jax.recipes.tiny_classifier"
+    args = parse_command(prog, argv, FLAGS, doc=__doc__, required=("out",))
     print(f"classifier: {save_tiny_classifier(args.out, seed=args.seed)}")
     return 0
 
