@@ -157,3 +157,14 @@ def test_defaults_fit_the_device():
     assert jax.default_backend() == "cpu" and (args.pairs, args.seq, args.micro) == (8, 64, 8)
     args = bench.parse_args(["--model=tiny", "--pairs=64", "--seq=512"])  # the anchor's shape when asked
     assert (args.pairs, args.seq) == (64, 512)
+
+
+def test_program_parses_in_both_spellings(capsys):
+    """`--program train` was accepted by the dispatch, then rejected by the train parser."""
+    for argv in (["--program", "train"], ["--program=train"], []):
+        assert bench.parse_args([*argv, "--model=tiny"]).program == "train"
+    assert bench._program(["--program", "sample"]) == bench._program(["--program=sample"]) == "sample"
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--program=serve"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: command line: flag --program=serve")
