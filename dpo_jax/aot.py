@@ -21,7 +21,6 @@ JAX_PLATFORMS defaults to cpu here: the compile needs no accelerator.
 """
 
 # ruff: noqa: E402  (device settings before the imports: see below)
-import json
 import os
 import sys
 
@@ -38,6 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from dpo_jax import parse_flags_or_exit, print_error
+from dpo_jax.config.command_line import print_result
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
 _TARGETS = flags.DEFINE_list("target", ["v4-8"], "Comma-separated targets (see the module docstring).")
@@ -50,8 +50,6 @@ _RESPONSES = flags.DEFINE_integer(
     "responses", 0, "Responses per example: 0 = the stage's (1 for sft, 2 = pairs otherwise); more for rankings."
 )
 flags.mark_flags_as_required(["config"])
-
-RESULT_PREFIX = "RESULT "
 
 
 def main(argv):
@@ -70,7 +68,7 @@ def main(argv):
             status = max(status, 2)
             continue
         for result in target_results:
-            print(RESULT_PREFIX + json.dumps(result), flush=True)
+            print_result(result)
         results.extend(target_results)
         if advice:
             print_error(f"{name}: does not fit. {advice}")

@@ -21,7 +21,6 @@ rejected, 2 x seq per pair.
 # ruff: noqa: E402  (device settings before the imports: see below)
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -37,19 +36,19 @@ apply_device_memory_settings()
 import jax
 
 from dpo_jax import report_user_errors
-from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.command_line import command_error, parse_command, print_result
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
 from dpo_jax.perf.workload import LAYOUTS
 from dpo_jax.training.optim import ADAM_MU_DTYPES
 
-RESULT_PREFIX = "RESULT "
 ANCHOR_PAIRS, ANCHOR_SEQ = 64, 512
 CPU_PAIRS, CPU_SEQ = 8, 64
 
 
 FLAGS = (
+    ("program", str, "train", "train: the DPO train step; sample: the sampler (dpo_jax.perf.sample_benchmark)"),
     ("model", str, "pythia-1.4b", "a published architecture (dpo_jax.models.presets)"),
     ("pairs", int, None, "pairs per optimizer step (default 64; 8 on CPU)"),
     ("seq", int, None, "tokens per sequence (default 512; 64 on CPU)"),
@@ -71,13 +70,15 @@ FLAGS = (
     ("flops_only", bool, False, "compile and count FLOPs, run nothing"),
 )  # fmt: skip
 CHOICES = dict(
-    model=sorted(MODEL_PRESETS), remat=REMAT_POLICIES, attention=ATTENTION_IMPLEMENTATIONS,
+    program=("train", "sample"), model=sorted(MODEL_PRESETS), remat=REMAT_POLICIES, attention=ATTENTION_IMPLEMENTATIONS,
     adam_mu_dtype=("auto", *ADAM_MU_DTYPES), layout=LAYOUTS,
 )  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
     args = parse_command("python -m dpo_jax.bench", argv, FLAGS, doc=__doc__, choices=CHOICES)
+    if args.program != "train":
+        command_error(f"--program={args.program}: give --program once")
     # The anchor's shape (64 pairs x 512) needs tens of GB of activations even for the tiny preset
     # (GPT-2's 50k vocabulary): a CPU gets a shape that fits unless one is asked for.
     on_cpu = jax.default_backend() == "cpu"
@@ -99,7 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
 
 
 def _program(argv: Sequence[str]) -> str:
-    """`--program=NAME` (or `--program NAME`): "train" (the default) or "sample"."""
+    """`--program=NAME` (or `--program NAME`): "train" (the default) or "sample", whose flags the full
+    parse then reads (each table declares `program` too, so either spelling parses)."""
     for index, arg in enumerate(argv):
         if arg.startswith("--program="):
             return arg.split("=", 1)[1]
@@ -117,9 +119,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         result = run_sample_benchmark(parse_sample_args(argv))
     else:
-        result = run_benchmark(parse_args([arg for arg in argv if arg != "--program=train"]))
-    if jax.process_index() == 0:
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        result = run_benchmark(parse_args(argv))
+    print_result(result)
     return result
 
 

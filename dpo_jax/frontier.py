@@ -35,7 +35,7 @@ from pathlib import Path
 from dpo_jax import USER_ERROR_EXIT, print_error
 from dpo_jax.analysis.best_of_n import parse_best_of
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
-from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.command_line import command_error, parse_command, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl
-    from dpo_jax.analysis.results import result_line, write_json
+    from dpo_jax.analysis.results import write_json
     from dpo_jax.analysis.runs import expand_workdirs, read_run
-    from dpo_jax.analysis.sentiment_frontier import frontier_points
+    from dpo_jax.analysis.sentiment_frontier import FRONTIER_SAMPLING, frontier_points
     from dpo_jax.judges import ClassifierJudge, JudgeError, RewardModelJudge
 
     writer = writes_outputs()
@@ -88,12 +88,8 @@ def main(argv=None) -> int:
         prompts, prompt_set = prefixes_from_flags(args, load_tokenizer(runs[0].tokenizer_path()))
         classifier = ClassifierJudge(args.classifier)
         selector = RewardModelJudge(args.best_of_reward) if args.best_of else None
-        options = dict(
-            num_samples=args.num_samples,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
+        options = dict(num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed)
+        settings = FRONTIER_SAMPLING.replace(max_new_tokens=args.max_new_tokens)  # draws from pi itself
         points = frontier_points(
             runs,
             prompts,
@@ -103,7 +99,8 @@ def main(argv=None) -> int:
             best_of=args.best_of,
             best_of_selector=selector,
             dtype=args.dtype,
-            on_point=lambda point: print(result_line(point), flush=True) if writer else None,
+            on_point=print_result,
+            settings=settings,
             **options,
         )
         out_dir = Path(args.out_dir or Path(runs[0].path).resolve().parent)
@@ -115,6 +112,7 @@ def main(argv=None) -> int:
                 "prefix_unit": args.prefix_unit,
                 **prompt_set.to_json(),
                 **options,
+                "max_new_tokens": settings.max_new_tokens,
                 "best_of": list(args.best_of),
                 "best_of_reward": args.best_of_reward,
                 "points": points,

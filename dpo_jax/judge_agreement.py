@@ -22,12 +22,11 @@ import sys
 from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT, print_error
-from dpo_jax.config.command_line import parse_command
+from dpo_jax.config.command_line import parse_command, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
     initialize_distributed,
-    writes_outputs,
 )
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
@@ -59,17 +58,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.judge_agreement import agreement, judge_labels, read_labels
-    from dpo_jax.analysis.results import result_line, write_jsonl
+    from dpo_jax.analysis.results import write_jsonl
     from dpo_jax.analysis.winrate_runs import safe_name
     from dpo_jax.judges import JudgeError
     from dpo_jax.judges.flags import judge_from_flags
 
-    writer, records = writes_outputs(), []
+    records = []
 
     def report(record):
         records.append(record)
-        if writer:
-            print(result_line(record), flush=True)
+        print_result(record)
 
     try:
         labels = read_labels(args.labels)
@@ -79,7 +77,7 @@ def main(argv=None) -> int:
                 other = read_labels(against)
                 report({"between": "raters of " + against, **agreement(other, seed=args.seed)})
                 report({"between": f"{args.labels} and {against}", **agreement(labels, other, seed=args.seed)})
-            _write_summary(args.summary_out, records, writer)
+            _write_summary(args.summary_out, records)
             return 0
         judge = judge_from_flags(args, Path(args.labels).with_suffix(".judge_cache.jsonl"))
         judged = judge_labels(judge, labels, seed=args.seed)
@@ -92,15 +90,17 @@ def main(argv=None) -> int:
         summary = agreement(judged, labels, seed=args.seed)
         between = f"{judge.name} and {args.labels}"
         report({"between": between, "out": out, "unparsable": unparsable, **summary, "usage": judge.usage()})
-        _write_summary(args.summary_out, records, writer)
+        _write_summary(args.summary_out, records)
     except (JudgeError, ValueError, OSError) as error:
         print_error(error)
         return USER_ERROR_EXIT
     return 0
 
 
-def _write_summary(path: str, records: list, writer: bool) -> None:
-    if path and writer:
+def _write_summary(path: str, records: list) -> None:
+    from dpo_jax.config.runtime import writes_outputs
+
+    if path and writes_outputs():
         from dpo_jax.analysis.results import write_json
 
         write_json(Path(path), {"agreements": records})

@@ -22,14 +22,14 @@ import sys
 
 from dpo_jax import USER_ERROR_EXIT, print_error
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags
-from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.command_line import command_error, parse_command, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
     initialize_distributed,
-    writes_outputs,
 )
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
+from dpo_jax.sampling.settings import sampling_flags, settings_from_flags
 
 FLAGS = (
     ("workdir", str, None, "the SFT run (or a Hugging Face model) to sample"),
@@ -37,11 +37,9 @@ FLAGS = (
     ("classifier", str, DEFAULT_SENTIMENT_CLASSIFIER, "sentiment classifier"),
     ("num_samples", int, 4, "continuations per prefix (K >= 2)"),
     ("format", str, "pairs", "pairs | ranked"),
-    ("temperature", float, 1.0, "sampling temperature"),
-    ("top_k", int, 0, "top-k sampling (0 = off)"),
-    ("top_p", float, 1.0, "nucleus sampling (1 = off)"),
     ("tokenizer", str, "", "default: the model's own"),
     *prefix_flags(split="train", num_prompts=0),
+    *sampling_flags(max_new_tokens=48, fields=("temperature", "top_k", "top_p")),
     *DISTRIBUTED_FLAGS,
 )
 
@@ -53,8 +51,8 @@ def parse_args(argv):
     )  # fmt: skip
     if args.num_samples < 2:
         command_error("--num_samples must be >= 2: a pair needs two continuations")
-    if args.num_prompts < 0 or args.batch_size < 1 or args.max_new_tokens < 1:
-        command_error("need --num_prompts >= 0, --batch_size >= 1 and --max_new_tokens >= 1")
+    if args.num_prompts < 0 or args.batch_size < 1:
+        command_error("need --num_prompts >= 0 and --batch_size >= 1")
     return args
 
 
@@ -62,7 +60,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
-    from dpo_jax.analysis.results import result_line, write_jsonl
+    from dpo_jax.analysis.results import write_jsonl
     from dpo_jax.analysis.runs import load_policy, read_run
     from dpo_jax.analysis.sentiment_pairs import preference_records, prefixes_from_flags, score_per_prompt
     from dpo_jax.data import load_tokenizer
@@ -75,18 +73,12 @@ def main(argv=None) -> int:
         prefixes, prompt_set = prefixes_from_flags(args, tokenizer)
         classifier = ClassifierJudge(args.classifier)
         model, params = load_policy(run.model_path, dtype=args.dtype)
-        settings = dict(
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens,
-        )
         samples = sample_policy(
             model,
             params,
             tokenizer,
             prefixes,
-            settings=settings,
+            settings=settings_from_flags(args),
             num_samples=args.num_samples,
             batch_size=args.batch_size,
             seed=args.seed,
@@ -102,10 +94,8 @@ def main(argv=None) -> int:
     except (JudgeError, ValueError, FileNotFoundError, OSError) as error:
         print_error(error)
         return USER_ERROR_EXIT
-    if writes_outputs():
-        summary = {"out": args.out, "format": args.format, "classifier": args.classifier, **counts}
-        summary.update(prompt_set.summary())
-        print(result_line(summary), flush=True)
+    summary = {"out": args.out, "format": args.format, "classifier": args.classifier, **counts}
+    print_result({**summary, **prompt_set.summary()})
     return 0
 
 

@@ -34,22 +34,19 @@ from dpo_jax.config.runtime import (
     initialize_distributed,
     writes_outputs,
 )
+from dpo_jax.sampling.settings import sampling_flags, settings_from_flags
 
 _MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory, hub name or dpo_jax workdir.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A dpo_jax run's workdir (alias of --model).")
 _PROMPTS = flags.DEFINE_string("prompts_file", None, "Text file (one prompt per line) or .jsonl file.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer name or directory; '' = the model's own.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "0 = greedy.")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = off).")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to sample at most per prompt.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _RESUME_FILE = flags.DEFINE_string(
     "resume_file", "", "JSON-lines file of finished prompts: a rerun after a kill reuses them ('' = none)."
 )
-define_flags(flags.FLAGS, DISTRIBUTED_FLAGS, DISTRIBUTED_CHOICES)
+define_flags(flags.FLAGS, (*sampling_flags(max_new_tokens=64), *DISTRIBUTED_FLAGS), DISTRIBUTED_CHOICES)
 
 logger = logging.getLogger("dpo_jax")
 
@@ -87,18 +84,12 @@ def main(argv):
     prompts = read_prompts(_PROMPTS.value)
     if not prompts:
         raise UserError(f"{_PROMPTS.value} holds no prompts")
-    settings = dict(
-        temperature=_TEMPERATURE.value,
-        top_p=_TOP_P.value,
-        top_k=_TOP_K.value,
-        max_new_tokens=_MAX_NEW_TOKENS.value,
-    )
     completions = sample_completions(
         model,
         params,
         tokenizer,
         prompts,
-        settings=settings,
+        settings=settings_from_flags(flags.FLAGS),
         batch_size=_BATCH_SIZE.value,
         seed=_SEED.value,
         resume_path=_RESUME_FILE.value or None,

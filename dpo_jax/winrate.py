@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT, print_error
-from dpo_jax.config.command_line import command_error, parse_command
+from dpo_jax.config.command_line import command_error, parse_command, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -28,15 +28,9 @@ from dpo_jax.config.runtime import (
 )
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
 from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
+from dpo_jax.sampling.settings import sampling_flags, settings_from_flags, temperatures_flag
 
 logger = logging.getLogger("dpo_jax.winrate")
-
-
-def _temperatures(text: str) -> tuple[float, ...]:
-    values = tuple(float(t) for t in text.split(",") if t.strip())
-    if not values or min(values) < 0:
-        raise ValueError("needs at least one temperature, all >= 0")
-    return values
 
 
 def _best_of(text: str) -> int:
@@ -65,10 +59,10 @@ FLAGS = (
         "final | all | every:N: the export, or each kept checkpoint (over training)",
     ),
     ("unparsable", str, "drop", "drop | loss: an unreadable verdict is left out, or a loss of the policy"),
-    ("temperatures", _temperatures, "0,0.25,0.5,0.75,1", "sampling temperatures"),
+    ("temperatures", temperatures_flag, "0,0.25,0.5,0.75,1", "sampling temperatures, comma separated"),
+    *sampling_flags(max_new_tokens=128, fields=("top_k", "top_p", "max_new_tokens")),  # at each temperature
     ("num_prompts", int, 256, "held-out prompts: a random subset of the eval split's distinct prompts"),
     ("prompt_seed", int, 0, "which random subset of prompts (the same for every method compared)"),
-    ("max_new_tokens", int, 128, "tokens sampled at most per completion"),
     ("batch_size", int, 16, "prompts per generate call"),
     ("seed", int, 0, "sampling and order-randomisation seed"),
     ("dtype", str, "float32", "float32 | bfloat16 compute"),
@@ -102,7 +96,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_win_rate_over_training, plot_win_rates
-    from dpo_jax.analysis.results import result_line
     from dpo_jax.analysis.runs import read_run
     from dpo_jax.analysis.winrate_runs import WinRateRequest, check_judge, evaluate_run
     from dpo_jax.analysis.winrate_sweep import IncompleteJudging
@@ -110,11 +103,12 @@ def main(argv=None) -> int:
     from dpo_jax.judges.flags import judge_from_flags
 
     writer = writes_outputs()
-    report = lambda summary: print(result_line(summary), flush=True) if writer else None
+    report = print_result
     curves, name, first_dir = {}, "", Path(args.workdirs[0], "winrate")
     try:
         request = WinRateRequest(
-            **{k: v for k, v in vars(args).items() if k in WinRateRequest.__dataclass_fields__}
+            **{k: v for k, v in vars(args).items() if k in WinRateRequest.__dataclass_fields__},
+            sampling=settings_from_flags(args),
         )
         runs = [read_run(w) for w in args.workdirs]
         judge = judge_from_flags(args, first_dir / "judge_cache.jsonl")

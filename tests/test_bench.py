@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dpo_jax import bench
+from dpo_jax.config.command_line import parse_result_line
 from dpo_jax.models import abstract_params, build_model
 from dpo_jax.models.config import from_hf_config
 from dpo_jax.models.presets import MODEL_PRESETS, preset
@@ -36,9 +37,10 @@ TINY = ["--model=tiny", "--seq=32"]
 
 def _run(capsys, argv):
     returned = bench.main(argv)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(bench.RESULT_PREFIX)]
+    lines = [parse_result_line(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [record for record in lines if record is not None]
     assert len(lines) == 1
-    result = json.loads(lines[0][len(bench.RESULT_PREFIX) :])
+    result = lines[0]
     assert result == json.loads(json.dumps(returned))
     return result
 
@@ -155,3 +157,14 @@ def test_defaults_fit_the_device():
     assert jax.default_backend() == "cpu" and (args.pairs, args.seq, args.micro) == (8, 64, 8)
     args = bench.parse_args(["--model=tiny", "--pairs=64", "--seq=512"])  # the anchor's shape when asked
     assert (args.pairs, args.seq) == (64, 512)
+
+
+def test_program_parses_in_both_spellings(capsys):
+    """`--program train` was accepted by the dispatch, then rejected by the train parser."""
+    for argv in (["--program", "train"], ["--program=train"], []):
+        assert bench.parse_args([*argv, "--model=tiny"]).program == "train"
+    assert bench._program(["--program", "sample"]) == bench._program(["--program=sample"]) == "sample"
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--program=serve"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: command line: flag --program=serve")

@@ -17,6 +17,7 @@ from dpo_jax.data import load_tokenizer
 from dpo_jax.models import from_hf, to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME
 from dpo_jax.sampling.prompts import encode_prompts, read_prompts, sample_completions
+from dpo_jax.sampling.settings import SamplingSettings
 from tests.analysis.test_saved_policy import unexported_run  # noqa: F401  (a fixture)
 from tests.checkpoint.test_corrupt import truncate_array_files
 from tests.synthetic.tiny_models import tiny_lm
@@ -59,7 +60,7 @@ def test_cli_prints_one_completion_per_prompt(workdir, tmp_path):
     # Greedy: the same completions in-process, whatever the batch size (padding changes nothing).
     model, params = from_hf(str(workdir / EXPORT_DIRNAME))
     tokenizer = load_tokenizer("tiny")
-    settings = dict(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
+    settings = SamplingSettings(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
     again = sample_completions(model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=5)
     assert again == [r["completion"] for r in records]
 
@@ -79,7 +80,7 @@ def test_text_prompts_and_left_padding(tmp_path):
 def test_sampling_follows_the_seed(workdir):
     model, params = from_hf(str(workdir / EXPORT_DIRNAME))
     tokenizer = load_tokenizer("tiny")
-    settings = dict(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8)
+    settings = SamplingSettings(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8)
     first = sample_completions(model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=1)
     assert first == sample_completions(
         model, params, tokenizer, PROMPTS, settings=settings, batch_size=3, seed=1
@@ -100,7 +101,7 @@ def test_a_workdir_without_export_samples_its_newest_readable_checkpoint(unexpor
     assert f"checkpoint step 4 in {workdir / CHECKPOINT_DIRNAME} is unreadable" in stderr
     assert "has no export: sampling from its checkpoint at step 2" in stderr
     assert "Traceback" not in stderr and "Event loop is closed" not in stderr  # one warning, no noise
-    settings = dict(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
+    settings = SamplingSettings(temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
     tokenizer = load_tokenizer("tiny")  # the run's configured tokenizer
     expected = [
         sample_completions(model, params, tokenizer, PROMPTS[1:], settings=settings, batch_size=2, seed=0)
@@ -114,3 +115,11 @@ def test_a_workdir_without_export_samples_its_newest_readable_checkpoint(unexpor
         f"error: {tmp_path}: nothing to sample from: looked for an exported policy"
     )
     assert "Traceback" not in stderr
+
+
+def test_an_out_of_range_sampling_value_is_one_error_line(tmp_path):
+    """Before the typed settings a negative temperature sampled the inverted distribution."""
+    _, stderr = run_cli(f"--workdir={tmp_path}", f"--prompts_file={tmp_path}/p.txt", "--temperature=-1", returncode=2)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]  # besides the runtime's notices
+    assert errors == ["error: command line: flag --temperature=-1: must be a finite number >= 0 (0: greedy)"]
+    assert stderr.splitlines()[-1] == errors[0] and "Traceback" not in stderr

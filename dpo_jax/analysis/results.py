@@ -9,28 +9,12 @@ process 0 writes (`config.runtime.writes_outputs`); the others' writes return th
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from dpo_jax.config.command_line import jsonable
 from dpo_jax.config.runtime import writes_outputs
-
-
-def _jsonable(value):
-    # NaN is not JSON; a win rate over zero readable verdicts is reported as null.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def result_line(record: dict) -> str:
-    """The `RESULT {json}` line commands print per result."""
-    return "RESULT " + json.dumps(_jsonable(record), sort_keys=True)
 
 
 def _write_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -45,8 +29,8 @@ def _write_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path, record: dict) -> Path:
-    return _write_atomic(path, json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n")
+    return _write_atomic(path, json.dumps(jsonable(record), indent=2, sort_keys=True) + "\n")
 
 
 def write_jsonl(path, records: Iterable[dict]) -> Path:
-    return _write_atomic(path, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records))
+    return _write_atomic(path, "".join(json.dumps(jsonable(r), ensure_ascii=False) + "\n" for r in records))

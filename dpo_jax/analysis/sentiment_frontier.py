@@ -18,12 +18,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dpo_jax import UserError
 from dpo_jax.analysis.best_of_n import best_of_n_kl, select_best_of_n
 from dpo_jax.analysis.kl_estimate import clustered_mean, kl_estimate
 from dpo_jax.analysis.over_training import run_policies
 from dpo_jax.analysis.runs import RunInfo, load_policy, read_run
 from dpo_jax.analysis.teacher_forcing import score_completions
 from dpo_jax.sampling.prompts import sample_policy
+from dpo_jax.sampling.settings import SamplingSettings
+
+# Draws from pi itself, as the KL estimate needs; a command changes only max_new_tokens.
+FRONTIER_SAMPLING = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=48)
 
 
 def reward_and_kl(
@@ -34,17 +39,18 @@ def reward_and_kl(
     reward_judge,
     *,
     num_samples: int = 4,
-    max_new_tokens: int = 48,
+    settings: SamplingSettings = FRONTIER_SAMPLING,
     batch_size: int = 16,
     seed: int = 0,
 ) -> dict:
     """{"reward", "reward_stderr", "kl", "kl_stderr", "kl_kind", "num_samples", "num_prompts"}.
 
     policy, reference: (model, params) pairs; the reference scores the policy's samples, so both must
-    share the tokenizer. reward_judge: a ScoringJudge (e.g. judges.ClassifierJudge).
+    share the tokenizer. reward_judge: a ScoringJudge (e.g. judges.ClassifierJudge). settings: how many
+    tokens to sample (`max_new_tokens`); the rest must draw from pi itself (`check_draws_from_policy`).
     """
     reference_model, reference_params = reference
-    samples = _sample(policy, tokenizer, prompts, num_samples, max_new_tokens, batch_size, seed)
+    samples = _sample(policy, tokenizer, prompts, num_samples, settings, batch_size, seed)
     reference_logps = score_completions(reference_model, reference_params, samples, batch_size=batch_size)
     rows = np.arange(len(samples.texts))
     return {
@@ -63,7 +69,7 @@ def best_of_n_reward(
     best_of: Sequence[int],
     *,
     num_samples: int = 4,
-    max_new_tokens: int = 48,
+    settings: SamplingSettings = FRONTIER_SAMPLING,
     batch_size: int = 16,
     seed: int = 0,
 ) -> list[dict]:
@@ -76,7 +82,7 @@ def best_of_n_reward(
     per_prompt = num_samples * max(best_of, default=0)
     if not per_prompt:
         return []
-    samples = _sample(policy, tokenizer, prompts, per_prompt, max_new_tokens, batch_size, seed)
+    samples = _sample(policy, tokenizer, prompts, per_prompt, settings, batch_size, seed)
     out = []
     for n in best_of:
         candidates = (np.arange(len(prompts))[:, None] * per_prompt + np.arange(num_samples * n)).ravel()
@@ -93,8 +99,18 @@ def best_of_n_reward(
     return out
 
 
-def _sample(policy, tokenizer, prompts, num_samples, max_new_tokens, batch_size, seed):
-    settings = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
+def check_draws_from_policy(settings: SamplingSettings) -> None:
+    """The KL estimate is a mean of log pi - log pi_ref over draws from pi itself: temperature 1, no
+    top-k or top-p filtering (kl_estimate.py)."""
+    if (settings.temperature, settings.top_k, settings.top_p) != (1.0, 0, 1.0):
+        raise UserError(
+            f"the frontier samples pi itself (temperature 1, top_k 0, top_p 1), not {settings}: "
+            "the KL estimate would estimate nothing in particular"
+        )
+
+
+def _sample(policy, tokenizer, prompts, num_samples, settings, batch_size, seed):
+    check_draws_from_policy(settings)
     model, params = policy
     return sample_policy(
         model,

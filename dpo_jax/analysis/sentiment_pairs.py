@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from dpo_jax.data import read_examples
+from dpo_jax.sampling.settings import sampling_flags
 
 FORMATS = ("pairs", "ranked")
 
@@ -148,8 +149,8 @@ def prefix_set(path, split, *, limit=0, words=(2, 8), seed=0, tokenizer=None, to
 
 def prefix_flags(*, split: str, num_prompts: int) -> tuple:
     """The flags both IMDb commands (make_pairs, frontier) take, as `config.command_line` rows: where
-    the prefixes come from and how continuations are sampled. `prefixes_from_flags` reads the first
-    group back."""
+    the prefixes come from and how many tokens continue them (the sampling fragment's max_new_tokens).
+    `prefixes_from_flags` reads the first group back."""
     return (
         ("data_path", str, "stanfordnlp/imdb", "IMDb reviews: hub name or directory"),
         ("split", str, split, "the split whose reviews give the prefixes"),
@@ -160,7 +161,7 @@ def prefix_flags(*, split: str, num_prompts: int) -> tuple:
         ("prefix_max_tokens", int, 8, "tokens per prefix at most"),
         ("prefix_min_words", int, 2, "words per prefix at least (--prefix_unit=words)"),
         ("prefix_max_words", int, 8, "words per prefix at most (--prefix_unit=words)"),
-        ("max_new_tokens", int, 48, "tokens sampled at most per continuation"),
+        *sampling_flags(max_new_tokens=48, fields=("max_new_tokens",)),
         ("batch_size", int, 32, "prompts per generate call"),
         ("seed", int, 0, "sampling seed"),
         ("dtype", str, "float32", "float32 | bfloat16 compute"),
@@ -172,8 +173,8 @@ PREFIX_CHOICES = {"dtype": ("float32", "bfloat16"), "prefix_unit": ("tokens", "w
 
 def prefixes_from_flags(args, tokenizer=None):
     """(prefixes, their PromptSet); `tokenizer` (the policy's) cuts them in tokens (--prefix_unit)."""
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise ValueError("--batch_size and --max_new_tokens must be >= 1")
+    if args.batch_size < 1:
+        raise ValueError("--batch_size must be >= 1")
     if args.prefix_unit == "tokens" and tokenizer is None:
         raise ValueError("--prefix_unit=tokens needs the policy's tokenizer")
     return prefix_set(

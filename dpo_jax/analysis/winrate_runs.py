@@ -32,6 +32,7 @@ from dpo_jax.data import Example, load_tokenizer, read_examples
 from dpo_jax.data.prompt_sets import PromptSet, choose
 from dpo_jax.data.sources import SOURCES
 from dpo_jax.judges import RewardModelJudge
+from dpo_jax.sampling.settings import SamplingSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +44,8 @@ class WinRateRequest:
     best_of: int = 1  # > 1: the policy is Best-of-N by `best_of_n_reward`
     best_of_n_reward: str = ""
     temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    sampling: SamplingSettings = SamplingSettings(max_new_tokens=128)  # at each of `temperatures`
     num_prompts: int = 256
-    max_new_tokens: int = 128
     batch_size: int = 16
     seed: int = 0
     prompt_seed: int = 0  # which random subset of the split's prompts (the same for every method)
@@ -60,9 +61,11 @@ class WinRateRequest:
     shots: int = 0  # its demonstrations, drawn from the train split (analysis/prompting.py)
 
     def __post_init__(self):
-        for field in ("num_prompts", "max_new_tokens", "batch_size", "best_of"):
+        for field in ("num_prompts", "batch_size", "best_of"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        for temperature in self.temperatures:
+            self.sampling.replace(temperature=temperature)  # each a valid setting, refused before any load
         parse_checkpoints(self.checkpoints)  # refused before any model or judge is loaded
         if not self.baseline:
             object.__setattr__(self, "baseline", DEFAULT_BASELINES.get(self.task, "chosen"))
@@ -244,7 +247,7 @@ def evaluate_run(
             policy,
             baseline,
             request.temperatures,
-            max_new_tokens=request.max_new_tokens,
+            settings=request.sampling,
             batch_size=request.batch_size,
             seed=request.seed,
             unparsable=request.unparsable,
@@ -281,7 +284,7 @@ def _write_results(stem: Path, run: RunInfo, judge, request, num_prompts: int, e
         stem.with_name(stem.name + ".json"),
         {
             "run": run.path,
-            **dataclasses.asdict(request),
+            **request_record(request),
             "num_prompts": num_prompts,
             **extra,
             "judge": judge.name,
@@ -305,6 +308,13 @@ def comparison_label(record: dict, rater: str, temperature: float) -> dict:
         "rater": rater,
         "temperature": temperature,
     }
+def request_record(request: WinRateRequest) -> dict:
+    """The request as a result file records it: the sampling settings beside the other fields (each
+    temperature's in its summary)."""
+    record = {field.name: getattr(request, field.name) for field in dataclasses.fields(request)}
+    sampling = record.pop("sampling").as_dict()
+    sampling.pop("temperature")
+    return {**record, **sampling}
 
 
 def check_judge(run: RunInfo, judge, request: WinRateRequest, out_dir: Path) -> dict:

@@ -18,6 +18,7 @@ from typing import Any
 from dpo_jax.analysis.best_of_n import select_best_of_n
 from dpo_jax.analysis.winrate import judge_win_rate
 from dpo_jax.sampling.prompts import sample_policy
+from dpo_jax.sampling.settings import SamplingSettings
 
 
 class IncompleteJudging(RuntimeError):
@@ -43,7 +44,7 @@ class Contender:
             )
 
     def completions(
-        self, tokenizer, prompts: Sequence[str], *, settings: dict, batch_size: int, seed: int
+        self, tokenizer, prompts: Sequence[str], *, settings: SamplingSettings, batch_size: int, seed: int
     ) -> list[str]:
         if self.texts is not None:
             return list(self.texts)
@@ -71,28 +72,27 @@ def win_rate_sweep(
     baseline: Contender,
     temperatures: Sequence[float],
     *,
-    max_new_tokens: int,
+    settings: SamplingSettings,
     batch_size: int = 16,
     seed: int = 0,
     unparsable: str = "drop",
     baseline_temperature: float | None = None,
     on_result: Callable[[float, dict], None] | None = None,
 ) -> list[tuple[dict, list[dict]]]:
-    """[(summary, comparison records)] per temperature; summaries carry "temperature". `unparsable`:
-    "drop" or "loss", what an unreadable verdict counts as (analysis/winrate.py). A sampled baseline
-    is drawn at `baseline_temperature` when given (the paper's judge table: each method at its
-    temperature against PPO at temperature 0), else at the policy's temperature.
+    """[(summary, comparison records)] per temperature, sampled with `settings` at that temperature;
+    summaries carry "temperature". `unparsable`: "drop" or "loss", what an unreadable verdict counts as
+    (analysis/winrate.py). A sampled baseline is drawn at `baseline_temperature` when given (the paper's
+    judge table: each method at its temperature against PPO at temperature 0), else at the policy's.
 
     Raises IncompleteJudging if any comparison has no verdict after the judge's retries (the verdicts
     obtained are in the judge's cache; a rerun asks only for the missing ones).
     """
     results = []
     for index, temperature in enumerate(temperatures):
-        settings = dict(temperature=float(temperature), top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
-        options = dict(settings=settings, batch_size=batch_size)
+        options = dict(settings=settings.replace(temperature=temperature), batch_size=batch_size)
         policy_texts = policy.completions(tokenizer, prompts, seed=2 * seed, **options)
         if baseline_temperature is not None:
-            options = dict(settings={**settings, "temperature": float(baseline_temperature)}, batch_size=batch_size)
+            options = dict(settings=settings.replace(temperature=baseline_temperature), batch_size=batch_size)
         baseline_texts = baseline.completions(tokenizer, prompts, seed=2 * seed + 1, **options)
         summary, records = judge_win_rate(
             judge, prompts, policy_texts, baseline_texts, seed=seed + index, unparsable=unparsable

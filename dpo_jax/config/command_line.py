@@ -1,8 +1,9 @@
-"""The commands' one command-line stack: absl flags declared as a table, parsed into a fresh namespace.
+"""The commands' one command-line stack: absl flags declared as a table, parsed into a fresh namespace,
+and the one `RESULT {json}` line a command prints per result (`print_result`).
 
-Every command (main, sample and aot through `app.run`; winrate, make_pairs, frontier and bench through
-`parse_command`) reads its flags with absl, and a mistake in them is one `error: command line: ...`
-line and exit status 2 (`dpo_jax.exit_with_user_error`). A table row is `(name, kind, default, help)`:
+Every command (main, sample and aot through `app.run`; winrate, make_pairs, frontier, judge_agreement,
+bench and recipes.tiny_classifier through `parse_command`) reads its flags with absl, and a mistake in
+them is one `error: command line: ...` line and exit status 2 (`dpo_jax.exit_with_user_error`). A table row is `(name, kind, default, help)`:
 kind is str, int, float, bool, or a function from the flag's text to its value whose ValueError is
 the user's mistake; a default of None with `required` names the flags that must be given.
 
@@ -12,6 +13,8 @@ Each call parses into its own `FlagValues`, so a command can be parsed many time
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -88,3 +91,37 @@ def parse_command(
     if len(rest) > 1:
         command_error(f"unexpected arguments {rest[1:]}")
     return types.SimpleNamespace(**{name: values[name].value for name in values if name != "help"})
+
+
+# --- What a command prints ---------------------------------------------------------------------------
+RESULT_PREFIX = "RESULT "
+
+
+def jsonable(value):
+    """`value` with every non-finite float as None: NaN is not JSON (a rate over zero verdicts is null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def result_line(record: dict) -> str:
+    """The `RESULT {json}` line of one result (keys sorted), as every command prints it."""
+    return RESULT_PREFIX + json.dumps(jsonable(record), sort_keys=True)
+
+
+def parse_result_line(line: str) -> dict | None:
+    """The record of a `RESULT {json}` line; None for any other line."""
+    return json.loads(line[len(RESULT_PREFIX) :]) if line.startswith(RESULT_PREFIX) else None
+
+
+def print_result(record: dict) -> None:
+    """Print `record`'s RESULT line on stdout, from process 0 only (the others of a multi-host run compute
+    the same results in lockstep)."""
+    from dpo_jax.config.runtime import writes_outputs
+
+    if writes_outputs():
+        print(result_line(record), flush=True)

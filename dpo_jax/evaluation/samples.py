@@ -11,7 +11,7 @@ import json
 import jax
 import numpy as np
 
-from dpo_jax.sampling import generate
+from dpo_jax.sampling import SamplingSettings, generate
 from dpo_jax.sampling.prompts import left_pad
 
 
@@ -41,7 +41,8 @@ def side_by_side_samples(
     if max_new < 1:
         return []
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    options = dict(max_new_tokens=max_new, rng=rng, temperature=config.eval_sample_temperature)
+    settings = SamplingSettings(temperature=config.eval_sample_temperature, max_new_tokens=max_new)
+    options = dict(settings=settings, rng=rng)
     options.update(eos_id=prepared.eos_id, pad_id=prepared.pad_id)
     out = {"policy": generate(model, policy_params, ids, mask, **options)}
     if reference_params is not None:

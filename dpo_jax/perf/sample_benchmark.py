@@ -2,7 +2,8 @@
 optionally side by side with transformers' `generate` on the same shapes and the same weights.
 
     python -m dpo_jax.bench --program=sample --model=gpt2 --batch=16 --prompt_length=64 --new_tokens=64 \\
-        --dtype=float32 [--layers=6 --width=512] [--num_samples=1] [--compare=transformers] [--repeats=5]
+        --dtype=float32 [--layers=6 --width=512] [--num_samples=1] [--compare=transformers] [--repeats=5] \\
+        [--temperature=1 --top_k=0 --top_p=1]
 
 Every prompt token is real and no row stops at EOS (there is none: `eos_id` is off on both sides and
 transformers is held to `min_new_tokens`), so both sides produce exactly batch x num_samples x
@@ -16,51 +17,61 @@ each side checks that both decode the same weights (rows whose tokens agree exac
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import jax
 import numpy as np
 
+from dpo_jax.config.command_line import command_error, parse_command
 from dpo_jax.models import build_model, from_hf_config, init_params
 from dpo_jax.models.presets import MODEL_PRESETS, preset
 from dpo_jax.sampling import generate
+from dpo_jax.sampling.settings import sampling_flags, settings_from_flags
 
 COMPARISONS = ("none", "transformers")
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dpo_jax.bench --program=sample", description=__doc__)
-    parser.add_argument("--program", choices=("sample",), default="sample")
-    parser.add_argument("--model", default="gpt2", choices=sorted(MODEL_PRESETS))
-    parser.add_argument("--layers", type=int, default=0, help="override the preset's layer count (0: keep)")
-    parser.add_argument("--width", type=int, default=0, help="override the hidden size (0: keep); heads of 64")
-    parser.add_argument("--batch", type=int, default=16, help="prompts per call")
-    parser.add_argument("--num_samples", type=int, default=1, help="completions per prompt, one batch")
-    parser.add_argument("--prompt_length", type=int, default=64)
-    parser.add_argument("--new_tokens", type=int, default=64)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per side")
-    parser.add_argument("--compare", default="none", choices=COMPARISONS)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+FLAGS = (
+    ("program", str, "sample", "train: the DPO train step; sample: this benchmark"),
+    ("model", str, "gpt2", "a published architecture (dpo_jax.models.presets)"),
+    ("layers", int, 0, "override the preset's layer count (0: keep)"),
+    ("width", int, 0, "override the hidden size (0: keep); heads of 64"),
+    ("batch", int, 16, "prompts per call"),
+    ("num_samples", int, 1, "completions per prompt, one batch"),
+    ("prompt_length", int, 64, "prompt tokens"),
+    ("new_tokens", int, 64, "tokens generated per completion (no EOS: exactly this many)"),
+    ("dtype", str, "float32", "compute dtype"),
+    *sampling_flags(max_new_tokens=64, fields=("temperature", "top_k", "top_p")),
+    ("repeats", int, 5, "timed calls per side"),
+    ("compare", str, "none", "none | transformers: its generate on the same weights, side by side"),
+    ("seed", int, 0, "init, prompts and sampling seed"),
+)
+CHOICES = dict(
+    program=("train", "sample"), model=sorted(MODEL_PRESETS), dtype=("float32", "bfloat16"), compare=COMPARISONS
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
+    prog = "python -m dpo_jax.bench --program=sample"
+    args = parse_command(prog, argv, FLAGS, doc=__doc__, choices=CHOICES)
+    if args.program != "sample":
+        command_error(f"--program={args.program}: this is the sampling benchmark (--program=sample)")
     for name in ("batch", "num_samples", "prompt_length", "new_tokens", "repeats"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
+            command_error(f"--{name} must be >= 1")
     if args.layers < 0 or args.width < 0 or args.width % 64:
-        parser.error("--layers must be >= 0 and --width a multiple of 64 (heads of 64), 0 keeping the preset's")
-    if args.temperature < 0:
-        parser.error("--temperature must be >= 0")
+        command_error("--layers must be >= 0 and --width a multiple of 64 (heads of 64), 0 keeping the preset's")
+    args.sampling = settings_from_flags(args, max_new_tokens=args.new_tokens)
     return args
 
 
-def model_config(args: argparse.Namespace):
+def model_config(args: SimpleNamespace):
     """The preset's architecture, with --layers / --width (heads of 64, MLP 4x) if given."""
     overrides: dict[str, Any] = dict(dtype=args.dtype)
     if args.layers:
@@ -87,9 +98,8 @@ class _Ours:
             self.params,
             self.ids,
             self.mask,
-            max_new_tokens=self.args.new_tokens,
+            settings=self.args.sampling if temperature is None else self.args.sampling.replace(temperature=temperature),
             rng=jax.random.key(seed),
-            temperature=self.args.temperature if temperature is None else temperature,
             num_samples=self.args.num_samples if temperature is None else 1,
         )
         return np.asarray(jax.block_until_ready(out["tokens"]))
@@ -113,9 +123,10 @@ class _Transformers:
         self.version = transformers.__version__
 
     def __call__(self, temperature: float | None = None, seed: int = 0) -> np.ndarray:
-        temperature = self.args.temperature if temperature is None else temperature
+        settings = self.args.sampling
+        temperature = settings.temperature if temperature is None else temperature
         if temperature:
-            sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            sampling = dict(do_sample=True, temperature=temperature, top_k=settings.top_k, top_p=settings.top_p)
         else:
             sampling = dict(do_sample=False)
         self.torch.manual_seed(seed)
@@ -133,7 +144,7 @@ class _Transformers:
         return out[:, self.ids.shape[1] :].numpy()
 
 
-def run_sample_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_sample_benchmark(args: SimpleNamespace) -> dict[str, Any]:
     config = model_config(args)
     model = build_model(config)
     params = init_params(model, jax.random.key(args.seed))
@@ -176,7 +187,9 @@ def run_sample_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         new_tokens=args.new_tokens,
         new_tokens_per_call=new_tokens,
         dtype=args.dtype,
-        temperature=args.temperature,
+        temperature=args.sampling.temperature,
+        top_k=args.sampling.top_k,
+        top_p=args.sampling.top_p,
         repeats=args.repeats,
         **timing("dpo_jax"),
         compile_seconds=round(compile_seconds, 2),

@@ -21,7 +21,7 @@ from dpo_jax.objectives.ppo import (
     masked_whiten,
     response_token_logps,
 )
-from dpo_jax.sampling import generate
+from dpo_jax.sampling import SamplingSettings, generate
 
 
 def sample_responses(
@@ -33,7 +33,7 @@ def sample_responses(
         params,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=max_new_tokens,
+        settings=SamplingSettings(temperature=1.0, max_new_tokens=max_new_tokens),
         rng=rng,
         eos_id=eos_id,
         pad_id=pad_id,

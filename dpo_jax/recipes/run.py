@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_jax import UserError
+from dpo_jax.config.fields import PROGRAMS, entries_without
 from dpo_jax.recipes.base import SCALES, Recipe, apply_overrides
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
 from dpo_jax.training.workdir import WorkdirLock
@@ -219,18 +220,9 @@ def stage_config(stage: Stage, base_model: str):
     return config
 
 
-# Fields that change no compiled program: the loss weights are constants of the same shapes, the seed
-# only the initial values, PPO's KL coefficient is the rollout targets' argument (the adaptive
-# controller moves it) and the reward model aot builds is the policy's architecture whatever its path.
-_SAME_PROGRAMS = (
-    "beta",
-    "seed",
-    "unlikelihood_alpha",
-    "ppo.kl_coef",
-    "ppo.kl_target",
-    "ppo.reward_model",
-    "ppo.reward_label",
-)
+# Fields that change no compiled program (a loss weight, the seed, PPO's KL coefficient, the reward
+# model's path, logging...): dpo_jax.config.fields' table.
+_SAME_PROGRAMS = entries_without(PROGRAMS)
 
 
 def _program_fields(stage_cfg) -> dict[str, Any]:

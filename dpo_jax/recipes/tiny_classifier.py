@@ -11,9 +11,10 @@ random function of the text: the pipeline runs end to end, the numbers mean noth
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from dpo_jax.config.command_line import parse_command
 
 
 def save_tiny_classifier(path, *, num_labels: int = 2, seed: int = 0) -> str:
@@ -63,12 +64,16 @@ def save_tiny_lm(path, *, seed: int = 0) -> str:
     return str(Path(path))
 
 
+FLAGS = (
+    ("out", str, None, "the model's directory"),
+    ("seed", int, 0, "the random seed"),
+    ("kind", str, "classifier", "classifier | lm (a tiny random language model)"),
+)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dpo_jax.recipes.tiny_classifier", description=__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kind", choices=("classifier", "lm"), default="classifier")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    prog = "python -m dpo_jax.recipes.tiny_classifier"
+    args = parse_command(prog, argv, FLAGS, doc=__doc__, choices={"kind": ("classifier", "lm")}, required=("out",))
     if args.kind == "lm":
         print(f"language model: {save_tiny_lm(args.out, seed=args.seed)}")
     else:

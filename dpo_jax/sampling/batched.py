@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dpo_jax.sampling.resume import FinishedPrompts, job_digest, prompt_digest
+from dpo_jax.sampling.settings import SamplingSettings
 from dpo_jax.sampling.sharded import (
     batch_arrays,
     decode_placement,
@@ -90,7 +91,7 @@ def sample_token_ids(
     prompt_ids: np.ndarray,
     prompt_mask: np.ndarray,
     *,
-    settings: dict,
+    settings: SamplingSettings,
     num_samples: int = 1,
     batch_size: int = 16,
     seed: int = 0,
@@ -102,7 +103,7 @@ def sample_token_ids(
 ) -> Samples:
     """`num_samples` completions of each left-padded prompt, as token ids (`texts` left empty).
 
-    `settings` are generate's temperature, top_k, top_p and max_new_tokens; `batch_size` counts rows
+    `settings`: the `SamplingSettings` (temperature, top_k, top_p, max_new_tokens); `batch_size` counts rows
     (prompts x samples) per decode call. `params` may be host arrays or a `MeshSampler` (placed
     once, reused across calls). The same seed gives the same random numbers whatever the params, so
     models are compared on equal terms. `resume_path`: the JSON-lines file of finished prompts, for
@@ -116,14 +117,11 @@ def sample_token_ids(
     if not np.all(prompt_mask[:, -1]):
         raise ValueError("prompts must be left padded: prompt_mask[:, -1] must be 1 in every row")
     num_prompts, width = prompt_ids.shape
-    max_new_tokens = settings["max_new_tokens"]
-    traced = (
-        jnp.float32(settings.get("temperature", 1.0)),
-        jnp.int32(settings.get("top_k", 0)),
-        jnp.float32(settings.get("top_p", 1.0)),
-    )
+    if not isinstance(settings, SamplingSettings):
+        raise TypeError(f"settings must be a SamplingSettings (validated once), not {type(settings).__name__}")
+    max_new_tokens, traced = settings.max_new_tokens, settings.traced()
     job = job_digest(
-        settings=settings, num_samples=num_samples, seed=seed, eos=eos_id, pad=pad_id, model=model_identity
+        settings=settings.as_dict(), num_samples=num_samples, seed=seed, eos=eos_id, pad=pad_id, model=model_identity
     )
     finished = FinishedPrompts(resume_path, job)
     hashes = [prompt_digest(prompt_ids[i], prompt_mask[i]) for i in range(num_prompts)]
@@ -145,7 +143,7 @@ def sample_token_ids(
     options = dict(
         max_new_tokens=max_new_tokens,
         num_samples=num_samples,
-        filter_tokens=settings.get("top_k", 0) > 0 or settings.get("top_p", 1.0) < 1.0,
+        filter_tokens=settings.filters_tokens,
         eos_id=None if eos_id is None else int(eos_id),
         pad_id=int(pad_id),
     )

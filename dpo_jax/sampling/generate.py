@@ -6,7 +6,8 @@ token per step inside a `jax.lax.while_loop` (no host round trip per token, so i
 params sharded on a mesh: jit follows the shardings of its inputs), the cache carried through the
 loop and written in place (`dynamic_update_slice` on a loop-carried buffer). K samples of a prompt
 are K rows of one batch continuing one prefill. The loop ends early once every row has emitted EOS.
-Temperature, top_k and top_p are traced values: a sweep over them reuses one compiled program per
+The settings (`sampling.settings.SamplingSettings`) are validated where they are made; temperature,
+top_k and top_p are traced values: a sweep over them reuses one compiled program per
 (model, shapes, eos_id, pad_id, filtering on or off).
 
 Conventions:
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dpo_jax.models import init_cache
+from dpo_jax.sampling.settings import SamplingSettings
 
 
 def _filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
@@ -298,11 +300,8 @@ def generate(
     prompt_ids,
     prompt_mask,
     *,
-    max_new_tokens: int,
+    settings: SamplingSettings,
     rng: jax.Array,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     eos_id: int | None = None,
     pad_id: int = 0,
     num_samples: int = 1,
@@ -314,13 +313,13 @@ def generate(
       params: its params (plain or sharded arrays; the jitted program follows their shardings).
       prompt_ids: `[B, P]` int, left padded.
       prompt_mask: `[B, P]`, 1 on real prompt tokens.
-      max_new_tokens: number of decoding steps; P + max_new_tokens must fit the model's positions.
+      settings: `SamplingSettings` (validated when made): temperature (0: greedy argmax, top_k / top_p
+        then irrelevant; else logits / temperature), top_k (keep the k most likely tokens; 0: all),
+        top_p (nucleus: the smallest most-likely set of mass >= top_p; 1: all) and max_new_tokens
+        (decoding steps; P + max_new_tokens must fit the model's positions).
       rng: a jax PRNG key (row b then gets `fold_in(rng, b)`) or `[B * num_samples]` keys, one per
         output row; token t of a row uses `fold_in(row_key, t)`, so results depend neither on early
         stopping nor on which other rows share the batch.
-      temperature: 0 for greedy argmax (top_k / top_p are then irrelevant), else logits / temperature.
-      top_k: keep the k most likely tokens (0: all).
-      top_p: nucleus sampling: keep the smallest most-likely set of mass >= top_p (1: all).
       eos_id: a row stops after emitting it (None: never stops early).
       pad_id: emitted after EOS.
       num_samples: completions per prompt, output rows i * num_samples + j; the prompt is prefilled
@@ -331,14 +330,9 @@ def generate(
       raw log pi of each emitted token, see the module docstring; 0 after EOS), and
       `mask [B, max_new_tokens] int32` (1 up to and including the first EOS, 0 after).
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
-    if not temperature >= 0.0:
-        raise ValueError(f"temperature={temperature!r} must be >= 0 (0: greedy)")
-    if not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0: no top-k filtering)")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p={top_p!r} must lie in (0, 1]")
+    if not isinstance(settings, SamplingSettings):
+        raise TypeError(f"settings must be a SamplingSettings (validated once), not {type(settings).__name__}")
+    max_new_tokens = settings.max_new_tokens
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
     prompt_mask_in = prompt_mask
@@ -370,9 +364,9 @@ def generate(
         prompt_ids,
         prompt_mask,
         row_keys,
-        (jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p)),
+        settings.traced(),
         max_new_tokens=max_new_tokens,
-        filter_tokens=top_k > 0 or top_p < 1.0,
+        filter_tokens=settings.filters_tokens,
         eos_id=None if eos_id is None else int(eos_id),
         pad_id=int(pad_id),
         num_samples=num_samples,

@@ -17,6 +17,7 @@ import numpy as np
 
 from dpo_jax import UserError
 from dpo_jax.sampling.batched import Samples, sample_token_ids
+from dpo_jax.sampling.settings import SamplingSettings
 
 logger = logging.getLogger("dpo_jax")
 
@@ -74,7 +75,7 @@ def sample_policy(
     tokenizer,
     prompts: list[str],
     *,
-    settings: dict,
+    settings: SamplingSettings,
     num_samples: int = 1,
     batch_size: int = 16,
     seed: int = 0,
@@ -84,9 +85,8 @@ def sample_policy(
 ) -> Samples:
     """`num_samples` completions per text prompt (`sample_token_ids` on the encoded prompts, on `mesh`,
     by default every device on the data axis), with the completions decoded into `texts`; `settings`
-    are generate's temperature, top_k, top_p and max_new_tokens; `resume_path` keeps finished prompts
-    for a rerun."""
-    max_new_tokens = settings["max_new_tokens"]
+    are the `SamplingSettings`; `resume_path` keeps finished prompts for a rerun."""
+    max_new_tokens = settings.max_new_tokens
     max_prompt_length = model.config.max_position_embeddings - max_new_tokens
     if max_prompt_length < 1:
         raise UserError(
@@ -113,7 +113,7 @@ def sample_policy(
 
 
 def sample_completions(
-    model, params, tokenizer, prompts: list[str], *, settings: dict, batch_size: int, seed: int, **options
+    model, params, tokenizer, prompts: list[str], *, settings: SamplingSettings, batch_size: int, seed: int, **options
 ) -> list[str]:
     """One completion per prompt (text up to, not including, EOS); `options` go to `sample_policy`."""
     return sample_policy(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jax
 
+from dpo_jax.config.fields import training_fields
 from dpo_jax.objectives import uses_reference
 from dpo_jax.training import FINISHED_MARKER, Preempted, run_training
 
@@ -42,34 +43,23 @@ def stage_config(config, *, stage: str, loss: str, init: str, overrides=None):
     return c
 
 
-# Fields that change how a stage runs or reports, not what it learns: a rerun may change them.
-_NOT_IN_IDENTITY = (
-    "synthetic",  # where the shared stages live, which betas run beside this one, the frontier grid
-    "data",  # unused: the benchmark builds its own token arrays
-    "mesh_shape",
-    "logical_axis_rules",
-    "log_every_steps",
-    "eval_every_examples",
-    "eval_batch_size",
-    "checkpoint_every_steps",
-    "keep_checkpoints",
-    "tensorboard",
-    "wandb_project",
-    "progress_bar",
-    "do_first_eval",
-    "allow_config_change",
-    "max_consecutive_skipped_steps",
-)
+# The stages build their token arrays themselves: the `data` fields are not read.
+_UNREAD = ("data",)
 
 
 def stage_identity(stage_cfg, data_identity: str) -> dict:
-    fields = {k: v for k, v in stage_cfg.to_dict().items() if k not in _NOT_IN_IDENTITY}
+    """The stage's fields that change its training (`dpo_jax.config.fields`) and its data, digested."""
+    fields = {
+        name: value
+        for name, value in training_fields(stage_cfg).items()
+        if name.split(".")[0] not in _UNREAD
+    }
     # A stage that ignores beta (SFT, the baselines, the reward model; PPO has its own kl_coef) does
     # not depend on it, so every beta of a sweep shares those stages; only PPO reads the PPO settings.
     if stage_cfg.stage in ("reward_model", "ppo") or not uses_reference(stage_cfg.loss):
         fields.pop("beta")
     if stage_cfg.stage != "ppo":
-        fields.pop("ppo", None)
+        fields = {name: value for name, value in fields.items() if not name.startswith("ppo.")}
     return {"config": digest(fields), "data": data_identity}
 
 

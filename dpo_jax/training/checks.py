@@ -10,6 +10,7 @@ import math
 
 from dpo_jax import UserError
 from dpo_jax.objectives import LossOptions, uses_reference
+from dpo_jax.sampling.settings import SamplingSettings, SamplingSettingsError
 
 # sft and dpo train a policy; reward_model trains a scalar-head model on the same preference data.
 STAGES = ("sft", "dpo", "reward_model")
@@ -72,6 +73,16 @@ def validate_config(config, *, num_responses: int | None = None) -> None:
     _validate_run(config)
 
 
+def eval_sampling_settings(config) -> SamplingSettings:
+    """The settings of the eval's side-by-side samples (evaluation/samples.py), checked at start-up."""
+    try:
+        return SamplingSettings(
+            temperature=config.eval_sample_temperature, max_new_tokens=max(1, config.eval_sample_max_new_tokens)
+        )
+    except SamplingSettingsError as error:
+        raise UserError(f"config.eval_sample_{error.field}={error.value!r} {error.rule}") from None
+
+
 def _validate_policy_loss(config, num_responses: int) -> None:
     loss_options_from_config(config, num_responses=num_responses)
     if config.reference.precompute_logps and not uses_reference(
@@ -105,6 +116,7 @@ def _validate_run(config) -> None:
             f"config.grad_accum_steps={config.grad_accum_steps}"
         )
     _validate_optimizer_values(config)
+    eval_sampling_settings(config)
     if config.num_train_steps < 0 or config.num_epochs < 0:
         raise UserError("config.num_train_steps and config.num_epochs must be >= 0")
     if config.num_train_steps == 0 and config.num_epochs == 0:

@@ -7,8 +7,9 @@
   warning, when its process is gone (same host) or its heartbeat, refreshed by a background thread,
   is older than `stale_after_s` (another host, whose processes cannot be seen).
 - `optimisation_config` / `config_changes`: the fields of a config that shape the optimisation, recorded
-  in every checkpoint and compared on resume; `HARMLESS_FIELDS` may change between the runs of one
-  training (logging, evaluation, checkpoint cadence, the mesh: a checkpoint restores onto any mesh).
+  in every checkpoint and compared on resume. Which fields those are is `dpo_jax.config.fields`' table
+  (the fields that change the training); the others (logging, evaluation, checkpoint cadence, the mesh,
+  the attention kernel, remat) may change between the runs of one training.
 """
 
 from __future__ import annotations
@@ -27,46 +28,12 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from dpo_jax import UnwritableError, UserError
+from dpo_jax.config.fields import changes_training, training_fields
 
 logger = logging.getLogger("dpo_jax")
 
 LOCK_FILENAME = "RUN_LOCK"
 RUN_CONFIG_FILENAME = "run_config.json"
-
-# Dotted config fields that may differ between a checkpoint and the run resuming it: they change what is
-# logged, evaluated, saved or how the arrays are laid out, never the sequence of parameter updates.
-HARMLESS_FIELDS = frozenset(
-    {
-        "allow_config_change",
-        "log_every_steps",
-        "eval_every_examples",
-        "eval_batch_size",
-        "eval_samples",
-        "eval_sample_max_new_tokens",
-        "eval_sample_temperature",
-        "do_first_eval",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-        "export_hf",
-        "tensorboard",
-        "wandb_project",
-        "progress_bar",
-        "mesh_shape",
-        "logical_axis_rules",
-        "nonfinite_policy",
-        "max_consecutive_skipped_steps",
-        "model.remat_policy",
-        "model.attention_impl",
-        "data.cache_dir",
-        "data.path",  # moved data is checked by content: the loader's fingerprint
-        "data.eval_split",
-        "data.max_eval_examples",
-        "reference.precompute_logps",
-        "reference.cache_logps",
-        "reference.logps_cache_dir",
-    }
-)
-
 
 RUN_LENGTH_FIELDS = frozenset({"num_train_steps", "num_epochs"})
 
@@ -229,21 +196,9 @@ def _broadcast_text(text: str, max_bytes: int = 2048) -> str:
 # --- The config a checkpoint was trained with ----------------------------------------------------
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    if isinstance(tree, tuple):
-        tree = list(tree)
-    return {prefix[:-1]: tree}
-
-
 def optimisation_config(config) -> dict[str, Any]:
     """The config's fields that shape the optimisation, dotted and JSON-safe (recorded in checkpoints)."""
-    flat = _flatten(json.loads(config.to_json_best_effort()))
-    return {key: value for key, value in sorted(flat.items()) if key not in HARMLESS_FIELDS}
+    return training_fields(config)
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -253,7 +208,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     # The run's length shapes the updates only through a decaying schedule: a constant one may be extended.
     length_matters = "constant" not in (saved.get("lr_schedule"), current.get("lr_schedule"))
     for key in sorted(saved.keys() | current.keys()):
-        if key in HARMLESS_FIELDS or (key in RUN_LENGTH_FIELDS and not length_matters):
+        if not changes_training(key) or (key in RUN_LENGTH_FIELDS and not length_matters):
             continue
         before, after = saved.get(key, missing), current.get(key, missing)
         if before != after:

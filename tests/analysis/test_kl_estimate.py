@@ -7,6 +7,7 @@ import pytest
 from dpo_jax.analysis.kl_estimate import clustered_mean, kl_estimate
 from dpo_jax.analysis.teacher_forcing import score_completions
 from dpo_jax.sampling.batched import sample_token_ids
+from dpo_jax.sampling.settings import SamplingSettings
 from dpo_jax.synthetic import SyntheticTask, policy_stats
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from tests.synthetic.tiny_models import tiny_lm
@@ -27,7 +28,7 @@ def test_sampled_kl_matches_the_exact_kl():
     }
     exact = policy_stats(tables["policy"], tables["reference"], np.zeros_like(tables["policy"]))["kl"]
 
-    settings = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=RESPONSE_LENGTH)
+    settings = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=RESPONSE_LENGTH)
     estimates = []
     for seed in range(4):  # one compiled program: only the random numbers change
         samples = sample_token_ids(

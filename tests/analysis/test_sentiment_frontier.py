@@ -6,15 +6,16 @@ import pytest
 
 from dpo_jax.analysis.best_of_n import best_of_n_kl
 from dpo_jax.analysis.kl_estimate import clustered_mean
-from dpo_jax.analysis.sentiment_frontier import best_of_n_reward, frontier_points
+from dpo_jax.analysis.sentiment_frontier import FRONTIER_SAMPLING, best_of_n_reward, frontier_points
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import ScoringJudge
 from dpo_jax.sampling.prompts import sample_policy
+from dpo_jax.sampling.settings import SamplingSettings
 from tests.analysis.test_winrate_sweep import LengthReward as Length
 from tests.synthetic.tiny_models import tiny_lm
 
 PROMPTS = ["the movie was", "I think that", "a"]
-OPTIONS = dict(num_samples=2, max_new_tokens=6, batch_size=8, seed=5)
+OPTIONS = dict(num_samples=2, settings=FRONTIER_SAMPLING.replace(max_new_tokens=6), batch_size=8, seed=5)
 
 
 class Vowels(ScoringJudge):
@@ -33,7 +34,7 @@ def test_best_of_n_points_select_by_the_reward_model_and_measure_by_the_classifi
     tokenizer = load_tokenizer("tiny")
     points = best_of_n_reward(policy, tokenizer, PROMPTS, Vowels(), Length(), (2, 4), **OPTIONS)
     # The Ns share one draw: num_samples * max(N) samples per prompt, the first num_samples * N for each N.
-    settings = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6)
+    settings = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6)
     draw = sample_policy(*policy, tokenizer, PROMPTS, settings=settings, num_samples=8, batch_size=8, seed=5)
     per_prompt = draw.per_prompt()
     for point, n in zip(points, (2, 4)):

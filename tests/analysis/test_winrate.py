@@ -8,6 +8,7 @@ import pytest
 from dpo_jax.analysis.winrate import bootstrap_interval, judge_win_rate, order_coins
 from dpo_jax.analysis.winrate_sweep import Contender, IncompleteJudging, win_rate_sweep
 from dpo_jax.judges import JudgeError, OpenAIJudge
+from dpo_jax.sampling.settings import SamplingSettings
 from tests.judges.chat_server import KEY, MODEL, ChatServer
 
 ALWAYS_A = "Comparison: the first one.\nPreferred: A"
@@ -104,7 +105,7 @@ def test_sweep_refuses_a_partial_result(tmp_path):
     with ChatServer(faults=lambda text, attempt: "500" if "post 1" in text else None) as server:
         judge = make_judge(server, tmp_path, max_retries=1)
         with pytest.raises(IncompleteJudging, match="1 of 2 comparisons at temperature 0 got no verdict"):
-            win_rate_sweep(judge, None, ["post 0", "post 1"], texts, other, [0.0], max_new_tokens=4)
+            win_rate_sweep(judge, None, ["post 0", "post 1"], texts, other, [0.0], settings=SamplingSettings(max_new_tokens=4))
         assert server.requests == 1 + 2
     # The verdict that was obtained is cached: a rerun would ask only for the missing one.
     assert len((tmp_path / "verdicts.jsonl").read_text().splitlines()) == 1

@@ -8,10 +8,11 @@ from dpo_jax.analysis.winrate_sweep import Contender, win_rate_sweep
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import Judge, ScoringJudge
 from dpo_jax.sampling.prompts import sample_policy
+from dpo_jax.sampling.settings import SamplingSettings
 from tests.synthetic.tiny_models import tiny_lm
 
 PROMPTS = ["the movie was", "I think that", "a", "Human: hi\n\nAssistant:"]
-SETTINGS = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8)
+SETTINGS = SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8)
 
 
 class LengthReward(ScoringJudge):
@@ -52,7 +53,7 @@ def test_two_copies_of_a_model_sample_independently_and_greedy_copies_tie(model)
     tokenizer = load_tokenizer("tiny")
     policy, baseline = Contender("a", *model), Contender("b", *model)
     ((summary, records),) = win_rate_sweep(
-        NeverAsked(), tokenizer, PROMPTS, policy, baseline, [0.0], max_new_tokens=8, batch_size=4
+        NeverAsked(), tokenizer, PROMPTS, policy, baseline, [0.0], settings=SETTINGS, batch_size=4
     )
     assert (
         summary["identical"] == len(PROMPTS) and summary["win_rate"] == 0.5 and summary["temperature"] == 0.0

@@ -7,6 +7,7 @@ import statistics
 import pytest
 
 from dpo_jax import bench
+from dpo_jax.config.command_line import parse_result_line
 from dpo_jax.perf.sample_benchmark import model_config, parse_args
 
 TINY = ["--program=sample", "--model=tiny", "--batch=2", "--prompt_length=4", "--new_tokens=3", "--repeats=2"]
@@ -14,9 +15,10 @@ TINY = ["--program=sample", "--model=tiny", "--batch=2", "--prompt_length=4", "-
 
 def test_sample_result_with_transformers_side_by_side(capsys):
     returned = bench.main([*TINY, "--num_samples=2", "--compare=transformers"])
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(bench.RESULT_PREFIX)]
+    lines = [parse_result_line(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [record for record in lines if record is not None]
     assert len(lines) == 1
-    result = json.loads(lines[0][len(bench.RESULT_PREFIX) :])
+    result = lines[0]
     assert result == json.loads(json.dumps(returned))
     assert result["program"] == "sample" and result["new_tokens_per_call"] == 2 * 2 * 3
     for side in (result, result["transformers"]):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dpo_jax import bench
+from dpo_jax.config.command_line import parse_result_line
 from dpo_jax.data.packing import example_row_lengths
 from dpo_jax.perf.workload import (
     anchor_real_tokens,
@@ -80,8 +81,8 @@ def test_bench_on_a_profile_with_shared_packed_rows(capsys, profile):
         "--pack_length=32",
     ]
     result = bench.main(argv)
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(bench.RESULT_PREFIX)]
-    assert json.loads(printed[0][len(bench.RESULT_PREFIX) :]) == json.loads(json.dumps(result))
+    printed = [parse_result_line(line) for line in capsys.readouterr().out.splitlines()]
+    assert [record for record in printed if record is not None] == [json.loads(json.dumps(result))]
     pairs = profile_pairs(read_lengths(profile), 16)
     assert result["real_tokens_per_step"] == anchor_real_tokens(pairs)
     assert result["model_tokens_per_step"] < result["real_tokens_per_step"]  # each prompt once

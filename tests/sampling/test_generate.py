@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dpo_jax.models import abstract_params
-from dpo_jax.sampling import generate
+from dpo_jax.sampling import SamplingSettings, generate
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, logical_to_mesh_shardings, make_mesh
 from tests.synthetic.tiny_models import tiny_lm
 
@@ -18,6 +18,10 @@ VOCAB, NEW_TOKENS = 16, 5
 
 def tiny_model(arch):
     return tiny_lm(arch, VOCAB)
+
+
+def settings(**values) -> SamplingSettings:
+    return SamplingSettings(**{"max_new_tokens": NEW_TOKENS, **values})
 
 
 def left_padded_prompts(seed, lengths, width):
@@ -60,7 +64,7 @@ def greedy_by_full_forwards(model, params, ids, mask, steps):
 def test_greedy_equals_argmax_of_full_forwards(arch):
     model, params = tiny_model(arch)
     ids, mask = PROMPTS
-    out = generate(model, params, ids, mask, max_new_tokens=NEW_TOKENS, rng=jax.random.key(1), temperature=0)
+    out = generate(model, params, ids, mask, settings=settings(temperature=0), rng=jax.random.key(1))
     want_tokens, want_logprobs = greedy_by_full_forwards(model, params, ids, mask, NEW_TOKENS)
     np.testing.assert_array_equal(out["tokens"], want_tokens)
     np.testing.assert_allclose(out["logprobs"], want_logprobs, atol=1e-5)
@@ -73,7 +77,7 @@ def test_left_padding_does_not_change_outputs(temperature):
     ids, mask = PROMPTS
     padded_ids, padded_mask = np.pad(ids, ((0, 0), (3, 0))), np.pad(mask, ((0, 0), (3, 0)))
     sample = functools.partial(
-        generate, model, params, max_new_tokens=NEW_TOKENS, rng=jax.random.key(3), temperature=temperature
+        generate, model, params, settings=settings(temperature=temperature), rng=jax.random.key(3)
     )
     plain, padded = sample(ids, mask), sample(padded_ids, padded_mask)
     np.testing.assert_array_equal(plain["tokens"], padded["tokens"])
@@ -83,16 +87,16 @@ def test_left_padding_does_not_change_outputs(temperature):
 def test_top_k_one_and_tiny_top_p_are_greedy():
     model, params = tiny_model("gpt_neox")
     ids, mask = PROMPTS
-    sample = functools.partial(generate, model, params, ids, mask, max_new_tokens=NEW_TOKENS)
-    greedy = sample(rng=jax.random.key(0), temperature=0)["tokens"]
-    np.testing.assert_array_equal(sample(rng=jax.random.key(5), temperature=1.5, top_k=1)["tokens"], greedy)
-    np.testing.assert_array_equal(sample(rng=jax.random.key(6), top_p=1e-6)["tokens"], greedy)
+    sample = lambda rng, **values: generate(model, params, ids, mask, settings=settings(**values), rng=rng)
+    greedy = sample(jax.random.key(0), temperature=0)["tokens"]
+    np.testing.assert_array_equal(sample(jax.random.key(5), temperature=1.5, top_k=1)["tokens"], greedy)
+    np.testing.assert_array_equal(sample(jax.random.key(6), top_p=1e-6)["tokens"], greedy)
 
 
 def test_rows_stop_at_eos_and_emit_pad_after():
     model, params = tiny_model("gpt2")
     ids, mask = PROMPTS
-    sample = functools.partial(generate, model, params, ids, mask, max_new_tokens=NEW_TOKENS, temperature=0)
+    sample = functools.partial(generate, model, params, ids, mask, settings=settings(temperature=0))
     free = np.asarray(sample(rng=jax.random.key(0))["tokens"])
     eos, pad = int(free[0, 1]), VOCAB + 3
     out = sample(rng=jax.random.key(0), eos_id=eos, pad_id=pad)
@@ -130,11 +134,8 @@ def test_one_token_frequencies_match_the_filtered_softmax(temperature, top_k, to
         params,
         np.repeat(ids, num_samples, 0),
         np.repeat(mask, num_samples, 0),
-        max_new_tokens=1,
+        settings=SamplingSettings(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=1),
         rng=jax.random.key(9),
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
     )
     counts = np.bincount(np.asarray(out["tokens"])[:, 0], minlength=VOCAB)
     assert np.all(counts[~keep] == 0)
@@ -158,7 +159,7 @@ def test_params_sharded_on_a_mesh_give_the_same_outputs():
     sharded = jax.device_put(params, shardings)
     assert any(len(leaf.sharding.device_set) == 8 for leaf in jax.tree.leaves(sharded))
     ids, mask = PROMPTS
-    run = lambda p: generate(model, p, ids, mask, max_new_tokens=NEW_TOKENS, rng=jax.random.key(1))
+    run = lambda p: generate(model, p, ids, mask, settings=settings(), rng=jax.random.key(1))
     want, got = run(params), run(sharded)
     np.testing.assert_array_equal(got["tokens"], want["tokens"])
     np.testing.assert_allclose(got["logprobs"], want["logprobs"], atol=1e-5)
@@ -167,14 +168,15 @@ def test_params_sharded_on_a_mesh_give_the_same_outputs():
 def test_bad_settings_are_errors():
     model, params = tiny_model("gpt2")
     ids, mask = left_padded_prompts(11, lengths=[2], width=3)
-    call = functools.partial(generate, model, params, max_new_tokens=2, rng=jax.random.key(0))
+    call = lambda ids, mask, **values: generate(
+        model, params, ids, mask, settings=SamplingSettings(**{"max_new_tokens": 2, **values}), rng=jax.random.key(0)
+    )
     with pytest.raises(ValueError, match="left padded"):
         call(ids[:, ::-1].copy(), mask[:, ::-1].copy())
     with pytest.raises(ValueError, match="max_position_embeddings"):
         call(ids, mask, max_new_tokens=30)
-    for bad in ({"top_p": 0.0}, {"top_k": -1}, {"temperature": -1.0}, {"max_new_tokens": 0}):
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            call(ids, mask, **bad)
+    with pytest.raises(TypeError, match="SamplingSettings"):  # no untyped settings past the entry point
+        generate(model, params, ids, mask, settings=dict(temperature=1.0, max_new_tokens=2), rng=jax.random.key(0))
     assert jnp.asarray(call(ids, mask)["tokens"]).shape == (1, 2)
 
 
@@ -183,7 +185,7 @@ def test_a_row_samples_the_same_alone_or_in_any_batch():
     model, params = tiny_model("gpt2")
     ids, mask = PROMPTS
     keys = jax.random.split(jax.random.key(4), len(ids))
-    sample = functools.partial(generate, model, params, max_new_tokens=NEW_TOKENS, temperature=1.0)
+    sample = functools.partial(generate, model, params, settings=settings(temperature=1.0))
     together = sample(ids, mask, rng=keys)
     order = np.array([2, 0, 3, 1])
     shuffled = sample(ids[order], mask[order], rng=keys[order])
@@ -196,7 +198,7 @@ def test_samples_of_a_prompt_share_one_prefill_and_equal_repeated_prompts():
     model, params = tiny_model("gpt_neox")
     ids, mask = PROMPTS
     keys = jax.random.split(jax.random.key(5), 3 * len(ids))
-    sample = functools.partial(generate, model, params, max_new_tokens=NEW_TOKENS, rng=keys)
+    sample = functools.partial(generate, model, params, settings=settings(), rng=keys)
     shared = sample(ids, mask, num_samples=3)
     repeated = sample(np.repeat(ids, 3, axis=0), np.repeat(mask, 3, axis=0))
     np.testing.assert_array_equal(shared["tokens"], repeated["tokens"])

@@ -14,6 +14,7 @@ import pytest
 from dpo_jax.perf.hlo import decode_loop_collectives
 from dpo_jax.sampling import batched
 from dpo_jax.sampling.batched import MeshSampler, sample_token_ids
+from dpo_jax.sampling.settings import SamplingSettings
 from dpo_jax.sampling.sharded import batch_arrays, decode_placement, decode_program, place_params
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_mesh
 from tests.synthetic.tiny_models import tiny_lm
@@ -22,9 +23,9 @@ from tests.train_helpers import free_port, run_worker_processes
 VOCAB, EOS, PAD = 16, 3, 0
 LENGTHS = [5, 2, 4, 1, 3, 3, 5, 2, 1, 4, 2]  # 11 prompts: batches never come out even
 SETTINGS = {
-    "sampled": dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6),
-    "greedy": dict(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=6),
-    "nucleus": dict(temperature=0.8, top_k=0, top_p=0.9, max_new_tokens=6),
+    "sampled": SamplingSettings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6),
+    "greedy": SamplingSettings(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=6),
+    "nucleus": SamplingSettings(temperature=0.8, top_k=0, top_p=0.9, max_new_tokens=6),
 }
 
 

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from dpo_jax.sampling import generate
+from dpo_jax.sampling import SamplingSettings, generate
 from dpo_jax.synthetic import (
     SyntheticTask,
     completion_logprobs,
@@ -64,7 +64,7 @@ def test_exact_statistics_agree_with_samples_from_generate():
         policy_params,
         prompts[rows],
         np.ones_like(prompts[rows]),
-        max_new_tokens=TINY.response_length,
+        settings=SamplingSettings(max_new_tokens=TINY.response_length),
         rng=jax.random.key(0),
     )
     index = TINY.completion_index(np.asarray(out["tokens"]))

@@ -21,6 +21,7 @@ from tests.train_helpers import run_main, tiny_config
         ({"learning_rate": float("nan")}, "learning_rate=nan must be a finite number > 0"),
         ({"learning_rate": -1e-4}, "learning_rate=-0.0001 must be"),
         ({"max_grad_norm": float("inf")}, "max_grad_norm=inf must be a finite number >= 0"),
+        ({"eval_sample_temperature": -1.0}, "config.eval_sample_temperature=-1.0 must be a finite number >= 0"),
         (
             {"stage": "reward_model", "loss": "bradley_terry", "data.pack": True},
             "data.pack is for the policy",

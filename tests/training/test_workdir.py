@@ -93,3 +93,32 @@ def test_only_optimisation_fields_count_as_changes():
         "data.max_length: 64 -> 48",
         f"learning_rate: {json.dumps(saved['learning_rate'])} -> 0.001",
     ]
+
+
+def test_the_attention_kernel_and_remat_may_change_on_resume():
+    saved = optimisation_config(tiny_config("hh", "tiny"))
+    kernel = tiny_config("hh", "tiny", **{"model.attention": "xla", "model.remat_policy": "full"})
+    assert config_changes(saved, optimisation_config(kernel)) == []
+    # A checkpoint written before the table recorded model.attention (the stale name was
+    # model.attention_impl): its record is still accepted.
+    assert config_changes({**saved, "model.attention": "auto"}, optimisation_config(kernel)) == []
+
+
+def test_resuming_with_another_attention_kernel_is_accepted(tmp_path):
+    """The run scaffold's resume check on a real checkpoint (of a stand-in state: the check reads only
+    the config recorded with it)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dpo_jax.training.run import RunScaffold
+
+    state = {"w": jnp.arange(3.0)}
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    with RunScaffold(tiny_config("hh", "tiny"), tmp_path) as run:
+        assert run.restore(abstract) is None
+        run.save(2, state, {"step": 2}, force=True)
+    with RunScaffold(tiny_config("hh", "tiny", **{"model.attention": "xla"}), tmp_path) as run:
+        assert run.restore(abstract)[0] == 2  # refused before: model.attention: "auto" -> "xla"
+    with RunScaffold(tiny_config("hh", "tiny", beta=0.5), tmp_path) as run:
+        with pytest.raises(UserError, match=r"beta: 0.1 -> 0.5"):
+            run.restore(abstract)
