@@ -34,3 +34,28 @@ def test_the_command_judges_writes_labels_and_compares_two_files(tmp_path, capsy
     assert (versus["agree"], versus["n"]) == (4, 6)
     assert judge_agreement.main([f"--labels={tmp_path / 'missing.jsonl'}", f"--against={labels}"]) == 2
     assert capsys.readouterr().err.startswith("error: label file ")
+
+
+def test_one_label_file_against_several_and_a_summary_file(tmp_path, capsys):
+    """Issue 28 item 6: the humans' labels against judge (S) and judge (C) in one call, every agreement
+    also written to --summary_out for the recipe's report."""
+    labels = tmp_path / "humans.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in HUMANS))
+    same = tmp_path / "same.jsonl"  # one rater agreeing with the first human on every comparison
+    first = {}
+    for row in HUMANS:
+        key = (row["prompt"], row["response_a"], row["response_b"])
+        first.setdefault(key, {**row, "rater": "judge S"})
+    same.write_text("".join(json.dumps(r) + "\n" for r in first.values()))
+    flipped = tmp_path / "flipped.jsonl"  # and one disagreeing on every decided label
+    swap = {"A": "B", "B": "A"}
+    flipped.write_text(
+        "".join(json.dumps({**r, "rater": "judge C", "label": swap.get(r["label"], r["label"])}) + "\n" for r in first.values())
+    )
+    summary = tmp_path / "agreement.json"
+    assert judge_agreement.main([f"--labels={same}", f"--against={labels},{flipped}", f"--summary_out={summary}"]) == 0
+    printed = results(capsys)
+    saved = json.loads(summary.read_text())["agreements"]
+    assert [r["between"] for r in saved] == [r["between"] for r in printed] and len(saved) == 5
+    assert saved[-1]["between"] == f"{same} and {flipped}" and saved[-1]["agreement"] == 0.0
+    assert saved[2]["between"] == f"{same} and {labels}" and saved[2]["n"] > 0
