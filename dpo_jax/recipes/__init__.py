@@ -12,9 +12,9 @@ from dpo_jax.recipes.base import Recipe
 
 
 def recipes() -> dict[str, Recipe]:
-    from dpo_jax.recipes import imdb, plans
+    from dpo_jax.recipes import imdb, plans, synthetic
 
-    return {"imdb": imdb.RECIPE, **plans.RECIPES}
+    return {"imdb": imdb.RECIPE, **plans.RECIPES, "synthetic": synthetic.RECIPE}
 
 
 def get_recipe(name: str) -> Recipe:
