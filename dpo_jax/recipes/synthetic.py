@@ -45,7 +45,7 @@ def config(scale: str) -> ml_collections.ConfigDict:
     c.pairs_per_prompt = (2, 8) if tiny else (4, 16, 64, 256)
     c.num_pair_prompts = 16 if tiny else 2048  # configs/synthetic.py's
     # DPO's steps at P pairs per prompt: enough for `epochs` passes, at least `min_steps`
-    # (1000, 1000, 4096, 16384 at paper scale: the runs).
+    # (1000, 1024, 4096, 16384 at paper scale: about the runs).
     c.epochs = 2.0
     c.min_steps = 8 if tiny else 1000
     c.learning_rate = 1e-2 if tiny else 3e-4
@@ -55,7 +55,7 @@ def config(scale: str) -> ml_collections.ConfigDict:
     # (V ** T) ** 2 per prompt and iteration, hence its few prompts.
     c.train_eval_prompts = 8 if tiny else 256
     c.population_prompts = 4 if tiny else 8
-    c.tabular_learning_rate = 0.05
+    c.tabular_learning_rate = 1.0  # of 4 / (beta**2 * the most pairs on one logit): stable below 2
     c.tabular_steps = 200 if tiny else 5000
     for kind in ("sft", "pairs", "dpo", "controls", "evaluate"):
         c.args[kind] = ""

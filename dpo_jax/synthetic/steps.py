@@ -30,7 +30,7 @@ _RUNS = flags.DEFINE_list("runs", [], "evaluate: the DPO runs' directories.")
 _VARIANT = flags.DEFINE_string("variant", "", "dpo: the optimisation variation's name ('' = default).")
 _TRAIN_EVAL = flags.DEFINE_integer("train_eval_prompts", 256, "Pair prompts the controls live on.")
 _POPULATION = flags.DEFINE_integer("population_prompts", 8, "Pair prompts of the population control.")
-_TABULAR_LR = flags.DEFINE_float("tabular_learning_rate", 0.05, "Tabular control: lr * beta**2 of its SGD.")
+_TABULAR_LR = flags.DEFINE_float("tabular_learning_rate", 0.05, "Tabular control: step, in units of its stability limit / 2.")
 _TABULAR_STEPS = flags.DEFINE_integer("tabular_steps", 5000, "Tabular control: full-batch steps.")
 flags.mark_flags_as_required(["config", "step", "workdir"])
 
