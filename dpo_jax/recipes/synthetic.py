@@ -50,7 +50,8 @@ def config(scale: str) -> ml_collections.ConfigDict:
     c.min_steps = 8 if tiny else 1000
     c.learning_rate = 1e-2 if tiny else 3e-4
     c.batch_size = 16 if tiny else 64
-    c.optimisation = ("lr_x3",) if tiny else tuple(VARIANTS)
+    # Comma separated, "" = none (a string, so that --recipe.optimisation=lr_x3,batch_x4 parses).
+    c.optimisation = "lr_x3" if tiny else ",".join(VARIANTS)
     # The controls: on the first `train_eval_prompts` pair prompts; the population loss costs
     # (V ** T) ** 2 per prompt and iteration, hence its few prompts.
     c.train_eval_prompts = 8 if tiny else 256
@@ -75,9 +76,13 @@ def _check(c) -> None:
         raise ValueError(f"recipe.betas={c.betas}: need distinct betas > 0")
     if any(not float(p).is_integer() or p < 1 for p in c.pairs_per_prompt):
         raise ValueError(f"recipe.pairs_per_prompt={c.pairs_per_prompt}: each must be a whole number >= 1")
-    unknown = sorted(set(c.optimisation) - set(VARIANTS))
+    unknown = sorted(set(variants(c)) - set(VARIANTS))
     if unknown:
         raise ValueError(f"recipe.optimisation: unknown {unknown}; known: {sorted(VARIANTS)}")
+
+
+def variants(c) -> list[str]:
+    return [v.strip() for v in c.optimisation.split(",") if v.strip()]
 
 
 def dpo_name(beta: float, pairs_per_prompt: int) -> str:
@@ -164,7 +169,7 @@ def stages(c) -> list:
                 plan={"tabular_steps": c.tabular_steps, "population_prompts": c.population_prompts},
             )
         )
-    for variant in c.optimisation:
+    for variant in variants(c):
         lr_factor, step_factor, batch_factor = VARIANTS[variant]
         out.append(
             dpo(
@@ -212,7 +217,7 @@ def report(c, root: Path) -> Report:
         figure = str(sweep_report.plot(evaluation, controls, out / "figure.png"))
     except ImportError:  # matplotlib is optional (pip install dpo_jax[plot]); the table says it all
         figure = None
-    methods = ["dpo", "tabular", "population", *(f"optim_{v}" for v in c.optimisation)]
+    methods = ["dpo", "tabular", "population", *(f"optim_{v}" for v in variants(c))]
     return Report(figure, str(table), methods)
 
 

@@ -93,6 +93,6 @@ def test_the_paper_plan_is_the_issues_sweep():
         "dpo_beta_0.1_pairs_64": 4096,
         "dpo_beta_0.1_pairs_256": 16384,
     }
-    assert {f"optim_{v}" for v in config.optimisation} < {s.name for s in stages}
+    assert {f"optim_{v}" for v in config.optimisation.split(",")} < {s.name for s in stages}
     with pytest.raises(Exception, match="unknown"):
         build(get_recipe("synthetic"), "tiny", ["optimisation=lr_x9"])
