@@ -204,6 +204,7 @@ JIT_ELSEWHERE = {
     "dpo_jax.perf.benchmark": "bench's precomputed reference log-probs of its one synthetic batch",
     "dpo_jax.synthetic.exact": "the synthetic task's exact log-probs over every completion (an analysis)",
     "dpo_jax.synthetic.tables": "the synthetic task's probability tables (an analysis)",
+    "dpo_jax.synthetic.controls": "the tabular policy's and the population loss's minimisers (an analysis, no model)",
     "dpo_jax.synthetic.rlhf": "the learned reward model's table over every completion (an analysis)",
 }
 

@@ -4,7 +4,7 @@ A recipe is a DAG of stages, each an ordinary run of a dpo_jax command writing i
 the recipe's DIR (engine.py: fingerprints, reuse, resume, supersede), built by the shared stage builders
 (stages.py, win_rates.py) from a grid of config fields with the paper's values as defaults (base.py),
 and a report that reads the stages' declared outputs and puts our figures beside the paper's (table.py,
-paper.py). One module per recipe: imdb.py, tldr.py, hh.py, news.py, judge_agreement.py. Any of them
+paper.py). One module per recipe: imdb.py, tldr.py, hh.py, news.py, judge_agreement.py, synthetic.py. Any of them
 rehearses its paper-scale plan on tiny models with --scale=paper --rehearse (rehearsal.py).
 """
 
@@ -13,9 +13,10 @@ from dpo_jax.recipes.base import Recipe
 
 
 def recipes() -> dict[str, Recipe]:
-    from dpo_jax.recipes import hh, imdb, judge_agreement, news, tldr
+    from dpo_jax.recipes import hh, imdb, judge_agreement, news, synthetic, tldr
 
-    return {r.name: r for r in (imdb.RECIPE, tldr.RECIPE, hh.RECIPE, news.RECIPE, judge_agreement.RECIPE)}
+    every = (imdb.RECIPE, tldr.RECIPE, hh.RECIPE, news.RECIPE, judge_agreement.RECIPE, synthetic.RECIPE)
+    return {r.name: r for r in every}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -38,8 +38,9 @@ class Recipe:
     stages: Callable[[ml_collections.ConfigDict], list[Stage]]
     report: Callable[[ml_collections.ConfigDict, Path], Report] | None
     missing: Callable[[ml_collections.ConfigDict], list[str]] = lambda config: []
-    # --rehearse: the counts a rehearsal caps, {field: value} (recipes/rehearsal.py)
-    rehearsal: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # --rehearse: the counts a rehearsal caps, {field: value} (recipes/rehearsal.py); None: a recipe whose
+    # paper scale runs on any machine as it is (synthetic) has nothing to rehearse
+    rehearsal: dict[str, Any] | None = None
     # The values the paper leaves uncertain ("(check)"): {field: source}, printed in the report.
     sources: Callable[[ml_collections.ConfigDict], dict[str, str]] = lambda config: {}
     # Why the recipe cannot run yet ("" = it can): its plan still prints with --dry_run.

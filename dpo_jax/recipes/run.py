@@ -32,6 +32,8 @@ def build(recipe: Recipe, scale: str, overrides: list[str], *, rehearse: bool = 
         raise UserError(f"--scale={scale}: expected one of {', '.join(SCALES)}")
     config = recipe.config(scale)
     if rehearse:
+        if recipe.rehearsal is None:
+            raise UserError(f"--rehearse: recipe {recipe.name} runs at paper scale on this machine as it is")
         rehearse_plan(config, recipe.rehearsal)
     apply_overrides(config, overrides)
     if config.scale != scale or bool(config.rehearse) != rehearse:

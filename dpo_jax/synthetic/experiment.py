@@ -46,7 +46,7 @@ BASELINES = {"preferred_ft": ("sft", "sft"), "unlikelihood": ("dpo", "unlikeliho
 PREFERENCE_DATA = "preference_data.npz"
 PLOT_FILE = "synthetic_frontier.png"
 # The fields of `config.synthetic` that decide the data; the rest (betas, where things live) do not.
-_DATA_FIELDS = (
+DATA_FIELDS = (
     "vocab_size",
     "prompt_length",
     "response_length",
@@ -134,6 +134,14 @@ def draw_prompts(task: SyntheticTask, settings) -> Prompts:
     )
 
 
+def sft_data(task: SyntheticTask, settings, prompts: Prompts):
+    """SFT's `PreparedData`: one hidden-generator sample per SFT prompt, held out on the eval prompts."""
+    rng = _rng(settings, 2)
+    train = (prompts.sft, task.generator_samples(prompts.sft, rng)[:, None])
+    held_out = (prompts.eval, task.generator_samples(prompts.eval, rng)[:, None])
+    return prepared_from_arrays("sft", train, held_out)
+
+
 @dataclasses.dataclass(frozen=True)
 class PreferenceData:
     """Pairs (chosen, rejected) [M, T] for rows `prompt_index` [M] of their prompts, train and eval."""
@@ -186,15 +194,22 @@ class PolicyTables:
         )
 
 
+def draw_preference_data(
+    task, settings, prompts: Prompts, logp_pairs: np.ndarray, eval_logp_ref: np.ndarray
+) -> PreferenceData:
+    """The train and eval pairs from pi_ref's tables over the pair prompts and the eval prompts."""
+    rng = _rng(settings, 3)
+    chosen, rejected, index = task.sample_pairs(prompts.pairs, logp_pairs, rng, settings.pairs_per_prompt)
+    eval_pairs = task.sample_pairs(prompts.eval, eval_logp_ref, rng, settings.eval_pairs_per_prompt)
+    return PreferenceData(chosen, rejected, index, *eval_pairs, eval_logp_ref)
+
+
 def _sample_preference_data(
     task, settings, prompts: Prompts, tables: PolicyTables, ref_params
 ) -> PreferenceData:
-    rng = _rng(settings, 3)
     logp_pairs = tables.table(ref_params, prompts.pairs)
-    chosen, rejected, index = task.sample_pairs(prompts.pairs, logp_pairs, rng, settings.pairs_per_prompt)
     eval_logp_ref = tables.table(ref_params, prompts.eval)
-    eval_pairs = task.sample_pairs(prompts.eval, eval_logp_ref, rng, settings.eval_pairs_per_prompt)
-    return PreferenceData(chosen, rejected, index, *eval_pairs, eval_logp_ref)
+    return draw_preference_data(task, settings, prompts, logp_pairs, eval_logp_ref)
 
 
 def preference_data(path: Path, identity: str, make: Callable[[], PreferenceData]) -> PreferenceData:
@@ -249,7 +264,7 @@ def run_experiment(config, workdir: str) -> dict:
     shared = Path(os.path.abspath(settings.reference_workdir)) if settings.reference_workdir else root
     for directory in {root, shared}:
         directory.mkdir(parents=True, exist_ok=True)
-    data_identity = digest({field: settings[field] for field in _DATA_FIELDS})
+    data_identity = digest({field: settings[field] for field in DATA_FIELDS})
     prompts = draw_prompts(task, settings)
     seconds = {}
     stage_names = ["sft", *baselines, *(f"{config.loss} beta={beta!r}" for beta in betas)]
@@ -263,14 +278,10 @@ def run_experiment(config, workdir: str) -> dict:
         ", and the PPO runs of synthetic.ppo_kl_coefs" if settings.get("ppo_kl_coefs") else "",
     )
 
-    def generator_data():
-        rng = _rng(settings, 2)
-        train = (prompts.sft, task.generator_samples(prompts.sft, rng)[:, None])
-        held_out = (prompts.eval, task.generator_samples(prompts.eval, rng)[:, None])
-        return prepared_from_arrays("sft", train, held_out)
-
     sft_cfg = stage_config(config, stage="sft", loss="sft", init="random", overrides=settings.sft)
-    seconds["sft"] = train_stage(sft_cfg, shared / "sft", generator_data, data_identity)
+    seconds["sft"] = train_stage(
+        sft_cfg, shared / "sft", lambda: sft_data(task, settings, prompts), data_identity
+    )
 
     tables = PolicyTables(config, task)
     ref_params = tables.load(shared / "sft")
@@ -353,7 +364,7 @@ def run_experiment(config, workdir: str) -> dict:
         stages={"/".join(map(str, key)): str(path) for key, path in stage_dirs.items()}
         | {"sft": str(shared / "sft")},
         seconds=seconds,
-        settings={field: settings[field] for field in _DATA_FIELDS},
+        settings={field: settings[field] for field in DATA_FIELDS},
     )
     if jax.process_index() == 0:
         (root / report.EVAL_FILE).write_text(json.dumps(result, indent=2))
