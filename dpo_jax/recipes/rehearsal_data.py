@@ -117,14 +117,28 @@ def hh() -> dict[str, list[dict]]:
     return out
 
 
+# Distinct first words, so that even a 2-token prefix tells two reviews apart.
+OPENERS = (
+    "Honestly", "Frankly", "Overall", "Yesterday", "Tonight", "Sadly", "Luckily", "Somehow", "Clearly",
+    "Perhaps", "Sometimes", "Finally", "Surprisingly", "Admittedly", "Basically", "Strangely", "Curiously",
+    "Naturally", "Obviously", "Meanwhile", "Initially", "Eventually", "Personally", "Technically",
+    "Visually", "Musically", "Critics", "Friends", "Parents", "Students", "Teachers", "Neighbours",
+    "Audiences", "Viewers", "Fans", "Reviewers", "Mom", "Dad", "Grandpa", "Grandma", "Everyone", "Nobody",
+    "Somebody", "Anyone", "Twice", "Once", "Again", "Still", "Truly", "Really", "Mostly", "Partly",
+    "Wow", "Hmm", "Well", "Okay", "Alright", "Listen", "Look", "Imagine", "Remember", "Believe",
+    "Trust", "Seriously",
+)
+
+
 def imdb() -> dict[str, list[dict]]:
     reviews = _fixture("imdb", "train") + _fixture("imdb", "test")
-    out = {}
+    out, used = {}, 0
     for split, size in SIZES["imdb"].items():
-        rows = [
-            {"text": f"Film {split} {i}. {r['text']}", "label": r["label"]}
-            for i, r in enumerate(reviews[i % len(reviews)] for i in range(size))
-        ]
+        rows = []
+        for i in range(size):
+            review = reviews[i % len(reviews)]
+            rows.append({"text": f"{OPENERS[used % len(OPENERS)]}, {review['text']}", "label": review["label"]})
+            used += 1
         out[split] = sorted(rows, key=lambda r: r["label"])  # every negative review first
     return out
 

@@ -79,7 +79,7 @@ def test_a_baseline_at_its_own_temperature_and_a_prompting_template(model, tmp_p
     from dpo_jax.analysis.prompting import load_template
 
     tokenizer = load_tokenizer("tiny")
-    greedy = sample_policy(*model, tokenizer, PROMPTS, settings={**SETTINGS, "temperature": 0.0}, batch_size=4, seed=1)
+    greedy = sample_policy(*model, tokenizer, PROMPTS, settings=SETTINGS.replace(temperature=0.0), batch_size=4, seed=1)
     policy, baseline = Contender("a", *model), Contender("b", *model)
     ((summary, records),) = win_rate_sweep(
         LengthJudge(), tokenizer, PROMPTS, policy, baseline, [1.0], max_new_tokens=8, batch_size=4,
@@ -91,10 +91,10 @@ def test_a_baseline_at_its_own_temperature_and_a_prompting_template(model, tmp_p
     template = tmp_path / "zero_shot.txt"
     template.write_text("Answer briefly.\n{prompt}")
     prompting = Contender("p", *model, prompt_format=load_template(str(template)))
-    asked = prompting.completions(tokenizer, PROMPTS, settings={**SETTINGS, "temperature": 0.0}, batch_size=4, seed=1)
+    asked = prompting.completions(tokenizer, PROMPTS, settings=SETTINGS.replace(temperature=0.0), batch_size=4, seed=1)
     plain = [f"Answer briefly.\n{p}" for p in PROMPTS]
     assert asked == sample_policy(
-        *model, tokenizer, plain, settings={**SETTINGS, "temperature": 0.0}, batch_size=4, seed=1
+        *model, tokenizer, plain, settings=SETTINGS.replace(temperature=0.0), batch_size=4, seed=1
     ).texts
 
 
