@@ -1,9 +1,22 @@
-"""Test-wide setup: 8 fake CPU devices so that every sharding path runs on a laptop or CI box.
+"""Test-wide setup: 8 fake CPU devices so that every sharding path runs on a laptop or CI box, and one
+compilation cache for the whole run.
 
 XLA_FLAGS must be set before jax is first imported, which is why this lives in conftest.py.
+
+Most of the suite's time is XLA compiling the same tiny programs again: every training run, in this
+process or in a `dpo_jax.main` subprocess, builds fresh jitted functions, so jax's in-memory cache
+never sees them twice. JAX's persistent compilation cache is keyed on the program itself (its HLO, the
+compile options, the devices, jaxlib and XLA flags), so the second run of a program loads the first
+one's executable instead of compiling it. The directory is made for this run and removed after it:
+nothing carries over from one run to the next, and every program is still compiled once per run.
+The settings go through the environment, so subprocesses (and pytest-xdist workers) share it; the
+thresholds are zeroed because the tests' programs are small and fast to compile, yet numerous.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -12,6 +25,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # set by a caller (or xdist's controller): shared
+    _cache_dir = tempfile.mkdtemp(prefix="dpo_jax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax  # noqa: E402
 

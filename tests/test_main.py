@@ -1,4 +1,5 @@
-"""`python -m dpo_jax.main`: a mistake in the command line, config, data or workdir is one line and exit 2."""
+"""`python -m dpo_jax.main`: a mistake in the command line, config, data or workdir is one line and exit 2
+(a mistyped or unparsable flag before anything runs: no workdir is made)."""
 
 import pytest
 
@@ -20,6 +21,8 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, overrides, message):
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(message), line
+    if message.startswith("error: command line:"):
+        assert not (tmp_path / "run").exists()  # refused before anything ran
 
 
 def test_a_missing_config_file_is_a_user_error(tmp_path):

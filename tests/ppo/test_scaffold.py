@@ -56,6 +56,11 @@ def _steps_logged(workdir) -> list[int]:
     return [json.loads(line)["step"] for line in lines if "rollout/score" in line]
 
 
+def _a_step_is_logged(workdir) -> bool:
+    path = Path(workdir, "metrics.jsonl")  # read while written: only whole lines count
+    return path.exists() and any("rollout/score" in line for line in path.read_text().split("\n")[:-1])
+
+
 def _wait_for(condition, proc, what: str) -> None:
     deadline = time.time() + 900
     while not condition():
@@ -84,10 +89,12 @@ def test_one_run_per_workdir_sigterm_exits_75_and_resumes_to_the_same_export(
         second.stderr.strip().splitlines()[-1]
     ]
 
-    # The checkpointer exists, and the SIGTERM handler is installed right after it, before the first step.
+    # SIGTERM mid-run: once a step is logged, the handler (installed right after the checkpointer,
+    # before the first step) is up. Not a fixed sleep: with the programs in the test run's compilation
+    # cache, a fast machine may finish all STEPS within a second.
     checkpoints = tmp_path / "checkpoints"
-    _wait_for(checkpoints.exists, first, "opening its checkpointer")
-    time.sleep(1.0)
+    _wait_for(lambda: _a_step_is_logged(tmp_path), first, "its first step")
+    assert checkpoints.exists()
     first.send_signal(signal.SIGTERM)
     output = first.communicate(timeout=900)[0]
     assert first.returncode == PREEMPTED_EXIT == 75, output[-3000:]
