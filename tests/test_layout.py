@@ -28,6 +28,7 @@ ROOMS = (
     "sharding",
     "sampling",
     "checkpoint",
+    "run",  # the run infrastructure every stage uses: scaffold, step loop, state, optimizer
     "judges",
     "evaluation",
     "analysis",
@@ -144,6 +145,23 @@ def test_imports_flow_one_way(module):
         )
 
 
+# Stages that are siblings, not layers: each imports the run infrastructure (`run`), never the other's
+# modules, so a change to one stage's loop cannot silently change another's.
+SIBLING_STAGES = {"ppo": "training"}
+
+
+@pytest.mark.parametrize("room,sibling", sorted(SIBLING_STAGES.items()))
+def test_a_stage_imports_the_run_infrastructure_not_a_sibling_stage(room, sibling):
+    offending = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        if room_of(module) == room
+        for target in targets
+        if room_of(target) == sibling
+    )
+    assert not offending, f"{room} imports the {sibling} stage's modules (use dpo_jax.run): {offending}"
+
+
 def test_the_checker_sees_a_backwards_arrow_and_a_cycle(tmp_path):
     """The checks above can fail: a planted backwards import and a planted cycle are found."""
     assert room_of("dpo_jax.training.loop") == "training"
@@ -195,7 +213,7 @@ PROGRAM_BUILDERS = {
 # jax.jit elsewhere, each for something that is not a stage's program:
 JIT_ELSEWHERE = {
     "dpo_jax.sharding.mesh": "sharded initialisation of a state (out_shardings only, no model code)",
-    "dpo_jax.training.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
+    "dpo_jax.run.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
     "dpo_jax.models.loading": "a random model's init as one program instead of op by op",
     "dpo_jax.sampling.sharded": "the sampler on the mesh (traced in its rules), its own room's program",
     "dpo_jax.sampling.generate": "the sampler, its own room's program (PPO's rollout wraps it in ppo.programs)",

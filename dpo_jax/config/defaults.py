@@ -90,7 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.nonfinite_policy = "stop"  # stop | skip: a non-finite loss or gradient never updates the params
     c.max_consecutive_skipped_steps = 10  # with "skip": this many non-finite steps in a row end the run
     # Resuming refuses a checkpoint trained with other optimisation settings (beta, lr, data...);
-    # True continues anyway (dpo_jax.training.workdir.HARMLESS_FIELDS may always change).
+    # True continues anyway (dpo_jax.run.workdir.HARMLESS_FIELDS may always change).
     c.allow_config_change = False
 
     # Mesh and sharding: axes (data, fsdp, tensor); one -1 takes the remaining devices.

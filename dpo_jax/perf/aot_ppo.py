@@ -22,8 +22,8 @@ from dpo_jax.models.reward import ScalarHeadModel
 from dpo_jax.ppo.model import POLICY, PolicyAndValue
 from dpo_jax.ppo.programs import build_ppo_programs, jit_reward_score
 from dpo_jax.ppo.step import MINIBATCH_KEYS
+from dpo_jax.run.state import state_init_fn
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding, logical_to_mesh_shardings, with_shardings
-from dpo_jax.training.state import state_init_fn
 
 FLOAT_KEYS = ("old_logps", "old_values", "advantages", "returns", "scores")
 

@@ -36,11 +36,11 @@ from dpo_jax.perf.workload import (
     profile_pairs,
     read_lengths,
 )
+from dpo_jax.run.optim import auto_adam_mu_dtype, make_optimizer
+from dpo_jax.run.state import create_train_state, place_reference
 from dpo_jax.sharding import batch_sharding, data_parallel_size, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import validate_config, validate_layout
-from dpo_jax.training.optim import auto_adam_mu_dtype, make_optimizer
 from dpo_jax.training.programs import StagePrograms
-from dpo_jax.training.state import create_train_state, place_reference
 from dpo_jax.training.step import split_micro_batches
 
 # The anchor's TRL settings that touch the step: AdamW at lr 1e-6, TrainingArguments' defaults

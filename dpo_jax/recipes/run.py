@@ -17,7 +17,7 @@ from typing import Any
 from dpo_jax import UserError
 from dpo_jax.recipes.base import SCALES, Recipe, apply_overrides
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
-from dpo_jax.training.workdir import WorkdirLock
+from dpo_jax.run.workdir import WorkdirLock
 
 RECIPE_FILE = "RECIPE.json"
 

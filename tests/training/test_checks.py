@@ -61,7 +61,7 @@ def test_config_typo_fails_at_start_and_a_real_override_works(tmp_path):
 
 
 def test_data_cache_is_local_for_a_gs_workdir(tmp_path):
-    from dpo_jax.training.loop import default_cache_dir
+    from dpo_jax.run.inputs import default_cache_dir
 
     config = tiny_config("hh", "tiny")
     # TPU VMs write checkpoints to gs://; the tokenised-data cache must stay a local path.

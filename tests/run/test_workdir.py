@@ -12,7 +12,7 @@ from etils import epath
 
 from dpo_jax import UserError
 from dpo_jax.training.loop import train_and_evaluate
-from dpo_jax.training.workdir import (
+from dpo_jax.run.workdir import (
     LOCK_FILENAME,
     WorkdirLock,
     WorkdirLockedError,
