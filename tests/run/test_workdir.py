@@ -11,7 +11,6 @@ import pytest
 from etils import epath
 
 from dpo_jax import UserError
-from dpo_jax.training.loop import train_and_evaluate
 from dpo_jax.run.workdir import (
     LOCK_FILENAME,
     WorkdirLock,
@@ -19,6 +18,7 @@ from dpo_jax.run.workdir import (
     config_changes,
     optimisation_config,
 )
+from dpo_jax.training.loop import train_and_evaluate
 from tests.train_helpers import tiny_config
 
 
