@@ -202,7 +202,7 @@ def test_no_module_imports_another_modules_private_names(module):
 
 
 # The program builders: every jitted program of a stage (train, eval, reference pass; PPO's rollout,
-# scoring and update) is built by `training.programs` / `ppo.programs` from these jit helpers, so the
+# targets and update) is built by `training.programs` / `ppo.programs` from these jit helpers, so the
 # loop, PPO, bench and aot cannot disagree on how a program is traced (inside the mesh's rules).
 PROGRAM_BUILDERS = {
     "dpo_jax.training.step": "jit_train_step, which training.programs calls",
@@ -217,9 +217,8 @@ JIT_ELSEWHERE = {
     "dpo_jax.models.loading": "a random model's init as one program instead of op by op",
     "dpo_jax.sampling.sharded": "the sampler on the mesh (traced in its rules), its own room's program",
     "dpo_jax.sampling.generate": "the sampler, its own room's program (PPO's rollout wraps it in ppo.programs)",
-    "dpo_jax.judges.scoring": "a judge's scorer (reward model / classifier) on the mesh, traced in its rules",
+    "dpo_jax.judges.scoring": "the one scoring program (judges, PPO's reward model, aot), traced in its rules",
     "dpo_jax.analysis.teacher_forcing": "scoring saved samples after training (an analysis, no train state)",
-    "dpo_jax.perf.benchmark": "bench's precomputed reference log-probs of its one synthetic batch",
     "dpo_jax.synthetic.exact": "the synthetic task's exact log-probs over every completion (an analysis)",
     "dpo_jax.synthetic.tables": "the synthetic task's probability tables (an analysis)",
     "dpo_jax.synthetic.rlhf": "the learned reward model's table over every completion (an analysis)",
