@@ -58,15 +58,3 @@ def test_config_typo_fails_at_start_and_a_real_override_works(tmp_path):
     assert not (tmp_path / "typo").exists()  # nothing ran
     bad = run_main(tmp_path / "bad", "--config.beta=-1", timeout=120)
     assert bad.returncode != 0 and "beta=-1" in bad.stderr
-
-
-def test_data_cache_is_local_for_a_gs_workdir(tmp_path):
-    from dpo_jax.run.inputs import default_cache_dir
-
-    config = tiny_config("hh", "tiny")
-    # TPU VMs write checkpoints to gs://; the tokenised-data cache must stay a local path.
-    cache = default_cache_dir(config, "gs://bucket/runs/hh")
-    assert "://" not in cache and cache.startswith("/")
-    assert default_cache_dir(config, str(tmp_path)) == str(tmp_path / "data_cache")
-    config.data.cache_dir = "/scratch/cache"
-    assert default_cache_dir(config, "gs://bucket/runs/hh") == "/scratch/cache"
