@@ -129,6 +129,7 @@ class MeshScorer:
         config = model.config
         self.max_length = getattr(config, "max_sequence_length", config.max_position_embeddings)
         self._score = score_program(model, self.mesh, self.rules)  # compiled once per bucket length
+        self.bucket_lengths: set[int] = set()  # the padded lengths scored so far (one compile each)
         _, (abstract_params, _, _) = jit_score_program(
             model, self.mesh, (self.batch_rows, bucket_length(1, self.max_length)), self.rules
         )
@@ -154,6 +155,7 @@ class MeshScorer:
         for start in range(0, len(order), self.batch_rows):
             chunk = order[start : start + self.batch_rows]
             length = bucket_length(max(len(sequences[i]) for i in chunk), self.max_length)
+            self.bucket_lengths.add(length)
             ids = np.full((self.batch_rows, length), pad_id, np.int32)
             mask = np.zeros((self.batch_rows, length), np.int32)
             for row, index in enumerate(chunk):
