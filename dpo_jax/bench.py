@@ -41,7 +41,7 @@ from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
 from dpo_jax.perf.workload import LAYOUTS
-from dpo_jax.training.optim import ADAM_MU_DTYPES
+from dpo_jax.run.optim import ADAM_MU_DTYPES
 
 ANCHOR_PAIRS, ANCHOR_SEQ = 64, 512
 CPU_PAIRS, CPU_SEQ = 8, 64

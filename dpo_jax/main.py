@@ -49,7 +49,8 @@ def main(argv):
     except OSError as error:  # config_flags defers a config file that failed to load until it is read
         raise UserError(f"command line: --config: {' '.join(str(error).split())}") from None
     from dpo_jax.checkpoint import PREEMPTED_EXIT, CheckpointDiskFullError
-    from dpo_jax.training import NonFiniteLossError, Preempted, train_and_evaluate
+    from dpo_jax.run import NonFiniteLossError, Preempted
+    from dpo_jax.training import train_and_evaluate
 
     try:
         if task == "synthetic_benchmark":

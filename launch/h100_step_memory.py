@@ -39,11 +39,11 @@ from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
 from dpo_jax.perf.targets import cudnn_version_from_target
+from dpo_jax.run.optim import make_optimizer
+from dpo_jax.run.state import state_init_fn
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding
 from dpo_jax.sharding.mesh import DEFAULT_LOGICAL_AXIS_RULES, make_mesh
-from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.programs import StagePrograms
-from dpo_jax.training.state import state_init_fn
 
 GIB = 2**30
 # shared/aot/ beside the checkout, or beside a folder of worktrees above it.

@@ -9,19 +9,18 @@ import json
 import math
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from dpo_jax import bench
 from dpo_jax.config.command_line import parse_result_line
+from dpo_jax.evaluation.passes import jit_reference_logps_step
 from dpo_jax.models import abstract_params, build_model
 from dpo_jax.models.config import from_hf_config
 from dpo_jax.models.presets import MODEL_PRESETS, preset
 from dpo_jax.objectives import reference_logps
 from dpo_jax.perf import benchmark
-from dpo_jax.sharding import make_global_batch, make_mesh
+from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh
 
 # Published sizes (the anchor's "params" field for the same configs).
 EXPECTED_N = {
@@ -124,7 +123,7 @@ def test_synthetic_pairs_layout():
 
 
 def test_precomputed_reference_logps_keep_row_order():
-    """Accumulation splits rows with a stride; the precomputed log-probs must come back in batch order."""
+    """The trainer's reference pass over strided micro-batches: the log-probs come back on their rows."""
     vocab = 11
     params = {"table": jax.random.normal(jax.random.PRNGKey(0), (vocab, vocab))}
 
@@ -133,14 +132,15 @@ def test_precomputed_reference_logps_keep_row_order():
         return params["table"][input_ids]  # a bigram model: cheap and row-dependent
 
     mesh = make_mesh((-1, 1, 1))
-    batch = make_global_batch(
-        benchmark.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1), mesh
-    )
-    expected = reference_logps(params, batch, apply_fn=apply_fn)
-    config = ml_collections.ConfigDict(dict(grad_accum_steps=2, length_normalize=False))
-    got = benchmark.precomputed_reference_logps(apply_fn, config, params, batch, mesh)
-    assert got.shape == (16, 2) and got.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5)
+    host = benchmark.synthetic_pairs(rows=16, seq=6, prompt=2, vocab_size=vocab, seed=1)
+    expected = reference_logps(params, make_global_batch(host, mesh), apply_fn=apply_fn)
+    host["example_index"] = np.arange(16, dtype=np.int32)
+    step = jit_reference_logps_step(apply_fn, mesh, DEFAULT_LOGICAL_AXIS_RULES, length_normalize=False)
+    got = benchmark.with_reference_logps(step, params, host, num_examples=16, num_micro=2, mesh=mesh)
+    assert got["reference_logps"].shape == (16, 2) and got["reference_logps"].dtype == np.float32
+    # The same program on the same rows; only the batch blocking differs: a few float32 ulps of the
+    # summed log-probs (4 response tokens, each |log p| < 10).
+    np.testing.assert_allclose(got["reference_logps"], np.asarray(expected), rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ ROOMS = (
     "sharding",
     "sampling",
     "checkpoint",
+    "run",  # the run infrastructure every stage uses: scaffold, step loop, state, optimizer
     "judges",
     "evaluation",
     "analysis",
@@ -144,6 +145,23 @@ def test_imports_flow_one_way(module):
         )
 
 
+# Stages that are siblings, not layers: each imports the run infrastructure (`run`), never the other's
+# modules, so a change to one stage's loop cannot silently change another's.
+SIBLING_STAGES = {"ppo": "training"}
+
+
+@pytest.mark.parametrize("room,sibling", sorted(SIBLING_STAGES.items()))
+def test_a_stage_imports_the_run_infrastructure_not_a_sibling_stage(room, sibling):
+    offending = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        if room_of(module) == room
+        for target in targets
+        if room_of(target) == sibling
+    )
+    assert not offending, f"{room} imports the {sibling} stage's modules (use dpo_jax.run): {offending}"
+
+
 def test_the_checker_sees_a_backwards_arrow_and_a_cycle(tmp_path):
     """The checks above can fail: a planted backwards import and a planted cycle are found."""
     assert room_of("dpo_jax.training.loop") == "training"
@@ -184,7 +202,7 @@ def test_no_module_imports_another_modules_private_names(module):
 
 
 # The program builders: every jitted program of a stage (train, eval, reference pass; PPO's rollout,
-# scoring and update) is built by `training.programs` / `ppo.programs` from these jit helpers, so the
+# targets and update) is built by `training.programs` / `ppo.programs` from these jit helpers, so the
 # loop, PPO, bench and aot cannot disagree on how a program is traced (inside the mesh's rules).
 PROGRAM_BUILDERS = {
     "dpo_jax.training.step": "jit_train_step, which training.programs calls",
@@ -195,13 +213,12 @@ PROGRAM_BUILDERS = {
 # jax.jit elsewhere, each for something that is not a stage's program:
 JIT_ELSEWHERE = {
     "dpo_jax.sharding.mesh": "sharded initialisation of a state (out_shardings only, no model code)",
-    "dpo_jax.training.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
+    "dpo_jax.run.state": "the optimizer state's init and the reference's dtype cast, on the mesh",
     "dpo_jax.models.loading": "a random model's init as one program instead of op by op",
     "dpo_jax.sampling.sharded": "the sampler on the mesh (traced in its rules), its own room's program",
     "dpo_jax.sampling.generate": "the sampler, its own room's program (PPO's rollout wraps it in ppo.programs)",
-    "dpo_jax.judges.scoring": "a judge's scorer (reward model / classifier) on the mesh, traced in its rules",
+    "dpo_jax.judges.scoring": "the one scoring program (judges, PPO's reward model, aot), traced in its rules",
     "dpo_jax.analysis.teacher_forcing": "scoring saved samples after training (an analysis, no train state)",
-    "dpo_jax.perf.benchmark": "bench's precomputed reference log-probs of its one synthetic batch",
     "dpo_jax.synthetic.exact": "the synthetic task's exact log-probs over every completion (an analysis)",
     "dpo_jax.synthetic.tables": "the synthetic task's probability tables (an analysis)",
     "dpo_jax.synthetic.controls": "the tabular policy's and the population loss's minimisers (an analysis, no model)",

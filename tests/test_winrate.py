@@ -199,7 +199,7 @@ def test_win_rate_over_training_one_result_per_checkpoint(runs, capsys, tmp_path
     import optax
 
     from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
-    from dpo_jax.training.state import TrainState
+    from dpo_jax.run.state import TrainState
 
     workdir = tmp_path / "dpo"
     shutil.copytree(runs["policy"], workdir)

@@ -2,7 +2,7 @@
 programs, both, or neither (cosmetic)?
 
 - `TRAINING`: the sequence of parameter updates, or what a checkpoint holds. Resuming a checkpoint
-  refuses a change (`training.workdir.config_changes`), and a synthetic stage's identity includes it
+  refuses a change (`run.workdir.config_changes`), and a synthetic stage's identity includes it
   (`synthetic.stages.stage_identity`).
 - `PROGRAMS`: the compiled programs' shapes, layouts, kernels or memory, not merely a constant inside
   them (a loss weight, a learning rate or a seed is a constant of the same program). The dry-run compile
@@ -93,7 +93,7 @@ FIELDS: dict[str, Effect] = {
     "max_grad_norm": TRAINING,
     "global_batch_size": BOTH,
     "grad_accum_steps": BOTH,
-    "num_epochs": TRAINING,  # through a decaying schedule only (training.workdir.RUN_LENGTH_FIELDS)
+    "num_epochs": TRAINING,  # through a decaying schedule only (run.workdir.RUN_LENGTH_FIELDS)
     "num_train_steps": TRAINING,
     # A non-finite step never updates the params whatever the policy (the loop checks on the host);
     # the policy only says whether the run goes on.

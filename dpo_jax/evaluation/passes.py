@@ -1,8 +1,9 @@
 """Passes over a whole split without gradients: eval metrics, and precomputed reference log-probs.
 
-Owns the eval and reference-log-prob step functions (the training loop jits them) and the passes over
-a split. Both passes walk the split in order with `make_eval_batches` (filler rows carry
-example_mask=0), build global arrays on the mesh and keep results on the devices until the end.
+Owns the eval and reference-log-prob step functions (the trainer's program builder jits them) and the
+passes: `evaluate` over the eval split, and the one reference log-prob pass (`reference_logps_pass`),
+which the trainer runs over its splits and `bench` over its batch. The passes over a split walk it in
+order with `make_eval_batches` (filler rows carry example_mask=0) and build global arrays on the mesh.
 """
 
 from __future__ import annotations
@@ -83,15 +84,18 @@ def evaluate(eval_step, params, reference, prepared, batch_size: int, mesh, layo
     return {} if total is None else metrics_to_floats(jax.device_get(total), skip_empty=True)
 
 
-def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, layout) -> np.ndarray:
-    """[N, K] reference log-probs, each put on its example by the batch's `example_index`.
+def reference_logps_pass(step, reference, batches, num_examples: int, mesh, *, what: str = "") -> np.ndarray:
+    """The one reference log-prob pass: [N, K] log-probs of the `num_examples` examples that the local
+    `batches` (this process's rows, each with `example_index`, -1 on filler rows) hold, by the jitted
+    reference log-prob program `step` (`jit_reference_logps_step`). The trainer's precomputation runs it
+    over a split, `bench` over its one batch.
 
-    Never by its global row: on a multi-host mesh whose devices are not in process order, global
-    row j of a batch built from per-process rows is not example j (and packed rows hold several).
+    Each value is put on its example by the batch's `example_index`, never by its global row: on a
+    multi-host mesh whose devices are not in process order, global row j of a batch built from
+    per-process rows is not example j (and packed rows hold several).
     """
-    num_examples = getattr(prepared, split).num_examples
     logps, filled = None, np.zeros(num_examples, np.int64)
-    for local in _batches(prepared, batch_size, split, layout):
+    for local in batches:
         batch = make_global_batch(local, mesh)
         values, index = gather_to_host((step(reference, batch), batch["example_index"]))
         real = index >= 0
@@ -101,7 +105,7 @@ def _split_reference_logps(step, reference, prepared, batch_size, mesh, split, l
         np.add.at(filled, index[real], 1)
     if logps is None or not (filled == 1).all():
         raise AssertionError(
-            f"reference log-probs of the {split} split: {int((filled == 0).sum())} examples got none and "
+            f"reference log-probs{what}: {int((filled == 0).sum())} examples got none and "
             f"{int((filled > 1).sum())} more than one"
         )
     return logps
@@ -119,6 +123,9 @@ def precompute_reference_logps(prepared, step, reference, config, mesh, batch_si
     for split in ("train", "eval"):
         data = getattr(prepared, split)
         if data is not None:
-            logps = _split_reference_logps(step, reference, prepared, batch_size, mesh, split, layout)
+            batches = _batches(prepared, batch_size, split, layout)
+            logps = reference_logps_pass(
+                step, reference, batches, data.num_examples, mesh, what=f" of the {split} split"
+            )
             splits[split] = data.with_extras(reference_logps=logps)
     return dataclasses.replace(prepared, **splits)

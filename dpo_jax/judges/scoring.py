@@ -10,8 +10,9 @@ its first token. The params are placed with the shardings their logical axis nam
 (`dpo_jax.sharding`: replicated over the data axis, split over fsdp / tensor where the rules say so);
 the batch is split over the data axes. Sequences are sorted by length and padded to a few bucketed
 lengths (powers of two, `bucket_length`) with a fixed number of rows, so a scoring run compiles once
-per bucket rather than once per batch. `jit_score_program` is the jitted program itself, for compiling
-ahead of time (`dpo_jax.aot`).
+per bucket rather than once per batch. `score_program` is the jitted program itself, the one every
+scorer runs: the judges here, PPO's reward model (`ppo.rewards`) and `aot` (`jit_score_program`: with
+abstract arguments, for compiling ahead of time).
 """
 
 from __future__ import annotations
@@ -79,21 +80,35 @@ def scoring_rows(batch_size: int, mesh) -> int:
     return math.ceil(max(batch_size, 1) / dp) * dp
 
 
-def jit_score_program(model: nn.Module, mesh, batch_shape: tuple[int, int], rules=None):
-    """(jitted `(params, input_ids, attention_mask) -> logits [B, num_outputs]`, its abstract arguments).
+def score_program(model: nn.Module, mesh, rules=None):
+    """The one scoring program: jitted `(params, input_ids, attention_mask) -> logits [B, num_outputs]`
+    for batches of any shape, what the judges (`MeshScorer`), PPO's reward (`ppo.rewards`) and `aot`
+    run.
 
     Traced inside the mesh and logical-axis-rules context (so the models' activation constraints bind),
     params in the shardings of their logical axes, the batch over the data axes, the logits gathered to
-    every device. `fn.lower(*abstract_args).compile()` compiles it without any weights (for aot)."""
+    every device."""
     rules = tuple(rules or DEFAULT_LOGICAL_AXIS_RULES)
-    boxed = abstract_boxed_params(model)
-    param_shardings = logical_to_mesh_shardings(boxed, mesh, rules)
     rows = batch_sharding(mesh, 2)
-    fn = jax.jit(
+    return jax.jit(
         traced_in_context(functools.partial(score_logits, model), mesh, rules),
-        in_shardings=(param_shardings, rows, rows),
+        in_shardings=(score_param_shardings(model, mesh, rules), rows, rows),
         out_shardings=NamedSharding(mesh, PartitionSpec()),
     )
+
+
+def score_param_shardings(model: nn.Module, mesh, rules=None):
+    """The shardings a scoring model's params take on `mesh`: those of their logical axis names."""
+    return logical_to_mesh_shardings(abstract_boxed_params(model), mesh, tuple(rules or DEFAULT_LOGICAL_AXIS_RULES))
+
+
+def jit_score_program(model: nn.Module, mesh, batch_shape: tuple[int, int], rules=None):
+    """(`score_program`, its abstract arguments for batches of `batch_shape`):
+    `fn.lower(*abstract_args).compile()` compiles it without any weights (for aot)."""
+    fn = score_program(model, mesh, rules)
+    boxed = abstract_boxed_params(model)
+    param_shardings = score_param_shardings(model, mesh, rules)
+    rows = batch_sharding(mesh, 2)
     abstract_params = jax.tree.map(
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
         nn.meta.unbox(boxed),
@@ -113,8 +128,11 @@ class MeshScorer:
         self.batch_rows = scoring_rows(batch_size, self.mesh)
         config = model.config
         self.max_length = getattr(config, "max_sequence_length", config.max_position_embeddings)
-        self._programs: dict[int, tuple] = {}
-        _, (abstract_params, _, _) = self._program(bucket_length(1, self.max_length))
+        self._score = score_program(model, self.mesh, self.rules)  # compiled once per bucket length
+        self.bucket_lengths: set[int] = set()  # the padded lengths scored so far (one compile each)
+        _, (abstract_params, _, _) = jit_score_program(
+            model, self.mesh, (self.batch_rows, bucket_length(1, self.max_length)), self.rules
+        )
         self.params = jax.tree.map(
             lambda value, target: jax.make_array_from_callback(
                 target.shape, target.sharding, lambda index, v=value: np.asarray(v)[index]
@@ -122,13 +140,6 @@ class MeshScorer:
             nn.meta.unbox(host_params),
             abstract_params,
         )
-
-    def _program(self, length: int):
-        if length not in self._programs:
-            self._programs[length] = jit_score_program(
-                self.model, self.mesh, (self.batch_rows, length), self.rules
-            )
-        return self._programs[length]
 
     def logits(self, sequences: Sequence[Sequence[int]], *, pad_id: int) -> np.ndarray:
         """[N, num_outputs] float32 for token sequences of any lengths up to the model's positions
@@ -144,18 +155,18 @@ class MeshScorer:
         for start in range(0, len(order), self.batch_rows):
             chunk = order[start : start + self.batch_rows]
             length = bucket_length(max(len(sequences[i]) for i in chunk), self.max_length)
+            self.bucket_lengths.add(length)
             ids = np.full((self.batch_rows, length), pad_id, np.int32)
             mask = np.zeros((self.batch_rows, length), np.int32)
             for row, index in enumerate(chunk):
                 ids[row, : len(sequences[index])] = sequences[index]
                 mask[row, : len(sequences[index])] = 1
             mask[len(chunk) :, 0] = 1  # filler rows: one real token, so no row is all padding
-            fn, (_, target, _) = self._program(length)
+            rows = batch_sharding(self.mesh, 2)
             ids_array, mask_array = (
-                jax.make_array_from_callback(a.shape, target.sharding, lambda index, a=a: a[index])
-                for a in (ids, mask)
+                jax.make_array_from_callback(a.shape, rows, lambda index, a=a: a[index]) for a in (ids, mask)
             )
             # Replicated on every device (out_shardings), so every process reads it whole.
-            logits = np.asarray(fn(self.params, ids_array, mask_array))
+            logits = np.asarray(self._score(self.params, ids_array, mask_array))
             out[chunk] = logits[: len(chunk)]
         return out

@@ -44,10 +44,14 @@ def peak_flops_per_device() -> float | None:
 
 
 class Throughput:
-    """tokens/s, TFLOP/s and MFU over the steps since the last call (8N FLOPs per token for DPO:
-    policy forward+backward 6N plus reference forward 2N, as the performance anchor counts)."""
+    """Seconds per step, and tokens/s, TFLOP/s and MFU, over the steps since the last call (8N FLOPs per
+    token for DPO: policy forward+backward 6N plus reference forward 2N, as the performance anchor
+    counts). `tokens_per_step=None` (a stage with no one token count per step, e.g. PPO's rollouts and
+    updates): seconds per step only."""
 
-    def __init__(self, num_params: int, tokens_per_step: int, flops_per_token_factor: int):
+    def __init__(
+        self, num_params: int = 0, tokens_per_step: int | None = None, flops_per_token_factor: int = 0
+    ):
         self.flops_per_token = flops_per_token_factor * num_params
         self.tokens_per_step = tokens_per_step
         self.peak = peak_flops_per_device()
@@ -59,13 +63,11 @@ class Throughput:
         out = {}
         if self._last_step is not None and step > self._last_step:
             seconds = (now - self._last_time) / (step - self._last_step)
+            out = {"perf/step_seconds": seconds}
+        if out and self.tokens_per_step is not None:
             tokens_per_s = self.tokens_per_step / seconds
             flops = tokens_per_s * self.flops_per_token
-            out = {
-                "perf/step_seconds": seconds,
-                "perf/tokens_per_second": tokens_per_s,
-                "perf/tflops": flops / 1e12,
-            }
+            out.update({"perf/tokens_per_second": tokens_per_s, "perf/tflops": flops / 1e12})
             if self.peak:
                 out["perf/mfu"] = flops / (self.peak * jax.device_count())
         self._last_time, self._last_step = now, step

@@ -33,6 +33,8 @@ from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
 from dpo_jax.perf.hlo import attention_implementation, summarize_hlo
 from dpo_jax.perf.targets import GIB, Target, cudnn_version_from_target, topology_devices
+from dpo_jax.run.optim import make_optimizer
+from dpo_jax.run.state import state_init_fn
 from dpo_jax.sharding import (
     DEFAULT_LOGICAL_AXIS_RULES,
     MESH_AXES,
@@ -41,9 +43,7 @@ from dpo_jax.sharding import (
     data_parallel_size,
     resolve_mesh_shape,
 )
-from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.programs import StagePrograms, stage_module, stage_uses_reference
-from dpo_jax.training.state import state_init_fn
 
 
 class AotConfigError(ValueError):

@@ -1,6 +1,6 @@
 """PPO's programs (`stage=ppo`) with abstract arguments, for `perf.aot` to compile for a target.
 
-The programs are `ppo.programs.build_ppo_programs`' (and the reward model's `jit_reward_score`), the
+The programs are `ppo.programs.build_ppo_programs`' (and the reward model's `judges.scoring.score_program`), the
 ones `ppo.loop` runs, on the worst-case shapes of the config: prompts of `data.max_prompt_length`
 tokens, `ppo.max_new_tokens` response tokens, `global_batch_size` prompts per rollout and
 `global_batch_size / ppo.num_minibatches` per update. The reward model and the value model are taken
@@ -15,15 +15,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dpo_jax.models import abstract_params, build_model
+from dpo_jax.judges.scoring import jit_score_program
+from dpo_jax.models import build_model
 from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
 from dpo_jax.models.reward import ScalarHeadModel
 from dpo_jax.ppo.model import POLICY, PolicyAndValue
-from dpo_jax.ppo.programs import build_ppo_programs, jit_reward_score
+from dpo_jax.ppo.programs import build_ppo_programs
 from dpo_jax.ppo.step import MINIBATCH_KEYS
-from dpo_jax.sharding import abstract_sharded_state, batch_sharding, logical_to_mesh_shardings, with_shardings
-from dpo_jax.training.state import state_init_fn
+from dpo_jax.run.state import state_init_fn
+from dpo_jax.sharding import abstract_sharded_state, batch_sharding
 
 FLOAT_KEYS = ("old_logps", "old_values", "advantages", "returns", "scores")
 
@@ -48,12 +49,10 @@ def ppo_programs(config, mesh, rules, optimizer, per_device_bytes, program_type)
     programs = build_ppo_programs(config, policy, module, prompt, shardings, mesh, rules, eos_id=0, pad_id=0)
 
     reference = _cast(abstract_state.params[POLICY], as_dtype(config.reference.param_dtype))
-    reward_model = ScalarHeadModel(policy_cfg)
-    reward_boxed = abstract_params(reward_model, boxed=True)
-    reward_params = _cast(
-        with_shardings(reward_boxed, logical_to_mesh_shardings(reward_boxed, mesh, rules)),
-        as_dtype(config.reference.param_dtype),
+    score, (reward_params, *score_batch) = jit_score_program(
+        ScalarHeadModel(policy_cfg), mesh, (rows, prompt + response), rules
     )
+    reward_params = _cast(reward_params, as_dtype(config.reference.param_dtype))
 
     def array(shape, dtype=jnp.int32):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape)))
@@ -81,8 +80,7 @@ def ppo_programs(config, mesh, rules, optimizer, per_device_bytes, program_type)
             model_flops=2 * n * rows * tokens, rows=rows,
         ),
         program_type(
-            "score", jit_reward_score(reward_model, mesh, rules),
-            (reward_params, {k: rollout_batch[k] for k in ("input_ids", "attention_mask")}),
+            "score", score, (reward_params, *score_batch),
             resident_bytes=state_bytes + reference_bytes, model_flops=2 * n * rows * tokens, rows=rows,
         ),
         program_type(

@@ -15,18 +15,16 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from dpo_jax.config import base_config
 from dpo_jax.data.packing import example_row_lengths
-from dpo_jax.evaluation.passes import make_reference_logps_step
+from dpo_jax.evaluation.passes import reference_logps_pass
 from dpo_jax.metrics import metrics_to_floats
 from dpo_jax.metrics.writer import peak_flops_per_device
 from dpo_jax.models.loading import load_model, random_model_config
 from dpo_jax.models.presets import PRESET_TOKENIZERS, preset
-from dpo_jax.objectives.batch_loss import is_row_batch
 from dpo_jax.perf.workload import (
     anchor_real_tokens,
     fixed_pairs,
@@ -36,12 +34,11 @@ from dpo_jax.perf.workload import (
     profile_pairs,
     read_lengths,
 )
-from dpo_jax.sharding import batch_sharding, data_parallel_size, make_global_batch, mesh_and_rules
+from dpo_jax.run.optim import auto_adam_mu_dtype, make_optimizer
+from dpo_jax.run.state import create_train_state, place_reference
+from dpo_jax.sharding import data_parallel_size, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import validate_config, validate_layout
-from dpo_jax.training.optim import auto_adam_mu_dtype, make_optimizer
 from dpo_jax.training.programs import StagePrograms
-from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.step import split_micro_batches
 
 # The anchor's TRL settings that touch the step: AdamW at lr 1e-6, TrainingArguments' defaults
 # (no weight decay, gradient clipping at norm 1).
@@ -55,7 +52,7 @@ def device_memory_bytes() -> int | None:
 
 
 def resolve_adam_mu_dtype(args: argparse.Namespace, config, device_bytes: int | None) -> str:
-    """`--adam_mu_dtype=auto`: by what the step's state takes of one device (training.optim)."""
+    """`--adam_mu_dtype=auto`: by what the step's state takes of one device (run.optim)."""
     if args.adam_mu_dtype != "auto":
         return args.adam_mu_dtype
     mesh = [int(size) for size in args.mesh.split(",")]
@@ -119,25 +116,21 @@ def synthetic_pairs(rows: int, seq: int, prompt: int, vocab_size: int, seed: int
     )
 
 
-def precomputed_reference_logps(apply_fn, config, params, batch, mesh) -> jax.Array:
-    """`[B, 2]` reference log-probs of the batch, one micro-batch at a time, sharded like its rows.
+def with_reference_logps(logps_step, params, host: dict, *, num_examples: int, num_micro: int, mesh) -> dict:
+    """`host` (this process's rows of the batch, with their global `example_index`) with the reference
+    log-probs of its examples attached as the trainer's loader attaches them: computed by the trainer's
+    own reference pass (`evaluation.passes.reference_logps_pass`, the jitted `logps_step` of
+    `StagePrograms.reference_logps`) over `num_micro` micro-batches of the rows, so the pass holds no
+    more than a train step's micro-batch.
 
-    The untrained policy is the reference, as in the trainer; micro-batches bound the memory to what
-    the train step already needs.
+    The untrained policy is the reference, as in the trainer.
     """
-    logps_step = make_reference_logps_step(apply_fn, length_normalize=config.length_normalize)
-    num_micro = config.grad_accum_steps
-
-    def all_rows(params, batch):
-        per_micro = jax.lax.map(
-            lambda micro: logps_step(params, micro), split_micro_batches(batch, num_micro)
-        )
-        # Undo the strided split: micro-batch a holds rows a, a + num_micro, a + 2 num_micro, ...
-        return jnp.swapaxes(per_micro, 0, 1).reshape(-1, *per_micro.shape[2:])
-
-    # [B, K] for padded batches, [R, S, K] for row batches: sharded like the rows either way.
-    ndim = 3 if is_row_batch(batch) else 2
-    return jax.jit(all_rows, out_shardings=batch_sharding(mesh, ndim))(params, batch)
+    index = np.asarray(host["example_index"])
+    micro_batches = [{k: np.asarray(v)[start::num_micro] for k, v in host.items()} for start in range(num_micro)]
+    logps = reference_logps_pass(logps_step, params, micro_batches, num_examples, mesh, what=" of the batch")
+    # [B, K] for padded batches, [R, S, K] for row batches (slots without an example hold 0).
+    attached = np.where((index >= 0)[..., None], logps[np.maximum(index, 0)], 0.0).astype(np.float32)
+    return {**host, "reference_logps": attached}
 
 
 def _workload(args, *, row_multiple: int):
@@ -233,12 +226,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed + jax.process_index(),
         )
         model_tokens = args.pairs * 2 * args.seq
-    host.pop("example_index", None)  # bookkeeping for passes over a split; the step does not read it
-    batch = make_global_batch(host, mesh)
+        local_rows = args.pairs // jax.process_count()
+        host["example_index"] = np.arange(local_rows, dtype=np.int32) + jax.process_index() * local_rows
     if programs.precompute_reference:
-        batch["reference_logps"] = precomputed_reference_logps(
-            programs.apply_fn, config, state.params, batch, mesh
-        )
+        host = with_reference_logps(
+            programs.reference_logps, state.params, host,
+            num_examples=args.pairs, num_micro=config.grad_accum_steps, mesh=mesh,
+        )  # fmt: skip
+    host.pop("example_index")  # bookkeeping for the reference pass; the step does not read it
+    batch = make_global_batch(host, mesh)
     train_step = programs.train_step(state_shardings, batch)
     real_tokens = anchor_real_tokens(pair_lengths)
     start = time.perf_counter()

@@ -2,7 +2,9 @@
 resumable exactly.
 
 Reads like the run: checks -> mesh -> policy, value model and reference -> sharded state -> restore ->
-jitted programs -> loop (rollout, targets, epochs of minibatch updates, log, checkpoint) -> export.
+jitted programs -> the stage's step (rollout, targets, epochs of minibatch updates) run by the
+scaffold's loop (`run.loop.run_steps`: log, non-finite accounting, checkpoint, preemption, export), the
+loop the trainer's stages run through, so `nonfinite_policy` and `log_every_steps` mean the same here.
 
 Every random choice of step s (which prompts, the sampled tokens, the minibatch order) derives from
 (config.seed, s), and the checkpoint holds the whole train state (policy, value model, optimizer), so
@@ -13,40 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import Any
 
 import jax
 import numpy as np
 
 from dpo_jax import UserError
-from dpo_jax import data as data_lib
 from dpo_jax.evaluation.samples import left_padded_prompts
+from dpo_jax.metrics import merge_metrics
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import (
-    EXPORT_DIRNAME,
-    load_model,
-    load_reference_params,
-    load_scalar_head_model,
-    tokenizer_source,
-)
+from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_reference_params, load_scalar_head_model
 from dpo_jax.ppo.kl_control import kl_controller
 from dpo_jax.ppo.model import POLICY, VALUE, PolicyAndValue
 from dpo_jax.ppo.programs import build_ppo_programs
 from dpo_jax.ppo.rewards import RewardFn, as_float_scores, load_reward_model_fn, reward_model_source
 from dpo_jax.ppo.settings import resolve_ppo_sizes
 from dpo_jax.ppo.step import MINIBATCH_KEYS
-from dpo_jax.sharding import (
-    data_parallel_size,
-    gather_to_host,
-    make_global_batch,
-    mesh_and_rules,
-)
-from dpo_jax.training.loop import NonFiniteLossError, default_cache_dir
-from dpo_jax.training.optim import make_optimizer
-from dpo_jax.training.run import RunScaffold, applied_learning_rate, optimizer_config, workdir_path
-from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.workdir import WorkdirLock, prepare_workdir
+from dpo_jax.run import LoopSettings, RunScaffold, StageSteps, run_steps
+from dpo_jax.run.inputs import load_stage_data, locked_workdir
+from dpo_jax.run.optim import make_optimizer
+from dpo_jax.run.scaffold import applied_learning_rate, optimizer_config
+from dpo_jax.run.state import create_train_state, place_reference
+from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 
 logger = logging.getLogger("dpo_jax")
 
@@ -71,6 +61,7 @@ def validate_ppo_config(config, *, num_prompts: int | None = None, data_parallel
     data-parallel size checked when given)."""
     p = config.ppo
     batch = config.global_batch_size
+    LoopSettings.from_config(config)  # the loop's fields (nonfinite_policy, log_every_steps, ...)
     if config.num_train_steps < 1:
         raise UserError(f"config.num_train_steps={config.num_train_steps}: PPO needs >= 1 rollout steps")
     if p.num_epochs < 1 or p.num_minibatches < 1 or batch % p.num_minibatches:
@@ -141,8 +132,8 @@ def run_ppo(
 ) -> PPOResult:
     """PPO on left-padded prompts [N, P] (mask 1 on real tokens) with scores from `reward`, or from the
     reward model `config.ppo.reward_model` when `reward` is None; `eos_id` ends a response (None: every
-    response has `config.ppo.max_new_tokens` tokens). Runs inside the run scaffold (lock, resume,
-    metrics once per step, preemption, FINISHED)."""
+    response has `config.ppo.max_new_tokens` tokens). Runs inside the run scaffold and its loop (lock,
+    resume, metrics merged over each log interval, non-finite accounting, preemption, FINISHED)."""
     config = resolve_ppo_sizes(config)  # ppo.minibatch_size (TRL's mini_batch_size) -> num_minibatches
     mesh, rules = mesh_and_rules(config.mesh_shape, config.logical_axis_rules)
     validate_ppo_config(config, num_prompts=len(prompt_ids), data_parallel=data_parallel_size(mesh))
@@ -183,13 +174,49 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
         config, policy, module, prompt_length, state_shardings, mesh, rules, eos_id=eos_id, pad_id=pad_id
     )
 
-    # --- Loop -----------------------------------------------------------------------------------
-    writer = run.metrics_writer(start_step)
-    batch_size, minibatch = config.global_batch_size, config.global_batch_size // settings.num_minibatches
-    logged: dict[str, float] = {}
-    step, preempted = start_step, False
-    while step < config.num_train_steps:
-        start = time.time()
+    # --- The steps (the scaffold's loop), export ---------------------------------------------------
+    stage = _PPOStage(config, run, policy, programs, reward, prompt_ids, prompt_mask, reference, kl_control, mesh)
+    steps = StageSteps(
+        step=stage.step,
+        position=stage.position,
+        num_steps=config.num_train_steps,
+        row_extras=lambda step, state, _: {
+            "learning_rate": applied_learning_rate(schedule, state.opt_state, stage.last_update)
+        },
+        export=stage.export,
+        headline=("ppo/loss", "ppo/grad_norm"),
+    )
+    outcome = run_steps(run, steps, state, start_step=start_step, settings=LoopSettings.from_config(config))
+    return PPOResult(outcome.logged, policy, outcome.state.params, outcome.step, preempted=outcome.preempted)
+
+
+class _PPOStage:
+    """What PPO hands the scaffold's loop: one step is a rollout (sample, score, targets) and
+    `num_epochs` x `num_minibatches` updates; its position is the step and the KL coefficient; its
+    export the policy."""
+
+    def __init__(self, config, run, policy, programs, reward, prompt_ids, prompt_mask, reference, kl_control, mesh):
+        self.config, self.run, self.policy, self.programs, self.reward = config, run, policy, programs, reward
+        self.prompt_ids, self.prompt_mask, self.reference = prompt_ids, prompt_mask, reference
+        self.kl_control, self.mesh = kl_control, mesh
+        self.last_update: dict = {}  # the last update's metrics (its skip flag names the learning rate)
+
+    def export(self, state):
+        """On every process: gather the policy; -> the writer process 0 runs (None without export_hf)."""
+        if not self.config.export_hf:
+            return None
+        params = gather_to_host(state.params[POLICY])  # every process takes part
+        return lambda: to_hf(self.policy, params, str(self.run.workdir / EXPORT_DIRNAME))
+
+    def position(self, step: int) -> dict:
+        return {"step": step, **self.kl_control.position()}
+
+    def step(self, state, step: int):
+        """Rollout `step` and its updates -> (state, metrics as (sum, count) pairs): the rollout's
+        statistics once per step, each update's metrics once per update."""
+        config, settings, mesh, programs = self.config, self.config.ppo, self.mesh, self.programs
+        batch_size, minibatch = config.global_batch_size, config.global_batch_size // settings.num_minibatches
+        prompt_ids, prompt_mask = self.prompt_ids, self.prompt_mask
         rows = prompt_rows(len(prompt_ids), batch_size, seed=config.seed, step=step)
         prompts = make_global_batch(_local({"ids": prompt_ids[rows], "mask": prompt_mask[rows]}), mesh)
         rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
@@ -197,7 +224,7 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
             programs.rollout(state.params[POLICY], prompts["ids"], prompts["mask"], rng)
         )
         scores = as_float_scores(
-            reward(prompt_ids[rows], prompt_mask[rows], response_ids, response_mask), batch_size
+            self.reward(prompt_ids[rows], prompt_mask[rows], response_ids, response_mask), batch_size
         )
         rollout = {
             "input_ids": np.concatenate([prompt_ids[rows], response_ids], axis=1),
@@ -207,51 +234,23 @@ def _run(config, run: RunScaffold, mesh, rules, prompt_ids, prompt_mask, reward,
             "scores": scores,
         }
         targets, rollout_stats = programs.rollout_targets(
-            state.params, reference, make_global_batch(_local(rollout), mesh), np.float32(kl_control.coef)
+            state.params, self.reference, make_global_batch(_local(rollout), mesh), np.float32(self.kl_control.coef)
         )
-        kl_control.update(float(rollout_stats["rollout/kl"]), batch_size)  # for the next rollout
+        rollout_stats = jax.device_get(rollout_stats)
+        self.kl_control.update(float(rollout_stats["rollout/kl"]), batch_size)  # for the next rollout
         targets = gather_to_host({key: targets[key] for key in MINIBATCH_KEYS})
-        update_metrics = []
+        updates = []
         for epoch in range(settings.num_epochs):
             order = np.random.default_rng([config.seed, step, epoch, 1]).permutation(batch_size)
             for block in range(settings.num_minibatches):
                 picked = order[block * minibatch : (block + 1) * minibatch]
                 chosen = make_global_batch(_local({k: v[picked] for k, v in targets.items()}), mesh)
                 state, metrics = programs.ppo_update(state, chosen)
-                update_metrics.append(metrics)
-        step += 1
-        logged = _step_metrics(rollout_stats, update_metrics, schedule, state, time.time() - start)
-        if step % config.log_every_steps == 0 or step == config.num_train_steps:
-            writer.write(step, logged)
-        if logged["nonfinite"] and config.nonfinite_policy == "stop":
-            raise NonFiniteLossError(
-                f"PPO step {step}: a non-finite loss or gradient (updates skipped); stopping"
-            )
-        run.save(step, state, {"step": step, **kl_control.position()})
-        if run.preempted(step, state, {"step": step, **kl_control.position()}, num_steps=config.num_train_steps):
-            preempted = True
-            break
-    run.save(step, state, {"step": step, **kl_control.position()}, force=True)
-
-    # --- Export ---------------------------------------------------------------------------------
-    if step == config.num_train_steps:
-        params = gather_to_host(state.params[POLICY]) if config.export_hf else None  # every process
-        export = (
-            (lambda: to_hf(policy, params, str(run.workdir / EXPORT_DIRNAME))) if config.export_hf else None
-        )
-        run.finish(step, export)
-    return PPOResult(logged, policy, state.params, step, preempted=preempted)
-
-
-def _step_metrics(rollout_stats, update_metrics, schedule, state, seconds: float) -> dict[str, float]:
-    floats = {k: float(v) for k, v in jax.device_get(rollout_stats).items()}
-    updates = jax.device_get(update_metrics)
-    for name in updates[0]:
-        values = [float(m[name]) for m in updates]
-        floats[name] = float(np.sum(values)) if name == "nonfinite" else float(np.mean(values))
-    floats["learning_rate"] = applied_learning_rate(schedule, state.opt_state, updates[-1])
-    floats["perf/step_seconds"] = seconds
-    return floats
+                updates.append(metrics)
+        updates = jax.device_get(updates)
+        self.last_update = updates[-1]
+        metrics = merge_metrics(*updates, {k: (float(v), 1.0) for k, v in rollout_stats.items()})
+        return state, metrics
 
 
 def run_ppo_stage(config, workdir: str) -> PPOResult:
@@ -259,13 +258,8 @@ def run_ppo_stage(config, workdir: str) -> PPOResult:
     prompt, left padded), scored by the reward model `config.ppo.reward_model`; responses end at EOS."""
     check_ppo_config(config)
     reward_model_source(config)  # a missing or unusable reward model stops the run before any loading
-    path = workdir_path(workdir)
-    prepare_workdir(path)
-    with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
-        tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
-        prepared = data_lib.build_datasets(
-            config.data, tokenizer, stage="prompts", cache_dir=default_cache_dir(config, workdir)
-        )
+    with locked_workdir(workdir):  # before the data: a second run on this workdir stops at once
+        _, prepared = load_stage_data(config, workdir, data_stage="prompts")
         prompt_ids, prompt_mask = left_padded_prompts(
             prepared.train, prepared.train.num_examples, prepared.pad_id, prepared.eos_id
         )

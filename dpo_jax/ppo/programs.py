@@ -6,10 +6,10 @@ rules (so the models' activation constraints and splash attention's shard_map ta
     programs.rollout(policy_params, prompt_ids, prompt_mask, rng) -> (response_ids, response_mask)
     programs.rollout_targets(params, reference_params, rollout, kl_coef) -> (minibatch targets, rollout stats)
     programs.ppo_update(state, minibatch) -> (state, metrics)
-    score = jit_reward_score(reward_model, mesh, rules)   # score(params, [prompt | response]) -> [B]
 
 The loop (`ppo.loop`) runs them and `aot` compiles the same programs for a target, so what is compiled
-ahead of time is what runs.
+ahead of time is what runs. A reward model scores with the judges' one scoring program
+(`judges.scoring.score_program`, through `ppo.rewards`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import jax
 
-from dpo_jax.models.reward import sequence_scores
 from dpo_jax.ppo.model import PolicyAndValue, make_logits_fn, make_policy_value_fn
 from dpo_jax.ppo.rollout import make_rollout_targets, sample_responses
 from dpo_jax.ppo.step import jit_ppo_update
@@ -67,14 +66,3 @@ def build_ppo_programs(
         rollout_targets=jax.jit(traced_in_context(targets, mesh, rules)),
         ppo_update=jit_ppo_update(apply_fn, settings, prompt_length, state_shardings, mesh, rules),
     )
-
-
-def jit_reward_score(model, mesh, rules) -> Callable:
-    """`score(params, batch) -> [B]`: a reward model's score at the last real token of each row of
-    `batch` (input_ids, attention_mask [B, L], left-padded prompts followed by right-padded responses)."""
-
-    def score(params, batch):
-        values = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
-        return sequence_scores(values, batch["attention_mask"])
-
-    return jax.jit(traced_in_context(score, mesh, rules))

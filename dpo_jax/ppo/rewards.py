@@ -25,14 +25,11 @@ import numpy as np
 
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.data import load_tokenizer
-from dpo_jax.models import abstract_params
+from dpo_jax.judges.scoring import score_param_shardings, score_program
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.loading import load_scalar_head_model, resolve_model_path, tokenizer_source
-from dpo_jax.ppo.programs import jit_reward_score
 from dpo_jax.sharding import (
-    DEFAULT_LOGICAL_AXIS_RULES,
     gather_to_host,
-    logical_to_mesh_shardings,
     make_global_batch,
 )
 
@@ -48,15 +45,21 @@ _TOKEN_ID_MODEL_TYPES = ("gpt2", "gpt_neox")
 
 
 def reward_model_fn(model, params, mesh, rules=None) -> RewardFn:
-    """A `RewardFn` scoring with a reward model whose params are (possibly sharded) on `mesh`."""
-    score = jit_reward_score(model, mesh, DEFAULT_LOGICAL_AXIS_RULES if rules is None else rules)
+    """A `RewardFn` scoring with a reward model whose params are (possibly sharded) on `mesh`: the
+    judges' scoring program (`judges.scoring.score_program`, its value at each row's last real token)
+    on [left-padded prompt | right-padded response]."""
+    score = score_program(model, mesh, rules)
 
     def reward(prompt_ids, prompt_mask, response_ids, response_mask):
-        batch = {
-            "input_ids": np.concatenate([prompt_ids, response_ids], axis=1).astype(np.int32),
-            "attention_mask": np.concatenate([prompt_mask, response_mask], axis=1).astype(np.int32),
-        }
-        return np.asarray(gather_to_host(score(params, make_global_batch(batch, mesh))), np.float32)
+        batch = make_global_batch(
+            {
+                "input_ids": np.concatenate([prompt_ids, response_ids], axis=1).astype(np.int32),
+                "attention_mask": np.concatenate([prompt_mask, response_mask], axis=1).astype(np.int32),
+            },
+            mesh,
+        )
+        scores = gather_to_host(score(params, batch["input_ids"], batch["attention_mask"]))
+        return np.asarray(scores, np.float32)[:, 0]
 
     return reward
 
@@ -151,7 +154,7 @@ def load_reward_model_fn(config, mesh, rules) -> RewardFn:
         seed=config.seed,
         name_or_path=source.directory,
     )
-    shardings = logical_to_mesh_shardings(abstract_params(model, boxed=True), mesh, rules)
+    shardings = score_param_shardings(model, mesh, rules)
     return reward_model_fn(model, jax.tree.map(jax.device_put, host_params, shardings), mesh, rules)
 
 

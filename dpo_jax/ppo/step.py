@@ -14,8 +14,8 @@ import optax
 
 from dpo_jax.objectives.ppo import clipped_policy_loss, clipped_value_loss, masked_mean, token_entropy
 from dpo_jax.ppo.rollout import policy_outputs
+from dpo_jax.run.state import apply_if_finite
 from dpo_jax.sharding import batch_sharding, traced_in_context
-from dpo_jax.training.step import apply_if_finite
 
 # The rollout target arrays one minibatch carries into the update.
 MINIBATCH_KEYS = (
@@ -31,7 +31,7 @@ MINIBATCH_KEYS = (
 
 
 def make_ppo_update(apply_fn, settings, prompt_length: int):
-    """`update(state, minibatch) -> (state, metrics)`; metrics are float32 scalars."""
+    """`update(state, minibatch) -> (state, metrics)`; metrics are (value, 1) pairs of float32 scalars."""
 
     def loss_fn(params, minibatch):
         mask = minibatch["response_mask"].astype(jnp.float32)
@@ -62,7 +62,9 @@ def make_ppo_update(apply_fn, settings, prompt_length: int):
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new_state = apply_if_finite(state, grads, finite)
         metrics = dict(metrics, **{"ppo/grad_norm": grad_norm, "nonfinite": 1.0 - finite.astype(jnp.float32)})
-        return new_state, metrics
+        # (sum, count) pairs, like every stage's step metrics: the run's loop merges them over its log interval.
+        one = jnp.ones((), jnp.float32)
+        return new_state, {name: (value.astype(jnp.float32), one) for name, value in metrics.items()}
 
     return update
 

@@ -18,7 +18,7 @@ from dpo_jax import UserError
 from dpo_jax.config.fields import PROGRAMS, entries_without
 from dpo_jax.recipes.base import SCALES, Recipe, apply_overrides
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
-from dpo_jax.training.workdir import WorkdirLock
+from dpo_jax.run.workdir import WorkdirLock
 
 RECIPE_FILE = "RECIPE.json"
 

@@ -32,13 +32,13 @@ import jax
 import numpy as np
 
 from dpo_jax.models.loading import load_model
+from dpo_jax.run import FINISHED_MARKER
 from dpo_jax.synthetic import report, rlhf
 from dpo_jax.synthetic.data import prepared_from_arrays
 from dpo_jax.synthetic.exact import frontier, method_stats, optimal_logprobs, policy_stats
 from dpo_jax.synthetic.stages import digest, stage_config, stage_identity, train_stage
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from dpo_jax.synthetic.task import SyntheticTask
-from dpo_jax.training import FINISHED_MARKER
 
 logger = logging.getLogger("dpo_jax")
 

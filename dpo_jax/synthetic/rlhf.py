@@ -22,10 +22,10 @@ import numpy as np
 from dpo_jax.models.loading import resolve_model_path
 from dpo_jax.models.reward import from_hf_reward_model
 from dpo_jax.ppo import run_ppo
+from dpo_jax.run import Preempted
 from dpo_jax.synthetic.best_of_n import best_of_n_logprobs
 from dpo_jax.synthetic.exact import method_stats
 from dpo_jax.synthetic.stages import stage_config, train_stage
-from dpo_jax.training import Preempted
 
 REWARD_MODEL = "reward_model"
 PPO_REWARDS = ("true", "learned")  # the task's hidden reward, the learned reward model

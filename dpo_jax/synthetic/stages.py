@@ -19,7 +19,8 @@ import jax
 
 from dpo_jax.config.fields import training_fields
 from dpo_jax.objectives import uses_reference
-from dpo_jax.training import FINISHED_MARKER, Preempted, run_training
+from dpo_jax.run import FINISHED_MARKER, Preempted
+from dpo_jax.training import run_training
 
 logger = logging.getLogger("dpo_jax")
 

@@ -1,4 +1,5 @@
-"""Training: start-up checks, optimizer, sharded state, the pure train step, and the loop that runs a stage.
+"""The SFT, DPO and reward-model stage: start-up checks, the pure train step, its programs, and the stage
+it hands the run scaffold's loop (`dpo_jax.run`).
 
     from dpo_jax.training import train_and_evaluate
     train_and_evaluate(config, workdir)          # SFT or DPO on the config's dataset, resumable
@@ -6,13 +7,6 @@
 `run_training(config, workdir, prepared)` trains on already prepared data (the synthetic experiment).
 """
 
-from dpo_jax.training.loop import (
-    FINISHED_MARKER,
-    NonFiniteLossError,
-    Preempted,
-    TrainResult,
-    run_training,
-    train_and_evaluate,
-)
+from dpo_jax.training.loop import TrainResult, run_training, train_and_evaluate
 
-__all__ = ["FINISHED_MARKER", "NonFiniteLossError", "Preempted", "TrainResult", "run_training", "train_and_evaluate"]
+__all__ = ["TrainResult", "run_training", "train_and_evaluate"]

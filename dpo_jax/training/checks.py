@@ -10,11 +10,11 @@ import math
 
 from dpo_jax import UserError
 from dpo_jax.objectives import LossOptions, uses_reference
+from dpo_jax.run.loop import LoopSettings
 from dpo_jax.sampling.settings import SamplingSettings, SamplingSettingsError
 
 # sft and dpo train a policy; reward_model trains a scalar-head model on the same preference data.
 STAGES = ("sft", "dpo", "reward_model")
-NONFINITE_POLICIES = ("stop", "skip")
 
 
 def data_stage(config) -> str:
@@ -92,10 +92,7 @@ def _validate_policy_loss(config, num_responses: int) -> None:
 
 
 def _validate_run(config) -> None:
-    if config.nonfinite_policy not in NONFINITE_POLICIES:
-        raise UserError(
-            f"config.nonfinite_policy={config.nonfinite_policy!r}; expected one of {NONFINITE_POLICIES}"
-        )
+    LoopSettings.from_config(config)  # the loop's fields (nonfinite_policy, log_every_steps, ...)
     if config.model.dropout_rate:
         # The reference forward must be deterministic while the policy's is not; until the step
         # carries separate apply functions, refuse rather than silently train without dropout.
@@ -103,11 +100,7 @@ def _validate_run(config) -> None:
             f"config.model.dropout_rate={config.model.dropout_rate}: training with dropout is not supported; "
             "DPO trains with dropout off (as the reference implementation)"
         )
-    if config.max_consecutive_skipped_steps < 0:
-        raise UserError(
-            f"config.max_consecutive_skipped_steps={config.max_consecutive_skipped_steps} must be >= 0 (0: no limit)"
-        )
-    for field in ("global_batch_size", "grad_accum_steps", "log_every_steps", "checkpoint_every_steps"):
+    for field in ("global_batch_size", "grad_accum_steps", "checkpoint_every_steps"):
         if getattr(config, field) < 1:
             raise UserError(f"config.{field}={getattr(config, field)} must be >= 1")
     if config.global_batch_size % config.grad_accum_steps:

@@ -1,14 +1,14 @@
-"""`train_and_evaluate(config, workdir)`: SFT or DPO from a config, on any mesh, resumable.
+"""`train_and_evaluate(config, workdir)`: SFT, DPO or a reward model from a config, on any mesh, resumable.
 
 Reads top to bottom like the run: checks -> mesh -> data -> model and optimizer -> sharded state
-and reference -> restore -> jitted steps -> loop (log, eval, checkpoint, preemption) -> export.
+and reference -> restore -> the stage's step and hooks (eval, samples, export) -> the scaffold's loop
+(`run.loop.run_steps`: log, non-finite accounting, checkpoint, preemption, export).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import jax
@@ -19,42 +19,22 @@ from dpo_jax.data.packing import batch_layout
 from dpo_jax.evaluation.passes import evaluate, pass_layout
 from dpo_jax.evaluation.reference_cache import attach_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
-from dpo_jax.metrics import merge_metrics, metrics_to_floats
 from dpo_jax.metrics.writer import Throughput
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import (
-    EXPORT_DIRNAME,
-    load_model,
-    load_reference_params,
-    load_scalar_head_model,
-    tokenizer_source,
-)
+from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_reference_params, load_scalar_head_model
 from dpo_jax.models.reward import export_reward_model
+from dpo_jax.run import Hook, LoopSettings, RunScaffold, StageSteps, run_steps
+from dpo_jax.run.inputs import load_stage_data, locked_workdir
+from dpo_jax.run.optim import make_optimizer
+from dpo_jax.run.scaffold import applied_learning_rate, optimizer_config
+from dpo_jax.run.state import create_train_state, place_reference
 from dpo_jax.sharding import data_parallel_size, gather_to_host, make_global_batch, mesh_and_rules
 from dpo_jax.training.checks import data_stage, validate_config, validate_layout
-from dpo_jax.training.optim import make_optimizer
 from dpo_jax.training.programs import StagePrograms, stage_uses_reference
-from dpo_jax.training.run import (
-    FINISHED_MARKER,
-    Preempted,
-    RunScaffold,
-    applied_learning_rate,
-    optimizer_config,
-    workdir_path,
-)
-from dpo_jax.training.state import create_train_state, place_reference
-from dpo_jax.training.workdir import WorkdirLock, prepare_workdir
 
 logger = logging.getLogger("dpo_jax")
 
-__all__ = [
-    "FINISHED_MARKER", "NonFiniteLossError", "Preempted", "TrainResult", "applied_learning_rate",
-    "run_training", "train_and_evaluate",
-]  # fmt: skip
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
+__all__ = ["TrainResult", "describe_objective", "run_training", "train_and_evaluate"]
 
 
 def _num_train_steps(config, steps_per_epoch: int) -> int:
@@ -65,19 +45,6 @@ def _num_train_steps(config, steps_per_epoch: int) -> int:
             f"the train set has fewer examples than config.global_batch_size={config.global_batch_size}: no full step"
         )
     return config.num_epochs * steps_per_epoch
-
-
-def default_cache_dir(config, workdir: str) -> str:
-    """Where tokenised data is cached: config.data.cache_dir, else beside the run in a local workdir.
-
-    A gs:// workdir (TPU VMs) gets a local per-host cache instead: the cache is plain files keyed by
-    content, so it is safe to share between runs and must not go through pathlib onto a URL.
-    """
-    if config.data.cache_dir:
-        return config.data.cache_dir
-    if "://" in workdir:
-        return os.path.expanduser("~/.cache/dpo_jax/data")
-    return str(workdir_path(workdir) / "data_cache")
 
 
 @dataclasses.dataclass
@@ -93,14 +60,8 @@ class TrainResult:
 def train_and_evaluate(config, workdir: str):
     """Train the stage the config asks for on its dataset: load the tokenizer and the data, then train."""
     validate_config(config)
-    path = workdir_path(workdir)
-    prepare_workdir(path)
-    with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
-        tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
-        cache_dir = default_cache_dir(config, workdir)
-        prepared = data_lib.build_datasets(
-            config.data, tokenizer, stage=data_stage(config), cache_dir=cache_dir
-        )
+    with locked_workdir(workdir):  # before the data: a second run on this workdir stops at once
+        tokenizer, prepared = load_stage_data(config, workdir, data_stage=data_stage(config))
         return run_training(config, workdir, prepared, tokenizer=tokenizer)
 
 
@@ -152,163 +113,126 @@ def _train(config, run: RunScaffold, prepared, tokenizer) -> TrainResult:
         reference = place_reference(ref_host, state_shardings.params, config.reference.param_dtype)
     del host_params
 
-    # --- Restore, loop ----------------------------------------------------------------------------
+    # --- Restore, the steps (the scaffold's loop), export ----------------------------------------
     restored = run.restore(abstract_state)
+    start_step = 0
     if restored is not None:
-        state = restored[1]
+        state, start_step = restored[1], int(jax.device_get(restored[1].step))
         loader.check_position(restored[2]["data_position"])
-    loop = _Loop(config, run, model, prepared, tokenizer, loader, schedule, num_steps)
-    state, outcome = loop.run(state, reference, state_shardings, mesh, programs, data_metrics)
-
-    # --- Export ---------------------------------------------------------------------------------
-    if outcome.step == num_steps:
-        _finish(config, run, model, state, tokenizer, pad_id=prepared.pad_id, eos_id=prepared.eos_id)
+    stage = _TrainerStage(config, run, model, prepared, tokenizer, loader, programs, mesh)
+    reference, hooks = stage.prepare(reference, start_step, num_steps)
+    steps = StageSteps(
+        step=stage.step_fn(state_shardings, reference, start_step, num_steps),
+        position=stage.loader.position,
+        num_steps=num_steps,
+        row_extras=stage.row_extras(schedule, data_metrics, start_step, num_steps),
+        export=stage.export,
+        throughput=Throughput(
+            model.config.num_params(),
+            config.global_batch_size * prepared.num_responses * prepared.max_length,
+            programs.flops_per_token_factor,
+        ),
+    )
+    outcome = run_steps(
+        run, steps, state, start_step=start_step, settings=LoopSettings.from_config(config), hooks=hooks
+    )
+    eval_metrics = {k.removeprefix("eval/"): v for k, v in outcome.hook_metrics.get("eval", {}).items()}
     return TrainResult(
-        outcome.last_logged, outcome.last_eval, model, state.params, outcome.step, preempted=outcome.preempted
+        outcome.logged, eval_metrics, model, outcome.state.params, outcome.step, preempted=outcome.preempted
     )
 
 
-@dataclasses.dataclass
-class _Outcome:
-    step: int
-    preempted: bool
-    last_logged: dict[str, float]
-    last_eval: dict[str, float]
+class _TrainerStage:
+    """What SFT, DPO and the reward model hand the scaffold's loop: the step on the loader's batches,
+    the learning rate and data counters of a logged row, the eval and sample hooks, the export."""
 
-
-class _Loop:
-    """The loop over steps: train, log, evaluate, checkpoint, stop on preemption or persistent non-finite steps."""
-
-    def __init__(self, config, run, model, prepared, tokenizer, loader, schedule, num_steps):
-        self.config, self.run_scaffold, self.workdir, self.model = config, run, run.workdir, model
-        self.prepared, self.tokenizer, self.loader = prepared, tokenizer, loader
-        self.schedule, self.num_steps = schedule, num_steps
-        self.consecutive_skipped = 0
-        self.applied = 0  # updates applied by this process's run (a resumed run counts from its restart)
-
-    def run(self, state, reference, state_shardings, mesh, programs: StagePrograms, data_metrics):
-        config, prepared, loader = self.config, self.prepared, self.loader
-        start_step = int(jax.device_get(state.step))
-        if start_step >= min(config.log_every_steps, self.num_steps):  # the run's first row, kept on resume,
-            data_metrics = {}  # has the data counters already: metrics.jsonl stays that of an unbroken run
+    def __init__(self, config, run, model, prepared, tokenizer, loader, programs: StagePrograms, mesh):
+        self.config, self.run, self.model, self.mesh = config, run, model, mesh
+        self.prepared, self.tokenizer, self.loader, self.programs = prepared, tokenizer, loader, programs
         # Passes without gradients use the micro-batch size: it is known to fit.
-        eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
+        self.eval_batch_size = config.eval_batch_size or config.global_batch_size // config.grad_accum_steps
+
+    def prepare(self, reference, start_step: int, num_steps: int):
+        """(the reference the step reads, the hooks): with precomputed reference log-probs the batches
+        carry them and the reference params are freed."""
+        config, programs = self.config, self.programs
         if programs.precompute_reference:
-            prepared = attach_reference_logps(
-                prepared, programs.reference_logps, reference, config, mesh, eval_batch_size,
-                workdir=str(self.workdir),
+            self.prepared = attach_reference_logps(
+                self.prepared, programs.reference_logps, reference, config, self.mesh, self.eval_batch_size,
+                workdir=str(self.run.workdir),
             ).prepared  # fmt: skip
-            loader = loader.with_data(prepared)
-            reference = None  # freed: the logps travel with the batches
-        first_batch = make_global_batch(loader.batch(start_step), mesh)
-        train_step = programs.train_step(state_shardings, first_batch)
-        eval_step = programs.eval_step
-
-        writer = self.run_scaffold.metrics_writer(start_step)
-        tokens_per_step = config.global_batch_size * prepared.num_responses * prepared.max_length
-        throughput = Throughput(self.model.config.num_params(), tokens_per_step, programs.flops_per_token_factor)
-        progress = _progress_bar(config, start_step, self.num_steps)
+            self.loader = self.loader.with_data(self.prepared)
+            reference = None
+        self.reference = reference
         steps_per_eval = max(1, config.eval_every_examples // config.global_batch_size)
-        last_logged, last_eval, pending, real_tokens, previous = {}, {}, [], [], None
-        preempted = False
-
-        def run_eval(step):
-            metrics = evaluate(
-                eval_step, state.params, reference, prepared, eval_batch_size, mesh, pass_layout(config, mesh)
-            )
-            writer.write(step, {f"eval/{k}": v for k, v in metrics.items()})
-            return metrics
-
-        try:
-            if start_step == 0 and config.do_first_eval:
-                last_eval = run_eval(0)
-            logger.info(
-                "training steps %d..%d (%d per epoch)", start_step, self.num_steps, loader.steps_per_epoch
-            )
-            batch, step = first_batch, start_step
-            while step < self.num_steps:
-                state, metrics = train_step(state, reference, batch)
-                step += 1
-                # Check the previous step's flag now: it is done, so this costs no pipeline stall.
-                if previous is not None:
-                    self._check_finite(previous, step - 1)
-                previous = metrics
-                pending.append(metrics)
-                real_tokens.append(loader.real_tokens(step - 1))
-                if step < self.num_steps:
-                    batch = make_global_batch(loader.batch(step), mesh)
-                if step % config.log_every_steps == 0 or step == self.num_steps:
-                    self._check_finite(previous, step)
-                    previous = None
-                    # Tokens the model computes for real examples (no padding; a shared prompt once).
-                    data_metrics["data/real_tokens_per_step"] = sum(real_tokens) / len(real_tokens)
-                    last_logged = self._log_train(writer, pending, step, state, throughput, data_metrics)
-                    data_metrics, pending, real_tokens = {}, [], []
-                if step % steps_per_eval == 0 or step == self.num_steps:
-                    last_eval = run_eval(step)
-                    if config.eval_samples and self.tokenizer is not None and config.stage != "reward_model":
-                        samples = side_by_side_samples(
-                            self.model, state.params, reference, prepared, self.tokenizer, config, step
-                        )
-                        write_samples(self.workdir, step, samples)
-                self._save(step, state)
-                if self.run_scaffold.preempted(
-                    step, state, self.loader.position(step), num_steps=self.num_steps
-                ):
-                    preempted = True
-                    break
-                if progress is not None:
-                    progress.update(1)
-                    perf = {k: v for k, v in last_logged.items() if k.startswith("perf/")}
-                    progress.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in perf.items()})
-            if previous is not None:
-                self._check_finite(previous, step)
-            if step > start_step and self.applied == 0 and not preempted:
-                raise NonFiniteLossError(
-                    f"no step of this run ({start_step + 1}..{step}) updated the parameters: every one was "
-                    "non-finite and skipped. Not exporting the unchanged model."
-                )
-            self._save(step, state, force=True)
-        finally:
-            if progress is not None:
-                progress.close()
-        return state, _Outcome(step, preempted, last_logged, last_eval)
-
-    def _save(self, step, state, *, force=False):
-        self.run_scaffold.save(step, state, self.loader.position(step), force=force)
-
-    def _check_finite(self, metrics, step: int) -> None:
-        if float(jax.device_get(metrics["nonfinite"][0])) == 0.0:
-            self.consecutive_skipped = 0
-            self.applied += 1
-            return
-        self.consecutive_skipped += 1
-        floats = metrics_to_floats(metrics)
-        message = (
-            f"non-finite loss or gradient at step {step} (loss={floats.get('loss')}, "
-            f"grad_norm={floats.get('grad_norm')}); the update was skipped"
+        hooks = [Hook("eval", self.evaluate, every=steps_per_eval, at_start=bool(config.do_first_eval))]
+        if config.eval_samples and self.tokenizer is not None and config.stage != "reward_model":
+            hooks.append(Hook("samples", self.samples, every=steps_per_eval))
+        logger.info(
+            "training steps %d..%d (%d per epoch)", start_step, num_steps, self.loader.steps_per_epoch
         )
-        if self.config.nonfinite_policy == "stop":
-            raise NonFiniteLossError(
-                message + ". Stopping (set config.nonfinite_policy='skip' to skip such steps)."
-            )
-        limit = self.config.max_consecutive_skipped_steps
-        if limit and self.consecutive_skipped >= limit:
-            raise NonFiniteLossError(
-                f"{message}: {self.consecutive_skipped} non-finite steps in a row "
-                f"(config.max_consecutive_skipped_steps={limit}). Stopping: the run is not training."
-            )
-        logger.warning(message)
+        return reference, hooks
 
-    def _log_train(self, writer, pending, step, state, throughput, data_metrics) -> dict[str, float]:
-        summed = merge_metrics(*jax.device_get(pending))
-        floats = metrics_to_floats(summed, skip_empty=True)
-        floats["nonfinite"] = float(summed["nonfinite"][0])  # skipped steps in this interval, not a mean
-        floats["learning_rate"] = applied_learning_rate(self.schedule, state.opt_state, pending[-1])
-        floats.update(throughput.update(step))
-        floats.update(data_metrics)
-        writer.write(step, floats)
-        return floats
+    def step_fn(self, state_shardings, reference, start_step: int, num_steps: int):
+        """`(state, s) -> (state, metrics)`: the jitted train step on batch s; batch s + 1 is built while
+        the devices run step s."""
+        loader, mesh = self.loader, self.mesh
+        upcoming = {start_step: make_global_batch(loader.batch(start_step), mesh)}
+        train_step = self.programs.train_step(state_shardings, upcoming[start_step])
+
+        def step(state, index: int):
+            state, metrics = train_step(state, reference, upcoming.pop(index))
+            if index + 1 < num_steps:
+                upcoming[index + 1] = make_global_batch(loader.batch(index + 1), mesh)
+            # Tokens the model computes for real examples (no padding; a shared prompt once).
+            return state, {**metrics, "data/real_tokens_per_step": (float(loader.real_tokens(index)), 1.0)}
+
+        return step
+
+    def row_extras(self, schedule, data_metrics, start_step: int, num_steps: int):
+        # The run's first row, kept on resume, has the data counters already: metrics.jsonl stays that of
+        # an unbroken run.
+        pending = {} if start_step >= min(self.config.log_every_steps, num_steps) else dict(data_metrics)
+
+        def extras(step: int, state, last_metrics) -> dict[str, float]:
+            row = {"learning_rate": applied_learning_rate(schedule, state.opt_state, last_metrics)}
+            row.update(pending)
+            pending.clear()
+            return row
+
+        return extras
+
+    def evaluate(self, step: int, state) -> dict[str, float]:
+        metrics = evaluate(
+            self.programs.eval_step, state.params, self.reference, self.prepared, self.eval_batch_size,
+            self.mesh, pass_layout(self.config, self.mesh),
+        )  # fmt: skip
+        return {f"eval/{k}": v for k, v in metrics.items()}
+
+    def samples(self, step: int, state) -> None:
+        samples = side_by_side_samples(
+            self.model, state.params, self.reference, self.prepared, self.tokenizer, self.config, step
+        )
+        write_samples(self.run.workdir, step, samples)
+
+    def export(self, state):
+        """On every process: gather the params; -> the writer process 0 runs (None without export_hf)."""
+        config = self.config
+        if not config.export_hf:
+            return None
+        params = gather_to_host(state.params)  # every process takes part
+        path, prepared = str(self.run.workdir / EXPORT_DIRNAME), self.prepared
+        if config.stage == "reward_model":
+            # Transformers must pool the EOS the scores were trained at (see models.reward).
+            return lambda: export_reward_model(
+                self.model,
+                params,
+                path,
+                tokenizer=self.tokenizer,
+                pad_id=prepared.pad_id,
+                eos_id=prepared.eos_id,
+            )
+        return lambda: to_hf(self.model, params, path, tokenizer=self.tokenizer)
 
 
 def describe_objective(config) -> str:
@@ -321,31 +245,3 @@ def describe_objective(config) -> str:
     if config.reference_free:
         reference = "reference-free"
     return f"loss {config.loss}, beta {config.beta}, {logps}, {reference}"
-
-
-def _progress_bar(config, start: int, total: int):
-    if not config.progress_bar or jax.process_index() != 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
-
-
-def _finish(config, run: RunScaffold, model, state, tokenizer, *, pad_id: int, eos_id: int) -> None:
-    params = gather_to_host(state.params) if config.export_hf else None  # every process takes part
-
-    def export():
-        if config.export_hf and config.stage == "reward_model":
-            # Transformers must pool the EOS the scores were trained at (see models.reward).
-            export_reward_model(
-                model,
-                params,
-                str(run.workdir / EXPORT_DIRNAME),
-                tokenizer=tokenizer,
-                pad_id=pad_id,
-                eos_id=eos_id,
-            )
-        elif config.export_hf:
-            to_hf(model, params, str(run.workdir / EXPORT_DIRNAME), tokenizer=tokenizer)
-
-    run.finish(int(jax.device_get(state.step)), export)

@@ -18,6 +18,7 @@ import optax
 from dpo_jax.metrics import merge_metrics
 from dpo_jax.models.attention import RightPadded, RowMask
 from dpo_jax.objectives import HiddenStates, LossOptions, make_loss_fn
+from dpo_jax.run.state import apply_if_finite
 from dpo_jax.sharding import batch_sharding, traced_in_context
 from dpo_jax.training.checks import loss_options_from_config
 
@@ -34,18 +35,6 @@ def split_micro_batches(batch: dict, num_micro: int) -> dict:
         return jnp.swapaxes(x.reshape(rows, num_micro, *x.shape[1:]), 0, 1)
 
     return jax.tree.map(split, batch)
-
-
-def apply_if_finite(state, grads, finite):
-    """The in-graph skip of a non-finite step, for every stage's update (train step, PPO): `state` with
-    `grads` applied when `finite`, else the old params and optimizer state.
-
-    Both nonfinite policies keep the old state ("stop" then also ends the run); the step counter still
-    advances so the data position moves past the bad batch.
-    """
-    updated = state.apply_gradients(grads=grads)
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-    return new_state.replace(step=updated.step)
 
 
 def make_train_step(

@@ -17,9 +17,9 @@ from dpo_jax.checkpoint import CHECKPOINT_DIRNAME, Checkpointer
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import describe_model
 from dpo_jax.ppo.model import POLICY, VALUE
+from dpo_jax.run.state import TrainState, create_train_state
+from dpo_jax.run.workdir import write_run_config
 from dpo_jax.sharding import mesh_and_rules
-from dpo_jax.training.state import TrainState, create_train_state
-from dpo_jax.training.workdir import write_run_config
 from tests.checkpoint.test_corrupt import truncate_array_files
 from tests.synthetic.tiny_models import random_params
 from tests.train_helpers import tiny_config

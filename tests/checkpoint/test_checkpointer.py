@@ -12,8 +12,8 @@ import pytest
 from jax.experimental import multihost_utils
 
 from dpo_jax import checkpoint, sharding
-from dpo_jax.training import optim
-from dpo_jax.training.state import TrainState
+from dpo_jax.run import optim
+from dpo_jax.run.state import TrainState
 from tests.train_helpers import free_port, run_worker_processes
 
 RULES = sharding.DEFAULT_LOGICAL_AXIS_RULES

@@ -85,9 +85,9 @@ def two_process_worker(process_id: int, port: int, out_dir: str) -> None:
     """
     from dpo_jax.data.packing import layout_from_config
     from dpo_jax.metrics import metrics_to_floats
+    from dpo_jax.run.optim import make_optimizer
+    from dpo_jax.run.state import create_train_state, place_reference
     from dpo_jax.sharding import batch_sharding, gather_to_host
-    from dpo_jax.training.optim import make_optimizer
-    from dpo_jax.training.state import create_train_state, place_reference
     from dpo_jax.training.step import jit_train_step
 
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)

@@ -1,5 +1,7 @@
 """PPO end to end on a tiny random GPT-2 over the 8 fake CPU devices: the reward goes up on a trivial task,
-a stopped and resumed run equals an uninterrupted one, and the exported policy loads as a causal LM."""
+a stopped and resumed run equals an uninterrupted one, the exported policy loads as a causal LM, and
+the loop's fields mean what they mean for DPO (the scaffold's one loop, `run.loop`): metrics merged
+over the log interval, non-finite steps skipped, counted and refused an export."""
 
 import json
 
@@ -11,6 +13,7 @@ import pytest
 from dpo_jax.config.defaults import base_config
 from dpo_jax.models import from_hf
 from dpo_jax.ppo import run_ppo
+from dpo_jax.run import FINISHED_MARKER, NonFiniteLossError
 
 VOCAB, TARGET = 8, 3
 
@@ -56,10 +59,10 @@ def count_target(prompt_ids, prompt_mask, response_ids, response_mask):
 PROMPTS = np.random.default_rng(0).integers(0, VOCAB, (64, 2)).astype(np.int32)
 
 
-def run(workdir, steps):
-    return run_ppo(
-        config(steps), str(workdir), PROMPTS, np.ones_like(PROMPTS), count_target, eos_id=None, pad_id=0
-    )
+def run(workdir, steps, **overrides):
+    c = config(steps)
+    c.update(overrides)
+    return run_ppo(c, str(workdir), PROMPTS, np.ones_like(PROMPTS), count_target, eos_id=None, pad_id=0)
 
 
 def logged(workdir):
@@ -103,3 +106,40 @@ def test_export_is_the_trained_policy(trained):
         np.asarray(result.policy_model.apply({"params": jax.device_get(result.params["policy"])}, ids)),
         atol=1e-5,
     )
+
+
+def test_metrics_are_merged_over_the_log_interval_like_dpo(trained, tmp_path):
+    workdir, _ = trained
+    per_step = {r["step"]: r for r in logged(workdir)}
+    run(tmp_path, 6, log_every_steps=3)  # the same run (log_every_steps changes no update), logged every 3
+    rows = logged(tmp_path)
+    assert [r["step"] for r in rows] == [3, 6]
+    for row in rows:
+        steps = [per_step[s] for s in range(row["step"] - 2, row["step"] + 1)]
+        # Each step has 2 epochs x 2 minibatches of updates and one rollout: the interval's mean is the
+        # mean of its steps' means. Sums of 3 float32 means (12 updates): a few float32 ulps.
+        for name in ("rollout/score", "rollout/kl", "ppo/kl_coef", "ppo/loss", "ppo/entropy", "ppo/grad_norm"):
+            np.testing.assert_allclose(row[name], np.mean([s[name] for s in steps]), rtol=1e-5, err_msg=name)
+        assert row["nonfinite"] == sum(s["nonfinite"] for s in steps) == 0.0  # a count of skipped updates
+        assert row["learning_rate"] == steps[-1]["learning_rate"]
+
+
+def _diverging(workdir, steps, **loop):
+    """A PPO run whose every update is non-finite: an infinite value-loss weight makes each loss inf."""
+    c = config(steps)
+    c.update(dict(nonfinite_policy="skip", checkpoint_every_steps=1, **loop))
+    c.ppo.vf_coef = float("inf")
+    return run_ppo(c, str(workdir), PROMPTS, np.ones_like(PROMPTS), count_target, eos_id=None, pad_id=0)
+
+
+def test_nonfinite_skip_stops_and_refuses_to_export_like_dpo(tmp_path):
+    # As tests/training/test_loop_faults.py asks of DPO: the same messages, no FINISHED, no export.
+    with pytest.raises(NonFiniteLossError, match=r"step 2 .*4 of its 4 updates were skipped: 2 non-finite steps in a"):
+        _diverging(tmp_path / "limit", 4, max_consecutive_skipped_steps=2)
+    first = logged(tmp_path / "limit")[0]
+    assert first["step"] == 1 and first["nonfinite"] == 4.0 and first["ppo/loss"] is None  # JSON null
+    with pytest.raises(NonFiniteLossError, match=r"no step of this run \(1..2\) updated the parameters"):
+        _diverging(tmp_path / "short", 2, max_consecutive_skipped_steps=0)
+    for name in ("limit", "short"):
+        assert not (tmp_path / name / FINISHED_MARKER).exists()
+        assert not (tmp_path / name / "export").exists()

@@ -137,7 +137,7 @@ def test_one_recipe_at_a_time_in_a_directory(tmp_path):
 
     from dpo_jax.recipes import get_recipe
     from dpo_jax.recipes.run import RECIPE_FILE, run_recipe
-    from dpo_jax.training.workdir import LOCK_FILENAME, WorkdirLockedError
+    from dpo_jax.run.workdir import LOCK_FILENAME, WorkdirLockedError
 
     root = tmp_path / "recipe"
     root.mkdir()

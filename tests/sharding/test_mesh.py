@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from dpo_jax import sharding
-from dpo_jax.training.state import TrainState
+from dpo_jax.run.state import TrainState
 
 RULES = sharding.DEFAULT_LOGICAL_AXIS_RULES
 

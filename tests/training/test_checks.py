@@ -52,13 +52,3 @@ def test_unwritable_workdir(tmp_path):
         train_and_evaluate(tiny_config("hh", "tiny"), str(blocker / "run"))
 
 
-def test_data_cache_is_local_for_a_gs_workdir(tmp_path):
-    from dpo_jax.training.loop import default_cache_dir
-
-    config = tiny_config("hh", "tiny")
-    # TPU VMs write checkpoints to gs://; the tokenised-data cache must stay a local path.
-    cache = default_cache_dir(config, "gs://bucket/runs/hh")
-    assert "://" not in cache and cache.startswith("/")
-    assert default_cache_dir(config, str(tmp_path)) == str(tmp_path / "data_cache")
-    config.data.cache_dir = "/scratch/cache"
-    assert default_cache_dir(config, "gs://bucket/runs/hh") == "/scratch/cache"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpo_jax import UserError
-from dpo_jax.training import FINISHED_MARKER, NonFiniteLossError
+from dpo_jax.run import FINISHED_MARKER, NonFiniteLossError
 from dpo_jax.training.loop import train_and_evaluate
 from tests.train_helpers import run_main, tiny_config
 

@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dpo_jax.training import optim
-from dpo_jax.training.loop import applied_learning_rate, describe_objective
+from dpo_jax.run import optim
+from dpo_jax.run.scaffold import applied_learning_rate
+from dpo_jax.training.loop import describe_objective
 from tests.train_helpers import tiny_config
 
 

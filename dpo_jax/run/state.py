@@ -1,4 +1,5 @@
-"""The policy's train state and the frozen reference params, created directly on the mesh.
+"""The train state every stage trains (SFT, DPO, the reward model, PPO's policy and value model), created
+directly on the mesh, the frozen reference params beside it, and the in-graph skip of a non-finite update.
 
 `TrainState` is one pytree (step, params, optimizer state, rng), so it can be sharded, donated to the
 train step and checkpointed as one item. The frozen reference params are deliberately not part of it:
@@ -95,3 +96,15 @@ def place_reference(host_or_device_params, param_shardings, dtype):
     placed = jax.tree.map(jax.device_put, host_or_device_params, param_shardings)
     cast = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(target), p), out_shardings=param_shardings)
     return cast(placed)
+
+
+def apply_if_finite(state, grads, finite):
+    """The in-graph skip of a non-finite update, for every stage's step (the trainer's, PPO's): `state`
+    with `grads` applied when `finite`, else the old params and optimizer state.
+
+    Both nonfinite policies keep the old state ("stop" then also ends the run, `run.loop`); the step
+    counter still advances so the data position moves past the bad batch.
+    """
+    updated = state.apply_gradients(grads=grads)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    return new_state.replace(step=updated.step)

@@ -1,24 +1,26 @@
-"""The run scaffold: what every stage's run needs around its loop, owned in one place.
+"""The run scaffold: what every stage's run needs around its steps, owned in one place.
 
     with RunScaffold(config, workdir) as run:       # workdir made, locked, checkpointer and SIGTERM handler up
         restored = run.restore(abstract_state)      # the newest readable step, its settings checked
-        writer = run.metrics_writer(start_step)     # rows at or past a restored step are dropped first
-        ... loop: run.save(step, state, position); if run.preempted(step, state, position): break
-        run.finish(step, export)                    # the export and FINISHED marker (process 0)
+        outcome = run_steps(run, stage, state, ...) # the one step loop (`run.loop`)
+
+The loop calls the rest: `run.metrics_writer(start_step)` (rows at or past a restored step dropped
+first), `run.save(step, state, position)`, `run.preempted(...)` and `run.finish(step, export)` (the
+export and the FINISHED marker, process 0).
 
 SFT, DPO and the reward model (`training.loop`), PPO (`ppo.loop`) and the synthetic experiment's
-stages (through `training.run_training`) all run inside it, so each gets the same lock (a second run
-on the workdir is refused with one line), the same resume (each metrics step written once, a checkpoint
-trained with other settings refused), the same preemption (SIGTERM -> save -> `Preempted`, which the
-command turns into exit status 75) and the same closing of the checkpointer on every exit path.
-Mistakes in the user's input are `UserError`s; the command prints them as one `error:` line, exit 2.
+stages (through `training.run_training`) all run inside it and through its one loop, so each gets the
+same lock (a second run on the workdir is refused with one line), the same resume (each metrics step
+written once, a checkpoint trained with other settings refused), the same preemption (SIGTERM -> save
+-> `Preempted`, which the command turns into exit status 75) and the same closing of the checkpointer
+on every exit path. Mistakes in the user's input are `UserError`s; the command prints them as one
+`error:` line, exit 2.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -38,11 +40,12 @@ from dpo_jax.checkpoint import (
     should_stop_for_preemption,
 )
 from dpo_jax.metrics.writer import MetricsWriter
-from dpo_jax.training.workdir import (
+from dpo_jax.run.workdir import (
     WorkdirLock,
     config_changes,
     optimisation_config,
     prepare_workdir,
+    workdir_path,
     write_run_config,
 )
 
@@ -53,11 +56,6 @@ FINISHED_MARKER = "FINISHED"  # launch/sweep.py skips workdirs that have it
 
 class Preempted(Exception):
     """A run stopped by SIGTERM after saving; the command exits with PREEMPTED_EXIT (75)."""
-
-
-def workdir_path(workdir: str) -> epath.Path:
-    """Local paths made absolute (Orbax needs it); gs:// and other URLs as they are."""
-    return epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
 
 
 def optimizer_config(config, total_steps: int):

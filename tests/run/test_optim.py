@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from dpo_jax.training import optim
+from dpo_jax.run import optim
 
 
 def make_config(**overrides):

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from dpo_jax.training.state import TrainState
+from dpo_jax.run.state import TrainState
 
 
 def make_state(seed=0):

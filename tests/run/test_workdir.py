@@ -11,14 +11,14 @@ import pytest
 from etils import epath
 
 from dpo_jax import UserError
-from dpo_jax.training.loop import train_and_evaluate
-from dpo_jax.training.workdir import (
+from dpo_jax.run.workdir import (
     LOCK_FILENAME,
     WorkdirLock,
     WorkdirLockedError,
     config_changes,
     optimisation_config,
 )
+from dpo_jax.training.loop import train_and_evaluate
 from tests.train_helpers import tiny_config
 
 
@@ -109,8 +109,7 @@ def test_resuming_with_another_attention_kernel_is_accepted(tmp_path):
     the config recorded with it)."""
     import jax
     import jax.numpy as jnp
-
-    from dpo_jax.training.run import RunScaffold
+    from dpo_jax.run.scaffold import RunScaffold
 
     state = {"w": jnp.arange(3.0)}
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

@@ -41,6 +41,7 @@ def auto_adam_mu_dtype(
     state = num_params * per_param / max(1, state_shards)
     return "bfloat16" if state > AUTO_MU_STATE_FRACTION * device_bytes else "float32"
 
+
 # torch.optim.RMSprop defaults, which the DPO paper's code base trains with.
 RMSPROP_DECAY = 0.99
 RMSPROP_EPS = 1e-8

@@ -1,6 +1,7 @@
 """A run's workdir: writable, held by one run at a time, and resumed only with the config it was started with.
 
-- `prepare_workdir` makes the directory and proves it writable.
+- `workdir_path` is the workdir as a path (local ones absolute); `prepare_workdir` makes the directory
+  and proves it writable.
 - `WorkdirLock` is the lock file WORKDIR/RUN_LOCK: one per run, however many hosts the run has. Process 0
   takes it and tells the others whether it got it, so every process of a second run on the same
   workdir stops with the same message. A lock left by a killed run is stale, and taken over with a
@@ -36,6 +37,11 @@ LOCK_FILENAME = "RUN_LOCK"
 RUN_CONFIG_FILENAME = "run_config.json"
 
 RUN_LENGTH_FIELDS = frozenset({"num_train_steps", "num_epochs"})
+
+
+def workdir_path(workdir: str) -> epath.Path:
+    """Local paths made absolute (Orbax needs it); gs:// and other URLs as they are."""
+    return epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
 
 
 def prepare_workdir(workdir: epath.Path) -> None:
