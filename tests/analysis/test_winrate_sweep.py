@@ -82,7 +82,7 @@ def test_a_baseline_at_its_own_temperature_and_a_prompting_template(model, tmp_p
     greedy = sample_policy(*model, tokenizer, PROMPTS, settings=SETTINGS.replace(temperature=0.0), batch_size=4, seed=1)
     policy, baseline = Contender("a", *model), Contender("b", *model)
     ((summary, records),) = win_rate_sweep(
-        LengthJudge(), tokenizer, PROMPTS, policy, baseline, [1.0], max_new_tokens=8, batch_size=4,
+        LengthJudge(), tokenizer, PROMPTS, policy, baseline, [1.0], settings=SETTINGS, batch_size=4,
         baseline_temperature=0.0,
     )
     assert summary["temperature"] == 1.0 and summary["baseline_temperature"] == 0.0
