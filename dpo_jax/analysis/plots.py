@@ -119,19 +119,24 @@ def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path,
             capsize=2,
             label=method,
         )
-        # One label per run (its last point), offset in turn so that neighbouring labels do not overlap.
+        # One label per run (its last point); runs whose points coincide share one label
+        # ("kl_target=3,6"), and neighbouring labels are offset in turn so that they do not overlap.
         last = {}
         for p in points:
             if p.get("parameter") is not None:
                 key = (p.get("run"), p["value"])
                 if key not in last or (p.get("step") or 0) >= (last[key].get("step") or 0):
                     last[key] = p
-        for number, p in enumerate(sorted(last.values(), key=lambda p: p["kl"])):
+        at: dict[tuple, list] = {}
+        for p in last.values():
+            at.setdefault((round(p["kl"], 3), round(p["reward"], 3)), []).append(p)
+        for number, (spot, group) in enumerate(sorted(at.items())):
+            values = ",".join(f"{v:g}" for v in sorted({p["value"] for p in group}))
             axes.annotate(
-                f"{p['parameter']}={p['value']:g}",
-                (p["kl"], p["reward"]),
+                f"{group[0]['parameter']}={values}",
+                spot,
                 fontsize="x-small",
-                xytext=(4, 4 + 8 * (number % 3)),
+                xytext=(4, 4 + 8 * (number % 4)),
                 textcoords="offset points",
             )
     analytic = any(p.get("kl_kind") == "analytic_bound" for points in curves.values() for p in points)

@@ -74,8 +74,14 @@ def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing,
         # The plot writes "<sweep>=<value>" beside a point: the frontier's name of the swept setting.
         sweep = {"parameter": p.get("sweep"), "value": p["parameter"]}
         curves.setdefault(p["method"], []).append({**p, **sweep})
-    figure = _figure(curves, out_dir / "figure.png", title=f"{title}\n{ours_label}")
+    figure = _figure(curves, out_dir / "figure.png", title=f"{title}\n{_wrap(ours_label)}")
     return Report(figure, str(out_dir / "table.md"), sorted(curves))
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def paper_section(claims) -> list[str]:
