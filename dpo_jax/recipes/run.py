@@ -90,7 +90,8 @@ def _run_stages(config, root: Path, stages: list[Stage], *, log=print) -> list:
     """Every stage in order, as the recipe's worker (0: the lead) under its launcher and session."""
     launcher = tuple(shlex.split(config.launcher))
     runner = Runner(str(root), log=log, launcher=launcher, worker=int(config.worker), session=config.session)
-    return [runner.run(stage) for stage in stages]
+    with runner.handling_preemption():  # a SIGTERM between two stages stops the recipe with 75 too
+        return [runner.run(stage) for stage in stages]
 
 
 def _follow_recipe(recipe: Recipe, config, root: Path, stages: list[Stage], *, log=print) -> dict[str, Any]:
