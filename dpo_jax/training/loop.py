@@ -24,6 +24,7 @@ from dpo_jax.metrics.writer import Throughput
 from dpo_jax.models import to_hf
 from dpo_jax.models.loading import (
     EXPORT_DIRNAME,
+    check_model_sources,
     load_model,
     load_reference_params,
     load_scalar_head_model,
@@ -93,10 +94,13 @@ class TrainResult:
 def train_and_evaluate(config, workdir: str):
     """Train the stage the config asks for on its dataset: load the tokenizer and the data, then train."""
     validate_config(config)
+    # What the run reads, checked before it creates anything: a mistake leaves no half-made workdir.
+    check_model_sources(config)
+    data_lib.check_data_path(config.data.path)
+    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
     path = workdir_path(workdir)
     prepare_workdir(path)
     with WorkdirLock(path):  # before the data: a second run on this workdir stops at once
-        tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
         cache_dir = default_cache_dir(config, workdir)
         prepared = data_lib.build_datasets(
             config.data, tokenizer, stage=data_stage(config), cache_dir=cache_dir
