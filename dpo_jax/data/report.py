@@ -102,9 +102,26 @@ class BadInputReport:
         default_factory=lambda: {TRUNCATED_PROMPT: 0, TRUNCATED_RESPONSE: 0}
     )
 
-    def count_truncation(self, *, prompt: bool, response: bool) -> None:
-        self.truncated[TRUNCATED_PROMPT] += int(prompt)
-        self.truncated[TRUNCATED_RESPONSE] += int(response)
+    # The first kept examples the length limits cut, per part (file, row, what was cut), for the log.
+    truncated_samples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def count_truncation(
+        self, *, prompt: bool, response: bool, location: RowLocation | None = None, detail: str = ""
+    ) -> None:
+        for part, cut in ((TRUNCATED_PROMPT, prompt), (TRUNCATED_RESPONSE, response)):
+            if not cut:
+                continue
+            self.truncated[part] += 1
+            if location is not None and self.truncated[part] <= self.samples_per_reason:
+                self.truncated_samples.append(
+                    {
+                        "part": part,
+                        "file": location.file,
+                        "row": location.row,
+                        "unit": location.unit,
+                        "detail": detail,
+                    }
+                )
 
     def record(self, error: BadRow, location: RowLocation) -> None:
         seen = self.counts.get(error.reason, 0)
@@ -165,6 +182,22 @@ class BadInputReport:
                 sample["reason"],
                 sample["field"],
                 sample["detail"],
+            )
+
+        for sample in self.truncated_samples:
+            logger.info(
+                "data %s %s: kept %s %s %d, cut by the length limits (%s) %s",
+                source,
+                self.split,
+                sample["file"],
+                sample.get("unit", "row"),
+                sample["row"],
+                sample["part"],
+                sample["detail"],
+            )
+        if any(n > self.samples_per_reason for n in self.truncated.values()):
+            logger.info(
+                "data %s %s: (the first %d cut per part shown)", source, self.split, self.samples_per_reason
             )
 
     def to_dict(self) -> dict[str, Any]:
