@@ -206,12 +206,11 @@ def _fit_one(
         )
     if report is not None:
         cut_responses = [f"{n} -> {len(r)}" for r, n in zip(responses, full_response_lengths) if len(r) < n]
+        cut_prompt = len(prompt) < full_prompt_length
+        detail = [f"prompt {full_prompt_length} -> {len(prompt)} tokens"] if cut_prompt else []
+        detail += [f"responses {', '.join(cut_responses)} tokens (EOS included)"] if cut_responses else []
         report.count_truncation(
-            prompt=len(prompt) < full_prompt_length,
-            response=bool(cut_responses),
-            location=location,
-            detail=f"prompt {full_prompt_length} -> {len(prompt)} tokens"
-            + (f", responses {', '.join(cut_responses)} tokens" if cut_responses else ""),
+            prompt=cut_prompt, response=bool(cut_responses), location=location, detail="; ".join(detail)
         )
     return prompt, responses
 

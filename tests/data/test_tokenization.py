@@ -205,12 +205,12 @@ def test_the_rows_the_length_limits_cut_are_named(tokenizer, caplog):
     )
     assert split.num_examples == 3 and report.truncated == {"truncated_prompt": 1, "truncated_response": 1}
     cut = report.truncated_samples
-    assert [(s["part"], s["row"]) for s in cut] == [("truncated_prompt", 1), ("truncated_response", 1)]
+    assert [(s["parts"], s["row"]) for s in cut] == [(["truncated_prompt", "truncated_response"], 1)]
     prompt, response = (
         len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in ("word " * 10, " b " * 10)
     )
-    detail = f"prompt {prompt} -> 8 tokens, responses {response + 1} -> 8 tokens"  # + 1: its EOS
+    detail = f"prompt {prompt} -> 8 tokens; responses {response + 1} -> 8 tokens (EOS included)"
     assert cut[0]["detail"] == detail
     with caplog.at_level(logging.INFO):
         report.log(logging.getLogger("test"), source="local")
-    assert f"kept mem row 1, cut by the length limits (truncated_prompt) {detail}" in caplog.text
+    assert f"kept mem row 1, cut by the length limits: {detail}" in caplog.text
