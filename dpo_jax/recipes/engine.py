@@ -269,6 +269,7 @@ class Runner:
         for name in BOOKKEEPING:  # a write cut short by a kill or a full disk
             (directory / f"{name}.tmp").unlink(missing_ok=True)
         finished = _read_json(directory / STAGE_FILE)
+        in_place = False  # a finished run with damaged outputs: run again in its own directory
         if finished is None and (directory / STAGE_FILE).exists():
             self.log(f"stage {stage.name}: its {STAGE_FILE} is damaged (not readable JSON); re-running it")
             self._supersede(directory)
@@ -283,7 +284,8 @@ class Runner:
                 self.log(f"  {line}")
             if any(line.startswith("upstream") for line in problems):
                 self._supersede(directory)  # it read another run's outputs: start afresh
-            # else resumed in place: a trainer restores its last checkpoint and writes its outputs again
+            else:  # a trainer restores its last checkpoint and writes its outputs again
+                in_place = True
             finished = None
         started = _read_json(directory / STARTED_FILE)
         if finished is not None or (started is not None and started.get("fingerprint") != key):
@@ -294,6 +296,8 @@ class Runner:
             self._supersede(directory)
         elif started is not None:
             self.log(f"stage {stage.name}: resuming an interrupted run")
+        elif in_place:
+            pass
         elif directory.exists() and any(directory.iterdir()):
             self.log(f"stage {stage.name}: {directory} holds files no recipe wrote; moving them aside")
             self._supersede(directory)

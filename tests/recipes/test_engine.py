@@ -236,7 +236,8 @@ def test_a_finished_stage_with_missing_or_altered_outputs_runs_again_and_so_do_i
     statuses, log = _run(root, plan)
     assert statuses == ["ran", "ran"], log
     assert "out.txt is missing" in log and "upstream stage a ran again since" in log
-    assert (root / "a" / "out.txt").read_text() == "1"
+    assert "no recipe wrote" not in log and (root / "a" / "out.txt").read_text() == "1"
+    assert (root / "a" / LOG_FILE).read_text().count("=== ") == 2  # run again in its own directory
     assert _run(root, plan)[0] == ["reused", "reused"]
 
     out = root / "b" / "out.txt"
