@@ -7,7 +7,7 @@ Each stage writes a normal workdir DIR/<stage>; a finished stage is reused, a ki
 its checkpoint, a changed one re-runs (and the recipe says what changed). Ends with one `RESULT {json}`
 line: recipe, stages ({name, status: ran|reused, seconds}), figure, table, methods, reference_logps.
 --dry_run prints the plan instead; at --scale=paper it also compiles each training stage for
---recipe.aot_target. Recipes: imdb, tldr, hh, news, judge_agreement (README, "Reproduce a figure").
+--recipe.aot_target. Recipes: imdb, tldr, hh, news, judge_agreement (README, "Reproducing the paper"; docs/recipes.md).
 
 Exit status: 0 done; 2 a mistake in the command line (one line on stderr); 75 a stage was preempted
 after saving (rerun the same command); 1 a stage failed (the end of its log is printed).
