@@ -58,7 +58,8 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
 
     if any(arg in HELP_FLAGS for arg in argv[1:]):
         _print_help(flags.FLAGS)
-    _check_config_paths(argv[1:])
+    if "config" in flags.FLAGS:  # main and aot: a config file
+        _check_config_paths(argv[1:])
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
