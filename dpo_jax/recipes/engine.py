@@ -314,19 +314,19 @@ class Runner:
             for name, run in sorted(finished.get("upstream_runs", {}).items())
             if self.run_ids.get(name, run) != run
         ]
-        return problems + damaged_outputs(directory, finished.get("outputs", {}))
+        return problems + damaged_outputs(directory, finished.get("files", {}))
 
     def _reroot(self, stage: Stage, finished: dict[str, Any], directory: Path) -> None:
         old_root = finished.get("root")
         if not old_root or old_root == str(self.root):
             return
         changed = reroot_stage_files(directory, old_root, str(self.root))
-        outputs = finished.get("outputs", {})
+        outputs = finished.get("files", {})
         for name in changed:
             if name in outputs:
                 stat = (directory / name).stat()
                 outputs[name] = [stat.st_size, stat.st_mtime_ns, file_sha256(directory / name)]
-        _write_json(directory / STAGE_FILE, {**finished, "root": str(self.root), "outputs": outputs})
+        _write_json(directory / STAGE_FILE, {**finished, "root": str(self.root), "files": outputs})
         if changed:
             self.log(f"stage {stage.name}: DIR moved from {old_root}; re-rooted {', '.join(changed)}")
 
@@ -459,7 +459,7 @@ class Runner:
             "root": str(self.root),
             "run": run,
             "upstream_runs": {name: self.run_ids.get(name, "") for name in stage.after},
-            "outputs": output_manifest(directory),
+            "files": output_manifest(directory),
         }
         _write_json(directory / STAGE_FILE, record)
         self.run_ids[stage.name] = run

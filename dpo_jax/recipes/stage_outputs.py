@@ -2,7 +2,7 @@
 
 The engine (engine.py) keeps three bookkeeping files per stage; everything else the stage wrote, but
 its checkpoints and data cache (resume state and a cache: a user may delete them to free space), is
-an output. STAGE.json lists each output's size, modification time and sha256; before reuse
+an output. STAGE.json ("files") lists each output's size, modification time and sha256; before reuse
 `damaged_outputs` checks that each is there with its size, and reads a file again only when its
 modification time changed (a copied DIR), so a rerun of an intact recipe reads no weights.
 """
