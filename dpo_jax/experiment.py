@@ -7,7 +7,9 @@ Each stage writes a normal workdir DIR/<stage>; a finished stage is reused, a ki
 its checkpoint, a changed one re-runs (and the recipe says what changed). Ends with one `RESULT {json}`
 line: recipe, stages ({name, status: ran|reused, seconds}), figure, table, methods, reference_logps.
 --dry_run prints the plan instead; at --scale=paper it also compiles each training stage for
---recipe.aot_target. Recipes: imdb, tldr, hh, news, judge_agreement (README, "Reproducing the paper"; docs/recipes.md).
+--recipe.aot_target. --scale=paper --rehearse runs the paper-scale plan for real on tiny models and
+paper-shaped data, step and sample counts capped (recipes/rehearsal.py). Recipes: imdb, tldr, hh,
+news, judge_agreement (README, "Reproducing the paper"; docs/recipes.md).
 
 Exit status: 0 done; 2 a mistake in the command line (one line on stderr); 75 a stage was preempted
 after saving (rerun the same command); 1 a stage failed (the end of its log is printed).
@@ -24,6 +26,9 @@ _RECIPE = flags.DEFINE_string("recipe", None, "imdb | tldr | hh | news | judge_a
 _WORKDIR = flags.DEFINE_string("workdir", None, "The recipe's directory: one workdir per stage inside it.")
 _SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "paper"], "tiny models and fixtures, or the paper's")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan (and compile, at paper scale); run nothing.")
+_REHEARSE = flags.DEFINE_bool(
+    "rehearse", False, "With --scale=paper: run the paper-scale plan with tiny models, counts capped."
+)
 flags.mark_flags_as_required(["recipe", "workdir"])
 
 RECIPE_PREFIX = "--recipe."
@@ -60,10 +65,10 @@ def main(argv):
 
     recipe = get_recipe(_RECIPE.value)
     if _DRY_RUN.value:
-        plan(recipe, _SCALE.value, _WORKDIR.value, _OVERRIDES)
+        plan(recipe, _SCALE.value, _WORKDIR.value, _OVERRIDES, rehearse=_REHEARSE.value)
         return
     try:
-        run_recipe(recipe, _SCALE.value, _WORKDIR.value, _OVERRIDES)
+        run_recipe(recipe, _SCALE.value, _WORKDIR.value, _OVERRIDES, rehearse=_REHEARSE.value)
     except StageFailed as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(error.exit_status if error.exit_status == 75 else 1)

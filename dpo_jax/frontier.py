@@ -83,7 +83,9 @@ def main(argv=None) -> int:
     try:
         every = parse_checkpoints(args.checkpoints)
         runs = [read_run(w) for w in expand_workdirs(args.workdirs)]
-        prompts = prefixes_from_flags(args)
+        from dpo_jax.data import load_tokenizer
+
+        prompts, prompt_set = prefixes_from_flags(args, load_tokenizer(runs[0].tokenizer_path()))
         classifier = ClassifierJudge(args.classifier)
         selector = RewardModelJudge(args.best_of_reward) if args.best_of else None
         options = dict(
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
             {
                 "classifier": args.classifier,
                 "num_prompts": len(prompts),
+                "prefix_unit": args.prefix_unit,
+                **prompt_set.to_json(),
                 **options,
                 "best_of": list(args.best_of),
                 "best_of_reward": args.best_of_reward,

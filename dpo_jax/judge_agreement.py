@@ -34,10 +34,11 @@ from dpo_jax.judges.flags import JUDGE_FLAGS, check_judge_flags
 
 FLAGS = (
     ("labels", str, None, "label file (JSONL): human labels, or a judge's"),
-    ("against", str, "", "a second label file to compare with (no judge asked)"),
+    ("against", str, "", "label files to compare with, comma separated (no judge asked)"),
     ("task", str, "tldr", "tldr | hh | news: the judge's question"),
     ("out", str, "", "the judge's labels (default: LABELS.<judge>.jsonl)"),
     ("seed", int, 0, "order randomisation and bootstrap seed"),
+    ("summary_out", str, "", "also write every agreement printed, as one JSON list, to this file"),
     *JUDGE_FLAGS,
     *DISTRIBUTED_FLAGS,
 )
@@ -63,17 +64,22 @@ def main(argv=None) -> int:
     from dpo_jax.judges import JudgeError
     from dpo_jax.judges.flags import judge_from_flags
 
-    writer = writes_outputs()
-    report = lambda record: print(result_line(record), flush=True) if writer else None
+    writer, records = writes_outputs(), []
+
+    def report(record):
+        records.append(record)
+        if writer:
+            print(result_line(record), flush=True)
+
     try:
         labels = read_labels(args.labels)
         report({"between": "raters of " + args.labels, **agreement(labels, seed=args.seed)})
         if args.against:
-            other = read_labels(args.against)
-            report({"between": "raters of " + args.against, **agreement(other, seed=args.seed)})
-            report(
-                {"between": f"{args.labels} and {args.against}", **agreement(labels, other, seed=args.seed)}
-            )
+            for against in (a for a in args.against.split(",") if a):
+                other = read_labels(against)
+                report({"between": "raters of " + against, **agreement(other, seed=args.seed)})
+                report({"between": f"{args.labels} and {against}", **agreement(labels, other, seed=args.seed)})
+            _write_summary(args.summary_out, records, writer)
             return 0
         judge = judge_from_flags(args, Path(args.labels).with_suffix(".judge_cache.jsonl"))
         judged = judge_labels(judge, labels, seed=args.seed)
@@ -86,10 +92,18 @@ def main(argv=None) -> int:
         summary = agreement(judged, labels, seed=args.seed)
         between = f"{judge.name} and {args.labels}"
         report({"between": between, "out": out, "unparsable": unparsable, **summary, "usage": judge.usage()})
+        _write_summary(args.summary_out, records, writer)
     except (JudgeError, ValueError, OSError) as error:
         print_error(error)
         return USER_ERROR_EXIT
     return 0
+
+
+def _write_summary(path: str, records: list, writer: bool) -> None:
+    if path and writer:
+        from dpo_jax.analysis.results import write_json
+
+        write_json(Path(path), {"agreements": records})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python -m dpo_jax.main --config=configs/imdb.py --workdir=/tmp/imdb-dpo \\
         --config.model.name_or_path=/tmp/imdb-sft --config.data.path=/tmp/imdb_pairs.jsonl
 
-Review prefixes (2-8 words, as the DPO paper; the `imdb_prefixes` source of --data_path, split
+Review prefixes (2-8 tokens of the SFT model's tokenizer, as the DPO paper; --prefix_unit=words for words; of --data_path, split
 --split) are each continued --num_samples times by the SFT model (--workdir: a finished SFT run or any
 Hugging Face model), each continuation scored by --classifier (p(positive) of prefix + continuation;
 the paper's ground truth is siebert/sentiment-roberta-large-english), and every pair of different
@@ -71,10 +71,10 @@ def main(argv=None) -> int:
 
     try:
         run = read_run(args.workdir)
-        prefixes = prefixes_from_flags(args)
+        tokenizer = load_tokenizer(args.tokenizer or run.tokenizer_path())
+        prefixes, prompt_set = prefixes_from_flags(args, tokenizer)
         classifier = ClassifierJudge(args.classifier)
         model, params = load_policy(run.model_path, dtype=args.dtype)
-        tokenizer = load_tokenizer(args.tokenizer or run.tokenizer_path())
         settings = dict(
             temperature=args.temperature,
             top_k=args.top_k,
@@ -104,6 +104,7 @@ def main(argv=None) -> int:
         return USER_ERROR_EXIT
     if writes_outputs():
         summary = {"out": args.out, "format": args.format, "classifier": args.classifier, **counts}
+        summary.update(prompt_set.summary())
         print(result_line(summary), flush=True)
     return 0
 

@@ -55,6 +55,9 @@ FLAGS = (
     ("human_reference_split", str, "test", "the split of --human_reference_path"),
     ("policy", _best_of, "sample", "sample | best_of_n:N (N samples, the best by --best_of_n_reward)"),
     ("best_of_n_reward", str, "", "reward model (directory or hub name) for best_of_n"),
+    ("baseline_temperature", float, None, "a sampled baseline's own temperature (default: the policy's)"),
+    ("prompt_template", str, "", "prompting baseline: ask the policy through this template file"),
+    ("shots", int, 0, "prompting baseline: demonstrations from the train split ({examples})"),
     (
         "checkpoints",
         str,
@@ -63,7 +66,8 @@ FLAGS = (
     ),
     ("unparsable", str, "drop", "drop | loss: an unreadable verdict is left out, or a loss of the policy"),
     ("temperatures", _temperatures, "0,0.25,0.5,0.75,1", "sampling temperatures"),
-    ("num_prompts", int, 256, "held-out prompts (the first distinct ones of the eval split)"),
+    ("num_prompts", int, 256, "held-out prompts: a random subset of the eval split's distinct prompts"),
+    ("prompt_seed", int, 0, "which random subset of prompts (the same for every method compared)"),
     ("max_new_tokens", int, 128, "tokens sampled at most per completion"),
     ("batch_size", int, 16, "prompts per generate call"),
     ("seed", int, 0, "sampling and order-randomisation seed"),
@@ -118,7 +122,9 @@ def main(argv=None) -> int:
             if args.check_judge:
                 report(check_judge(run, judge, request, Path(run.path, "winrate")))
                 continue
-            name, curves[run.label] = evaluate_run(run, judge, request, Path(run.path, "winrate"), report)
+            # A run's results go to its winrate/; a model that is not a directory (a hub name) has none.
+            results = Path(run.path, "winrate") if Path(run.path).is_dir() else Path(args.out_dir or "winrate")
+            name, curves[run.label] = evaluate_run(run, judge, request, results, report)
     except (JudgeError, ValueError, OSError) as error:
         print_error(error)
         return USER_ERROR_EXIT

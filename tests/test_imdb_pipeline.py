@@ -11,7 +11,7 @@ import pytest
 from dpo_jax import frontier, make_pairs
 from dpo_jax.analysis.runs import expand_workdirs
 from dpo_jax.analysis.sentiment_pairs import imdb_prefixes, preference_records
-from dpo_jax.data import read_examples
+from dpo_jax.data import load_tokenizer, read_examples
 from dpo_jax.training import train_and_evaluate
 from tests.judges.tiny_classifiers import save_tiny_classifier
 from tests.tolerances import f32_bound
@@ -44,9 +44,16 @@ def pipeline(tmp_path_factory):
 
 def test_make_pairs_writes_scored_pairs_the_trainer_reads(pipeline):
     records = [json.loads(line) for line in pipeline["pairs"].read_text().splitlines()]
-    prefixes = imdb_prefixes("fixture:imdb", "train", limit=8)
-    assert len(prefixes) == 8 and all(2 <= len(p.split()) <= 8 for p in prefixes)
+    # Issue 28 item 7: prefixes of 2-8 tokens of the SFT model's tokenizer (the paper's), a seeded
+    # random subset of the train reviews (issue 28 item 3), not the first 8.
+    tokenizer = load_tokenizer(str(pipeline["root"] / "sft" / "export"))
+    prefixes = imdb_prefixes("fixture:imdb", "train", limit=8, tokenizer=tokenizer)
+    lengths = [len(tokenizer.encode(p, add_special_tokens=False)) for p in prefixes]
+    assert len(prefixes) == 8 and all(2 <= n <= 8 for n in lengths) and len(set(lengths)) > 1
     assert {r["prompt"] for r in records} <= set(prefixes)
+    every = imdb_prefixes("fixture:imdb", "train", tokenizer=tokenizer)
+    assert set(prefixes) < set(every) and prefixes != every[:8]
+    assert imdb_prefixes("fixture:imdb", "train", limit=8, tokenizer=tokenizer, seed=1) != prefixes
     assert all(r["chosen_score"] > r["rejected_score"] and r["chosen"] != r["rejected"] for r in records)
     assert all(0.0 <= r["rejected_score"] and r["chosen_score"] <= 1.0 for r in records)
     # At most K(K-1)/2 = 6 pairs per prefix, and DPO trained on them (both runs exported a policy).

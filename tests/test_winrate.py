@@ -10,6 +10,7 @@ import pytest
 
 from dpo_jax import winrate
 from dpo_jax.data import load_tokenizer, read_examples
+from dpo_jax.data.prompt_sets import choose, prompt_id
 from dpo_jax.models import to_hf
 from dpo_jax.models.loading import EXPORT_DIRNAME
 from tests.data.data_helpers import write_jsonl
@@ -111,8 +112,10 @@ def test_tldr_is_judged_against_the_human_tldr_of_the_same_post_by_default(
     runs, capsys, monkeypatch, tmp_path
 ):
     """Issue 22 item 4: the paper's TL;DR baseline is the human-written reference summary (the SFT
-    dataset's TL;DR for the same post), not the comparisons' preferred summary; a post without one is
-    counted. --baseline=chosen stays available."""
+    dataset's TL;DR for the same post), not the comparisons' preferred summary. Issue 28 item 2: the
+    posts are those of the human-reference split itself (one prompt set per task, whatever split the run
+    validated on), a random subset named in the result; more prompts than qualify is one error line.
+    --baseline=chosen stays available."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     posts = [e.prompt for e in read_examples(tiny_config("tldr", "tiny").data, split="eval")[0]][:4]
     # Human TL;DRs for 3 of the 4 posts, as the SFT dataset writes them (prompt without "TL;DR:").
@@ -126,13 +129,17 @@ def test_tldr_is_judged_against_the_human_tldr_of_the_same_post_by_default(
         args[args.index("--human_reference_path=fixture:tldr_sft")] = (
             f"--human_reference_path={tmp_path / 'tldr_sft'}"
         )
-        assert winrate.main(args) == 0
+        assert winrate.main(args) == 2  # 4 prompts asked, 3 posts have a human reference
+        assert "only 3 distinct prompts qualify" in capsys.readouterr().err
+        assert winrate.main([*args, "--num_prompts=3"]) == 0
     (line,) = results(capsys)
-    assert line["baseline"] == "human" and line["without_human_reference"] == 1
+    assert line["baseline"] == "human" and line["without_human_reference"] == 0
     assert line["n"] == 3 and line["win_rate"] == 0.0 and line["unparsable"] == 0
     name = f"policy_vs_human_{MODEL}"
     comparisons = (runs["policy"] / "winrate" / f"{name}.comparisons.jsonl").read_text().splitlines()
     assert sorted(json.loads(c)["baseline"] for c in comparisons) == [" HUMAN 0", " HUMAN 1", " HUMAN 2"]
+    saved = json.loads((runs["policy"] / "winrate" / f"{name}.json").read_text())
+    assert sorted(saved["prompt_ids"]) == sorted(prompt_id(p) for p in posts[:3])
 
 
 def test_a_users_judge_template_and_answer_line(runs, capsys, monkeypatch, tmp_path):
@@ -166,7 +173,8 @@ def test_news_articles_judged_against_their_reference_highlights(runs, capsys, m
     """Issue 22 item 10: the TL;DR policy on CNN/DailyMail articles (the paper's out-of-distribution
     table), judged with the news template against the articles' own highlights."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    highlights = [e.responses[0] for e in read_examples(SimpleNamespace(**NEWS), split="eval")[0]]
+    articles = read_examples(SimpleNamespace(**NEWS), split="eval")[0]
+    highlights = [e.responses[0] for e in articles]
     decide = lambda text: (
         "Preferred: " + ("A" if " ".join(responses_of(text)[0].split()) in str(highlights) else "B")
     )
@@ -180,7 +188,9 @@ def test_news_articles_judged_against_their_reference_highlights(runs, capsys, m
         for text in server.received
     )
     comparisons = (runs["policy"] / "winrate" / "news.comparisons.jsonl").read_text().splitlines()
-    assert [json.loads(c)["baseline"] for c in comparisons] == highlights[:4]
+    # A seeded random subset of the articles (issue 28 item 3), in the split's order.
+    chosen, _ = choose(articles, 4, seed=0, what="news", text=lambda e: e.prompt)
+    assert [json.loads(c)["baseline"] for c in comparisons] == [e.responses[0] for e in chosen]
 
 
 def test_win_rate_over_training_one_result_per_checkpoint(runs, capsys, tmp_path):
@@ -263,7 +273,7 @@ def test_hh_single_turn_subset(runs, capsys):
         "--judge=reward_model",
         f"--judge_path={runs['reward']}",
         "--temperatures=0",
-        "--num_prompts=64",
+        f"--num_prompts={len(single)}",  # all of them (issue 28: more than qualify is an error)
         "--max_new_tokens=4",
         "--single_turn",
     ]
@@ -288,9 +298,9 @@ def test_judge_check_against_human_labels(runs, capsys, monkeypatch):
     with ChatServer(decide=decide) as server:
         assert winrate.main(openai_args(server, runs["policy"], "--check_judge", "--num_prompts=6")) == 0
     (line,) = results(capsys)
-    assert line["n"] == 6 and 0.0 <= line["agreement_with_humans"] <= 1.0
+    assert line["n"] == 6 and 0.0 <= line["agreement_with_dataset_labels"] <= 1.0
     saved = json.loads((runs["policy"] / "winrate" / f"judge_agreement_{MODEL}.json").read_text())
-    assert saved["agreement_with_humans"] == line["agreement_with_humans"]
+    assert saved["agreement_with_dataset_labels"] == line["agreement_with_dataset_labels"]
 
 
 def test_errors_are_one_clear_message(runs, capsys, monkeypatch, tmp_path):

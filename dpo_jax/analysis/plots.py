@@ -119,19 +119,26 @@ def plot_reward_vs_kl(curves: Mapping[str, Sequence[Mapping[str, float]]], path,
             capsize=2,
             label=method,
         )
+        # One label per run (its last point), offset in turn so that neighbouring labels do not overlap.
+        last = {}
         for p in points:
             if p.get("parameter") is not None:
-                axes.annotate(
-                    f"{p['parameter']}={p['value']:g}",
-                    (p["kl"], p["reward"]),
-                    fontsize="x-small",
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
+                key = (p.get("run"), p["value"])
+                if key not in last or (p.get("step") or 0) >= (last[key].get("step") or 0):
+                    last[key] = p
+        for number, p in enumerate(sorted(last.values(), key=lambda p: p["kl"])):
+            axes.annotate(
+                f"{p['parameter']}={p['value']:g}",
+                (p["kl"], p["reward"]),
+                fontsize="x-small",
+                xytext=(4, 4 + 8 * (number % 3)),
+                textcoords="offset points",
+            )
     analytic = any(p.get("kl_kind") == "analytic_bound" for points in curves.values() for p in points)
     kind = "sampled; Best-of-N: the analytic bound" if analytic else "sampled"
     axes.set_xlabel(rf"KL($\pi\,\|\,\pi_{{\mathrm{{ref}}}}$) (nats, {kind})")
     axes.set_ylabel("reward (classifier p(positive))")
     if title:
         axes.set_title(title)
+    figure.text(0.01, 0.005, "error bars: one standard error (prompts as clusters)", fontsize="x-small")
     return _save(figure, axes, path)

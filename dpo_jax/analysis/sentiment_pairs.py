@@ -14,6 +14,7 @@ are skipped (a ranking keeps the first of equally scored completions); both are 
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Sequence
 
 import ml_collections
@@ -90,25 +91,59 @@ def score_per_prompt(
     return out
 
 
-def imdb_prefixes(path: str, split: str, *, limit: int = 0, words: tuple[int, int] = (2, 8)) -> list[str]:
-    """The distinct review prefixes (`imdb_prefixes` source: words[0]..words[1] words, the length fixed per
-    review by a checksum) of `split` at `path` (a hub name, a directory, or "fixture:imdb")."""
+def imdb_prefixes(
+    path: str,
+    split: str,
+    *,
+    limit: int = 0,
+    words: tuple[int, int] = (2, 8),
+    seed: int = 0,
+    tokenizer=None,
+    tokens: tuple[int, int] = (2, 8),
+) -> list[str]:
+    """The distinct review prefixes of `split` at `path` (a hub name, a directory, or "fixture:imdb"):
+    with a `tokenizer`, the review's first tokens[0]..tokens[1] tokens of it, decoded (the DPO paper's
+    prefixes of 2-8 tokens); without one, its first words[0]..words[1] words (the `imdb_prefixes`
+    source). The length is fixed per review by a checksum of its text (never by the run). `limit` > 0
+    keeps a random subset of that many, drawn by `seed` (data/prompt_sets.py): IMDb's splits are
+    ordered by label, so the first reviews are all negative."""
+    return prefix_set(path, split, limit=limit, words=words, seed=seed, tokenizer=tokenizer, tokens=tokens)[0]
+
+
+def prefix_set(path, split, *, limit=0, words=(2, 8), seed=0, tokenizer=None, tokens=(2, 8)):
+    """(prefixes, their PromptSet) as `imdb_prefixes` describes."""
+    from dpo_jax.data.prompt_sets import choose
+
+    source = "imdb" if tokenizer is not None else "imdb_prefixes"
     data = ml_collections.ConfigDict(
         dict(
-            source="imdb_prefixes",
+            source=source,
             path=path,
             train_split=split,
             eval_split="",
-            max_length=512,
-            max_prompt_length=64,
+            max_length=1 << 20,  # read, not tokenised
+            max_prompt_length=1 << 19,
             imdb_prefix_min_words=words[0],
             imdb_prefix_max_words=words[1],
         )
     )
-    examples, _ = read_examples(data, split="train", limit=limit, unique_prompts=True)
-    if not examples:
+    examples, _ = read_examples(data, split="train", unique_prompts=tokenizer is None)
+    if tokenizer is None:
+        texts = [e.prompt for e in examples]
+    else:
+        low, high = tokens
+        if not 1 <= low <= high:
+            raise ValueError(f"prefix lengths {low}..{high} tokens: need 1 <= min <= max")
+        texts = []
+        for example in examples:
+            review = example.responses[0]
+            length = low + zlib.crc32(review.encode()) % (high - low + 1)
+            texts.append(tokenizer.decode(tokenizer.encode(review, add_special_tokens=False)[:length]))
+        texts = [t for t in texts if t.strip()]
+    if not texts:
         raise ValueError(f"no review prefixes in split {split!r} of {path!r}")
-    return [e.prompt for e in examples]
+    unit = "tokens" if tokenizer is not None else "words"
+    return choose(texts, limit, seed=seed, what=f"IMDb prefixes ({unit}) of split {split!r} of {path!r}")
 
 
 def prefix_flags(*, split: str, num_prompts: int) -> tuple:
@@ -118,9 +153,13 @@ def prefix_flags(*, split: str, num_prompts: int) -> tuple:
     return (
         ("data_path", str, "stanfordnlp/imdb", "IMDb reviews: hub name or directory"),
         ("split", str, split, "the split whose reviews give the prefixes"),
-        ("num_prompts", int, num_prompts, "first N prefixes (0 = all)"),
-        ("prefix_min_words", int, 2, "words per prefix at least"),
-        ("prefix_max_words", int, 8, "words per prefix at most"),
+        ("num_prompts", int, num_prompts, "N prefixes, a random subset drawn by --prompt_seed (0 = all)"),
+        ("prompt_seed", int, 0, "which random subset of prefixes"),
+        ("prefix_unit", str, "tokens", "tokens (of the policy's tokenizer, as the paper) | words"),
+        ("prefix_min_tokens", int, 2, "tokens per prefix at least"),
+        ("prefix_max_tokens", int, 8, "tokens per prefix at most"),
+        ("prefix_min_words", int, 2, "words per prefix at least (--prefix_unit=words)"),
+        ("prefix_max_words", int, 8, "words per prefix at most (--prefix_unit=words)"),
         ("max_new_tokens", int, 48, "tokens sampled at most per continuation"),
         ("batch_size", int, 32, "prompts per generate call"),
         ("seed", int, 0, "sampling seed"),
@@ -128,11 +167,21 @@ def prefix_flags(*, split: str, num_prompts: int) -> tuple:
     )
 
 
-PREFIX_CHOICES = {"dtype": ("float32", "bfloat16")}
+PREFIX_CHOICES = {"dtype": ("float32", "bfloat16"), "prefix_unit": ("tokens", "words")}
 
 
-def prefixes_from_flags(args) -> list[str]:
+def prefixes_from_flags(args, tokenizer=None):
+    """(prefixes, their PromptSet); `tokenizer` (the policy's) cuts them in tokens (--prefix_unit)."""
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise ValueError("--batch_size and --max_new_tokens must be >= 1")
-    words = (args.prefix_min_words, args.prefix_max_words)
-    return imdb_prefixes(args.data_path, args.split, limit=args.num_prompts, words=words)
+    if args.prefix_unit == "tokens" and tokenizer is None:
+        raise ValueError("--prefix_unit=tokens needs the policy's tokenizer")
+    return prefix_set(
+        args.data_path,
+        args.split,
+        limit=args.num_prompts,
+        words=(args.prefix_min_words, args.prefix_max_words),
+        seed=args.prompt_seed,
+        tokenizer=tokenizer if args.prefix_unit == "tokens" else None,
+        tokens=(args.prefix_min_tokens, args.prefix_max_tokens),
+    )

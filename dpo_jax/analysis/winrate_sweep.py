@@ -32,6 +32,7 @@ class Contender:
     texts: Sequence[str] | None = None  # fixed responses instead of a model
     best_of: int = 1  # > 1: Best-of-N with `reward_judge`
     reward_judge: Any = None
+    prompt_format: Any = None  # prompt -> what the model is asked (a prompting baseline's template)
 
     def __post_init__(self):
         if (self.texts is None) == (self.model is None):
@@ -46,11 +47,12 @@ class Contender:
     ) -> list[str]:
         if self.texts is not None:
             return list(self.texts)
+        asked = [self.prompt_format(p) for p in prompts] if self.prompt_format else list(prompts)
         samples = sample_policy(
             self.model,
             self.params,
             tokenizer,
-            list(prompts),
+            asked,
             settings=settings,
             num_samples=self.best_of,
             batch_size=batch_size,
@@ -73,10 +75,13 @@ def win_rate_sweep(
     batch_size: int = 16,
     seed: int = 0,
     unparsable: str = "drop",
+    baseline_temperature: float | None = None,
     on_result: Callable[[float, dict], None] | None = None,
 ) -> list[tuple[dict, list[dict]]]:
     """[(summary, comparison records)] per temperature; summaries carry "temperature". `unparsable`:
-    "drop" or "loss", what an unreadable verdict counts as (analysis/winrate.py).
+    "drop" or "loss", what an unreadable verdict counts as (analysis/winrate.py). A sampled baseline
+    is drawn at `baseline_temperature` when given (the paper's judge table: each method at its
+    temperature against PPO at temperature 0), else at the policy's temperature.
 
     Raises IncompleteJudging if any comparison has no verdict after the judge's retries (the verdicts
     obtained are in the judge's cache; a rerun asks only for the missing ones).
@@ -86,6 +91,8 @@ def win_rate_sweep(
         settings = dict(temperature=float(temperature), top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
         options = dict(settings=settings, batch_size=batch_size)
         policy_texts = policy.completions(tokenizer, prompts, seed=2 * seed, **options)
+        if baseline_temperature is not None:
+            options = dict(settings={**settings, "temperature": float(baseline_temperature)}, batch_size=batch_size)
         baseline_texts = baseline.completions(tokenizer, prompts, seed=2 * seed + 1, **options)
         summary, records = judge_win_rate(
             judge, prompts, policy_texts, baseline_texts, seed=seed + index, unparsable=unparsable
@@ -97,6 +104,8 @@ def win_rate_sweep(
                 "rerun to ask again for those only: every verdict obtained is cached"
             )
         summary = {"temperature": float(temperature), **summary}
+        if baseline_temperature is not None and baseline.texts is None:
+            summary["baseline_temperature"] = float(baseline_temperature)
         if on_result is not None:
             on_result(float(temperature), summary)
         results.append((summary, records))

@@ -60,8 +60,15 @@ class PPOResult:
     preempted: bool = False  # stopped by SIGTERM after saving; the command exits with PREEMPTED_EXIT
 
 
-def validate_ppo_config(config, *, num_prompts: int, data_parallel: int) -> None:
-    """UserError naming the field for a PPO setting that cannot run."""
+def check_ppo_config(config) -> None:
+    """The start-up checks of a PPO stage that need neither data nor devices: the first thing
+    `run_ppo_stage` does, and what a recipe runs on each PPO stage's config before any stage starts."""
+    validate_ppo_config(resolve_ppo_sizes(config))
+
+
+def validate_ppo_config(config, *, num_prompts: int | None = None, data_parallel: int | None = None) -> None:
+    """UserError naming the field for a PPO setting that cannot run (the prompt count and the
+    data-parallel size checked when given)."""
     p = config.ppo
     batch = config.global_batch_size
     if config.num_train_steps < 1:
@@ -71,12 +78,12 @@ def validate_ppo_config(config, *, num_prompts: int, data_parallel: int) -> None
             f"config.ppo.num_epochs={p.num_epochs} and config.ppo.num_minibatches={p.num_minibatches} must be "
             f">= 1, and the minibatches must divide config.global_batch_size={batch}"
         )
-    if (batch // p.num_minibatches) % data_parallel or batch % data_parallel:
+    if data_parallel is not None and ((batch // p.num_minibatches) % data_parallel or batch % data_parallel):
         raise UserError(
             f"minibatches of {batch // p.num_minibatches} prompts do not split over the data-parallel size "
             f"{data_parallel}"
         )
-    if batch > num_prompts:
+    if num_prompts is not None and batch > num_prompts:
         raise UserError(f"config.global_batch_size={batch} exceeds the {num_prompts} prompts")
     for field in ("kl_coef", "clip_range", "value_clip_range", "vf_coef", "entropy_coef"):
         if not p[field] >= 0:
@@ -250,6 +257,7 @@ def _step_metrics(rollout_stats, update_metrics, schedule, state, seconds: float
 def run_ppo_stage(config, workdir: str) -> PPOResult:
     """`stage="ppo"` from the command line: the prompts of the config's dataset (every distinct train
     prompt, left padded), scored by the reward model `config.ppo.reward_model`; responses end at EOS."""
+    check_ppo_config(config)
     reward_model_source(config)  # a missing or unusable reward model stops the run before any loading
     path = workdir_path(workdir)
     prepare_workdir(path)

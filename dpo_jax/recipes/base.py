@@ -38,6 +38,10 @@ class Recipe:
     stages: Callable[[ml_collections.ConfigDict], list[Stage]]
     report: Callable[[ml_collections.ConfigDict, Path], Report] | None
     missing: Callable[[ml_collections.ConfigDict], list[str]] = lambda config: []
+    # --rehearse: the counts a rehearsal caps, {field: value} (recipes/rehearsal.py)
+    rehearsal: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The values the paper leaves uncertain ("(check)"): {field: source}, printed in the report.
+    sources: Callable[[ml_collections.ConfigDict], dict[str, str]] = lambda config: {}
     # Why the recipe cannot run yet ("" = it can): its plan still prints with --dry_run.
     blocked: Callable[[ml_collections.ConfigDict], str] = lambda config: ""
 
@@ -59,7 +63,7 @@ def config_ref(config_file: str, variant: str) -> str:
 
 def main_stage(
     name: str, config_file: str, overrides: dict[str, Any], *, after=(), inputs=(), extra="", **kw
-):
+) -> Stage:
     """A `python -m dpo_jax.main` stage: `--config=FILE:VARIANT` plus `--config.<field>=value` overrides."""
     args = ["dpo_jax.main", f"--config={config_file}", f"--workdir={{root}}/{name}"]
     args += [f"--config.{field}={_flag_value(value)}" for field, value in overrides.items()]
@@ -128,6 +132,8 @@ def _parse_like(raw: str, current: Any, field: str) -> Any:
 
 def common_fields(config: ml_collections.ConfigDict, scale: str) -> None:
     config.scale = scale
+    config.rehearse = False  # --rehearse: the paper-scale plan on tiny models (recipes/rehearsal.py)
+    config.rehearsal = ""  # what the rehearsal replaced, one "field: paper -> rehearsal" per value
     config.configs_dir = ""  # "" = the repository's configs/ beside the package
     config.seed = 0
     # Extra arguments per stage kind, appended to its command line (e.g. --recipe.args.dpo="--config.learning_rate=1e-6").
@@ -139,4 +145,5 @@ def common_fields(config: ml_collections.ConfigDict, scale: str) -> None:
     # report), the others follow it (recipes.engine.Runner); `session` names one launch of them all.
     config.worker = 0
     config.session = ""
+    config.compilation_cache = True  # stages share JAX's compilation cache in DIR/.compilation_cache
     config.aot_target = "v5e-8"  # --dry_run --scale=paper compiles each training stage for this target

@@ -88,6 +88,9 @@ class Stage:
     kind: str = "train"  # train | sample | score | report (for the plan)
     plan: dict[str, Any] = dataclasses.field(default_factory=dict)  # steps, samples, judge calls, ...
     aot: Any = None  # for a training stage: () -> the config to compile on --dry_run
+    # What it writes that later stages and the report read ({"run": "{root}/dpo", "result": ...}): a
+    # report reads a stage's declared outputs, never its arguments. Not part of the fingerprint.
+    outputs: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def hash_path(path: str) -> str:
@@ -172,9 +175,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def stage_environment() -> dict[str, str]:
-    """The recipe's environment, with this checkout importable by the stages."""
-    env = dict(os.environ)
+def stage_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The recipe's environment, with this checkout importable by the stages (and `extra`, where the
+    environment does not already set those variables)."""
+    env = {**(extra or {}), **os.environ}
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
@@ -199,8 +203,10 @@ class Runner:
         launcher: tuple[str, ...] = (),
         worker: int = 0,
         session: str = "",
+        environment: dict[str, str] | None = None,
     ):
         self.root = Path(os.path.abspath(root))
+        self.environment = dict(environment or {})  # stage environment defaults (a compilation cache)
         # Several hosts of one slice, each running the recipe (`worker` its index): worker 0, the
         # lead, keeps the books (STAGE files, superseded directories, the report); the others follow
         # it (`_follow`). `session` names this launch, so that a follower takes no failure of an
@@ -405,7 +411,7 @@ class Runner:
                     command,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    env=stage_environment(),
+                    env=stage_environment(self.environment),
                     preexec_fn=_die_with_parent if os.name == "posix" else None,
                 )
                 if self.preempted:  # it came between the check and the start: pass it on

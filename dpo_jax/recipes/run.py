@@ -22,17 +22,46 @@ from dpo_jax.training.workdir import WorkdirLock
 RECIPE_FILE = "RECIPE.json"
 
 
-def build(recipe: Recipe, scale: str, overrides: list[str]):
+def build(recipe: Recipe, scale: str, overrides: list[str], *, rehearse: bool = False):
+    """(the recipe's config, its stages): the scale's config (a rehearsal's caps applied), then the
+    user's `--recipe.` overrides; a contradiction with --scale / --rehearse is refused."""
+    from dpo_jax.recipes.rehearsal import rehearse as rehearse_plan
+
     if scale not in SCALES:
         raise UserError(f"--scale={scale}: expected one of {', '.join(SCALES)}")
     config = recipe.config(scale)
+    if rehearse:
+        rehearse_plan(config, recipe.rehearsal)
     apply_overrides(config, overrides)
+    if config.scale != scale or bool(config.rehearse) != rehearse:
+        raise UserError(
+            f"--recipe.scale / --recipe.rehearse contradict --scale={scale}"
+            f"{' --rehearse' if rehearse else ''}: set the scale with --scale (and --rehearse) only"
+        )
     try:
         stages = recipe.stages(config)
     except ValueError as error:
         raise UserError(str(error)) from None
     check_dag(stages)
     return config, stages
+
+
+def check_stages(stages: list[Stage]) -> int:
+    """Every training stage's config through the start-up checks that stage runs first (the same
+    functions: training.checks.validate_config, ppo.loop.check_ppo_config), before any stage starts;
+    a UserError naming the stage otherwise. Returns how many stages were checked."""
+    from dpo_jax.ppo.loop import check_ppo_config
+    from dpo_jax.training.checks import validate_config
+
+    checked = 0
+    for stage in (s for s in stages if s.aot):
+        try:
+            stage_cfg = stage_config(stage, "")
+            (check_ppo_config if stage_cfg.stage == "ppo" else validate_config)(stage_cfg)
+        except (UserError, ValueError) as error:
+            raise UserError(f"stage {stage.name}: {error}") from None
+        checked += 1
+    return checked
 
 
 def reference_logps_counts(root: Path, stages: list[Stage]) -> dict[str, int]:
@@ -48,9 +77,10 @@ def reference_logps_counts(root: Path, stages: list[Stage]) -> dict[str, int]:
 
 
 def run_recipe(
-    recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print
+    recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print, rehearse: bool = False
 ) -> dict[str, Any]:
-    config, stages = build(recipe, scale, overrides)
+    config, stages = build(recipe, scale, overrides, rehearse=rehearse)
+    check_stages(stages)
     if recipe.blocked(config):
         raise UserError(
             f"recipe {recipe.name} cannot run yet: {recipe.blocked(config)}; --dry_run prints its plan"
@@ -68,12 +98,17 @@ def run_recipe(
         )
         for gap in recipe.missing(config):
             log(f"not in this recipe yet: {gap}")
+        for line in config.rehearsal.split("; ") if config.rehearsal else ():
+            log(f"rehearsal: {line}")
         start = time.time()
         records = _run_stages(config, root, stages, log=log)
         report = recipe.report(config, root) if recipe.report else None
+        if report:
+            log(Path(report.table).read_text(encoding="utf-8"))
         result = {
             "recipe": recipe.name,
             "scale": scale,
+            "rehearse": rehearse,
             "stages": [{"name": r.name, "status": r.status, "seconds": round(r.seconds, 1)} for r in records],
             "seconds": round(time.time() - start, 1),
             "figure": report.figure if report else None,
@@ -89,9 +124,28 @@ def run_recipe(
 def _run_stages(config, root: Path, stages: list[Stage], *, log=print) -> list:
     """Every stage in order, as the recipe's worker (0: the lead) under its launcher and session."""
     launcher = tuple(shlex.split(config.launcher))
-    runner = Runner(str(root), log=log, launcher=launcher, worker=int(config.worker), session=config.session)
+    runner = Runner(
+        str(root),
+        log=log,
+        launcher=launcher,
+        worker=int(config.worker),
+        session=config.session,
+        environment=compilation_cache(config, root),
+    )
     with runner.handling_preemption():  # a SIGTERM between two stages stops the recipe with 75 too
         return [runner.run(stage) for stage in stages]
+
+
+def compilation_cache(config, root: Path) -> dict[str, str]:
+    """The stages share JAX's persistent compilation cache in DIR/.compilation_cache (unless the
+    environment names one): runs of a grid whose programs are equal (PPO's KL targets, preferred-FT's
+    seeds, the evaluations) compile once. At small scales every program is cached (no time threshold)."""
+    if not config.compilation_cache:
+        return {}
+    env = {"JAX_COMPILATION_CACHE_DIR": str(root / ".compilation_cache")}
+    if config.scale == "tiny" or config.rehearse:
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
 
 
 def _follow_recipe(recipe: Recipe, config, root: Path, stages: list[Stage], *, log=print) -> dict[str, Any]:
@@ -108,10 +162,14 @@ def _follow_recipe(recipe: Recipe, config, root: Path, stages: list[Stage], *, l
     }
 
 
-def plan(recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print) -> dict[str, Any]:
-    config, stages = build(recipe, scale, overrides)
+def plan(
+    recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=print, rehearse: bool = False
+) -> dict[str, Any]:
+    config, stages = build(recipe, scale, overrides, rehearse=rehearse)
     root = os.path.abspath(workdir)
-    log(f"recipe {recipe.name} ({recipe.figure}), scale {scale}, {len(stages)} stages in {root}:")
+    checked = check_stages(stages)  # before compiling: a stage that would refuse to start stops the plan
+    label = f"{scale}, rehearsal" if rehearse else scale
+    log(f"recipe {recipe.name} ({recipe.figure}), scale {label}, {len(stages)} stages in {root}:")
     for number, stage in enumerate(stages, 1):
         details = ", ".join(f"{k} {v}" for k, v in stage.plan.items())
         after = f" after {', '.join(stage.after)}" if stage.after else ""
@@ -119,11 +177,19 @@ def plan(recipe: Recipe, scale: str, workdir: str, overrides: list[str], *, log=
         log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.args))
     for gap in recipe.missing(config):
         log(f"not in this recipe yet: {gap}")
-    compiled = compile_stages(config, stages, log=log) if scale == "paper" and config.aot_target else []
+    for field, source in recipe.sources(config).items():
+        log(f"{field} = {config[field]}: {source}")
+    for line in config.rehearsal.split("; ") if config.rehearsal else ():
+        log(f"rehearsal: {line}")
+    log(f"start-up checks: {checked} training stages' configs pass")
+    compile_now = scale == "paper" and config.aot_target and not rehearse
+    compiled = compile_stages(config, stages, log=log) if compile_now else []
     result = {
         "recipe": recipe.name,
         "scale": scale,
         "dry_run": True,
+        "rehearse": rehearse,
+        "checked": checked,
         "stages": [
             {"name": s.name, "kind": s.kind, **{k: str(v) for k, v in s.plan.items()}} for s in stages
         ],

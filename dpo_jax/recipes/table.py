@@ -20,7 +20,7 @@ def _number(value, stderr=None) -> str:
     return f"{value:.4f}" if stderr is None else f"{value:.4f} ± {stderr:.4f}"
 
 
-def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing) -> Report:
+def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing, notes=()) -> Report:
     """Points {method, parameter (its value), sweep (its name: "beta", "N", ...), kl, kl_stderr, kl_kind,
     reward, reward_stderr, stage} -> figure and table. A point's KL is sampled unless its kl_kind says
     "analytic_bound" (Best-of-N), as the table says beside the number."""
@@ -36,6 +36,7 @@ def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing)
             "reward": p["reward"],
             "reward_stderr": p["reward_stderr"],
             "run": p["stage"],
+            "step": p.get("step"),
         }
         for p in points
     ]
@@ -44,18 +45,22 @@ def frontier_table(points, out_dir: Path, *, title, ours_label, claims, missing)
         "",
         f"## {ours_label}",
         "",
-        "| method | parameter | KL (nats, sampled) | reward | run |",
-        "|---|---|---|---|---|",
+        "| method | parameter | step | KL (nats, sampled) | reward | run |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row, point in sorted(zip(rows, points), key=lambda rp: (rp[0]["method"], rp[0]["run"], rp[1].get("step") or 0)):
         parameter = "-" if row["parameter"] is None else f"{row['parameter']:g}"
         kl = _number(row["kl"], row["kl_stderr"])
         if row["kl_kind"] == "analytic_bound":
             kl = f"{_number(row['kl'])} (analytic bound)"
+        step = "export" if point.get("step") is None else point["step"]
         lines.append(
-            f"| {row['method']} | {parameter} | {kl} | "
+            f"| {row['method']} | {parameter} | {step} | {kl} | "
             f"{_number(row['reward'], row['reward_stderr'])} | {row['run']} |"
         )
+    lines += ["", "± is one standard error (prompts as clusters)."]
+    if notes:
+        lines += ["", "## Settings and their sources", "", *(f"- {note}" for note in notes)]
     lines += paper_section(claims)
     if missing:
         lines += ["", "## Not on this figure yet", "", *(f"- {gap}" for gap in missing)]

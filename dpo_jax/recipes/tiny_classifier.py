@@ -1,6 +1,7 @@
-"""A tiny random sentiment classifier (GPT-2 body, NEGATIVE / POSITIVE head) for `--scale=tiny` recipes.
+"""A tiny random sentiment classifier (GPT-2 body, NEGATIVE / POSITIVE head) for `--scale=tiny` recipes,
+and (`--kind=lm`) a tiny random language model, the stand-in of a prompting baseline's base model.
 
-    python -m dpo_jax.recipes.tiny_classifier --out=DIR [--seed=0]
+    python -m dpo_jax.recipes.tiny_classifier --out=DIR [--seed=0] [--kind=classifier|lm]
 
 The paper's ground-truth reward is a RoBERTa-large sentiment classifier from the hub; a recipe at
 tiny scale runs without the hub, so it makes this stand-in: a Hugging Face
@@ -45,12 +46,33 @@ def save_tiny_classifier(path, *, num_labels: int = 2, seed: int = 0) -> str:
     return str(Path(path))
 
 
+def save_tiny_lm(path, *, seed: int = 0) -> str:
+    """A Hugging Face GPT-2 LM of the `:tiny` configs' shape with the tiny tokenizer, randomly initialised."""
+    import torch
+    import transformers
+
+    from dpo_jax.data import load_tokenizer
+    from dpo_jax.models.presets import TINY_MODELS
+
+    tokenizer = load_tokenizer("tiny")
+    shape = {k: v for k, v in TINY_MODELS["gpt2"].items() if k != "model_type"}
+    config = transformers.GPT2Config(**shape, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(Path(path))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dpo_jax.recipes.tiny_classifier", description=__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=("classifier", "lm"), default="classifier")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    print(f"classifier: {save_tiny_classifier(args.out, seed=args.seed)}")
+    if args.kind == "lm":
+        print(f"language model: {save_tiny_lm(args.out, seed=args.seed)}")
+    else:
+        print(f"classifier: {save_tiny_classifier(args.out, seed=args.seed)}")
     return 0
 
 

@@ -69,3 +69,40 @@ def test_a_contender_is_a_model_or_texts():
         Contender("none")
     with pytest.raises(ValueError, match="best_of=3 needs"):
         Contender("bo3", model="m", params={}, best_of=3)
+
+
+def test_a_baseline_at_its_own_temperature_and_a_prompting_template(model, tmp_path):
+    """Issue 28 item 6: the paper's judge table compares a method at temperature T with PPO at 0
+    (`baseline_temperature`); item 5: a prompting baseline asks its model through a template (the judge
+    sees the dataset's prompt)."""
+    from dpo_jax.analysis.prompting import load_template
+
+    tokenizer = load_tokenizer("tiny")
+    greedy = sample_policy(*model, tokenizer, PROMPTS, settings={**SETTINGS, "temperature": 0.0}, batch_size=4, seed=1)
+    policy, baseline = Contender("a", *model), Contender("b", *model)
+    ((summary, records),) = win_rate_sweep(
+        LengthJudge(), tokenizer, PROMPTS, policy, baseline, [1.0], max_new_tokens=8, batch_size=4,
+        baseline_temperature=0.0,
+    )
+    assert summary["temperature"] == 1.0 and summary["baseline_temperature"] == 0.0
+    assert [r["baseline"] for r in records] == greedy.texts  # the baseline greedy, the policy sampled
+    assert [r["policy"] for r in records] != greedy.texts
+    template = tmp_path / "zero_shot.txt"
+    template.write_text("Answer briefly.\n{prompt}")
+    prompting = Contender("p", *model, prompt_format=load_template(str(template)))
+    asked = prompting.completions(tokenizer, PROMPTS, settings={**SETTINGS, "temperature": 0.0}, batch_size=4, seed=1)
+    plain = [f"Answer briefly.\n{p}" for p in PROMPTS]
+    assert asked == sample_policy(
+        *model, tokenizer, plain, settings={**SETTINGS, "temperature": 0.0}, batch_size=4, seed=1
+    ).texts
+
+
+class LengthJudge(Judge):
+    """Prefers the longer response (A on a tie)."""
+
+    name = "longer"
+
+    def judge(self, comparisons):
+        from dpo_jax.judges import Verdict
+
+        return [Verdict("A" if len(c.response_a) >= len(c.response_b) else "B") for c in comparisons]

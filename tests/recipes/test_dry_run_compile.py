@@ -14,7 +14,7 @@ def test_every_stage_and_the_evaluation_compile_for_the_target():
     compiled = compile_stages(config, stages, log=lines.append)
     by_stage = {c["stage"]: c for c in compiled}
     assert list(by_stage) == [
-        "sft", "reward_model", "dpo_beta_0.5", "ppo", "evaluation (sample)", "evaluation (score)",
+        "sft", "reward_model", "dpo_beta_0.5", "preferred_ft", "ppo", "evaluation (sample)", "evaluation (score)",
     ]  # fmt: skip
     assert all(c["compiled"] and c["fits"] and c["target"] == "v5e-8" for c in compiled), compiled
     assert by_stage["ppo"]["programs"] == ["rollout", "score", "rollout_targets", "ppo_update"]

@@ -1,4 +1,4 @@
-"""The imdb recipe at tiny scale, one point per method (two betas, so the second reuses the first's
+"""The imdb recipe at tiny scale, one run per method (two betas, so the second reuses the first's
 reference log-probs; PPO-GT on the tiny classifier, Best-of-4 on the frontier), as
 `python -m dpo_jax.experiment` runs it: end to end; again (every stage
 reused); and killed mid-stage (SIGKILL while a training stage runs) then restarted: the killed stage
@@ -28,7 +28,10 @@ def _command(root):
         "--scale=tiny",
         f"--workdir={root}",
         "--recipe.betas=0.1,1",
-        "--recipe.ppo_kl_coefs=0.05",
+        "--recipe.ppo_kl_targets=6",
+        "--recipe.ppo_gt_kl_targets=6",
+        "--recipe.unlikelihood_alphas=1",
+        "--recipe.preferred_ft_seeds=0",
     ]
 
 
@@ -60,8 +63,8 @@ def test_the_recipe_runs_end_to_end(first):
         "figure.png"
     )
     ours, paper = table.split("## paper")
-    assert "| dpo | 0.1 |" in ours and "| dpo | 1 |" in ours and "| ppo | 0.05 |" in ours
-    assert "| ppo-gt | 0.05 |" in ours and "| ppo_gt_kl_0.05 |" in ours
+    assert "| dpo | 0.1 | 2 |" in ours and "| dpo | 1 | 4 |" in ours and "| ppo | 6 | 4 |" in ours
+    assert "| ppo-gt | 6 | 2 |" in ours and "| ppo_gt_kl_target_6 |" in ours
     best_of_4 = next(line for line in ours.splitlines() if line.startswith("| best-of-n | 4 |"))
     assert "| 0.6363 (analytic bound) |" in best_of_4 and best_of_4.endswith("| sft + reward_model |")
     assert result["missing"] == [] and "Not on this figure yet" not in table
@@ -84,7 +87,7 @@ def test_a_killed_recipe_resumes_and_gives_the_same_table(first):
     # Undo the last stages (their directories go), then kill the recipe inside the reward model's run,
     # once its step-2 checkpoint is written: the restart resumes it, then reruns PPO and the frontier
     # (Best-of-N's selector is the reward model); PPO-GT, on the classifier, is reused.
-    for stage in ("reward_model", "ppo_kl_0.05", "frontier", "report"):
+    for stage in ("reward_model", "ppo_kl_target_6", "frontier", "report"):
         shutil.rmtree(root / stage)
     process = subprocess.Popen(
         _command(root), cwd=REPO, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -99,7 +102,7 @@ def test_a_killed_recipe_resumes_and_gives_the_same_table(first):
 
     result = _run(root)
     statuses = {s["name"]: s["status"] for s in result["stages"]}
-    assert statuses["reward_model"] == statuses["ppo_kl_0.05"] == statuses["frontier"] == "ran"
-    assert statuses["sft"] == statuses["dpo_beta_0.1"] == statuses["ppo_gt_kl_0.05"] == "reused"
+    assert statuses["reward_model"] == statuses["ppo_kl_target_6"] == statuses["frontier"] == "ran"
+    assert statuses["sft"] == statuses["dpo_beta_0.1"] == statuses["ppo_gt_kl_target_6"] == "reused"
     assert "resumed from step 2" in (root / "reward_model" / "stage.log").read_text()
     assert (root / "report" / "imdb" / "table.md").read_text() == table
