@@ -13,16 +13,19 @@ import ml_collections
 from dpo_jax.config import base_config
 from dpo_jax.models.presets import TINY_MODELS
 
-__all__ = ["TINY_MODELS", "apply_variants", "base_config"]
+__all__ = ["TINY_MODELS", "VARIANTS", "apply_variants", "base_config"]
+
+
+# The variants every dataset config takes (`python -m dpo_jax.main --help` lists them too).
+VARIANTS = ("sft", "tiny", "neox", "precompute")
 
 
 def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_source: dict) -> None:
     """Apply the comma-separated variants of the config argument (sft, tiny, neox, ...)."""
     variants = [v for v in (arg or "").split(",") if v]
-    known = {"sft", "tiny", "neox", "precompute"}
-    unknown = sorted(set(variants) - known)
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
-        raise ValueError(f"unknown config variant(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"unknown config variant {', '.join(unknown)} (variants: {', '.join(VARIANTS)})")
     if "sft" in variants:
         # The reference implementation's SFT runs its DPO optimizer (RMSprop, warmup 150, clip 10) at
         # its default lr 5e-7, 64 examples per step (README, "Defaults and the reference implementation").

@@ -64,7 +64,7 @@ FLAGS = (
     ("mesh", str, "-1,1,1", "data,fsdp,tensor sizes; one -1 fills"),
     ("dtype", str, "bfloat16", "compute dtype"),
     ("seed", int, 0, "init and data seed"),
-    ("lengths", str, "", "a length profile (shared/anchors/lengths_hh.tsv): realistic shapes"),
+    ("lengths", str, "", "a length profile (launch/lengths/lengths_hh.tsv): realistic shapes"),
     ("layout", str, "padded", "padded sequences, or rows with the prompt shared and/or examples packed"),
     ("pack_length", int, 0, "tokens per packed row (0 = longest example)"),
     ("flops_only", bool, False, "compile and count FLOPs, run nothing"),

@@ -9,7 +9,7 @@ line: recipe, stages ({name, status: ran|reused, seconds}), figure, table, metho
 --dry_run prints the plan instead; at --scale=paper it also compiles each training stage for
 --recipe.aot_target. --scale=paper --rehearse runs the paper-scale plan for real on tiny models and
 paper-shaped data, step and sample counts capped (recipes/rehearsal.py). Recipes: imdb, tldr, hh,
-news, judge_agreement (README, "Reproduce a figure").
+news, judge_agreement (README, "Reproducing the paper"; docs/recipes.md).
 
 Exit status: 0 done; 2 a mistake in the command line (one line on stderr); 75 a stage was preempted
 after saving (rerun the same command); 1 a stage failed (the end of its log is printed).

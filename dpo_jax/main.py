@@ -1,11 +1,18 @@
-"""Command line: `python -m dpo_jax.main --config=configs/hh.py --workdir=DIR [--config.beta=0.5]`.
+"""Command line: one training run (SFT, DPO, a reward model, PPO) from a config, in a workdir.
+
+    python -m dpo_jax.main --config=configs/hh.py:sft,tiny --workdir=/tmp/sft    # CPU-sized, seconds
+    python -m dpo_jax.main --config=configs/hh.py --workdir=/tmp/hh-dpo --config.beta=0.5
+
+Configs (run from the repository root): configs/hh.py, tldr.py, imdb.py, synthetic.py. After the
+path, comma-separated variants: sft (the SFT stage instead of DPO), tiny (a tiny random model, the
+tiny tokenizer and the shipped fixtures: runs on a CPU), neox (with tiny: a GPT-NeoX model instead
+of GPT-2), precompute (reference log-probs computed once before training); synthetic.py takes tiny
+and rlhf. Any field can be overridden with --config.<field>=<value>; a typo fails at start-up.
 
 This file is intentionally short: flags, logging, the multi-host runtime, then the run the config
 asks for: `training.train_and_evaluate` (one SFT, DPO or reward-model stage), `ppo.run_ppo_stage`
-(`stage=ppo`), or the synthetic experiment
-(`config.task == "synthetic_benchmark"`, several stages built on the trainer). Multi-host runs
-(TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call
-(`config.runtime.initialize_distributed`, shared with the evaluation commands; --distributed).
+(`stage=ppo`), or the synthetic experiment (`config.task == "synthetic_benchmark"`). Multi-host runs
+(TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call (--distributed).
 
 Exit status: 0 finished; 2 a mistake in the command line, config, data or workdir (one line on
 stderr); 75 (PREEMPTED_EXIT) stopped by SIGTERM after saving a checkpoint: rerun the same command to

@@ -78,12 +78,12 @@ def main(argv):
     from dpo_jax.analysis.saved_policy import load_saved_policy
     from dpo_jax.sampling.prompts import read_prompts, sample_completions
 
+    prompts = read_prompts(_PROMPTS.value)  # before the model: a bad file is found in a second
+    if not prompts:
+        raise UserError(f"{_PROMPTS.value} holds no prompts")
     policy = load_saved_policy(_MODEL.value or _WORKDIR.value, dtype=_DTYPE.value)
     model, params = policy.model, policy.params
     tokenizer = _load_tokenizer(_TOKENIZER.value, policy.tokenizer)
-    prompts = read_prompts(_PROMPTS.value)
-    if not prompts:
-        raise UserError(f"{_PROMPTS.value} holds no prompts")
     completions = sample_completions(
         model,
         params,

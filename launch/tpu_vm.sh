@@ -151,7 +151,7 @@ slice_chips() {
 
 # The layout for the slice: FSDP over every chip, the shipped configs' 64-pair step in micro-batches
 # that every chip gets a share of (16 pairs up to 16 chips, else one micro-batch of 64 split over up
-# to 64 chips). `python -m dpo_jax.aot --target=...` shows that these fit (README, "Compiling ahead of time").
+# to 64 chips). `python -m dpo_jax.aot --target=...` shows that these fit (docs/aot.md).
 layout_flags() {
   local chips
   chips="$(slice_chips)"

@@ -123,3 +123,17 @@ def test_an_out_of_range_sampling_value_is_one_error_line(tmp_path):
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]  # besides the runtime's notices
     assert errors == ["error: command line: flag --temperature=-1: must be a finite number >= 0 (0: greedy)"]
     assert stderr.splitlines()[-1] == errors[0] and "Traceback" not in stderr
+
+
+def test_a_bad_prompt_file_or_an_empty_workdir_is_one_error_line(workdir, tmp_path):
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text('{"prompt": "fine"}\n{"prompt": null}\n')
+    _, stderr = run_cli(f"--workdir={workdir}", f"--prompts_file={prompts_file}", returncode=2)
+    assert f"error: {prompts_file}, line 2: field `prompt` is null, not a string\n" in stderr
+    assert "Traceback" not in stderr
+    empty = tmp_path / "killed_before_its_first_checkpoint"
+    (empty / CHECKPOINT_DIRNAME).mkdir(parents=True)
+    (tmp_path / "p.txt").write_text("hi\n")
+    _, stderr = run_cli(f"--workdir={empty}", f"--prompts_file={tmp_path / 'p.txt'}", returncode=2)
+    assert stderr.rstrip().splitlines()[-1].startswith(f"error: {empty}: nothing to sample from")
+    assert "checkpoint_manager" not in stderr and "Traceback" not in stderr  # no Orbax warnings before it

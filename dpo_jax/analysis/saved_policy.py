@@ -68,8 +68,8 @@ def _from_checkpoint(workdir: str, dtype: str, mesh) -> SavedPolicy:
         f"checkpoint ({checkpoints}/<step>)"
     )
     nothing = MissingInputError(f"{workdir}: nothing to sample from: {looked_for}; found neither")
-    if not os.path.isdir(checkpoints):
-        raise nothing
+    if not os.path.isdir(checkpoints) or not any(name.isdigit() for name in os.listdir(checkpoints)):
+        raise nothing  # said before Orbax opens the directory (and warns about it)
     with Checkpointer.reader(checkpoints) as reader:
         if not reader.all_steps():  # at most a save a crash cut short
             raise nothing

@@ -59,13 +59,14 @@ from dpo_jax.data.prepare import (
     read_examples,
     read_settings,
 )
-from dpo_jax.data.readers import FIXTURES_DIR, fixture_dir
+from dpo_jax.data.readers import FIXTURES_DIR, check_data_path, fixture_dir
 from dpo_jax.data.report import BadInputReport, BadRow
 from dpo_jax.data.sources import SOURCES, Example
 from dpo_jax.data.tokenization import TokenizedSplit, truncate_example
 from dpo_jax.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 __all__ = [
+    "check_data_path",
     "FIXTURES_DIR",
     "SOURCES",
     "STAGES",

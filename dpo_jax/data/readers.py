@@ -263,6 +263,14 @@ def _hub_table(name: str, split: str, hub_config: str | None) -> RawTable:
     return RawTable(description, frozenset(dataset.column_names), f"hub:{fingerprint}", iterate)
 
 
+def check_data_path(path: str) -> None:
+    """A local data path that does not exist, said before a run creates anything (a fixture or a hub
+    dataset name passes: the hub is asked when the data is read)."""
+    if path.startswith(FIXTURE_PREFIX) or Path(path).expanduser().exists() or looks_like_hub_name(path):
+        return
+    raise MissingInputError(f"data path {path!r} does not exist and is not a hub dataset name")
+
+
 def open_split(
     path: str, split: str, *, hub_config: str | None = None, single_file_ok: bool = True
 ) -> RawTable:

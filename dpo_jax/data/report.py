@@ -102,9 +102,31 @@ class BadInputReport:
         default_factory=lambda: {TRUNCATED_PROMPT: 0, TRUNCATED_RESPONSE: 0}
     )
 
-    def count_truncation(self, *, prompt: bool, response: bool) -> None:
+    # The first kept examples the length limits cut (file, row, what was cut), for the log.
+    truncated_samples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def count_truncation(
+        self, *, prompt: bool, response: bool, location: RowLocation | None = None, detail: str = ""
+    ) -> None:
         self.truncated[TRUNCATED_PROMPT] += int(prompt)
         self.truncated[TRUNCATED_RESPONSE] += int(response)
+        if (
+            (prompt or response)
+            and location is not None
+            and len(self.truncated_samples) < self.samples_per_reason
+        ):
+            parts = [
+                part for part, cut in ((TRUNCATED_PROMPT, prompt), (TRUNCATED_RESPONSE, response)) if cut
+            ]
+            self.truncated_samples.append(
+                {
+                    "parts": parts,
+                    "file": location.file,
+                    "row": location.row,
+                    "unit": location.unit,
+                    "detail": detail,
+                }
+            )
 
     def record(self, error: BadRow, location: RowLocation) -> None:
         seen = self.counts.get(error.reason, 0)
@@ -165,6 +187,21 @@ class BadInputReport:
                 sample["reason"],
                 sample["field"],
                 sample["detail"],
+            )
+
+        for sample in self.truncated_samples:
+            logger.info(
+                "data %s %s: kept %s %s %d, cut by the length limits: %s",
+                source,
+                self.split,
+                sample["file"],
+                sample.get("unit", "row"),
+                sample["row"],
+                sample["detail"],
+            )
+        if max(self.truncated.values()) > len(self.truncated_samples):
+            logger.info(
+                "data %s %s: (the first %d examples cut shown)", source, self.split, self.samples_per_reason
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -166,7 +166,12 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def _fit_one(
-    prompt, responses, eos_id: int, settings: TokenizeSettings, report: BadInputReport | None = None
+    prompt,
+    responses,
+    eos_id: int,
+    settings: TokenizeSettings,
+    report: BadInputReport | None = None,
+    location: RowLocation | None = None,
 ) -> tuple[list[int], list[list[int]]]:
     if eos_id in prompt:
         raise BadRow(EOS_IN_TEXT, "prompt", "the prompt text contains the EOS token")
@@ -200,9 +205,12 @@ def _fit_one(
             f"after truncation the prompt ({len(prompt)} tokens) leaves no room in max_length={settings.max_length}",
         )
     if report is not None:
+        cut_responses = [f"{n} -> {len(r)}" for r, n in zip(responses, full_response_lengths) if len(r) < n]
+        cut_prompt = len(prompt) < full_prompt_length
+        detail = [f"prompt {full_prompt_length} -> {len(prompt)} tokens"] if cut_prompt else []
+        detail += [f"responses {', '.join(cut_responses)} tokens (EOS included)"] if cut_responses else []
         report.count_truncation(
-            prompt=len(prompt) < full_prompt_length,
-            response=any(len(r) < n for r, n in zip(responses, full_response_lengths)),
+            prompt=cut_prompt, response=bool(cut_responses), location=location, detail="; ".join(detail)
         )
     return prompt, responses
 
@@ -240,7 +248,7 @@ def tokenize_examples(
             if num_responses is None:
                 num_responses = 1 if settings.prompt_only else len(example.responses)
             try:
-                prompt, own = _fit_one(prompt, own, eos_id, settings, report)
+                prompt, own = _fit_one(prompt, own, eos_id, settings, report, location)
             except BadRow as error:
                 report.record(error, location)
                 continue

@@ -20,7 +20,15 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     source = str(TINY_TOKENIZER_DIR) if name_or_path == TINY_ALIAS else name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:  # no such directory, no hub, not a tokenizer
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"tokenizer {name_or_path!r} cannot be loaded ({reason}); pass a local tokenizer directory "
+            "(--config.tokenizer=DIR) or 'tiny' (the tokenizer shipped with dpo_jax, as a config's :tiny "
+            "variant does)"
+        ) from error
     if tokenizer.eos_token_id is None:
         raise UserError(f"tokenizer {name_or_path!r} has no EOS token, which every response must end with")
     if tokenizer.pad_token_id is None:

@@ -188,7 +188,8 @@ def attach_reference_logps(
     """`precompute_reference_logps`, through the cache when config.reference.cache_logps is on.
 
     Writes WORKDIR/reference_logps.json (status, key, entry path) so a sweep or a recipe can count
-    how many of its runs computed the arrays and how many reused them.
+    how many of its runs computed the arrays and how many reused them. A run resumed in its workdir
+    stays "computed" when the entry it reads back is the one it computed before it was stopped.
     """
     if not config.reference.cache_logps:
         result = ReferenceLogps(
@@ -200,9 +201,19 @@ def attach_reference_logps(
     else:
         result = _through_cache(prepared, step, reference, config, mesh, batch_size, workdir)
     if jax.process_index() == 0:
+        status_file = Path(_local(workdir), STATUS_FILENAME)
         status = {"status": result.status, "key": result.key, "path": result.path}
-        Path(_local(workdir), STATUS_FILENAME).write_text(json.dumps(status), encoding="utf-8")
+        if result.status == "reused" and _recorded_status(status_file) == {**status, "status": "computed"}:
+            status["status"] = "computed"  # a resumed run reads back the entry it computed itself
+        status_file.write_text(json.dumps(status), encoding="utf-8")
     return result
+
+
+def _recorded_status(status_file: Path) -> dict | None:
+    try:
+        return json.loads(status_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _local(workdir: str) -> str:

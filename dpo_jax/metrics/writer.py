@@ -106,7 +106,7 @@ class MetricsWriter:
             )
 
     def write(self, step: int, metrics: dict[str, float], *, echo: bool = True) -> None:
-        if not self.enabled:
+        if not self.enabled or not metrics:  # nothing measured (an evaluation without an eval split)
             return
         clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
         if not self.path.exists():

@@ -44,6 +44,39 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+NO_MODEL_HINT = (
+    "pass a local model directory (a Hugging Face directory or a finished dpo_jax workdir) or run the "
+    "config's :tiny variant (a tiny random model, no download), e.g. --config=configs/hh.py:tiny"
+)
+
+
+def check_model_sources(config) -> None:
+    """Before a run creates anything: the policy and the reference it names can be had. A local path
+    must exist (as a Hugging Face directory or a finished workdir); a hub name must have its
+    config.json in the local cache or be downloadable. Otherwise one `UserError` with a hint."""
+    for field in ("model.name_or_path", "reference.name_or_path"):
+        section, leaf = field.split(".")
+        name = config[section].get(leaf) or ""
+        if not name or name == "random":
+            continue
+        try:
+            path = resolve_model_path(name)
+        except MissingInputError as error:
+            raise MissingInputError(f"--config.{field}={name}: {error}; {NO_MODEL_HINT}") from None
+        if os.path.isdir(path):
+            continue
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(
+                f"--config.{field}={name}: cannot be loaded from the Hugging Face hub or its local cache "
+                f"({reason}); {NO_MODEL_HINT}"
+            ) from None
+
+
 def _runtime_overrides(model_cfg) -> dict[str, Any]:
     return dict(
         dtype=model_cfg.dtype,

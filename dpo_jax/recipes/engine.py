@@ -9,7 +9,13 @@ A stage's fingerprint hashes its arguments (with `{root}` unexpanded), the conte
 files it names outside DIR (config files, data fixtures) and the fingerprints of the stages it
 depends on. Finishing writes DIR/<stage>/STAGE.json with the fingerprint and what it hashed;
 starting writes STAGE.started.json. So on the next run of the recipe:
-- a finished stage with the same fingerprint is reused, never re-run;
+- a finished stage with the same fingerprint is reused, never re-run, once its outputs are verified:
+  STAGE.json lists every file the stage wrote (but its checkpoints and data cache) with its size and
+  sha256, and the run of each upstream stage it read; a missing or altered output re-runs the stage in
+  place (a trainer resumes from its last checkpoint and exports again), an upstream stage that ran
+  again re-runs it afresh;
+- a DIR that moved (STAGE.json records where it ran) has the paths in its stages' JSON files
+  (run_config.json: the reference an evaluation samples) re-rooted to where it is now;
 - a started (killed) stage with the same fingerprint is run again in place: the trainer resumes
   from its last checkpoint;
 - a stage whose fingerprint changed is re-run, after printing which parts changed; its old
@@ -20,7 +26,11 @@ reused, a stage on the devices runs beside the lead's once the lead has prepared
 STAGE.started.json), a stage without devices is left to the lead and waited for, and a failure the
 lead records for this launch (STAGE.failed.json with the launch's session) stops them too.
 Children die with the recipe (PR_SET_PDEATHSIG on Linux): a killed recipe leaves no stage running
-into the next one. A SIGTERM to the recipe is passed to the running stage, which saves and exits 75.
+into the next one. A SIGTERM to the recipe is passed to the running stage, which saves and exits 75;
+a SIGTERM while no stage runs, while one starts up (before it can save) or after one finished, stops
+the recipe with 75 too, the stage kept for the next run (resumed in place, or reused if finished).
+A bookkeeping file the recipe cannot write (a full disk) is one line and exit status 1, leaving no
+temporary file behind.
 """
 
 from __future__ import annotations
@@ -36,16 +46,25 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dpo_jax import UserError
+from dpo_jax.recipes.stage_outputs import (
+    BOOKKEEPING,
+    FAILED_FILE,
+    STAGE_FILE,
+    STARTED_FILE,
+    damaged_outputs,
+    file_sha256,
+    output_manifest,
+    reroot_stage_files,
+    stage_reason,
+)
 
 ENGINE_VERSION = 1
-STAGE_FILE = "STAGE.json"
-STARTED_FILE = "STAGE.started.json"
-FAILED_FILE = "STAGE.failed.json"  # the lead's word to the followers that a stage failed
 LOG_FILE = "stage.log"
 FOLLOW_POLL_SECONDS = 0.5
 LAUNCHED_KINDS = ("train", "sample", "score")  # the stages that run under the Runner's launcher
@@ -137,9 +156,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Written whole or not at all; a failure (a full disk) is one line, and no `.tmp` stays behind."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(value, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise StageFailed(f"cannot write {path}: {error.strerror or error}", 1) from None
 
 
 def _die_with_parent() -> None:
@@ -149,21 +173,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: a killed recipe may leave its current stage running
         pass
-
-
-@contextlib.contextmanager
-def _sigterm_forwarded_to(process: subprocess.Popen):
-    """A preemption notice (SIGTERM) to the recipe goes to its running stage, which saves and exits 75
-    (the recipe then exits 75 too); without this the recipe would die at once and take the stage down
-    with SIGKILL (PR_SET_PDEATHSIG) before it could save."""
-    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stage_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -209,7 +218,36 @@ class Runner:
         self.launcher = tuple(launcher)
         self.log = log
         self.fingerprints: dict[str, str] = {}
+        self.run_ids: dict[str, str] = {}  # each finished stage's run (a new one when it runs again)
         self._input_hashes: dict[str, str] = {}
+        self.preempted = False  # a SIGTERM reached the recipe
+        self._process: subprocess.Popen | None = None
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.preempted = True
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def handling_preemption(self):
+        """A preemption notice (SIGTERM) to the recipe goes to its running stage, which saves and exits
+        75 (the recipe then exits 75 too); without this the recipe would die at once and take the stage
+        down with SIGKILL (PR_SET_PDEATHSIG) before it could save. Between stages, or while one starts,
+        it is noted and the recipe stops before the next stage."""
+        if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _stop_if_preempted(self, what: str) -> None:
+        if self.preempted:
+            raise StageFailed(
+                f"the recipe was preempted (SIGTERM) {what}; rerun the recipe to go on", PREEMPTED_EXIT
+            )
 
     def expand(self, arg: str) -> str:
         return arg.replace("{root}", str(self.root))
@@ -221,6 +259,11 @@ class Runner:
         return stage_identity(stage, self.fingerprints, self._input_hashes)
 
     def run(self, stage: Stage) -> StageRecord:
+        with self.handling_preemption():
+            self._stop_if_preempted(f"before stage {stage.name}")
+            return self._run(stage)
+
+    def _run(self, stage: Stage) -> StageRecord:
         missing = [name for name in stage.after if name not in self.fingerprints]
         if missing:
             raise ValueError(f"stage {stage.name} runs after {missing}, which have not run")
@@ -229,9 +272,27 @@ class Runner:
         if self.worker:
             return self._follow(stage, key)
         directory = self.root / stage.name
+        for name in BOOKKEEPING:  # a write cut short by a kill or a full disk
+            (directory / f"{name}.tmp").unlink(missing_ok=True)
         finished = _read_json(directory / STAGE_FILE)
-        if finished is not None and finished.get("fingerprint") == key:
-            return self._reuse(stage, key, f"reused (finished {finished.get('seconds', 0):.0f} s run)")
+        in_place = False  # a finished run with damaged outputs: run again in its own directory
+        if finished is None and (directory / STAGE_FILE).exists():
+            self.log(f"stage {stage.name}: its {STAGE_FILE} is damaged (not readable JSON); re-running it")
+            self._supersede(directory)
+        elif finished is not None and finished.get("fingerprint") == key:
+            problems = self._damaged(stage, finished, directory)
+            if not problems:
+                self._reroot(stage, finished, directory)
+                self.run_ids[stage.name] = finished.get("run", "")
+                return self._reuse(stage, key, f"reused (finished {finished.get('seconds', 0):.0f} s run)")
+            self.log(f"stage {stage.name}: re-running it, its finished run cannot be reused:")
+            for line in problems:
+                self.log(f"  {line}")
+            if any(line.startswith("upstream") for line in problems):
+                self._supersede(directory)  # it read another run's outputs: start afresh
+            else:  # a trainer restores its last checkpoint and writes its outputs again
+                in_place = True
+            finished = None
         started = _read_json(directory / STARTED_FILE)
         if finished is not None or (started is not None and started.get("fingerprint") != key):
             previous = (finished or started)["identity"]
@@ -241,12 +302,39 @@ class Runner:
             self._supersede(directory)
         elif started is not None:
             self.log(f"stage {stage.name}: resuming an interrupted run")
+        elif in_place:
+            pass
         elif directory.exists() and any(directory.iterdir()):
             self.log(f"stage {stage.name}: {directory} holds files no recipe wrote; moving them aside")
             self._supersede(directory)
         seconds = self._execute(stage, directory, identity, key)
         self.fingerprints[stage.name] = key
+        self._stop_if_preempted(f"after stage {stage.name} finished")
         return StageRecord(stage.name, "ran", seconds, key)
+
+    def _damaged(self, stage: Stage, finished: dict[str, Any], directory: Path) -> list[str]:
+        """Why a finished run cannot be reused: an upstream stage ran again since, or an output is gone
+        or altered. (A STAGE.json from before outputs were recorded is trusted as it stands.)"""
+        problems = [
+            f"upstream stage {name} ran again since"
+            for name, run in sorted(finished.get("upstream_runs", {}).items())
+            if self.run_ids.get(name, run) != run
+        ]
+        return problems + damaged_outputs(directory, finished.get("files", {}))
+
+    def _reroot(self, stage: Stage, finished: dict[str, Any], directory: Path) -> None:
+        old_root = finished.get("root")
+        if not old_root or old_root == str(self.root):
+            return
+        changed = reroot_stage_files(directory, old_root, str(self.root))
+        outputs = finished.get("files", {})
+        for name in changed:
+            if name in outputs:
+                stat = (directory / name).stat()
+                outputs[name] = [stat.st_size, stat.st_mtime_ns, file_sha256(directory / name)]
+        _write_json(directory / STAGE_FILE, {**finished, "root": str(self.root), "files": outputs})
+        if changed:
+            self.log(f"stage {stage.name}: DIR moved from {old_root}; re-rooted {', '.join(changed)}")
 
     def _supersede(self, directory: Path) -> None:
         if not directory.exists():
@@ -275,9 +363,14 @@ class Runner:
         while True:
             finished = _read_json(directory / STAGE_FILE)
             if finished is not None and finished.get("fingerprint") == key:
+                self.run_ids[stage.name] = finished.get("run", "")
                 return self._reuse(stage, key, "finished by the lead worker")
             failed = _read_json(directory / FAILED_FILE)
-            if failed is not None and failed.get("fingerprint") == key and failed.get("session") == self.session:
+            if (
+                failed is not None
+                and failed.get("fingerprint") == key
+                and failed.get("session") == self.session
+            ):
                 raise StageFailed(
                     f"stage {stage.name} failed on the lead worker (exit status {failed['exit_status']}); "
                     f"see {directory / LOG_FILE}",
@@ -308,35 +401,74 @@ class Runner:
         command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.args)]
         self.log(f"stage {stage.name}: running {' '.join(command[len(launcher) + 2 :])}")
         start = time.time()
-        with open(log_path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
-            log_file.flush()
-            process = subprocess.Popen(
-                command,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=stage_environment(self.environment),
-                preexec_fn=_die_with_parent if os.name == "posix" else None,
-            )
-            with _sigterm_forwarded_to(process):
-                process.wait()
-        return process.returncode, time.time() - start
+        try:
+            with open(log_path, "a", encoding="utf-8") as log_file:
+                log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+                log_file.flush()
+                if self.preempted:  # the notice came while the stage was being prepared
+                    return -signal.SIGTERM, 0.0
+                self._process = subprocess.Popen(
+                    command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=stage_environment(self.environment),
+                    preexec_fn=_die_with_parent if os.name == "posix" else None,
+                )
+                if self.preempted:  # it came between the check and the start: pass it on
+                    self._process.send_signal(signal.SIGTERM)
+                self._process.wait()
+                return self._process.returncode, time.time() - start
+        except OSError as error:  # the log cannot be written (a full disk)
+            raise StageFailed(
+                f"stage {stage.name}: cannot write {log_path}: {error.strerror or error}", 1
+            ) from None
+        finally:
+            self._process = None
 
     def _execute(self, stage: Stage, directory: Path, identity: dict[str, Any], key: str) -> float:
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StageFailed(f"cannot create {directory}: {error.strerror or error}", 1) from None
         _write_json(directory / STARTED_FILE, {"fingerprint": key, "identity": identity})
+        (directory / STAGE_FILE).unlink(missing_ok=True)  # a damaged finished run, re-run in place
         returncode, seconds = self._launch(stage, directory / LOG_FILE)
         if returncode != 0:
-            failure = {"fingerprint": key, "session": self.session, "exit_status": returncode}
-            _write_json(directory / FAILED_FILE, failure)
             tail = (directory / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            if self.preempted and returncode in (-signal.SIGTERM, 128 + signal.SIGTERM):
+                # Stopped by the notice the recipe passed on before it could save (starting up) or as it
+                # exited (finished): no failure; the next run resumes it in place.
+                raise StageFailed(
+                    f"stage {stage.name} was stopped by the preemption notice (SIGTERM) before it could "
+                    "save; rerun the recipe to resume it",
+                    PREEMPTED_EXIT,
+                )
+            if not self.preempted:  # a preempted stage did not fail: its followers are preempted too
+                failure = {"fingerprint": key, "session": self.session, "exit_status": returncode}
+                _write_json(directory / FAILED_FILE, failure)
             if returncode == PREEMPTED_EXIT:
                 message = f"stage {stage.name} was preempted after saving; rerun the recipe to resume it"
             else:
-                message = f"stage {stage.name} failed (exit status {returncode}); {directory / LOG_FILE} ends:"
+                reason = stage_reason(directory / LOG_FILE)
+                message = (
+                    f"stage {stage.name} failed (exit status {returncode})"
+                    + (f": {reason}" if reason else "")
+                    + f"; {directory / LOG_FILE} ends:"
+                )
             raise StageFailed("\n".join([message, *tail]), returncode)
-        record = {"fingerprint": key, "identity": identity, "seconds": seconds, "finished": time.time()}
+        run = uuid.uuid4().hex[:16]
+        record = {
+            "fingerprint": key,
+            "identity": identity,
+            "seconds": seconds,
+            "finished": time.time(),
+            "root": str(self.root),
+            "run": run,
+            "upstream_runs": {name: self.run_ids.get(name, "") for name in stage.after},
+            "files": output_manifest(directory),
+        }
         _write_json(directory / STAGE_FILE, record)
+        self.run_ids[stage.name] = run
         (directory / STARTED_FILE).unlink(missing_ok=True)
         (directory / FAILED_FILE).unlink(missing_ok=True)
         self.log(f"stage {stage.name}: ran in {seconds:.1f} s")

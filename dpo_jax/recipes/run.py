@@ -135,7 +135,8 @@ def _run_stages(config, root: Path, stages: list[Stage], *, log=print) -> list:
         session=config.session,
         environment=compilation_cache(config, root),
     )
-    return [runner.run(stage) for stage in stages]
+    with runner.handling_preemption():  # a SIGTERM between two stages stops the recipe with 75 too
+        return [runner.run(stage) for stage in stages]
 
 
 def compilation_cache(config, root: Path) -> dict[str, str]:

@@ -41,10 +41,10 @@ def locked_workdir(workdir: str) -> Iterator[epath.Path]:
         yield path
 
 
-def load_stage_data(config, workdir: str, *, data_stage: str):
+def load_stage_data(config, workdir: str, *, data_stage: str, tokenizer=None):
     """(tokenizer, prepared data) of the config's dataset for a stage reading `data_stage` examples
-    ("sft", "dpo" or "prompts"), through the tokenised-data cache."""
-    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
+    ("sft", "dpo" or "prompts"), through the tokenised-data cache (`tokenizer`: one loaded already)."""
+    tokenizer = tokenizer or data_lib.load_tokenizer(tokenizer_source(config))
     prepared = data_lib.build_datasets(
         config.data, tokenizer, stage=data_stage, cache_dir=default_cache_dir(config, workdir)
     )

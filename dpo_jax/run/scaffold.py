@@ -40,6 +40,7 @@ from dpo_jax.checkpoint import (
     should_stop_for_preemption,
 )
 from dpo_jax.metrics.writer import MetricsWriter
+from dpo_jax.models.loading import EXPORT_DIRNAME
 from dpo_jax.run.workdir import (
     WorkdirLock,
     config_changes,
@@ -195,4 +196,12 @@ class RunScaffold:
                 export()
             marker = {"step": int(step), "time": time.time()}
             (self.workdir / FINISHED_MARKER).write_text(json.dumps(marker))
+            exported = self.workdir / EXPORT_DIRNAME
+            logger.info(
+                "finished: step %d; %s",
+                step,
+                f"exported to {exported}"
+                if exported.exists()
+                else f"checkpoints in {self.checkpointer.directory}",
+            )
         multihost_utils.sync_global_devices("dpo_jax_finished")

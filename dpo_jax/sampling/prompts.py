@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpo_jax import UserError
+from dpo_jax import MissingInputError, UserError
 from dpo_jax.sampling.batched import Samples, sample_token_ids
 from dpo_jax.sampling.settings import SamplingSettings
 
@@ -23,11 +23,50 @@ logger = logging.getLogger("dpo_jax")
 
 
 def read_prompts(path: str) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if path.endswith(".jsonl"):
-        records = [json.loads(line) for line in lines if line.strip()]
-        return [r["prompt"] if isinstance(r, dict) else str(r) for r in records]
-    return [line for line in lines if line.strip()]
+    """The prompts of a text file (one per non-blank line) or a `.jsonl` file (one JSON string or
+    {"prompt": "..."} object per line). A file that is missing, not UTF-8, or has a line that is not
+    such a record is a `UserError` naming the file, the line and the field."""
+    try:
+        raw_lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        raise MissingInputError(f"--prompts_file={path}: no such file") from None
+    except OSError as error:
+        raise UserError(f"--prompts_file={path}: cannot read it ({error.strerror or error})") from None
+    prompts = []
+    for number, raw in enumerate(raw_lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(
+                f"{path}, line {number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+            ) from None
+        if not line.strip():
+            continue
+        prompts.append(_jsonl_prompt(path, number, line) if path.endswith(".jsonl") else line)
+    return prompts
+
+
+def _jsonl_prompt(path: str, number: int, line: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    if isinstance(record, str):
+        return record
+    if not isinstance(record, dict):
+        raise UserError(
+            f"{path}, line {number}: a JSON {type(record).__name__}; expected a string or an object with a "
+            "`prompt` string"
+        )
+    if "prompt" not in record:
+        fields = ", ".join(sorted(record)) or "none"
+        raise UserError(f"{path}, line {number}: no `prompt` field (its fields: {fields})")
+    if not isinstance(record["prompt"], str):
+        value = "null" if record["prompt"] is None else f"a JSON {type(record['prompt']).__name__}"
+        raise UserError(f"{path}, line {number}: field `prompt` is {value}, not a string")
+    return record["prompt"]
 
 
 def pad_id(tokenizer) -> int:

@@ -6,7 +6,7 @@ besides the prompt (settings, number of samples, seed, EOS and pad ids, and what
 model the caller gives); `prompt_hash` is the prompt's own token ids. A line counts only when both
 match, so a changed setting or prompt file samples afresh instead of reusing stale completions. Lines
 are appended after each batch by process 0 and flushed to disk; a line cut short by the kill is
-ignored (and counted in the log). Because each prompt's random numbers come from (seed, prompt index,
+ignored (and counted in the log), and the next append starts on a line of its own. Because each prompt's random numbers come from (seed, prompt index,
 sample index) only, the resumed job's completions equal those of a job that was never killed.
 """
 
@@ -67,7 +67,12 @@ class FinishedPrompts:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps({"job": self.job, **entry}) + "\n" for entry in entries))
+        lines = "".join(json.dumps({"job": self.job, **entry}) + "\n" for entry in entries)
+        with open(self.path, "a+b") as f:
+            if f.tell() > 0:  # a line cut short by a kill ends the file: the new lines start after it
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    lines = "\n" + lines
+            f.write(lines.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())

@@ -199,8 +199,16 @@ def draw_preference_data(
 ) -> PreferenceData:
     """The train and eval pairs from pi_ref's tables over the pair prompts and the eval prompts."""
     rng = _rng(settings, 3)
+    logger.info(
+        "pairs: sampling %d pairs per prompt for %d prompts (and %d per eval prompt) exactly from pi_ref's "
+        "table of every completion; takes a while on a CPU",
+        settings.pairs_per_prompt,
+        len(prompts.pairs),
+        settings.eval_pairs_per_prompt,
+    )
     chosen, rejected, index = task.sample_pairs(prompts.pairs, logp_pairs, rng, settings.pairs_per_prompt)
     eval_pairs = task.sample_pairs(prompts.eval, eval_logp_ref, rng, settings.eval_pairs_per_prompt)
+    logger.info("pairs: %d train and %d eval pairs sampled", len(chosen), len(eval_pairs[0]))
     return PreferenceData(chosen, rejected, index, *eval_pairs, eval_logp_ref)
 
 

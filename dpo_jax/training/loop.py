@@ -21,7 +21,14 @@ from dpo_jax.evaluation.reference_cache import attach_reference_logps
 from dpo_jax.evaluation.samples import side_by_side_samples, write_samples
 from dpo_jax.metrics.writer import Throughput
 from dpo_jax.models import to_hf
-from dpo_jax.models.loading import EXPORT_DIRNAME, load_model, load_reference_params, load_scalar_head_model
+from dpo_jax.models.loading import (
+    EXPORT_DIRNAME,
+    check_model_sources,
+    load_model,
+    load_reference_params,
+    load_scalar_head_model,
+    tokenizer_source,
+)
 from dpo_jax.models.reward import export_reward_model
 from dpo_jax.run import Hook, LoopSettings, RunScaffold, StageSteps, run_steps
 from dpo_jax.run.inputs import load_stage_data, locked_workdir
@@ -60,8 +67,12 @@ class TrainResult:
 def train_and_evaluate(config, workdir: str):
     """Train the stage the config asks for on its dataset: load the tokenizer and the data, then train."""
     validate_config(config)
+    # What the run reads, checked before it creates anything: a mistake leaves no half-made workdir.
+    check_model_sources(config)
+    data_lib.check_data_path(config.data.path)
+    tokenizer = data_lib.load_tokenizer(tokenizer_source(config))
     with locked_workdir(workdir):  # before the data: a second run on this workdir stops at once
-        tokenizer, prepared = load_stage_data(config, workdir, data_stage=data_stage(config))
+        tokenizer, prepared = load_stage_data(config, workdir, data_stage=data_stage(config), tokenizer=tokenizer)
         return run_training(config, workdir, prepared, tokenizer=tokenizer)
 
 

@@ -1,4 +1,4 @@
-"""README's "Defaults and the reference implementation" table is the one place that compares our defaults
+"""docs/defaults.md's "Defaults and the reference implementation" table is the one place that compares our defaults
 with the reference implementation's: its "ours" column must be what the configs set, so it cannot drift."""
 
 import ast
@@ -9,7 +9,7 @@ import pytest
 
 from dpo_jax.config import base_config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "defaults.md"  # linked from README.md
 HEADING = "### Defaults and the reference implementation"
 # Fields the table must cover: the optimisation, data, evaluation and precision settings the reference
 # implementation fixes, and the optimizer of every config's SFT stage.

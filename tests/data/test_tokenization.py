@@ -182,9 +182,35 @@ def test_kept_examples_cut_by_the_length_limits_are_counted(tokenizer):
         Example("Q:", (long_response, " b")),  # the chosen response is cut
         Example(long_prompt, (long_response, " b")),  # both
     ]
-    split, report = _tokenize(tokenizer, examples, max_length=16, max_prompt_length=8, truncation_mode="keep_end")
+    split, report = _tokenize(
+        tokenizer, examples, max_length=16, max_prompt_length=8, truncation_mode="keep_end"
+    )
     assert split.num_examples == 4 and report.counts == {}
     assert report.truncated == {"truncated_prompt": 2, "truncated_response": 2}
     metrics = report.metrics()
     assert (metrics["data/train/truncated_prompt"], metrics["data/train/truncated_response"]) == (2, 2)
     assert "length limits cut 2 prompts and the responses of 2 examples" in report.summary()
+
+
+def test_the_rows_the_length_limits_cut_are_named(tokenizer, caplog):
+    import logging
+
+    examples = [
+        Example("Q:", (" a", " b")),
+        Example("word " * 10, (" a", " b " * 10)),
+        Example("Q:", (" a", " b")),
+    ]
+    split, report = _tokenize(
+        tokenizer, examples, max_length=16, max_prompt_length=8, truncation_mode="keep_end"
+    )
+    assert split.num_examples == 3 and report.truncated == {"truncated_prompt": 1, "truncated_response": 1}
+    cut = report.truncated_samples
+    assert [(s["parts"], s["row"]) for s in cut] == [(["truncated_prompt", "truncated_response"], 1)]
+    prompt, response = (
+        len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in ("word " * 10, " b " * 10)
+    )
+    detail = f"prompt {prompt} -> 8 tokens; responses {response + 1} -> 8 tokens (EOS included)"
+    assert cut[0]["detail"] == detail
+    with caplog.at_level(logging.INFO):
+        report.log(logging.getLogger("test"), source="local")
+    assert f"kept mem row 1, cut by the length limits: {detail}" in caplog.text

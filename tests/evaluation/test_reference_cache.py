@@ -127,3 +127,14 @@ def test_damaged_entries_are_never_read(tmp_path, caplog):
         (tmp_path / "k.json").unlink()  # arrays renamed, manifest never written
         assert reference_cache.load_entry(str(tmp_path), "k", counts) is None
         assert "no manifest" in caplog.text
+
+
+def test_a_resumed_run_still_counts_the_arrays_it_computed(tmp_path):
+    cache, workdir = tmp_path / "cache", tmp_path / "run"
+    train_and_evaluate(_dpo(cache), str(workdir))
+    assert _status(workdir)["status"] == "computed"
+    # Resumed (here: trained further) in its own workdir, it reads back its own entry: still computed.
+    longer = _dpo(cache)
+    longer.num_train_steps = 2
+    train_and_evaluate(longer, str(workdir))
+    assert _status(workdir)["status"] == "computed"  # (another run reusing it: the first test)

@@ -48,3 +48,13 @@ def test_a_deleted_log_is_recreated_with_a_warning(tmp_path, caplog):
     writer.close()
     assert "vanished" in caplog.text and "step 2" in caplog.text
     assert [row["step"] for row in _rows(path)] == [2, 3]
+
+
+def test_nothing_measured_writes_no_row_and_no_line(tmp_path, caplog):
+    writer = MetricsWriter(str(tmp_path), tensorboard=False)
+    with caplog.at_level(logging.INFO, logger="dpo_jax"):
+        writer.write(0, {})  # e.g. an evaluation of a run without an eval split
+        writer.write(1, {"loss": 1.0})
+    writer.close()
+    assert _rows(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 1.0}]
+    assert "step 0:" not in caplog.text and "step 1: loss=" in caplog.text

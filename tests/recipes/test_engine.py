@@ -219,3 +219,141 @@ def test_a_worker_that_is_not_a_number_is_a_user_error():
     config = get_recipe("imdb").config("tiny")
     with pytest.raises(UserError, match="worker=unknown"):
         apply_overrides(config, ["worker=unknown"])
+
+
+def test_a_finished_stage_with_missing_or_altered_outputs_runs_again_and_so_do_its_readers(tmp_path):
+    import os
+
+    root = tmp_path / "recipe"
+    plan = [_echo("a", 1), _echo("b", 2, after=("a",))]
+    assert _run(root, plan)[0] == ["ran", "ran"]
+    (root / "a" / "checkpoints").mkdir()  # resume state is no output: deleting it changes nothing
+    assert _run(root, plan)[0] == ["reused", "reused"]
+    (root / "a" / "checkpoints").rmdir()
+    assert _run(root, plan)[0] == ["reused", "reused"]
+
+    (root / "a" / "out.txt").unlink()  # the export a later stage reads, deleted
+    statuses, log = _run(root, plan)
+    assert statuses == ["ran", "ran"], log
+    assert "out.txt is missing" in log and "upstream stage a ran again since" in log
+    assert "no recipe wrote" not in log and (root / "a" / "out.txt").read_text() == "1"
+    assert (root / "a" / LOG_FILE).read_text().count("=== ") == 2  # run again in its own directory
+    assert _run(root, plan)[0] == ["reused", "reused"]
+
+    out = root / "b" / "out.txt"
+    out.write_text("9")  # same size, new contents (and a new modification time)
+    os.utime(out, ns=(1, 1))
+    statuses, log = _run(root, plan)
+    assert statuses == ["reused", "ran"] and "out.txt was altered" in log and out.read_text() == "2"
+
+
+def _preempt_when(path):
+    import os
+    import signal
+    import threading
+    import time
+
+    def preempt():
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+
+
+def test_a_sigterm_while_a_stage_starts_up_is_a_preemption_not_a_failure(tmp_path):
+    from dpo_jax.recipes.engine import FAILED_FILE
+
+    root, ready = tmp_path / "recipe", tmp_path / "ready"
+    args = ("tests.recipes.echo_stage", "--out={root}/a/out.txt")
+    _preempt_when(ready)  # the stage has no SIGTERM handler yet: the notice kills it (-15)
+    with pytest.raises(StageFailed, match="stopped by the preemption notice") as stopped:
+        _run(root, [Stage("a", (*args, f"--wait_unhandled={ready}"))])
+    assert stopped.value.exit_status == 75
+    assert (root / "a" / STARTED_FILE).exists() and not (root / "a" / FAILED_FILE).exists()
+
+
+def test_a_sigterm_as_a_finished_stage_exits_or_between_stages_stops_the_recipe_with_75(tmp_path):
+    import os
+    import signal
+
+    from dpo_jax.recipes.engine import FAILED_FILE
+
+    root = tmp_path / "recipe"
+    a = Stage("a", ("tests.recipes.echo_stage", "--out={root}/a/out.txt", "--finish_then_sigterm_recipe"))
+    with pytest.raises(StageFailed) as stopped:
+        _run(root, [a, _echo("b", 2, after=("a",))])
+    assert stopped.value.exit_status == 75 and "preempt" in str(stopped.value)
+    assert not (root / "a" / FAILED_FILE).exists() and not (root / "b").exists()
+    statuses, log = _run(root, [_echo("b", 2)])  # the next run goes on
+    assert statuses == ["ran"]
+
+    lines = []
+    runner = Runner(str(root), log=lines.append)
+    with runner.handling_preemption():
+        assert runner.run(_echo("b", 2)).status == "reused"
+        os.kill(os.getpid(), signal.SIGTERM)  # between two stages
+        with pytest.raises(StageFailed, match="preempted .* before stage c") as stopped:
+            runner.run(_echo("c", 3))
+    assert stopped.value.exit_status == 75 and not (root / "c").exists()
+
+
+def test_a_full_disk_for_the_recipes_own_files_is_one_line_and_leaves_no_temporary_file(
+    tmp_path, monkeypatch
+):
+    import errno
+    from pathlib import Path
+
+    root = tmp_path / "recipe"
+    write_text = Path.write_text
+
+    def full_disk(path, text, *args, **kwargs):
+        if path.name.startswith(STARTED_FILE):
+            write_text(path, "", *args, **kwargs)  # the file is created, then nothing fits
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(StageFailed) as failed:
+        _run(root, [_echo("a", 1)])
+    assert str(failed.value) == f"cannot write {root / 'a' / STARTED_FILE}: No space left on device"
+    assert failed.value.exit_status == 1 and list((root / "a").iterdir()) == []
+    monkeypatch.undo()
+    statuses, log = _run(root, [_echo("a", 1)])
+    assert statuses == ["ran"] and "no recipe wrote" not in log
+
+
+def test_a_failed_stage_says_why_in_its_first_line(tmp_path):
+    root = tmp_path / "recipe"
+    stage = Stage("a", (*_echo("a", 1, fail=1).args, "--error_line=disk full while saving step 3"))
+    with pytest.raises(StageFailed) as failed:
+        _run(root, [stage])
+    first = str(failed.value).splitlines()[0]
+    assert first.startswith("stage a failed (exit status 1): disk full while saving step 3; ")
+
+
+def test_a_moved_recipe_directory_names_its_own_stages(tmp_path):
+    import shutil
+
+    root, moved = tmp_path / "recipe", tmp_path / "elsewhere"
+    a = Stage("a", ("tests.recipes.echo_stage", "--out={root}/a/out.txt", "--run_config={root}/a/export"))
+    b = _echo("b", 2, after=("a",))
+    assert _run(root, [a, b])[0] == ["ran", "ran"]
+    shutil.copytree(root, moved)  # copied: new modification times, same contents
+    statuses, log = _run(moved, [a, b])
+    assert statuses == ["reused", "reused"] and f"DIR moved from {root}" in log
+    assert json.loads((moved / "a" / "run_config.json").read_text()) == {
+        "model": {"name_or_path": str(moved / "a" / "export")}
+    }
+    statuses, log = _run(moved, [a, b])
+    assert statuses == ["reused", "reused"] and "moved" not in log  # the books say where it is now
+
+
+def test_a_damaged_stage_record_is_named_as_such(tmp_path):
+    root = tmp_path / "recipe"
+    _run(root, [_echo("a", 1)])
+    record = root / "a" / STAGE_FILE
+    record.write_text(record.read_text()[:20])  # cut short
+    statuses, log = _run(root, [_echo("a", 1)])
+    assert statuses == ["ran"] and f"its {STAGE_FILE} is damaged" in log and "no recipe wrote" not in log

@@ -109,6 +109,7 @@ def test_resuming_with_another_attention_kernel_is_accepted(tmp_path):
     the config recorded with it)."""
     import jax
     import jax.numpy as jnp
+
     from dpo_jax.run.scaffold import RunScaffold
 
     state = {"w": jnp.arange(3.0)}

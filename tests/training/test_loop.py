@@ -1,6 +1,7 @@
 """The trainer in-process on 8 fake CPU devices: every config's :tiny variant, SFT then DPO, overfitting."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ TINY_VARIANTS = [
 
 
 @pytest.mark.parametrize("config_file,variant", TINY_VARIANTS)
-def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant):
+def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant, caplog):
+    caplog.set_level(logging.INFO, logger="dpo_jax")
     config = tiny_config(config_file, variant, num_train_steps=2)
     train_and_evaluate(config, str(tmp_path))
     records = read_metrics(tmp_path)
@@ -44,6 +46,7 @@ def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant):
     assert all(("reference" in s) == (config.stage == "dpo") for s in samples)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert hf.config.model_type == config.model.random_init_config.model_type
+    assert f"finished: step 2; exported to {tmp_path / 'export'}" in caplog.text  # the run's last line
 
 
 def test_sft_then_dpo_from_the_sft_workdir(tmp_path):
