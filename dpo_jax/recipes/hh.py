@@ -47,12 +47,7 @@ REHEARSAL = {**win_rates.REHEARSAL, "eval_every": 2}
 
 
 def policies(c) -> dict[str, str]:
-    out = {"sft": "{root}/sft"}
-    out.update({name_with("dpo_beta", b): f"{{root}}/{name_with('dpo_beta', b)}" for b in c.betas})
-    out[f"best_of_{c.best_of_n}"] = "{root}/sft"
-    if prompting_model(c):
-        out["prompting"] = prompting_model(c)
-    return out
+    return win_rates.policies(c)
 
 
 def stages(c) -> list:

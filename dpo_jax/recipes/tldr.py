@@ -21,7 +21,7 @@ from __future__ import annotations
 from dpo_jax.recipes import rehearsal, win_rates
 from dpo_jax.recipes.base import Recipe
 from dpo_jax.recipes.paper import PAPER_CLAIMS
-from dpo_jax.recipes.stages import name_with, prompting_model
+from dpo_jax.recipes.stages import prompting_model
 
 FIGURE = "Figure 2 (right): TL;DR win rate vs temperature"
 METHODS = ("sft", "dpo", "preferred_ft", "ppo", "best_of_n", "prompting", "reward_model")
@@ -43,13 +43,7 @@ def config(scale: str):
 
 
 def policies(c) -> dict[str, str]:
-    out = {"sft": "{root}/sft"}
-    out.update({name_with("dpo_beta", b): f"{{root}}/{name_with('dpo_beta', b)}" for b in c.betas})
-    out.update(preferred_ft="{root}/preferred_ft", ppo="{root}/ppo")
-    out[f"best_of_{c.best_of_n}"] = "{root}/sft"
-    if prompting_model(c):
-        out["prompting"] = prompting_model(c)
-    return out
+    return win_rates.policies(c, "preferred_ft", "ppo")
 
 
 def stages(c, prefix: str = "", methods=None) -> list:

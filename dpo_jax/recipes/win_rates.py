@@ -338,3 +338,17 @@ def over_training_section(name: str, c, root: Path, out: Path) -> list[str]:
 
 def sources_notes(c, sources: dict[str, str]) -> list[str]:
     return [f"{field} = {c[field]}: {source}" for field, source in sources.items() if field in c]
+
+
+def policies(c, *runs: str) -> dict[str, str]:
+    """label -> the policy a win-rate stage judges: SFT, DPO over betas, the given `runs` (stage names),
+    Best of N of SFT, and the prompting baseline when it has a model."""
+    from dpo_jax.recipes.stages import prompting_model
+
+    out = {"sft": "{root}/sft"}
+    out.update({name_with("dpo_beta", b): f"{{root}}/{name_with('dpo_beta', b)}" for b in c.betas})
+    out.update({run: f"{{root}}/{run}" for run in runs})
+    out[f"best_of_{c.best_of_n}"] = "{root}/sft"
+    if prompting_model(c):
+        out["prompting"] = prompting_model(c)
+    return out

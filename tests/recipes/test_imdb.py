@@ -4,45 +4,35 @@ reference log-probs; PPO-GT on the tiny classifier, Best-of-4 on the frontier), 
 reused); and killed mid-stage (SIGKILL while a training stage runs) then restarted: the killed stage
 resumes from its checkpoint and the table comes out the same."""
 
-import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from dpo_jax.recipes.engine import STAGE_FILE
+from tests.recipes.commands import experiment_command, run_experiment
 from tests.train_helpers import REPO, process_env
 
 FIGURE_METHODS = {"dpo", "ppo", "ppo-gt", "unlikelihood", "preferred-ft", "best-of-n", "sft (reference)"}
 
 
 def _command(root):
-    return [
-        sys.executable,
-        "-m",
-        "dpo_jax.experiment",
-        "--recipe=imdb",
+    return experiment_command(
+        "imdb",
+        root,
         "--scale=tiny",
-        f"--workdir={root}",
         "--recipe.betas=0.1,1",
         "--recipe.ppo_kl_targets=6",
         "--recipe.ppo_gt_kl_targets=6",
         "--recipe.unlikelihood_alphas=1",
         "--recipe.preferred_ft_seeds=0",
-    ]
+    )
 
 
 def _run(root) -> dict:
-    done = subprocess.run(
-        _command(root), cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=1500
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, done.stdout[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
+    return run_experiment(_command(root), timeout=1500)[0]
 
 
 @pytest.fixture(scope="module")

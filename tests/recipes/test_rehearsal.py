@@ -4,26 +4,17 @@ paper-shaped data (recipes/rehearsal_data.py), counts capped. tldr, news and jud
 DIR (news and judge_agreement reuse tldr's training stages, as a user's would)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.train_helpers import REPO, process_env
+from tests.recipes.commands import experiment_command, run_experiment
 
 
 def rehearse(recipe, root, *extra) -> dict:
-    command = [
-        sys.executable, "-m", "dpo_jax.experiment", f"--recipe={recipe}", "--scale=paper", "--rehearse",
-        f"--workdir={root}", *extra,
-    ]
-    done = subprocess.run(command, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=2400)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, done.stdout[-3000:]
-    table = done.stdout.index("| method")  # the table is printed before the RESULT line (item 8)
-    assert table < done.stdout.index("RESULT ")
-    result = json.loads(lines[0][len("RESULT ") :])
+    result, stdout = run_experiment(
+        experiment_command(recipe, root, "--scale=paper", "--rehearse", *extra), timeout=2400
+    )
+    assert stdout.index("| method") < stdout.index("RESULT ")  # the table before the RESULT line (item 8)
     assert result["rehearse"] and result["scale"] == "paper" and result["stages"][0]["name"] == "rehearsal_data"
     return result
 

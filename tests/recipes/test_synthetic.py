@@ -3,38 +3,22 @@ to end (one beta, two pair sets, no optimisation variant, to keep it short); the
 stage; the tabular control at the population loss reaches the optimum's gain."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from dpo_jax.recipes import get_recipe
 from dpo_jax.recipes.run import build
-from tests.train_helpers import REPO, process_env
+from tests.recipes.commands import experiment_command, run_experiment
 
 
 def _command(root, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "dpo_jax.experiment",
-        "--recipe=synthetic",
-        "--scale=tiny",
-        f"--workdir={root}",
-        "--recipe.betas=0.1",
-        "--recipe.optimisation=",
-        *extra,
-    ]
+    return experiment_command(
+        "synthetic", root, "--scale=tiny", "--recipe.betas=0.1", "--recipe.optimisation=", *extra
+    )
 
 
 def _run(root) -> dict:
-    done = subprocess.run(
-        _command(root), cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=1500
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, done.stdout[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
+    return run_experiment(_command(root), timeout=1500)[0]
 
 
 @pytest.fixture(scope="module")

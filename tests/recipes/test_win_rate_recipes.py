@@ -2,22 +2,13 @@
 fixtures. Their paper-scale plans, news and judge_agreement reusing tldr's training stages, and hh with
 its over-training figure run in test_rehearsal.py (the same stage builders, paper-shaped data)."""
 
-import json
-import subprocess
-import sys
-
-from tests.train_helpers import REPO, process_env
+from tests.recipes.commands import experiment_command, run_experiment
 
 SMALL = ["--recipe.temperatures=0", "--recipe.num_prompts=2", "--recipe.best_of_n=2"]
 
 
 def _run(recipe, root, *extra) -> dict:
-    command = [sys.executable, "-m", "dpo_jax.experiment", f"--recipe={recipe}", f"--workdir={root}", *SMALL, *extra]
-    done = subprocess.run(command, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, done.stdout[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
+    return run_experiment(experiment_command(recipe, root, *SMALL, *extra))[0]
 
 
 def _table_rows(result) -> list[list[str]]:

@@ -1,0 +1,20 @@
+"""`python -m dpo_jax.experiment` as the recipe tests run it: the command line, and one run of it that must
+exit 0 and print one RESULT line (returned, with the run's stdout)."""
+
+import json
+import subprocess
+import sys
+
+from tests.train_helpers import REPO, process_env
+
+
+def experiment_command(recipe: str, root, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dpo_jax.experiment", f"--recipe={recipe}", f"--workdir={root}", *extra]
+
+
+def run_experiment(command: list[str], timeout: int = 1800) -> tuple[dict, str]:
+    done = subprocess.run(command, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, done.stdout[-3000:]
+    return json.loads(lines[0][len("RESULT ") :]), done.stdout
