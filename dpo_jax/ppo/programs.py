@@ -76,6 +76,7 @@ def build_ppo_programs(
         prompt_ids, prompt_mask = (
             jax.lax.with_sharding_constraint(x, rows) for x in (prompt_ids, prompt_mask)
         )
+        rng = jax.lax.with_sharding_constraint(rng, NamedSharding(placement.mesh, PartitionSpec()))
         return sample_responses(
             policy,
             params,

@@ -5,6 +5,7 @@ one device; the train state it reads stays intact for the update to donate."""
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from dpo_jax.perf.hlo import decode_loop_collectives, summarize_hlo
 from dpo_jax.ppo.model import POLICY, PolicyAndValue
@@ -78,7 +79,8 @@ def test_a_policy_that_does_not_fit_whole_decodes_split_over_a_regrouped_tensor_
     assert dict(placement.mesh.shape) == {"data": 4, "fsdp": 1, "tensor": 2}
     assert list(placement.mesh.devices.flat) == list(make_mesh((1, 8, 1)).devices.flat)
     assert placement.param_bytes_per_device < whole
-    rng = jax.random.PRNGKey(5)
+    # Every argument on the train mesh, as the loop (and aot) passes them.
+    rng = jax.device_put(jax.random.PRNGKey(5), NamedSharding(make_mesh((1, 8, 1)), PartitionSpec()))
     compiled = programs.rollout.lower(state.params[POLICY], prompts["ids"], prompts["mask"], rng).compile()
     per_token = decode_loop_collectives(compiled.as_text())
     assert per_token["all-reduce"]["count"] >= 3  # tensor-parallel reductions of activations
