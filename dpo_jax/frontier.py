@@ -39,6 +39,7 @@ from dpo_jax.config.command_line import command_error, parse_command, print_resu
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
+    apply_device_memory_settings,
     initialize_distributed,
     writes_outputs,
 )
@@ -71,6 +72,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    apply_device_memory_settings()  # as `main` does: the GPU memory fraction and XLA's memory flags
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.over_training import parse_checkpoints
     from dpo_jax.analysis.plots import MissingMatplotlib, plot_reward_vs_kl

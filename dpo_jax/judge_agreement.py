@@ -26,6 +26,7 @@ from dpo_jax.config.command_line import parse_command, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
+    apply_device_memory_settings,
     initialize_distributed,
 )
 from dpo_jax.judges import JUDGES, TASK_TEMPLATES
@@ -56,6 +57,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    apply_device_memory_settings()  # as `main` does: the GPU memory fraction and XLA's memory flags
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.judge_agreement import agreement, judge_labels, read_labels
     from dpo_jax.analysis.results import write_jsonl

@@ -26,6 +26,7 @@ from dpo_jax.config.command_line import command_error, parse_command, print_resu
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
+    apply_device_memory_settings,
     initialize_distributed,
 )
 from dpo_jax.judges import DEFAULT_SENTIMENT_CLASSIFIER
@@ -59,6 +60,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    apply_device_memory_settings()  # as `main` does: the GPU memory fraction and XLA's memory flags
     initialize_distributed(args.distributed, args.distributed_timeout_s)  # before any other JAX call
     from dpo_jax.analysis.results import write_jsonl
     from dpo_jax.analysis.runs import load_policy, read_run

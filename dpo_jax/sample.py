@@ -31,6 +31,7 @@ from dpo_jax.config.command_line import define_flags
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
+    apply_device_memory_settings,
     initialize_distributed,
     writes_outputs,
 )
@@ -68,6 +69,7 @@ def main(argv):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     logging.getLogger("dpo_jax").setLevel(logging.INFO)  # e.g. which checkpoint step it samples from
+    apply_device_memory_settings()  # as `main` does: the GPU memory fraction and XLA's memory flags
     initialize_distributed(flags.FLAGS.distributed, flags.FLAGS.distributed_timeout_s)
     if bool(_MODEL.value) == bool(_WORKDIR.value):
         raise UserError("pass exactly one of --model and --workdir")

@@ -31,3 +31,18 @@ def assert_f32_close(got, want, *, terms, magnitude=None, err_msg=""):
         )
 
     jax.tree_util.tree_map(check, got, want)
+
+
+BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits: round-to-nearest moves a value by <= 2^-8 of it
+# The bf16 roundings on one residual-stream layer's path that fp32 compute does not make (casts of the
+# activations and weights into each projection, the projection outputs, the attention probabilities and
+# the activation function's output): 3 per projection x (q/k/v, output, MLP in, MLP out) less the shared
+# casts, counted generously.
+BF16_ROUNDINGS_PER_LAYER = 8
+
+
+def bf16_bound(magnitude, layers):
+    """First-order bound on |bf16 compute - fp32 compute| of an output of size `magnitude` after `layers`
+    layers that accumulate in fp32 and round their operands to bf16: each rounding moves the residual
+    stream by at most BF16_UNIT_ROUNDOFF of its size, and layer norms keep that size from growing."""
+    return float(layers) * BF16_ROUNDINGS_PER_LAYER * BF16_UNIT_ROUNDOFF * float(np.max(np.abs(magnitude)))

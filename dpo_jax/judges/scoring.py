@@ -40,6 +40,19 @@ from dpo_jax.sharding import (
 # The shortest padded length: below it, buckets would multiply compiles for no saving.
 MIN_BUCKET = 16
 
+# Platforms whose fast compute dtype is bf16 (tensor cores / MXUs; cuDNN's fused attention takes bf16 or
+# fp16 only). A CPU gains nothing from bf16 matmuls, so scorers stay fp32 there.
+BF16_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
+
+
+def scorer_dtype(platform: str | None = None) -> str:
+    """The compute dtype the judges load a Flax scorer in: bf16 on accelerators, fp32 on a CPU. Params
+    stay fp32 and every head (the classifier's dense + out, the reward model's scalar head) runs in
+    fp32, so only the body's matmuls and attention round to bf16: the scores move by what
+    `tests/judges/test_scoring.py` bounds (a few bf16 ulps of the logits per layer), far below the
+    differences the evaluations read (win rates compare scores; the IMDb reward is a probability)."""
+    return "bfloat16" if (platform or jax.default_backend()) in BF16_PLATFORMS else "float32"
+
 
 def bucket_length(length: int, limit: int) -> int:
     """The padded length of a batch whose longest sequence has `length` tokens: the next power of two

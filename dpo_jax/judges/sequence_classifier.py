@@ -29,7 +29,7 @@ import numpy as np
 from dpo_jax import MissingInputError
 from dpo_jax.judges.base import JudgeError, ScoringJudge
 from dpo_jax.judges.process_zero import from_process_zero
-from dpo_jax.judges.scoring import MeshScorer
+from dpo_jax.judges.scoring import MeshScorer, scorer_dtype
 from dpo_jax.models import from_hf
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.loading import resolve_model_path
@@ -81,7 +81,8 @@ def flax_kind(config) -> str | None:
 
 class _SequenceClassifier(ScoringJudge):
     """Loads the model in Flax when we have its architecture (`flax_kind`) and scores on the mesh
-    (`judges.scoring.MeshScorer`, the run's `mesh` and `rules`, else every device on the data axis);
+    (`judges.scoring.MeshScorer`, the run's `mesh` and `rules`, else every device on the data axis), in
+    `dtype` compute (default: bf16 on accelerators, fp32 on CPUs, `judges.scoring.scorer_dtype`);
     other architectures run in PyTorch (`device`, default cuda when torch sees one, else the CPU)."""
 
     def __init__(
@@ -93,8 +94,11 @@ class _SequenceClassifier(ScoringJudge):
         device=None,
         mesh=None,
         rules=None,
+        dtype: str | None = None,
     ):
         from transformers import AutoConfig, AutoTokenizer
+
+        self._dtype = dtype  # a Flax scorer's compute dtype; None: the platform's (`scorer_dtype`)
 
         try:
             path = resolve_model_path(name_or_path)  # a dpo_jax workdir stands for its export
@@ -120,10 +124,13 @@ class _SequenceClassifier(ScoringJudge):
         self.name_or_path = name_or_path
 
     def _load_flax(self, directory: str, mesh, rules) -> int:
+        # bf16 compute on accelerators (fp32 params and heads): `judges.scoring.scorer_dtype`.
+        platform = None if mesh is None else mesh.devices.flat[0].platform
+        dtype = self._dtype or scorer_dtype(platform)
         if self._kind == "reward":
-            model, params = from_hf_reward_model(directory)
+            model, params = from_hf_reward_model(directory, dtype=dtype)
         else:
-            model, params = from_hf(directory)
+            model, params = from_hf(directory, dtype=dtype)
         self._scorer = MeshScorer(model, params, mesh=mesh, rules=rules, batch_size=self._batch_size)
         return self._scorer.max_length
 

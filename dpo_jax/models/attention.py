@@ -387,3 +387,30 @@ def _splash_attention(q, k, v, attention_mask, *, scale):
             check_vma=False,
         )
     return local(q, k, v, *ids)[:, :length]
+
+
+def encoder_attention(q, k, v, attention_mask, *, scale, implementation="auto"):
+    """Bidirectional attention over the keys `attention_mask` [B, L] marks (an encoder's, RoBERTa's):
+    softmax(scale q k^T) v -> [B, L, H, D] in q's dtype, logits and softmax in fp32.
+
+    "auto" is cuDNN's fused kernel where a program is traced for a GPU and the compute dtype is one
+    it takes (bf16 / fp16), XLA's dense softmax otherwise. cuDNN takes the padding as key lengths, so
+    each row's keys are read in their real-tokens-first view (`real_tokens_first`): with no causal
+    mask the order of the keys does not matter, and the queries stay where they are, so a mask padded
+    anywhere gives the same outputs as on XLA. `implementation="cudnn_on_xla"` runs that very call on
+    XLA's reference path (tests on CPU)."""
+    mask = jnp.ones(q.shape[:2], bool) if attention_mask is None else attention_mask.astype(bool)
+    backend = implementation
+    if implementation == "auto":
+        backend = "cudnn" if target_platform() in ("gpu", "cuda") and cudnn_supports(q) else "xla"
+    k, v = k.astype(q.dtype), v.astype(q.dtype)
+    if backend == "xla":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], scale=scale, implementation="xla")
+    from_view, _ = real_tokens_first(mask)
+    k, v = gather_positions(k, from_view), gather_positions(v, from_view)
+    # An all-padding row keeps one key: its outputs are padding, never read.
+    lengths = jnp.maximum(jnp.sum(mask.astype(jnp.int32), axis=-1), 1)
+    return jax.nn.dot_product_attention(
+        q, k, v, scale=scale, key_value_seq_lengths=lengths,
+        implementation="xla" if backend == "cudnn_on_xla" else "cudnn",
+    )  # fmt: skip

@@ -119,10 +119,11 @@ def describe_model(model_cfg, *, param_dtype: str, name_or_path: str | None = No
     return from_hf_config(dict(MODEL_PRESETS[preset]), **overrides)
 
 
-def describe_scorer(name_or_path: str):
+def describe_scorer(name_or_path: str, dtype="float32"):
     """The Flax module of a scorer (a RoBERTa sequence classifier or a dpo_jax reward model) without
-    its weights, float32 as the judges load it: a local directory (or workdir) is read from its
-    config.json, a hub name must be one `models.presets.CLASSIFIER_ARCHITECTURES` knows."""
+    its weights, in `dtype` compute (fp32 params) as the judges load it (`judges.scoring.scorer_dtype`):
+    a local directory (or workdir) is read from its config.json, a hub name must be one
+    `models.presets.CLASSIFIER_ARCHITECTURES` knows."""
     from dpo_jax.models.roberta import RobertaForSequenceClassification, roberta_config_from_hf
 
     path = resolve_model_path(name_or_path)
@@ -137,9 +138,9 @@ def describe_scorer(name_or_path: str):
             f"({', '.join(sorted(CLASSIFIER_ARCHITECTURES))})"
         )
     if hf_config.get("model_type") == "roberta":
-        return RobertaForSequenceClassification(roberta_config_from_hf(hf_config))
+        return RobertaForSequenceClassification(roberta_config_from_hf(hf_config, dtype=dtype))
     if hf_config.get("model_type") in ("gpt2", "gpt_neox") and len(hf_config.get("id2label") or {0: ""}) == 1:
-        return ScalarHeadModel(from_hf_config(hf_config, dtype="float32", param_dtype="float32"))
+        return ScalarHeadModel(from_hf_config(hf_config, dtype=dtype, param_dtype="float32"))
     raise ValueError(
         f"scorer {name_or_path!r}: a {hf_config.get('model_type')!r} classifier scores in PyTorch on the "
         "host (judges.sequence_classifier); only RoBERTa classifiers and dpo_jax reward models compile"

@@ -9,7 +9,8 @@ id (the first real token sits at `pad_token_id + 1`, pads keep position `pad_tok
 takes `max_position_embeddings - pad_token_id - 1` tokens (`max_sequence_length`); the embeddings are
 word + position + token type (one type) under a layer norm; every block is post-LN (norm after each
 residual add); the head reads the first token (<s>) through dense -> tanh -> out_proj. Attention is
-bidirectional over the tokens the mask marks. Layer norms run in fp32, the rest in `dtype`.
+bidirectional over the tokens the mask marks (`models.attention.encoder_attention`: cuDNN's fused
+kernel on GPUs in bf16). Layer norms and the classification head run in fp32, the rest in `dtype`.
 
 `roberta_from_hf_state` maps transformers' tensors by name (strict about missing, surplus and shapes,
 as `hf_io` is for GPT-2 / GPT-NeoX); every parameter carries logical axis names for `dpo_jax.sharding`.
@@ -21,12 +22,14 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dpo_jax.models.attention import encoder_attention
 from dpo_jax.models.config import as_dtype
 from dpo_jax.models.layers import Embed, LayerNorm, Linear, activation_fn
+
+ATTENTION_CHOICES = ("auto", "xla", "cudnn")  # `encoder_attention`'s: auto = cuDNN on GPUs in bf16 / fp16
 
 # Tensors a RoBERTa checkpoint may carry that the classifier does not use: the position-id buffer and
 # the pooler of RobertaModel (the classification head has its own dense layer on <s>).
@@ -49,12 +52,15 @@ class RobertaConfig:
     activation: str = "gelu"
     dtype: Any = "float32"
     param_dtype: Any = "float32"
+    attention: str = "auto"
     hf_config: dict | None = dataclasses.field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         activation_fn(self.activation)
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention={self.attention!r}: expected one of {', '.join(ATTENTION_CHOICES)}")
         as_dtype(self.dtype)
         as_dtype(self.param_dtype)
 
@@ -122,10 +128,7 @@ class RobertaLayer(nn.Module):
             Linear((d, h, hd), ("embed", "heads", "kv"), name=name, **kw)(hidden)
             for name in ("query", "key", "value")
         )
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * hd**-0.5
-        scores = jnp.where(attention_mask[:, None, None, :] > 0, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-        attended = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        attended = encoder_attention(q, k, v, attention_mask, scale=hd**-0.5, implementation=cfg.attention)
         out = Linear((h, hd, d), ("heads", "kv", "embed"), num_contract=2, name="attention_output", **kw)(
             attended
         )
@@ -164,10 +167,12 @@ class RobertaForSequenceClassification(nn.Module):
         )
         for i in range(cfg.num_layers):
             hidden = RobertaLayer(cfg, name=f"layers_{i}")(hidden, attention_mask)
-        first = hidden[:, 0]
-        x = jnp.tanh(Linear((d, d), ("embed", "mlp"), name="classifier_dense", **kw)(first))
-        logits = Linear((d, cfg.num_labels), ("mlp", None), name="classifier_out", **kw)(x)
-        return logits.astype(jnp.float32)
+        # The head runs in float32 whatever the compute dtype (as the reward models' does): a score is
+        # a difference of logits, which bf16's 8 bits would quantise.
+        head = dict(dtype=jnp.float32, param_dtype=cfg.weights_dtype)
+        first = hidden[:, 0].astype(jnp.float32)
+        x = jnp.tanh(Linear((d, d), ("embed", "mlp"), name="classifier_dense", **head)(first))
+        return Linear((d, cfg.num_labels), ("mlp", None), name="classifier_out", **head)(x)
 
 
 def _tensor_map(cfg: RobertaConfig) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], Any]]:

@@ -402,7 +402,9 @@ def _compile_ppo(config, target: Target, mesh: Mesh, rules) -> tuple[list[dict],
             f"global_batch_size={config.global_batch_size} / ppo.num_minibatches={config.ppo.num_minibatches}"
             f" gives minibatches of {minibatch} prompts, which the data-parallel size {dp} must divide."
         )
-    programs, model_cfg = ppo_programs(config, mesh, rules, _optimizer(config), per_device_bytes, Program)
+    programs, model_cfg = ppo_programs(
+        config, mesh, rules, _optimizer(config), per_device_bytes, Program, device_bytes=target.hbm_bytes
+    )
     results = []
     for program in programs:
         result = analyze(program, target, mesh)

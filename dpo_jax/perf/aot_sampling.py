@@ -13,7 +13,8 @@ with the target's HBM as the device size, so a model that does not fit replicate
 larger tensor axis exactly as on the slice), the prompts per call are `sampling.sharded.prompts_per_call`,
 and the scoring program, its mesh (every device on the data axis) and its padded rows and length
 are `judges.scoring`'s. Params are loaded as the evaluation commands load them: the sampled policy in
-the run's `model.param_dtype` with `model.dtype` compute, the scorer in float32 (`models.from_hf`).
+the run's `model.param_dtype` with `model.dtype` compute, the scorer in fp32 params with the target's
+compute dtype (`judges.scoring.scorer_dtype`: bf16 on GPUs and TPUs, so cuDNN's attention serves it).
 
 Per program the report adds what a decode is bound by: the params and the KV cache per device, the
 collectives one generated token runs (`perf.hlo.decode_loop_collectives`), and the bytes a device
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from dpo_jax.judges.scoring import bucket_length, jit_score_program, scoring_rows
+from dpo_jax.judges.scoring import bucket_length, jit_score_program, scorer_dtype, scoring_rows
 from dpo_jax.models import abstract_params, build_model, init_cache
 from dpo_jax.models.loading import describe_model, describe_scorer
 from dpo_jax.models.reward import ScalarHeadModel
@@ -154,22 +155,22 @@ def sample_program(config, mesh, rules, target: Target, program_type):
     )  # fmt: skip
 
 
-def score_model(config):
+def score_model(config, platform: str = "cpu"):
     """The model that scores the evaluation's completions: `sampling.scorer` (a classifier's local
     directory or known hub name, e.g. the paper's RoBERTa-large sentiment classifier), or, when empty,
     a reward model of the policy's architecture (the recipes train theirs from the SFT model)."""
     name = str(config.sampling.scorer)
     if name:
-        return describe_scorer(name)
+        return describe_scorer(name, dtype=scorer_dtype(platform))
     policy = describe_model(config.model, param_dtype="float32")
-    return ScalarHeadModel(dataclasses.replace(policy, dtype="float32"))
+    return ScalarHeadModel(dataclasses.replace(policy, dtype=scorer_dtype(platform)))
 
 
 def score_program(config, target: Target, devices, program_type):
     """-> (Program, the scorer's config) for one scoring call at the evaluation's shapes, on the mesh
     the evaluation scores on (`judges.scoring.default_mesh`: every device on the data axis)."""
     batch_size, _, new_tokens, prompt_length = _shapes(config)
-    model = score_model(config)
+    model = score_model(config, target.platform)
     mesh = make_mesh((-1, 1, 1), devices=devices)
     limit = getattr(model.config, "max_sequence_length", model.config.max_position_embeddings)
     rows, length = scoring_rows(batch_size, mesh), bucket_length(prompt_length + new_tokens, limit)

@@ -168,7 +168,9 @@ def array_dims(result_type: str) -> list[tuple[str, tuple[int, ...]]]:
 
 
 _WHILE = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+).*op_name=\"([^\"]*)\"")
-_OUTERMOST_WHILE = re.compile(r"jit\([^/]*\)/while")
+# A jitted function's own loop: "jit(f)/while", or "jit(f)/jit(g)/while" when it calls a jitted g
+# (PPO's rollout program calls the sampler's `decode_loop`).
+_OUTERMOST_WHILE = re.compile(r"(?:jit\([^/]*\)/)+while")
 
 
 def decode_loop_collectives(hlo_text: str) -> dict:
@@ -179,8 +181,8 @@ def decode_loop_collectives(hlo_text: str) -> dict:
     bodies = []
     for line in hlo_text.splitlines():
         match = _WHILE.search(line)
-        # The outermost loop of a jitted function is named "jit(f)/while"; other loops (the random
-        # bits', a scanned stack's) carry longer paths.
+        # The outermost loop of a jitted function is named "jit(f)/while" (nested jits only add
+        # "jit(g)/" steps); other loops (the random bits', a scanned stack's) carry longer paths.
         if match and _OUTERMOST_WHILE.fullmatch(match.group(2)):
             bodies.append(match.group(1))
     if not bodies:

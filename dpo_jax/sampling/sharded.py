@@ -89,18 +89,49 @@ def _tensor_sizes(mesh: Mesh, num_heads: int) -> list[int]:
     """Tensor-axis sizes to try, smallest first: the run's, then larger ones dividing the device count
     and the head count."""
     count, start = mesh.devices.size, mesh.shape["tensor"]
-    larger = [t for t in range(start + 1, count + 1) if count % t == 0 and num_heads % t == 0 and t % start == 0]
+    larger = [
+        t for t in range(start + 1, count + 1) if count % t == 0 and num_heads % t == 0 and t % start == 0
+    ]
     return [start, *larger]
 
 
-def decode_placement(model, mesh: Mesh, rules=DEFAULT_LOGICAL_AXIS_RULES, device_bytes: int | None = None):
-    """Where `model`'s params sit for decoding on `mesh`'s devices (see the module docstring)."""
+def free_device_bytes(mesh: Mesh) -> int | None:
+    """What a device has left now (its limit less what is allocated; None where the backend reports
+    no limit, e.g. CPU): the room a program that runs beside the resident arrays (PPO's rollout, with
+    the train state, reference and reward model on the devices) can place a decode copy in."""
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    stats = (local or list(mesh.devices.flat))[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return None if limit is None else max(0, limit - stats.get("bytes_in_use", 0))
+
+
+def _regrouped(mesh: Mesh, tensor: int, keep_device_order: bool) -> Mesh:
+    devices = list(mesh.devices.flat)
+    if not keep_device_order:
+        return make_mesh((len(devices) // tensor, 1, tensor), devices=devices)  # laid out on the torus
+    # The run's device order: one jitted program may then hold arrays of both meshes (jit needs one
+    # device assignment), so PPO's rollout reshards the train state's params in its own program.
+    grid = np.asarray(devices, dtype=object).reshape(len(devices) // tensor, 1, tensor)
+    return Mesh(grid, mesh.axis_names, axis_types=mesh.axis_types)
+
+
+def decode_placement(
+    model,
+    mesh: Mesh,
+    rules=DEFAULT_LOGICAL_AXIS_RULES,
+    device_bytes: int | None = None,
+    *,
+    keep_device_order: bool = False,
+):
+    """Where `model`'s params sit for decoding on `mesh`'s devices (see the module docstring).
+    `device_bytes`: the room on a device (default: its memory limit); `keep_device_order`: a regrouped
+    decode mesh keeps `mesh`'s device order (for programs that reshard from one mesh to the other)."""
     boxed, plain = abstract_params(model, boxed=True), abstract_params(model)
     device_bytes = device_memory_bytes(mesh) if device_bytes is None else device_bytes
     chosen = decode_rules(rules)
     for tensor in _tensor_sizes(mesh, model.config.num_heads):
         if tensor != mesh.shape["tensor"]:
-            mesh = make_mesh((mesh.devices.size // tensor, 1, tensor), devices=list(mesh.devices.flat))
+            mesh = _regrouped(mesh, tensor, keep_device_order)
         shardings = logical_to_mesh_shardings(boxed, mesh, chosen)
         per_device = _per_device_bytes(plain, shardings)
         if device_bytes is None or per_device <= FIT_FRACTION * device_bytes:
@@ -113,16 +144,20 @@ def decode_placement(model, mesh: Mesh, rules=DEFAULT_LOGICAL_AXIS_RULES, device
             100 * FIT_FRACTION,
         )
     layout = f"replicated over the batch axes, split {tensor} way(s) over tensor"
-    logger.info("sampling params: %s on mesh %s, %.1f MiB per device", layout, dict(mesh.shape), per_device / 2**20)
+    logger.info(
+        "sampling params: %s on mesh %s, %.1f MiB per device", layout, dict(mesh.shape), per_device / 2**20
+    )
     return Placement(mesh, chosen, shardings, layout, per_device)
 
 
 def place_params(params, placement: Placement):
     """`params` (host arrays, or arrays anywhere) laid out as `placement` says, on every process."""
     return jax.tree.map(
-        lambda leaf, sharding: jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
-        if isinstance(leaf, np.ndarray)
-        else jax.device_put(leaf, sharding),
+        lambda leaf, sharding: (
+            jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+            if isinstance(leaf, np.ndarray)
+            else jax.device_put(leaf, sharding)
+        ),
         params,
         placement.shardings,
     )
@@ -179,7 +214,9 @@ def batch_arrays(mesh: Mesh, arrays: dict[str, np.ndarray]) -> dict[str, jax.Arr
     out = {}
     for name, host in arrays.items():
         spec = PartitionSpec(BATCH_MESH_AXES, *([None] * (host.ndim - 1)))
-        out[name] = jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec), lambda i, h=host: h[i])
+        out[name] = jax.make_array_from_callback(
+            host.shape, NamedSharding(mesh, spec), lambda i, h=host: h[i]
+        )
     return out
 
 

@@ -3,7 +3,7 @@ the multi-host runtime, and the one flag table every command declares for it."""
 
 import pytest
 
-from dpo_jax import frontier, judge_agreement, make_pairs, winrate
+from dpo_jax import frontier, judge_agreement, make_pairs, sample, winrate
 from dpo_jax.config.runtime import DISTRIBUTED_FLAGS, apply_device_memory_settings, wants_distributed
 
 
@@ -43,3 +43,30 @@ def test_auto_joins_when_the_environment_asks(environ, wanted):
 @pytest.mark.parametrize("command", [make_pairs, winrate, frontier, judge_agreement])
 def test_every_evaluation_command_takes_the_distributed_flags(command):
     assert set(DISTRIBUTED_FLAGS) <= set(command.FLAGS)
+
+
+class _Joined(Exception):
+    """Raised where a command would join the multi-host runtime: the test stops there."""
+
+
+@pytest.mark.parametrize("command", [sample, make_pairs, winrate, frontier, judge_agreement])
+def test_every_evaluation_command_applies_the_device_memory_settings_first(command, monkeypatch):
+    calls = []
+    monkeypatch.setattr(command, "apply_device_memory_settings", lambda: calls.append("memory"))
+
+    def initialize(*args):
+        calls.append("distributed")
+        raise _Joined
+
+    monkeypatch.setattr(command, "initialize_distributed", initialize)
+    if command is sample:  # absl flags: parsed with every default
+        monkeypatch.setattr(command.flags, "FLAGS", _Flags())
+    else:
+        monkeypatch.setattr(command, "parse_args", lambda argv: _Flags())
+    with pytest.raises(_Joined):
+        command.main(["command"])
+    assert calls == ["memory", "distributed"]
+
+
+class _Flags:
+    distributed, distributed_timeout_s = "off", 1

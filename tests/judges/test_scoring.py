@@ -1,7 +1,9 @@
 """Scoring on the mesh (`judges.scoring`): sharded params give the unsharded model's logits, lengths fall in
 a few buckets, and the Flax judges (RoBERTa classifier, our reward models) run where torch cannot import."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -11,12 +13,15 @@ import pytest
 
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import ClassifierJudge, RewardModelJudge
-from dpo_jax.judges.scoring import MIN_BUCKET, MeshScorer, bucket_length, jit_score_program
+from dpo_jax.judges.scoring import MIN_BUCKET, MeshScorer, bucket_length, jit_score_program, scorer_dtype
 from dpo_jax.models import from_hf
-from dpo_jax.models.reward import export_reward_model
+from dpo_jax.models.reward import ScalarHeadModel, export_reward_model
+from dpo_jax.models.roberta import RobertaConfig, RobertaForSequenceClassification
 from dpo_jax.sharding import make_mesh
+from tests import deviceless
 from tests.judges.test_reward_scoring import PROMPTS, RESPONSES, tiny_reward_model
 from tests.judges.tiny_classifiers import save_tiny_classifier, save_tiny_roberta_classifier
+from tests.tolerances import bf16_bound
 from tests.train_helpers import REPO, process_env
 
 
@@ -96,3 +101,54 @@ def test_the_jax_judges_need_no_torch(tmp_path):
 def test_the_label_is_chosen_by_name_or_index(tmp_path, label):
     judge = ClassifierJudge(save_tiny_roberta_classifier(tmp_path / "roberta"), positive_label=label)
     assert judge.positive_index == 1
+
+
+def test_scorers_compute_in_bf16_on_accelerators_and_fp32_on_a_cpu():
+    assert [scorer_dtype(p) for p in ("gpu", "cuda", "tpu", "cpu")] == ["bfloat16"] * 3 + ["float32"]
+    assert scorer_dtype() == "float32"  # this host: the judges' scores stay fp32 here
+
+
+def test_bf16_scores_equal_fp32_within_the_rounding_bound(tmp_path):
+    """bf16 compute with fp32 params and heads (what the judges load on a GPU or TPU) against fp32: the
+    RoBERTa classifier's logits (2 layers, post-LN) and a GPT-2 reward model's values (1 layer, pre-LN),
+    within `bf16_bound` of their size; the classifier's positive-class probability, the IMDb reward,
+    moves by at most a quarter of its logit difference's change."""
+    one_device = make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    directory = save_tiny_roberta_classifier(tmp_path / "roberta")
+    rng = np.random.RandomState(0)
+    sequences = [[0, *rng.randint(3, 259, n), 2] for n in (3, 30, 7, 12, 20, 50, 60, 9)]
+    logits = {}
+    for dtype in ("float32", "bfloat16"):
+        model, params = from_hf(directory, dtype=dtype)
+        logits[dtype] = MeshScorer(model, params, mesh=one_device, batch_size=8).logits(sequences, pad_id=1)
+    want, got = logits["float32"], logits["bfloat16"]
+    bound = bf16_bound(want, layers=model.config.num_layers)
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+    probability = lambda x: 1 / (1 + np.exp(x[:, 0] - x[:, 1]))  # noqa: E731
+    np.testing.assert_allclose(probability(got), probability(want), rtol=0, atol=2 * bound / 4)
+    assert np.abs(got - want).max() > 0  # bf16 did run
+
+    tokenizer = load_tokenizer(str(tmp_path / "roberta"))
+    reward, reward_params = tiny_reward_model(tokenizer)
+    ids = [tokenizer(p + r)["input_ids"] for p, r in zip(PROMPTS, RESPONSES)]
+    scores = {}
+    for dtype in ("float32", "bfloat16"):
+        model = ScalarHeadModel(dataclasses.replace(reward.config, dtype=dtype))
+        scores[dtype] = MeshScorer(model, reward_params, mesh=one_device, batch_size=4).logits(ids, pad_id=1)
+    bound = bf16_bound(scores["float32"], layers=reward.config.num_layers)
+    np.testing.assert_allclose(scores["bfloat16"], scores["float32"], rtol=0, atol=bound)
+
+
+def test_a_bf16_roberta_scorer_compiles_to_cudnn_attention_for_an_h100():
+    reason = deviceless.cuda_plugin_missing()
+    if reason:
+        pytest.skip(reason)
+    config = RobertaConfig(
+        vocab_size=512, hidden_size=128, num_layers=1, num_heads=2, intermediate_size=256,
+        max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, num_labels=2, dtype="bfloat16",
+    )  # fmt: skip
+    mesh = make_mesh((1, 1, 1), devices=list(deviceless.h100_mesh().devices.flat))
+    fn, args = jit_score_program(RobertaForSequenceClassification(config), mesh, (4, 128))
+    with deviceless.cudnn_version_from_target(), jax.default_matmul_precision("default"):
+        hlo = fn.lower(*args).compile().as_text()
+    assert "__cudnn$fmhaSoftmax" in re.findall(r'custom_call_target="([^"]+)"', hlo)

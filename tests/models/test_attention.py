@@ -14,11 +14,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dpo_jax.models import ModelConfig, abstract_params, build_model, init_params
+from dpo_jax.models import attention as attention_module
 from dpo_jax.models.attention import (
     ATTENTION_CHECKPOINT_NAME,
     RowMask,
     _cudnn_attention,
     causal_attention,
+    encoder_attention,
     resolve_implementation,
 )
 from dpo_jax.models.layers import LINEAR_CHECKPOINT_NAME
@@ -383,3 +385,34 @@ def test_tpu_row_program_compiles_to_splash_kernels():
     assert calls.count("tpu_custom_call") == 9, calls
     # The dense pairwise mask is never built: no [..., L, L] array in the program.
     assert not re.search(rf"\w+\[(\d+,)*{length},{length}\]", hlo)
+
+
+def test_encoder_attention_on_cudnn_equals_xla_for_padding_anywhere(qkv, monkeypatch):
+    """RoBERTa's bidirectional attention: cuDNN's very call (keys in their real-tokens-first view, key
+    lengths) on XLA's reference path equals the XLA path and float64, every query of every row."""
+    q, k, v = qkv
+    mask = np.ones((BATCH, LENGTH), np.int32)
+    mask[1, ::3] = 0  # padding in the middle and at both ends
+    mask[1, -5:] = 0
+    run = lambda implementation: jax.jit(  # noqa: E731
+        functools.partial(encoder_attention, scale=HEAD_DIM**-0.5, implementation=implementation)
+    )(q, k, v, mask)
+    want = numpy_attention(q, k, v, np.broadcast_to(mask[:, None, :] > 0, (BATCH, LENGTH, LENGTH)), HEAD_DIM**-0.5)
+    # Softmax over up to LENGTH keys of O(1) values, in fp32.
+    assert_f32_close(run("xla"), want, terms=LENGTH, magnitude=np.abs(want).max() + 1)
+    assert_f32_close(run("cudnn_on_xla"), want, terms=LENGTH, magnitude=np.abs(want).max() + 1)
+    # "auto" takes cuDNN in a program traced for a GPU in bf16 only.
+    calls = []
+    original = jax.nn.dot_product_attention
+    monkeypatch.setattr(
+        jax.nn, "dot_product_attention", lambda *a, **kw: calls.append(kw["implementation"]) or original(*a, **kw)
+    )
+    monkeypatch.setattr(attention_module, "target_platform", lambda: "gpu")
+    encoder_attention(q, k, v, mask, scale=1.0)
+    assert calls == ["xla"]  # fp32: cuDNN takes bf16 / fp16 only
+    calls.clear()
+    try:
+        encoder_attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)), mask, scale=1.0)
+    except Exception:  # cuDNN itself is absent on this host: the call was made, which is what is tested
+        pass
+    assert calls == ["cudnn"]
