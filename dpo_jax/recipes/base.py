@@ -126,6 +126,8 @@ def _parse_like(raw: str, current: Any, field: str) -> Any:
         return value
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, bool) and not isinstance(current, bool):  # True is an int to Python, not to a user
+        raise UserError(f"{field}={raw}: expected a {type(current).__name__}")
     if not isinstance(value, type(current)):
         raise UserError(f"{field}={raw}: expected a {type(current).__name__}")
     return value

@@ -137,7 +137,11 @@ def test_bad_input_is_one_user_error(tmp_path):
         _plan("imdb", "tiny", "best_of_n=1,4")
     with pytest.raises(UserError, match="--recipe.configs_dir"):
         _plan("hh", "tiny", f"configs_dir={tmp_path}")
-    with pytest.raises(UserError, match="contradict --scale=tiny"):  # issue 33 item 5
+    with pytest.raises(UserError, match="--recipe.seed=True: expected a int"):  # issue 33 item 5
+        _plan("imdb", "tiny", "seed=True")
+    with pytest.raises(UserError, match="stage sft: config.num_train_steps and config.num_epochs must be >= 0"):
+        _plan("imdb", "tiny", "train_steps=-3")  # refused before the first stage, by the stage's own check
+    with pytest.raises(UserError, match="contradict --scale=tiny"):
         _plan("imdb", "tiny", "scale=paper")
     with pytest.raises(UserError, match="--rehearse rehearses the paper-scale plan"):
         _plan("imdb", "tiny", rehearse=True)
