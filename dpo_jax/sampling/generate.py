@@ -162,6 +162,8 @@ def head_logits(model: nn.Module, params, hidden: jax.Array) -> jax.Array:
     else:
         logits = hidden @ params["embed_out"]["kernel"].astype(hidden.dtype)
     logits = logits.astype(jnp.float32)
+    if model.head_bias:  # GPT-J
+        logits = logits + params["embed_out"]["bias"].astype(jnp.float32)
     if cfg.padded_vocab_size == cfg.vocab_size:
         return logits
     return jnp.where(jnp.arange(logits.shape[-1]) < cfg.vocab_size, logits, -jnp.inf)
