@@ -17,8 +17,8 @@ import jax
 
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
-from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.config import ARCHITECTURES
+from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.presets import (
     CLASSIFIER_ARCHITECTURES,
     CLASSIFIER_PRESETS,

@@ -28,7 +28,13 @@ SETTINGS = {
     "h4-rot4": {},
     "h2-rot8-hd16": {"n_head": 2, "rotary_dim": 8},
     "h4-rot-whole-head": {"rotary_dim": 8},
-    "h3-rot2-inner48-gelu": {"n_embd": 24, "n_head": 3, "rotary_dim": 2, "n_inner": 48, "activation_function": "gelu"},
+    "h3-rot2-inner48-gelu": {
+        "n_embd": 24,
+        "n_head": 3,
+        "rotary_dim": 2,
+        "n_inner": 48,
+        "activation_function": "gelu",
+    },
     "h1-rot16-whole-head": {"n_embd": 16, "n_head": 1, "rotary_dim": 16},
 }
 
@@ -84,7 +90,9 @@ def test_padded_rows_match_the_unpadded_sequences(setting):
     ours = np.asarray(model.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
     for i, s in enumerate(seqs):
         got = ours[i][mask[i].astype(bool)]
-        np.testing.assert_allclose(got, hf_logits(hf, s[None])[0], atol=TOL, rtol=0, err_msg=f"{name} row {i}")
+        np.testing.assert_allclose(
+            got, hf_logits(hf, s[None])[0], atol=TOL, rtol=0, err_msg=f"{name} row {i}"
+        )
 
 
 def test_scan_and_remat_do_not_change_logits():
@@ -173,8 +181,15 @@ def test_sharded_pytorch_bins_in_half_precision(tmp_path, dtype):
     exported = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "export")).state_dict()
     for name, tensor in state.items():
         np.testing.assert_array_equal(exported[name].numpy(), tensor.float().numpy(), err_msg=name)
-    to_hf(model, params, str(tmp_path / "export_half"), dtype="bfloat16" if dtype == torch.bfloat16 else "float16")
-    half = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "export_half"), dtype=dtype).state_dict()
+    to_hf(
+        model,
+        params,
+        str(tmp_path / "export_half"),
+        dtype="bfloat16" if dtype == torch.bfloat16 else "float16",
+    )
+    half = transformers.AutoModelForCausalLM.from_pretrained(
+        str(tmp_path / "export_half"), dtype=dtype
+    ).state_dict()
     for name, tensor in state.items():
         assert half[name].dtype == dtype
         torch.testing.assert_close(half[name], tensor, rtol=0, atol=0)
