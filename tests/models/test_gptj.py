@@ -216,3 +216,26 @@ def test_configs_we_cannot_reproduce_are_refused(overrides, message):
     config = {**make_hf_model("gptj").config.to_dict(), **overrides}
     with pytest.raises(ValueError, match=message):
         from_hf_config(config)
+
+
+def test_the_trainers_chunked_logps_include_the_head_bias():
+    """The trainer projects only counted positions (`HiddenStates`); GPT-J's head bias must be in them."""
+    from dpo_jax.objectives.logps import next_token_targets, sequence_logps, token_logps
+    from dpo_jax.training.step import make_apply_fn
+
+    hf = make_hf_model("gptj")
+    with torch.no_grad():
+        hf.lm_head.bias.normal_(0.0, 1.0)  # a bias that moves log-probs by ~1, not by rounding
+    model, params = hf_params(hf)
+    ids = jnp.asarray(_ids(2, 9, seed=2))
+    mask = jnp.ones_like(ids).at[1, 6:].set(0)
+    loss_mask = mask.at[:, :3].set(0)
+    want, _ = sequence_logps(model.apply({"params": params}, ids, attention_mask=mask), ids, loss_mask)
+    targets, counted = next_token_targets(ids, loss_mask)
+    hidden = make_apply_fn(model)(params, ids, mask)
+    got = (token_logps(hidden, targets, counted, chunk_size=4) * counted).sum(-1)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=TOL, rtol=0)
+    without_bias = hidden._replace(unembed_bias=None)
+    assert (
+        np.abs(np.asarray((token_logps(without_bias, targets, counted) * counted).sum(-1) - want)).max() > 0.1
+    )
