@@ -1,4 +1,4 @@
-"""Building blocks shared by our GPT-2 and GPT-NeoX modules.
+"""Building blocks shared by our GPT-2, GPT-NeoX and GPT-J modules.
 
 Owns: logically-partitioned parameters, projections, fp32 layer norm, causal self-attention with
 padding masks and a key/value cache, the layer stack (python loop or `nn.scan`, optional remat), and

@@ -312,7 +312,8 @@ def generate(
     """Sample `max_new_tokens` continuations of left-padded prompts, `num_samples` of each.
 
     Args:
-      model: a `GPT2LMHeadModel` / `GPTNeoXForCausalLM` (anything taking `decode=True` and a cache).
+      model: a `GPT2LMHeadModel` / `GPTNeoXForCausalLM` / `GPTJForCausalLM` (anything taking `decode=True`
+        and a cache).
       params: its params (plain or sharded arrays; the jitted program follows their shardings).
       prompt_ids: `[B, P]` int, left padded.
       prompt_mask: `[B, P]`, 1 on real prompt tokens.
