@@ -9,7 +9,7 @@
 # rollout_targets, ppo_update) and OUT_DIR/<config>_<sample|score>_<target>.txt (the evaluations'
 # decode and scoring programs at the config's `sampling` shapes); BENCHMARKS.md 5 tabulates them.
 # `gptj` compiles tldr.py's default, the paper's GPT-J-6B TL;DR policy, for its targets:
-# OUT_DIR/tldr_gptj[_sample|_score]_<target>.txt (BENCHMARKS.md 7).
+# OUT_DIR/tldr_gptj[_sample|_score|_precompute]_<target>.txt (BENCHMARKS.md 7).
 # Compiling the 2.8B train step took 4 (H100) to 20 (TPU) minutes on two shared CPU cores, ~5 GB of RAM.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +53,8 @@ for part in ${PARTS}; do
         NAME_PART="gptj" run configs/tldr.py "${target}"
         for program in sample score; do NAME_PART="gptj_${program}" run configs/tldr.py "${target}" "--program=${program}"; done
       done
+      # The recipe's DPO stages precompute the reference log-probs: that pass as its own program.
+      NAME_PART="gptj_precompute" run configs/tldr.py:precompute 8xh100
       ;;
     *) echo "unknown part ${part} (train ppo sample score gptj)" >&2; exit 2 ;;
   esac
