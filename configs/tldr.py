@@ -16,8 +16,10 @@ paper's HH model); `:tiny` runs the pipeline on the shipped fixtures with a tiny
 `:tiny,gptj` with a tiny random GPT-J. beta 0.5 as in some of the paper's TL;DR runs; override with
 --config.beta=0.1.
 
-Targets (docs/gptj.md and BENCHMARKS.md 7 list what the compilers say for each): v4-8, v5p-8, v5e-16,
-8x H100. fp32 params and RMSprop moments, the fp32 gradients and the bf16 reference of a 6B model are
+Targets (BENCHMARKS.md 7 lists what the compilers say): 8x H100, where every program fits with these
+defaults (train step 19.8 of 79.1 GiB); on a v4-8 the train step is 1.1 GiB over the chip, so run
+`:precompute` there (or --config.grad_accum_steps=16); v5p-8 and v5e-16 hold more per slice but were not
+compiled yet. fp32 params and RMSprop moments, the fp32 gradient and the bf16 reference of a 6B model are
 ~97 GB, so the state is sharded over every chip (FSDP, `mesh_shape=(1, -1, 1)`) and activations are
 recomputed (`remat_policy=full`) in micro-batches of 8 pairs (64 pairs per step, `grad_accum_steps=8`);
 `python -m dpo_jax.aot --config=configs/tldr.py --target=...` checks a target before a pod is started
