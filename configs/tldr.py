@@ -18,7 +18,7 @@ paper's HH model); `:tiny` runs the pipeline on the shipped fixtures with a tiny
 
 Targets (BENCHMARKS.md 7 lists what the compilers say): 8x H100, where every program fits with these
 defaults (train step 19.8 of 79.1 GiB); on a v4-8 the train step is 1.1 GiB over the chip, so run
-`:precompute` there (or --config.grad_accum_steps=16); v5p-8 and v5e-16 hold more per slice but were not
+`:precompute` there (or --config.grad_accum_steps=16: the compiler's advice, not compiled yet); v5p-8 and v5e-16 were not
 compiled yet. fp32 params and RMSprop moments, the fp32 gradient and the bf16 reference of a 6B model are
 ~97 GB, so the state is sharded over every chip (FSDP, `mesh_shape=(1, -1, 1)`) and activations are
 recomputed (`remat_policy=full`) in micro-batches of 8 pairs (64 pairs per step, `grad_accum_steps=8`);
