@@ -5,7 +5,9 @@ library code and installed commands can build a config without this directory; i
 Each dataset config (tldr.py, hh.py, imdb.py) starts from `base_config()` and changes only what
 differs. Variants are selected by the config argument, comma separated:
 `--config=configs/hh.py:sft,tiny`. `tiny` swaps in a tiny random model, the tiny tokenizer and
-the fixtures shipped with the package, so any config runs on a CPU in seconds.
+the fixtures shipped with the package, so any config runs on a CPU in seconds; with `neox` or `gptj`
+the tiny model is a GPT-NeoX or a GPT-J (`:tiny,gptj`) instead of a GPT-2. `pythia` (and `neox`, `gptj`
+without `tiny`) names a paper-scale model instead of the config's own.
 """
 
 import ml_collections
@@ -17,11 +19,11 @@ __all__ = ["TINY_MODELS", "VARIANTS", "apply_variants", "base_config"]
 
 
 # The variants every dataset config takes (`python -m dpo_jax.main --help` lists them too).
-VARIANTS = ("sft", "tiny", "neox", "precompute")
+VARIANTS = ("sft", "tiny", "neox", "gptj", "pythia", "precompute")
 
 
 def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_source: dict) -> None:
-    """Apply the comma-separated variants of the config argument (sft, tiny, neox, ...)."""
+    """Apply the comma-separated variants of the config argument (sft, tiny, neox, gptj, pythia, ...)."""
     variants = [v for v in (arg or "").split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -36,7 +38,11 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
     if "precompute" in variants:
         config.reference.precompute_logps = True
     if "tiny" in variants:
-        arch = "gpt_neox" if "neox" in variants else "gpt2"
+        if "neox" in variants and "gptj" in variants:
+            raise ValueError("config variants 'neox' and 'gptj' pick two tiny models; choose one")
+        if "pythia" in variants:
+            raise ValueError("config variant 'pythia' names the paper-scale Pythia-2.8B; the tiny one is 'tiny,neox'")
+        arch = "gpt_neox" if "neox" in variants else "gptj" if "gptj" in variants else "gpt2"
         config.model.name_or_path = "random"
         config.model.random_init_config = ml_collections.ConfigDict(TINY_MODELS[arch])
         config.model.dtype = "float32"
@@ -63,3 +69,10 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
         config.progress_bar = False
     elif "neox" in variants:
         config.model.name_or_path = "EleutherAI/pythia-410m"
+        config.tokenizer = ""
+    elif "gptj" in variants:
+        config.model.name_or_path = "EleutherAI/gpt-j-6b"
+        config.tokenizer = ""
+    elif "pythia" in variants:
+        config.model.name_or_path = "EleutherAI/pythia-2.8b"  # the paper's HH model
+        config.tokenizer = ""

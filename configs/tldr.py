@@ -1,27 +1,42 @@
-"""TL;DR summarisation: DPO on the OpenAI comparisons (Stiennon et al.), the paper's summarisation task on
-Pythia-2.8B. The paper's TL;DR run started from a GPT-J (6B) SFT model, an architecture dpo_jax does not
-implement (GPT-2 and GPT-NeoX only); Pythia-2.8B is the paper's HH model and fits the same targets.
+"""TL;DR summarisation: DPO on the OpenAI comparisons (Stiennon et al.) from the paper's TL;DR policy, the
+GPT-J-6B SFT model CarperAI/openai_summarize_tldr_sft (the paper's Section 6 / appendix on TL;DR).
 
-    python -m dpo_jax.main --config=configs/tldr.py:sft --workdir=/tmp/tldr-sft
+    python -m dpo_jax.main --config=configs/tldr.py --workdir=/tmp/tldr-dpo
+
+The default policy (and, as in the paper, the reference) is that SFT model, fetched from the hub by name
+with GPT-J's tokenizer (GPT-2's BPE; the model's 50400-row vocabulary is padded beyond it). To train
+the SFT stage yourself on the human-written TL;DRs (CarperAI/openai_summarize_tldr) and start DPO from it:
+
+    python -m dpo_jax.main --config=configs/tldr.py:sft --workdir=/tmp/tldr-sft   # from EleutherAI/gpt-j-6b
     python -m dpo_jax.main --config=configs/tldr.py --workdir=/tmp/tldr-dpo \
         --config.model.name_or_path=/tmp/tldr-sft
 
-The SFT stage trains on the human-written TL;DRs (CarperAI/openai_summarize_tldr). beta 0.5 as
-in some of the paper's TL;DR runs; override with --config.beta=0.1.
+Variants: `:pythia` trains Pythia-2.8B instead (this config's model before GPT-J was implemented; the
+paper's HH model); `:tiny` runs the pipeline on the shipped fixtures with a tiny random GPT-2 on a CPU,
+`:tiny,gptj` with a tiny random GPT-J. beta 0.5 as in some of the paper's TL;DR runs; override with
+--config.beta=0.1.
 
-Intended targets: v4-8, v5e-16, v5p-8, 1x and 8x H100. fp32 params, gradients and RMSprop moments
-with the bf16 reference are ~50 GB, so the state is sharded over every chip (FSDP, `mesh_shape=(1,
--1, 1)`) and activations are recomputed (`remat_policy=full`) in micro-batches of 16 pairs (64 pairs
-per step, `grad_accum_steps=4`); `python -m dpo_jax.aot --config=configs/tldr.py --target=...`
-checks a target before a pod is started (README, "Compiling ahead of time").
+Targets (BENCHMARKS.md 7 lists what the compilers say): 8x H100, where every program fits with these
+defaults (train step 19.8 of 79.1 GiB); on a v4-8 the train step is 1.1 GiB over the chip, so run
+`:precompute` there (or --config.grad_accum_steps=16: the compiler's advice, not compiled yet); v5p-8 and v5e-16 were not
+compiled yet. fp32 params and RMSprop moments, the fp32 gradient and the bf16 reference of a 6B model are
+~97 GB, so the state is sharded over every chip (FSDP, `mesh_shape=(1, -1, 1)`) and activations are
+recomputed (`remat_policy=full`) in micro-batches of 8 pairs (64 pairs per step, `grad_accum_steps=8`);
+`python -m dpo_jax.aot --config=configs/tldr.py --target=...` checks a target before a pod is started
+(README, "Compiling ahead of time").
 """
 
 from configs.common import apply_variants, base_config
 
+# The paper's TL;DR SFT policy (a GPT-J-6B fine-tuned on the human TL;DRs) and GPT-J's tokenizer.
+TLDR_SFT_MODEL = "CarperAI/openai_summarize_tldr_sft"
+GPTJ_TOKENIZER = "EleutherAI/gpt-j-6b"
+
 
 def get_config(arg=None):
     c = base_config()
-    c.model.name_or_path = "EleutherAI/pythia-2.8b"
+    c.model.name_or_path = TLDR_SFT_MODEL
+    c.tokenizer = GPTJ_TOKENIZER
     c.data.source = "tldr_comparisons"
     c.data.path = "CarperAI/openai_summarize_comparisons"
     c.data.eval_split = "test"
@@ -29,13 +44,16 @@ def get_config(arg=None):
     c.beta = 0.5
     c.learning_rate = 1e-6
     c.mesh_shape = (1, -1, 1)  # FSDP over every chip: see the docstring
-    c.grad_accum_steps = 4  # micro-batches of 16 pairs
+    c.grad_accum_steps = 8  # micro-batches of 8 pairs
     c.model.remat_policy = "full"
     # The largest evaluation: Best of 128 (128 samples per prompt in one decode call, 128 new tokens),
     # scored by a reward model of the policy's architecture; `aot --program=sample|score` sizes it.
     c.sampling.num_samples = 128
     variants = (arg or "").split(",")
+    if "pythia" in variants:
+        c.grad_accum_steps = 4  # micro-batches of 16 pairs fit Pythia-2.8B on every target
     if "sft" in variants:
+        c.model.name_or_path = "EleutherAI/gpt-j-6b"  # the base model the SFT policy was tuned from
         c.data.source = "tldr_sft"
         c.data.path = "CarperAI/openai_summarize_tldr"
         c.data.eval_split = "valid"

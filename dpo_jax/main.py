@@ -6,8 +6,8 @@
 Configs (run from the repository root): configs/hh.py, tldr.py, imdb.py, synthetic.py. After the
 path, comma-separated variants: sft (the SFT stage instead of DPO), tiny (a tiny random model, the
 tiny tokenizer and the shipped fixtures: runs on a CPU), neox (with tiny: a GPT-NeoX model instead
-of GPT-2), precompute (reference log-probs computed once before training); synthetic.py takes tiny
-and rlhf. Any field can be overridden with --config.<field>=<value>; a typo fails at start-up.
+of GPT-2), gptj (with tiny: a GPT-J model), pythia (tldr.py: Pythia-2.8B instead of the paper's GPT-J),
+precompute (reference log-probs computed once before training); synthetic.py takes tiny and rlhf. Any field can be overridden with --config.<field>=<value>; a typo fails at start-up.
 
 This file is intentionally short: flags, logging, the multi-host runtime, then the run the config
 asks for: `training.train_and_evaluate` (one SFT, DPO or reward-model stage), `ppo.run_ppo_stage`

@@ -53,7 +53,7 @@ def test_a_config_variant_typo_is_one_short_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert (
-        "unknown config variant tinyy (variants: sft, tiny, neox, precompute)" in line and len(line) < 200
+        "unknown config variant tinyy (variants: sft, tiny, neox, gptj, pythia, precompute)" in line and len(line) < 200
     ), line
 
 

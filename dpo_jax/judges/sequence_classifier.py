@@ -31,6 +31,7 @@ from dpo_jax.judges.base import JudgeError, ScoringJudge
 from dpo_jax.judges.process_zero import from_process_zero
 from dpo_jax.judges.scoring import MeshScorer, scorer_dtype
 from dpo_jax.models import from_hf
+from dpo_jax.models.config import ARCHITECTURES
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.loading import resolve_model_path
 from dpo_jax.models.reward import (
@@ -70,9 +71,9 @@ def _positive_index(config, name: str) -> int:
 
 
 def flax_kind(config) -> str | None:
-    """Which of our Flax models runs a Hugging Face sequence classifier: "reward" (a GPT-2 / GPT-NeoX
-    body with one output, `models.reward`), "roberta" (`models.roberta`), or None (torch only)."""
-    if config.model_type in ("gpt2", "gpt_neox") and config.num_labels == 1:
+    """Which of our Flax models runs a Hugging Face sequence classifier: "reward" (a GPT-2 / GPT-NeoX /
+    GPT-J body with one output, `models.reward`), "roberta" (`models.roberta`), or None (torch only)."""
+    if config.model_type in ARCHITECTURES and config.num_labels == 1:
         return "reward"
     if config.model_type == "roberta":
         return "roberta"

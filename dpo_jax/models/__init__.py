@@ -1,4 +1,4 @@
-"""Flax GPT-2 and GPT-NeoX (Pythia) language models and their Hugging Face import/export; the reward
+"""Flax GPT-2, GPT-NeoX (Pythia) and GPT-J language models and their Hugging Face import/export; the reward
 head on them (reward.py) and a RoBERTa sequence classifier (roberta.py, the paper's sentiment reward).
 
 model, params = from_hf("EleutherAI/pythia-410m", dtype="bfloat16")   # or a local HF directory
@@ -20,12 +20,14 @@ from dpo_jax.models.build import (
 from dpo_jax.models.config import ModelConfig, from_hf_config, to_hf_config
 from dpo_jax.models.gpt2 import GPT2LMHeadModel
 from dpo_jax.models.gpt_neox import GPTNeoXForCausalLM
+from dpo_jax.models.gptj import GPTJForCausalLM
 from dpo_jax.models.hf_io import from_hf, to_hf
 from dpo_jax.models.roberta import RobertaForSequenceClassification
 
 __all__ = [
     "ModelConfig",
     "GPT2LMHeadModel",
+    "GPTJForCausalLM",
     "GPTNeoXForCausalLM",
     "RightPadded",
     "RobertaForSequenceClassification",

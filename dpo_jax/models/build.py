@@ -9,12 +9,13 @@ import jax.numpy as jnp
 from dpo_jax.models.config import ModelConfig
 from dpo_jax.models.gpt2 import GPT2LMHeadModel
 from dpo_jax.models.gpt_neox import GPTNeoXForCausalLM
+from dpo_jax.models.gptj import GPTJForCausalLM
 
-_MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}
+_MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM, "gptj": GPTJForCausalLM}
 
 
 def model_class(arch: str) -> type[nn.Module]:
-    """The language-model class of an architecture ("gpt2", "gpt_neox")."""
+    """The language-model class of an architecture ("gpt2", "gpt_neox", "gptj")."""
     return _MODEL_CLASSES[arch]
 
 

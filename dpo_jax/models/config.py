@@ -1,6 +1,6 @@
-"""ModelConfig: the one description of a GPT-2 or GPT-NeoX model that our Flax modules read.
+"""ModelConfig: the one description of a GPT-2, GPT-NeoX or GPT-J model that our Flax modules read.
 
-It is built from a transformers `GPT2Config` / `GPTNeoXConfig` (so hub checkpoints, local HF
+It is built from a transformers `GPT2Config` / `GPTNeoXConfig` / `GPTJConfig` (so hub checkpoints, local HF
 directories and tiny test models share one path) and turned back into one for `to_hf`. Options
 that only concern how we run the model (compute dtype, remat, attention kernel, scanned layers,
 dropout) live here too; they never change the numbers a checkpoint means.
@@ -13,7 +13,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-ARCHITECTURES = ("gpt2", "gpt_neox")
+ARCHITECTURES = ("gpt2", "gpt_neox", "gptj")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "save_matmuls_attention")
 # Attention kernels (dpo_jax.models.attention); "auto" picks the platform's at trace time.
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
@@ -58,6 +58,8 @@ class ModelConfig:
     rotary_pct: float = 0.25
     rotary_emb_base: float = 10000.0
     use_parallel_residual: bool = True
+    # GPT-J only: the features of each head that are rotated (transformers' `rotary_dim`).
+    gptj_rotary_dim: int | None = None
     # How we run it.
     dtype: Any = "float32"
     param_dtype: Any = "float32"
@@ -86,10 +88,16 @@ class ModelConfig:
             raise ValueError(
                 "scale_attn_by_inverse_layer_idx needs a static layer index: use scan_layers=False"
             )
+        if self.arch == "gptj" and not (
+            self.gptj_rotary_dim is not None and 0 < self.gptj_rotary_dim <= self.head_dim
+        ):
+            raise ValueError(
+                f"gptj rotary_dim must be in (0, head_dim={self.head_dim}], got {self.gptj_rotary_dim}"
+            )
         if not 0.0 < self.rotary_pct <= 1.0:
             raise ValueError(f"rotary_pct must be in (0, 1], got {self.rotary_pct}")
         if self.rotary_dim % 2:
-            raise ValueError(f"rotary dimension {self.rotary_dim} (head_dim * rotary_pct) must be even")
+            raise ValueError(f"rotary dimension {self.rotary_dim} must be even")
         as_dtype(self.dtype)
         as_dtype(self.param_dtype)
 
@@ -104,6 +112,9 @@ class ModelConfig:
 
     @property
     def rotary_dim(self) -> int:
+        """Features of each head that rotary embeddings rotate (GPT-NeoX and GPT-J; unused by GPT-2)."""
+        if self.arch == "gptj":
+            return self.gptj_rotary_dim
         return int(self.head_dim * self.rotary_pct)
 
     @property
@@ -121,7 +132,7 @@ class ModelConfig:
         """All parameters (tied embeddings counted once), as the FLOP counts of the anchor use N."""
         d, f, v, layers = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_layers
         bias = 1 if self.attention_bias else 0
-        per_layer = 4 * d  # two layer norms
+        per_layer = (2 if self.arch == "gptj" else 4) * d  # GPT-J's block has one layer norm, the others two
         per_layer += 3 * d * d + 3 * d * bias + d * d + d * bias  # qkv + output projection
         per_layer += 2 * d * f + f + d  # mlp
         total = layers * per_layer + v * d + 2 * d  # blocks + input embedding + final norm
@@ -129,11 +140,13 @@ class ModelConfig:
             total += self.max_position_embeddings * d
         if not self.tie_word_embeddings:
             total += d * v
+        if self.arch == "gptj":
+            total += v  # the head's bias
         return total
 
 
 def from_hf_config(hf_config: Any, **overrides) -> ModelConfig:
-    """A transformers GPT2Config / GPTNeoXConfig (or its dict) -> ModelConfig.
+    """A transformers GPT2Config / GPTNeoXConfig / GPTJConfig (or its dict) -> ModelConfig.
 
     Settings we cannot reproduce exactly fail here, naming the field, rather than giving a model
     whose logits silently differ from the checkpoint's.
@@ -182,12 +195,43 @@ def from_hf_config(hf_config: Any, **overrides) -> ModelConfig:
             rotary_emb_base=rope.get("rope_theta", cfg.get("rotary_emb_base", 10000.0)),
             use_parallel_residual=cfg.get("use_parallel_residual", True),
         )
+    elif model_type == "gptj":
+        fields = _gptj_fields(cfg)
     else:
         raise ValueError(
             f"model_type {model_type!r} is not supported; dpo_jax has Flax models for {ARCHITECTURES}"
         )
     fields.update(overrides)
     return ModelConfig(hf_config=cfg, **fields)
+
+
+def _gptj_fields(cfg: dict) -> dict:
+    d, heads = cfg["n_embd"], cfg["n_head"]
+    rotary_dim = cfg.get("rotary_dim")
+    if rotary_dim is None:
+        # transformers then rotates hidden_size features of each head: it runs only with one head.
+        if heads != 1:
+            raise ValueError("gptj config: rotary_dim=None is not supported with n_head > 1; set rotary_dim")
+        rotary_dim = d
+    if cfg.get("tie_word_embeddings", False):
+        raise ValueError("gptj config: tie_word_embeddings=True is not supported (GPT-J has its own lm_head)")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ValueError(f"gptj config: rope scaling {rope} is not supported")
+    return dict(
+        arch="gptj",
+        vocab_size=cfg["vocab_size"],
+        hidden_size=d,
+        num_layers=cfg["n_layer"],
+        num_heads=heads,
+        intermediate_size=cfg.get("n_inner") or 4 * d,
+        max_position_embeddings=cfg["n_positions"],
+        layer_norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
+        activation=cfg.get("activation_function", "gelu_new"),
+        tie_word_embeddings=False,
+        attention_bias=False,
+        gptj_rotary_dim=rotary_dim,
+    )
 
 
 def to_hf_config(config: ModelConfig):
@@ -214,6 +258,22 @@ def to_hf_config(config: ModelConfig):
         base.setdefault("architectures", ["GPT2LMHeadModel"])
         base.pop("model_type", None)
         return transformers.GPT2Config(**base)
+    if config.arch == "gptj":
+        base.update(
+            vocab_size=config.vocab_size,
+            n_embd=config.hidden_size,
+            n_layer=config.num_layers,
+            n_head=config.num_heads,
+            n_inner=config.intermediate_size,
+            n_positions=config.max_position_embeddings,
+            layer_norm_epsilon=config.layer_norm_eps,
+            activation_function=config.activation,
+            rotary_dim=config.rotary_dim,
+            tie_word_embeddings=False,
+        )
+        base.setdefault("architectures", ["GPTJForCausalLM"])
+        base.pop("model_type", None)
+        return transformers.GPTJConfig(**base)
     base.update(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,

@@ -21,7 +21,14 @@ from dpo_jax import MissingInputError
 from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, to_hf_config
 
 # Non-parameter buffers some checkpoints carry (causal-mask and rotary caches): safe to drop.
-_IGNORED_SUFFIXES = ("attn.bias", "attn.masked_bias", "attention.bias", "attention.masked_bias", "inv_freq")
+_IGNORED_SUFFIXES = (
+    "attn.bias",
+    "attn.masked_bias",
+    "attention.bias",
+    "attention.masked_bias",
+    "inv_freq",
+    "embed_positions",  # GPT-J's sin/cos table, in checkpoints saved before it stopped being persistent
+)
 _WEIGHT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*"]
 
 
@@ -147,6 +154,35 @@ def _neox_specs(cfg: ModelConfig):
     return top, "gpt_neox.layers.{i}.", ("layers",), layer
 
 
+def _gptj_specs(cfg: ModelConfig):
+    d, h, hd, f, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size
+    top = [
+        _spec("transformer.wte.weight", ("wte", "embedding"), (v, d), **_vocab_rows(cfg, 0)),
+        *_norm_specs("transformer.ln_f", ("ln_f",), d),
+        _spec("lm_head.weight", ("embed_out", "kernel"), (v, d), (d, v), transpose=True, **_vocab_rows(cfg, 1)),
+        _spec("lm_head.bias", ("embed_out", "bias"), (v,), **_vocab_rows(cfg, 0)),
+    ]
+    # torch Linear [out=(heads, head_dim), in] -> ours [in, heads, head_dim]; out_proj the other way.
+    layer = [
+        *_norm_specs("ln_1", ("ln_1",), d),
+        *(
+            _spec(f"attn.{name}.weight", ("attn", name, "kernel"), (d, d), (d, h, hd), transpose=True)
+            for name in ("q_proj", "k_proj", "v_proj")
+        ),
+        _spec("attn.out_proj.weight", ("attn", "out_proj", "kernel"), (d, d), (h, hd, d), transpose=True),
+        _spec("mlp.fc_in.weight", ("mlp", "fc_in", "kernel"), (f, d), (d, f), transpose=True),
+        _spec("mlp.fc_in.bias", ("mlp", "fc_in", "bias"), (f,)),
+        _spec("mlp.fc_out.weight", ("mlp", "fc_out", "kernel"), (d, f), (f, d), transpose=True),
+        _spec("mlp.fc_out.bias", ("mlp", "fc_out", "bias"), (d,)),
+    ]
+    return top, "transformer.h.{i}.", ("h",), layer
+
+
+_ARCH_SPECS = {"gpt2": _gpt2_specs, "gpt_neox": _neox_specs, "gptj": _gptj_specs}
+# Where each architecture keeps its layers in our params (`CausalLM.stack_name`).
+_STACK_KEYS = {"gpt2": "h", "gpt_neox": "layers", "gptj": "h"}
+
+
 def tensor_specs(
     cfg: ModelConfig, *, body_only: bool = False
 ) -> list[tuple[TensorSpec, tuple[str, ...], int | None]]:
@@ -155,7 +191,7 @@ def tensor_specs(
     `body_only` leaves out the untied vocabulary head (`embed_out`): a sequence-classification
     checkpoint (reward model) has the body and a score head instead.
     """
-    top, layer_prefix, stack_path, layer = (_gpt2_specs if cfg.arch == "gpt2" else _neox_specs)(cfg)
+    top, layer_prefix, stack_path, layer = _ARCH_SPECS[cfg.arch](cfg)
     out = [(s, s.path, None) for s in top if not (body_only and s.path[0] == "embed_out")]
     for i in range(cfg.num_layers):
         for s in layer:
@@ -168,6 +204,8 @@ def _canonical_name(cfg: ModelConfig, name: str) -> str:
     """Checkpoints differ in prefixes (gpt2 hub: 'h.0...'; saved by transformers: 'transformer.h.0...')."""
     if cfg.arch == "gpt2":
         return name.removeprefix("transformer.")
+    if cfg.arch == "gptj":  # a bare GPTJModel's tensors lack the causal LM's "transformer." prefix
+        return name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name
     if name == "lm_head.weight":
         return "embed_out.weight"
     return name if name.startswith(("gpt_neox.", "embed_out.")) else "gpt_neox." + name
@@ -189,7 +227,7 @@ def _stack_layers(cfg: ModelConfig, params: dict) -> dict:
     """Python-loop layout (layers_0 ...) -> scanned layout (one 'layers' entry, leading layer axis)."""
     import jax
 
-    stack_key = "h" if cfg.arch == "gpt2" else "layers"
+    stack_key = _STACK_KEYS[cfg.arch]
     per_layer = [params[stack_key].pop(f"layers_{i}") for i in range(cfg.num_layers)]
     params[stack_key]["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
     return params
@@ -198,7 +236,7 @@ def _stack_layers(cfg: ModelConfig, params: dict) -> dict:
 def _unstack_layers(cfg: ModelConfig, params: dict) -> dict:
     import jax
 
-    stack_key = "h" if cfg.arch == "gpt2" else "layers"
+    stack_key = _STACK_KEYS[cfg.arch]
     stacked = params[stack_key]
     if "layers" not in stacked:
         return params
@@ -302,7 +340,7 @@ def resolve_checkpoint_dir(path_or_name: str) -> str:
 def from_hf(
     path_or_name: str, *, dtype: Any = "float32", param_dtype: Any = "float32", shardings=None, **overrides
 ):
-    """Load a GPT-2 / GPT-NeoX checkpoint, or a RoBERTa sequence classifier (`models.roberta`) ->
+    """Load a GPT-2 / GPT-NeoX / GPT-J checkpoint, or a RoBERTa sequence classifier (`models.roberta`) ->
     (Flax module, params).
 
     dtype is the compute dtype, param_dtype the stored one; `overrides` set other ModelConfig

@@ -1,4 +1,4 @@
-"""Building blocks shared by our GPT-2 and GPT-NeoX modules.
+"""Building blocks shared by our GPT-2, GPT-NeoX and GPT-J modules.
 
 Owns: logically-partitioned parameters, projections, fp32 layer norm, causal self-attention with
 padding masks and a key/value cache, the layer stack (python loop or `nn.scan`, optional remat), and
@@ -361,7 +361,8 @@ class CausalLM(nn.Module):
     onto the vocabulary in chunks (see `output_embedding`). Subclasses give their parts the names of
     their Hugging Face checkpoints (so the converter is a reshape per tensor) and add what differs:
     GPT-2 overrides `embed_positions` with its learned position table; rotary models rotate inside
-    attention. The head is the token embedding (tied) or a separate `embed_out` matrix.
+    attention. The head is the token embedding (tied) or a separate `embed_out` matrix, with a bias
+    where `head_bias` (GPT-J).
     """
 
     config: ModelConfig
@@ -369,6 +370,7 @@ class CausalLM(nn.Module):
     embed_name: ClassVar[str]
     stack_name: ClassVar[str]
     final_norm_name: ClassVar[str]
+    head_bias: ClassVar[bool] = False
 
     @nn.compact
     def __call__(
@@ -400,7 +402,7 @@ class CausalLM(nn.Module):
             logits = Linear(
                 (cfg.hidden_size, cfg.padded_vocab_size),
                 ("embed", "vocab"),
-                use_bias=False,
+                use_bias=self.head_bias,
                 name="embed_out",
                 **kw,
             )(hidden)
@@ -421,3 +423,9 @@ class CausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             return params[self.embed_name]["embedding"][:vocab].T
         return params["embed_out"]["kernel"][:, :vocab]
+
+    def output_bias(self, params) -> jax.Array | None:
+        """The head's [V] bias added to the logits (the real vocabulary only), or None (no bias)."""
+        if not self.head_bias:
+            return None
+        return params["embed_out"]["bias"][: self.config.vocab_size]

@@ -17,8 +17,14 @@ import jax
 
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.models import ModelConfig, build_model, from_hf, from_hf_config, init_params
+from dpo_jax.models.config import ARCHITECTURES
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
-from dpo_jax.models.presets import CLASSIFIER_ARCHITECTURES, CLASSIFIER_PRESETS, MODEL_PRESETS
+from dpo_jax.models.presets import (
+    CLASSIFIER_ARCHITECTURES,
+    CLASSIFIER_PRESETS,
+    HUB_ARCHITECTURES,
+    MODEL_PRESETS,
+)
 from dpo_jax.models.reward import ScalarHeadModel, from_hf_reward_model, scalar_head_params
 
 EXPORT_DIRNAME = "export"
@@ -97,7 +103,8 @@ def describe_model(model_cfg, *, param_dtype: str, name_or_path: str | None = No
 
     "random" is `random_init_config`; a local directory (or finished workdir) is read from its
     config.json; a hub name is matched by its last path part to a published architecture
-    (dpo_jax.models.presets: "EleutherAI/pythia-2.8b" -> pythia-2.8b), so no download is needed.
+    (dpo_jax.models.presets: "EleutherAI/pythia-2.8b" -> pythia-2.8b), or by `HUB_ARCHITECTURES`
+    ("CarperAI/openai_summarize_tldr_sft" -> gpt-j-6b), so no download is needed.
     """
     name = name_or_path or model_cfg.name_or_path
     if name == "random":
@@ -109,7 +116,7 @@ def describe_model(model_cfg, *, param_dtype: str, name_or_path: str | None = No
 
         with open(os.path.join(resolve_checkpoint_dir(path), "config.json")) as f:
             return from_hf_config(json.load(f), **overrides)
-    preset = name.rstrip("/").split("/")[-1].lower()
+    preset = HUB_ARCHITECTURES.get(name.rstrip("/").lower(), name.rstrip("/").split("/")[-1].lower())
     if preset not in MODEL_PRESETS:
         raise ValueError(
             f"model {name!r}: not a local directory and not a known architecture "
@@ -139,7 +146,7 @@ def describe_scorer(name_or_path: str, dtype="float32"):
         )
     if hf_config.get("model_type") == "roberta":
         return RobertaForSequenceClassification(roberta_config_from_hf(hf_config, dtype=dtype))
-    if hf_config.get("model_type") in ("gpt2", "gpt_neox") and len(hf_config.get("id2label") or {0: ""}) == 1:
+    if hf_config.get("model_type") in ARCHITECTURES and len(hf_config.get("id2label") or {0: ""}) == 1:
         return ScalarHeadModel(from_hf_config(hf_config, dtype=dtype, param_dtype="float32"))
     raise ValueError(
         f"scorer {name_or_path!r}: a {hf_config.get('model_type')!r} classifier scores in PyTorch on the "

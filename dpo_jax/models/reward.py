@@ -2,8 +2,9 @@
 
 `ScalarHeadModel(config).apply({"params": p}, input_ids, attention_mask)` returns one float32 value per
 position, [B, L]: the final hidden state (after the last layer norm) times a [D] vector, no bias, as
-transformers' `GPT2ForSequenceClassification` / `GPTNeoXForSequenceClassification` with num_labels=1
-compute it. Params are `{"body": <the GPT-2 / GPT-NeoX params without any vocabulary head>, "score":
+transformers' `GPT2ForSequenceClassification` / `GPTNeoXForSequenceClassification` /
+`GPTJForSequenceClassification` with num_labels=1 compute it. Params are `{"body": <the GPT-2 / GPT-NeoX /
+GPT-J params without any vocabulary head>, "score":
 {"kernel": [D]}}`, so a reward model starts from an SFT policy by taking its params as the body.
 
 The score of a sequence is the value at its LAST REAL TOKEN, found from the attention mask
@@ -41,8 +42,16 @@ HEAD = "score"
 SCORE_AT_EOS = "eos"
 # The pad token an export adds when the tokenizer pads with EOS (see the module docstring).
 REWARD_PAD_TOKEN = "<|dpo_jax_reward_pad|>"
-_EMBEDDING_TENSORS = {"gpt2": "transformer.wte.weight", "gpt_neox": "gpt_neox.embed_in.weight"}
-_HF_CLASSES = {"gpt2": "GPT2ForSequenceClassification", "gpt_neox": "GPTNeoXForSequenceClassification"}
+_EMBEDDING_TENSORS = {
+    "gpt2": "transformer.wte.weight",
+    "gpt_neox": "gpt_neox.embed_in.weight",
+    "gptj": "transformer.wte.weight",
+}
+_HF_CLASSES = {
+    "gpt2": "GPT2ForSequenceClassification",
+    "gpt_neox": "GPTNeoXForSequenceClassification",
+    "gptj": "GPTJForSequenceClassification",
+}
 
 
 class ScalarHeadModel(nn.Module):
@@ -80,7 +89,7 @@ def sequence_scores(values, attention_mask):
 
 
 def body_params(lm_params: dict) -> dict:
-    """A language model's params without its vocabulary head (GPT-NeoX's untied `embed_out`)."""
+    """A language model's params without its vocabulary head (GPT-NeoX's and GPT-J's untied `embed_out`)."""
     return {name: value for name, value in lm_params.items() if name != "embed_out"}
 
 

@@ -104,11 +104,13 @@ class HiddenStates(NamedTuple):
     unembed:    `[D, V]` output projection (the model's `output_embedding`), in the compute dtype.
     vocab_mask: optional `[V]` bool, False on vocabulary entries that are padding (never predicted):
                 their logits are -inf, as the model's own head would make them.
+    unembed_bias: optional `[V]` float32 added to the logits (a head with a bias: GPT-J's).
     """
 
     hidden: jax.Array
     unembed: jax.Array
     vocab_mask: jax.Array | None = None
+    unembed_bias: jax.Array | None = None
 
 
 def token_logps(outputs, targets, counted, *, chunk_size=DEFAULT_CHUNK_SIZE):
@@ -124,13 +126,14 @@ def token_logps(outputs, targets, counted, *, chunk_size=DEFAULT_CHUNK_SIZE):
             targets,
             counted,
             vocab_mask=outputs.vocab_mask,
+            unembed_bias=outputs.unembed_bias,
             chunk_size=chunk_size,
         )
     return logits_token_logps(outputs, targets)
 
 
 def counted_token_logps_from_hidden(
-    hidden, unembed, targets, counted, *, vocab_mask=None, chunk_size=DEFAULT_CHUNK_SIZE
+    hidden, unembed, targets, counted, *, vocab_mask=None, unembed_bias=None, chunk_size=DEFAULT_CHUNK_SIZE
 ):
     """log softmax(hidden @ unembed)[target] at the counted positions, never holding `[N, L, V]` logits.
 
@@ -145,6 +148,7 @@ def counted_token_logps_from_hidden(
       hidden: `[N, L, D]`; unembed: `[D, V]`.
       targets, counted: `[N, L]` from `next_token_targets`.
       vocab_mask: optional `[V]` bool, False on padded vocabulary entries.
+      unembed_bias: optional `[V]`, added to the logits in float32.
       chunk_size: positions per chunk; the peak logits memory is `N * chunk_size * V` float32 values.
 
     Returns:
@@ -168,20 +172,23 @@ def counted_token_logps_from_hidden(
         return jnp.moveaxis(chunked, 1, 0)
 
     @jax.checkpoint
-    def project(hidden_chunk, target_chunk, unembed):
+    def project(hidden_chunk, target_chunk, head):
+        unembed, bias = head
         logits = jnp.einsum("ncd,dv->ncv", hidden_chunk, unembed, preferred_element_type=jnp.float32)
+        if bias is not None:
+            logits = logits + bias.astype(jnp.float32)
         if vocab_mask is not None:
             logits = jnp.where(vocab_mask, logits, -jnp.inf)
         return logits_token_logps(logits, target_chunk)
 
-    def chunk_token_logps(unembed, chunk):
+    def chunk_token_logps(head, chunk):
         index, hidden_chunk, target_chunk = chunk
         needed = index * chunk_size < most_counted
         skip = lambda *_: jnp.zeros(target_chunk.shape, jnp.float32)  # noqa: E731
-        return unembed, jax.lax.cond(needed, project, skip, hidden_chunk, target_chunk, unembed)
+        return head, jax.lax.cond(needed, project, skip, hidden_chunk, target_chunk, head)
 
     chunks = (jnp.arange(num_chunks), to_chunks(gathered_hidden), to_chunks(gathered_targets))
-    _, gathered_logps = jax.lax.scan(chunk_token_logps, unembed, chunks)
+    _, gathered_logps = jax.lax.scan(chunk_token_logps, (unembed, unembed_bias), chunks)
     gathered_logps = jnp.moveaxis(gathered_logps, 0, 1).reshape(num_sequences, -1)[:, :length]
     # Back to the original positions; positions that do not count are zeroed, whatever was computed.
     logps = jnp.take_along_axis(gathered_logps, jnp.argsort(order, axis=1), axis=1)

@@ -26,6 +26,7 @@ import numpy as np
 from dpo_jax import MissingInputError, UserError
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges.scoring import score_param_shardings, score_program
+from dpo_jax.models.config import ARCHITECTURES
 from dpo_jax.models.hf_io import resolve_checkpoint_dir
 from dpo_jax.models.loading import load_scalar_head_model, resolve_model_path, tokenizer_source
 from dpo_jax.sharding import (
@@ -38,10 +39,10 @@ logger = logging.getLogger("dpo_jax")
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 # The kinds of `config.ppo.reward_model` (`reward_model_source`).
-TOKEN_IDS = "token_ids"  # a GPT-2 / GPT-NeoX reward head: scores the policy's ids
+TOKEN_IDS = "token_ids"  # a GPT-2 / GPT-NeoX / GPT-J reward head: scores the policy's ids
 CLASSIFIER = "classifier"  # >= 2 labels: p(reward_label | text)
 TEXT_REWARD_MODEL = "text_reward_model"  # one output, another architecture: its logit for the text pair
-_TOKEN_ID_MODEL_TYPES = ("gpt2", "gpt_neox")
+_TOKEN_ID_MODEL_TYPES = ARCHITECTURES  # the architectures dpo_jax.models implements
 
 
 def reward_model_fn(model, params, mesh, rules=None) -> RewardFn:

@@ -164,6 +164,8 @@ def head_logits(model: nn.Module, params, hidden: jax.Array) -> jax.Array:
     else:
         logits = hidden @ params["embed_out"]["kernel"].astype(hidden.dtype)
     logits = logits.astype(jnp.float32)
+    if model.head_bias:  # GPT-J
+        logits = logits + params["embed_out"]["bias"].astype(jnp.float32)
     if cfg.padded_vocab_size == cfg.vocab_size:
         return logits
     return jnp.where(jnp.arange(logits.shape[-1]) < cfg.vocab_size, logits, -jnp.inf)
@@ -309,7 +311,8 @@ def generate(
     """Sample `max_new_tokens` continuations of left-padded prompts, `num_samples` of each.
 
     Args:
-      model: a `GPT2LMHeadModel` / `GPTNeoXForCausalLM` (anything taking `decode=True` and a cache).
+      model: a `GPT2LMHeadModel` / `GPTNeoXForCausalLM` / `GPTJForCausalLM` (anything taking `decode=True`
+        and a cache).
       params: its params (plain or sharded arrays; the jitted program follows their shardings).
       prompt_ids: `[B, P]` int, left padded.
       prompt_mask: `[B, P]`, 1 on real prompt tokens.

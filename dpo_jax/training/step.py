@@ -98,7 +98,8 @@ def make_apply_fn(model) -> Callable:
             return_hidden=True,
         )
         unembed = model.output_embedding(params).astype(model.config.compute_dtype)
-        return HiddenStates(hidden, unembed)
+        bias = model.output_bias(params)
+        return HiddenStates(hidden, unembed, unembed_bias=None if bias is None else bias.astype(jnp.float32))
 
     return apply_fn
 

@@ -86,3 +86,32 @@ def test_ours_column_is_what_the_config_sets(row):
     assert actual == expected and type(actual) is type(expected), (
         f"README says {row['config']} {row['field']} = {expected!r}; the config sets {actual!r}"
     )
+
+
+@pytest.mark.parametrize(
+    "variant, model, tokenizer, arch",
+    [
+        ("", "CarperAI/openai_summarize_tldr_sft", "EleutherAI/gpt-j-6b", None),
+        ("sft", "EleutherAI/gpt-j-6b", "EleutherAI/gpt-j-6b", None),
+        ("pythia", "EleutherAI/pythia-2.8b", "", None),
+        ("sft,pythia", "EleutherAI/pythia-2.8b", "", None),
+        ("tiny", "random", "tiny", "gpt2"),
+        ("tiny,gptj", "random", "tiny", "gptj"),
+        ("sft,tiny,gptj", "random", "tiny", "gptj"),
+    ],
+)
+def test_tldr_trains_the_papers_gpt_j_by_default(variant, model, tokenizer, arch):
+    from configs import tldr
+
+    config = tldr.get_config(variant)
+    assert (config.model.name_or_path, config.tokenizer) == (model, tokenizer)
+    if arch:
+        assert config.model.random_init_config.model_type == arch
+
+
+@pytest.mark.parametrize("variant, message", [("tiny,neox,gptj", "choose one"), ("tiny,pythia", "tiny,neox")])
+def test_conflicting_model_variants_are_refused(variant, message):
+    from configs import tldr
+
+    with pytest.raises(ValueError, match=message):
+        tldr.get_config(variant)

@@ -22,6 +22,19 @@ def make_hf_model(arch: str, **overrides):
             **overrides,
         )
         model = transformers.GPT2LMHeadModel(cfg)
+    elif arch == "gptj":
+        kw = dict(
+            n_layer=2,
+            n_embd=32,
+            n_head=4,
+            rotary_dim=4,  # of head_dim 8: partial rotation, as GPT-J-6B's 64 of 256
+            vocab_size=VOCAB,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        kw.update(overrides)
+        model = transformers.GPTJForCausalLM(transformers.GPTJConfig(**kw))
     else:
         kw = dict(
             num_hidden_layers=2,

@@ -117,7 +117,9 @@ def test_cudnn_takes_a_right_padded_mask_as_lengths_and_a_plain_one_through_the_
 
 
 def _tiny_model(arch, dtype, attention):
-    config = ModelConfig(arch, 64, 32, 2, 2, 64, 32, dtype=dtype, attention=attention)
+    # GPT-J: rotary on 8 of each head's 16 features, its own head (with a bias), no attention biases.
+    gptj = dict(gptj_rotary_dim=8, tie_word_embeddings=False, attention_bias=False) if arch == "gptj" else {}
+    config = ModelConfig(arch, 64, 32, 2, 2, 64, 32, dtype=dtype, attention=attention, **gptj)
     return build_model(config)
 
 
@@ -138,9 +140,9 @@ CUDNN_ROUTES = {"cudnn": None, "auto on a GPU": "gpu"}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gptj"])
 def test_models_give_the_same_logits_on_every_backend_and_padding(monkeypatch, arch, dtype):
-    """A 2-layer GPT-2 and GPT-NeoX: logits at the real positions of right, left and both-side padded
+    """A 2-layer GPT-2, GPT-NeoX and GPT-J: logits at the real positions of right, left and both-side padded
     rows are XLA's on cuDNN (routed to XLA; `attention="cudnn"` and `"auto"` traced for a GPU) and on
     splash (interpret mode). Before the padding contract cuDNN read a left-padded row's real tokens
     as its first ones: logits off by tenths."""

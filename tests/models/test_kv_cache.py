@@ -9,7 +9,7 @@ from dpo_jax.models import init_cache
 from tests.models.conftest import VOCAB, hf_params, make_hf_model
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gptj"])
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_prefill_then_step_by_step_equals_full_forward(arch, scan_layers):
     model, params = hf_params(make_hf_model(arch), scan_layers=scan_layers)

@@ -30,7 +30,7 @@ def _right_padded_batch():
     return np.where(mask > 0, ids, PAD), mask
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gptj"])
 def test_export_loads_in_transformers_with_the_same_scores(tmp_path, arch):
     make_hf_model(arch).save_pretrained(tmp_path / "lm")
     lm, lm_params = from_hf(str(tmp_path / "lm"))

@@ -19,7 +19,7 @@ RULES = (
 )
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gptj"])
 @pytest.mark.parametrize("mesh_shape", [(1, 2, 4), (2, 4, 1)])
 def test_sharded_params_give_single_device_logits(tmp_path, arch, mesh_shape):
     make_hf_model(arch).save_pretrained(tmp_path / "hf")
@@ -28,7 +28,7 @@ def test_sharded_params_give_single_device_logits(tmp_path, arch, mesh_shape):
     specs = nn.get_partition_spec(abstract_params(model, boxed=True))
     shardings = nn.logical_to_mesh_sharding(specs, mesh, RULES)
     _, params = from_hf(str(tmp_path / "hf"), shardings=shardings)
-    wte = params["wte"]["embedding"] if arch == "gpt2" else params["embed_in"]["embedding"]
+    wte = params["embed_in"]["embedding"] if arch == "gpt_neox" else params["wte"]["embedding"]
     assert len(wte.sharding.device_set) == 8 and not wte.sharding.is_fully_replicated
 
     ids = jnp.asarray(np.random.RandomState(0).randint(1, VOCAB, (4, 10)).astype(np.int32))

@@ -24,7 +24,7 @@ def test_padded_sizes():
     assert from_hf_config({**preset("tiny"), "vocab_size": 96}).padded_vocab_size == PADDED
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "gptj"])
 def test_padding_stays_inside_the_model(tmp_path, arch):
     hf = make_hf_model(arch)
     hf.save_pretrained(tmp_path / "hf")
@@ -32,6 +32,7 @@ def test_padding_stays_inside_the_model(tmp_path, arch):
     heads = {
         "gpt2": [("wte", "embedding", 0)],
         "gpt_neox": [("embed_in", "embedding", 0), ("embed_out", "kernel", 1)],
+        "gptj": [("wte", "embedding", 0), ("embed_out", "kernel", 1), ("embed_out", "bias", 0)],
     }
     for module, name, axis in heads[arch]:
         table = np.asarray(params[module][name])

@@ -49,13 +49,22 @@ def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant, caplog):
     assert f"finished: step 2; exported to {tmp_path / 'export'}" in caplog.text  # the run's last line
 
 
-def test_sft_then_dpo_from_the_sft_workdir(tmp_path):
-    sft = tiny_config("hh", "sft,tiny", num_train_steps=2)
+# (config, variant): hh's tiny GPT-2, and the tiny GPT-J of tldr.py (the paper's TL;DR architecture).
+SFT_THEN_DPO = [("hh", "tiny"), ("tldr", "tiny,gptj")]
+
+
+@pytest.mark.parametrize("config_file,variant", SFT_THEN_DPO)
+def test_sft_then_dpo_from_the_sft_workdir(tmp_path, config_file, variant):
+    sft = tiny_config(config_file, "sft," + variant, num_train_steps=2)
     train_and_evaluate(sft, str(tmp_path / "sft"))
-    dpo = tiny_config("hh", "tiny", num_train_steps=2)
+    dpo = tiny_config(config_file, variant, num_train_steps=2)
     dpo.model.name_or_path = str(tmp_path / "sft")  # a dpo_jax workdir stands for its exported policy
     dpo.tokenizer = ""  # ... and carries the tokenizer too
     train_and_evaluate(dpo, str(tmp_path / "dpo"))
+    model_type = sft.model.random_init_config.model_type
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "dpo" / "export").model_type == model_type
+    samples = (tmp_path / "dpo" / "samples" / "step_2.jsonl").read_text().splitlines()
+    assert samples and all(isinstance(json.loads(s)["policy"], str) for s in samples)
     first = read_metrics(tmp_path / "dpo")[1]
     # Policy == reference (the SFT model) at step 1: every implicit reward is exactly 0 before the update.
     assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0
