@@ -154,6 +154,12 @@ def missing(c) -> list[str]:
             "comparisons in DIR/<method>/winrate/table2_*.labels.jsonl)"]
 
 
+def _rate(record: dict) -> float:
+    """An agreement record's rate; nan where no pair of labels was comparable (written as null)."""
+    value = record.get("agreement")
+    return float("nan") if value is None else float(value)
+
+
 def _win_rate(labels: list[dict]) -> tuple[float, int]:
     decided = [r["label"] for r in labels if r["label"] in ("A", "B")]
     return (sum(x == "A" for x in decided) / len(decided) if decided else float("nan")), len(decided)
@@ -172,9 +178,9 @@ def report(c, root: Path) -> Report:
         s_stage, c_stage = all_stages[f"table2_{label}"], all_stages[f"table2_{label}_judge_c"]
         s_rate, n = _win_rate(_read_jsonl(expand(s_stage.outputs["labels"])))
         c_rate, _ = _win_rate(_read_jsonl(expand(c_stage.outputs["labels"])))
-        agreement = read_output(root, c_stage, "agreement")["agreements"][-1]
+        agreement = read_output(root, c_stage, "agreement")["agreements"][-1]  # (S) and (C): one row each
         result = read_output(root, s_stage, "result")
-        rows.append((label, temperature, n, s_rate, c_rate, agreement["agreement"], result.get("prompt_set")))
+        rows.append((label, temperature, n, s_rate, c_rate, _rate(agreement), result.get("prompt_set")))
     out = root / "report" / "judge_agreement"
     out.mkdir(parents=True, exist_ok=True)
     scale = f"{c.scale}, rehearsal" if c.rehearse else c.scale
@@ -193,7 +199,8 @@ def report(c, root: Path) -> Report:
     if c.labels:
         lines += ["", "## humans (--recipe.labels)", "", "| between | agreement | pairs |", "|---|---|---|"]
         for record in read_output(root, all_stages["table2_humans"], "agreement")["agreements"]:
-            lines.append(f"| {record['between']} | {record['agreement']:.3f} | {record['n']} |")
+            rate = _rate(record)  # no pair of labels in common: no rate (nan), "-" in the table
+            lines.append(f"| {record['between']} | {'-' if rate != rate else f'{rate:.3f}'} | {record['n']} |")
     dataset = read_output(root, all_stages["judge_vs_dataset_labels"], "result")
     lines += [
         "",
