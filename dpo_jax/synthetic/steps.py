@@ -48,8 +48,8 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     from dpo_jax.checkpoint import PREEMPTED_EXIT
+    from dpo_jax.run import Preempted
     from dpo_jax.synthetic import sweep
-    from dpo_jax.training import Preempted
 
     config, workdir, step = _CONFIG.value, _WORKDIR.value, _STEP.value
     try:

@@ -30,9 +30,12 @@ CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem 
 
 def known_variants(module) -> list[str]:
     """The variants a config file accepts, as its own error message lists them."""
-    with pytest.raises(ValueError, match="known:") as error:
+    with pytest.raises(ValueError, match="known:|variants:") as error:
         module.get_config("no_such_variant")
-    return re.findall(r"'([a-z_]+)'", str(error.value).split("known:")[1])
+    message = str(error.value)
+    if "known:" in message:  # configs/synthetic.py: "... known: ['tiny', 'rlhf']"
+        return re.findall(r"'([a-z_]+)'", message.split("known:")[1])
+    return re.findall(r"[a-z_]+", message.split("variants:")[1])  # configs/common.py: "(variants: a, b)"
 
 
 def every_config():

@@ -5,9 +5,6 @@ one device; the train state it reads stays intact for the update to donate."""
 
 import jax
 import numpy as np
-from dpo_jax.training.optim import make_optimizer
-from dpo_jax.training.run import optimizer_config
-from dpo_jax.training.state import create_train_state
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dpo_jax.perf.hlo import decode_loop_collectives, summarize_hlo
@@ -15,6 +12,9 @@ from dpo_jax.ppo.model import POLICY, PolicyAndValue
 from dpo_jax.ppo.programs import build_ppo_programs
 from dpo_jax.ppo.rollout import sample_responses
 from dpo_jax.ppo.settings import resolve_ppo_sizes
+from dpo_jax.run.optim import make_optimizer
+from dpo_jax.run.scaffold import optimizer_config
+from dpo_jax.run.state import create_train_state
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh
 from tests.ppo.test_loop import config as ppo_config
 from tests.synthetic.tiny_models import random_params, tiny_lm
