@@ -30,6 +30,7 @@ EXPECTED_N = {
     "pythia-410m": 405_334_016,
     "pythia-1.4b": 1_414_647_808,
     "pythia-2.8b": 2_775_208_960,
+    "gpt-j-6b": 6_050_882_784,  # as transformers counts GPTJForCausalLM (vocabulary 50400, untied head + bias)
 }
 TINY = ["--model=tiny", "--seq=32"]
 
@@ -101,12 +102,18 @@ def test_preset_parameter_count_matches_transformers(name):
     # The model's tables hold the vocabulary padded to a multiple of 128; N counts the real one.
     padding = (config.padded_vocab_size - config.vocab_size) * config.hidden_size
     padding *= 1 if config.tie_word_embeddings else 2
+    if config.arch == "gptj":  # and GPT-J's head bias
+        padding += config.padded_vocab_size - config.vocab_size
     assert config.num_params() == abstract_count - padding == EXPECTED_N[name]
     torch = pytest.importorskip("torch")
     import transformers
 
     fields = preset(name)
-    config_class = {"gpt2": transformers.GPT2Config, "gpt_neox": transformers.GPTNeoXConfig}[
+    config_class = {
+        "gpt2": transformers.GPT2Config,
+        "gpt_neox": transformers.GPTNeoXConfig,
+        "gptj": transformers.GPTJConfig,
+    }[
         fields.pop("model_type")
     ]
     with torch.device("meta"):

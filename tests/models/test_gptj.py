@@ -17,6 +17,7 @@ from dpo_jax.models.gpt_neox import apply_rotary
 from dpo_jax.models.gptj import apply_interleaved_rotary
 from dpo_jax.models.presets import preset
 from dpo_jax.sampling import generate
+from dpo_jax.sampling.settings import SamplingSettings
 from tests.models.conftest import VOCAB, hf_logits, hf_params, make_hf_model
 
 # The bar for fp32 logits (the hidden check allows 1e-4): about 100 float32 ulps of logits
@@ -123,9 +124,8 @@ def test_greedy_decoding_equals_transformers_generate():
         params,
         prompts,
         np.ones_like(prompts),
-        max_new_tokens=new_tokens,
+        settings=SamplingSettings(temperature=0.0, max_new_tokens=new_tokens),
         rng=jax.random.key(0),
-        temperature=0.0,
     )
     np.testing.assert_array_equal(np.asarray(ours["tokens"]), theirs)
 
