@@ -204,23 +204,32 @@ def plan(
 
 
 def stage_config(stage: Stage, base_model: str):
-    """The ConfigDict a `dpo_jax.main` stage runs with, its upstream model paths replaced by the base
-    model's name (an SFT run's export has the base model's architecture: the compile is the same)."""
-    import importlib.util
+    """The ConfigDict a `dpo_jax.main` stage runs with, read from its own `--config=FILE:VARIANT` and
+    `--config.<field>=value` arguments by ml_collections' config flags, as `main` reads them (one
+    parser: a value the stage would refuse is refused here), its upstream model paths replaced by the
+    base model's name (an SFT run's export has the base model's architecture: the compile is the same)."""
+    from absl import flags
+    from ml_collections import config_flags
 
-    config_arg = next(a for a in stage.args if a.startswith("--config="))[len("--config=") :]
-    path, _, variant = config_arg.partition(":")
-    spec = importlib.util.spec_from_file_location(f"recipe_stage_config_{stage.name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant or None)
-    overrides = [a[len("--config.") :] for a in stage.args if a.startswith("--config.")]
-    overrides = [
-        field + "=" + (base_model if value.startswith("{root}") and field.endswith("name_or_path") else value)
-        for field, _, value in (o.partition("=") for o in overrides)
+    args = [
+        field + "=" + base_model
+        if field.startswith("--config.") and field.endswith("name_or_path") and value.startswith("{root}")
+        else arg
+        for arg in stage.args
+        if arg.startswith("--config")
+        for field, _, value in [arg.partition("=")]
     ]
-    apply_overrides(config, overrides, flag="--config")
-    return config
+    values = flags.FlagValues()
+    argv = ["stage", *args]  # config_flags finds the overrides in the argv it is given
+    holder = config_flags.DEFINE_config_file(
+        "config", None, "the stage's config", flag_values=values, sys_argv=argv
+    )
+    try:
+        values(argv)
+        return holder.value
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
+        lines = str(error).strip().splitlines()  # a config file that raised: its last line says why
+        raise UserError(f"stage {stage.name}: {lines[-1] if lines else type(error).__name__}") from None
 
 
 # Fields that change no compiled program (a loss weight, the seed, PPO's KL coefficient, the reward
