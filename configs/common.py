@@ -56,6 +56,7 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None, tiny_sour
         config.grad_accum_steps = 1
         config.mesh_shape = (-1, 1, 1)  # pure data parallel over the fake CPU devices
         config.model.remat_policy = "none"
+        config.model.scan_layers = False  # a python loop over the tiny model's 2 blocks
         config.num_train_steps = 4
         config.learning_rate = 1e-3 if config.stage == "sft" else 1e-4
         config.optimizer = "adamw"

@@ -46,12 +46,16 @@ def get_config(arg=None):
     c.mesh_shape = (1, -1, 1)  # FSDP over every chip: see the docstring
     c.grad_accum_steps = 8  # micro-batches of 8 pairs
     c.model.remat_policy = "full"
+    # One nn.scan over GPT-J's 28 blocks: the compiler sees one block, not 28 (a TPU compile of the 6B
+    # train step takes ~2 minutes and ~3 GB of host RAM instead of 14-30 minutes and ~17-21 GB).
+    c.model.scan_layers = True
     # The largest evaluation: Best of 128 (128 samples per prompt in one decode call, 128 new tokens),
     # scored by a reward model of the policy's architecture; `aot --program=sample|score` sizes it.
     c.sampling.num_samples = 128
     variants = (arg or "").split(",")
     if "pythia" in variants:
         c.grad_accum_steps = 4  # micro-batches of 16 pairs fit Pythia-2.8B on every target
+        c.model.scan_layers = False  # as its compiled rows (BENCHMARKS.md 5)
     if "sft" in variants:
         c.model.name_or_path = "EleutherAI/gpt-j-6b"  # the base model the SFT policy was tuned from
         c.data.source = "tldr_sft"

@@ -49,15 +49,18 @@ def test_tiny_variant_trains_end_to_end(tmp_path, config_file, variant, caplog):
     assert f"finished: step 2; exported to {tmp_path / 'export'}" in caplog.text  # the run's last line
 
 
-# (config, variant): hh's tiny GPT-2, and the tiny GPT-J of tldr.py (the paper's TL;DR architecture).
-SFT_THEN_DPO = [("hh", "tiny"), ("tldr", "tiny,gptj")]
+# (config, variant, overrides): hh's tiny GPT-2, and the tiny GPT-J of tldr.py (the paper's TL;DR
+# architecture), also as tldr.py runs the 6B one: its blocks in one nn.scan, sharded over every mesh axis
+# (the exported SFT run is unstacked to transformers' layout, and stacked again when DPO loads it).
+SCANNED = {"model.scan_layers": True, "mesh_shape": (2, 2, 2)}
+SFT_THEN_DPO = [("hh", "tiny", {}), ("tldr", "tiny,gptj", {}), ("tldr", "tiny,gptj", SCANNED)]
 
 
-@pytest.mark.parametrize("config_file,variant", SFT_THEN_DPO)
-def test_sft_then_dpo_from_the_sft_workdir(tmp_path, config_file, variant):
-    sft = tiny_config(config_file, "sft," + variant, num_train_steps=2)
+@pytest.mark.parametrize("config_file,variant,overrides", SFT_THEN_DPO)
+def test_sft_then_dpo_from_the_sft_workdir(tmp_path, config_file, variant, overrides):
+    sft = tiny_config(config_file, "sft," + variant, num_train_steps=2, **overrides)
     train_and_evaluate(sft, str(tmp_path / "sft"))
-    dpo = tiny_config(config_file, variant, num_train_steps=2)
+    dpo = tiny_config(config_file, variant, num_train_steps=2, **overrides)
     dpo.model.name_or_path = str(tmp_path / "sft")  # a dpo_jax workdir stands for its exported policy
     dpo.tokenizer = ""  # ... and carries the tokenizer too
     train_and_evaluate(dpo, str(tmp_path / "dpo"))
