@@ -11,8 +11,9 @@ rematerialisation pass names the clones `*.remat*`), the attention kernel in the
 custom calls) and the pre-optimisation FLOP count. Prints one line `AOT {json}`. `--rows=R,L` compiles
 the step on shared-prompt / packed rows instead (R rows of L tokens, 4 example slots, K = 2; README
 "One prompt pass per pair"). Needs the CUDA
-plugin (jax[cuda12]); without a local cuDNN the trace-time version check is answered from the
-target's dnn_version_info (the compiler itself needs no cuDNN library).
+plugin (jax[cuda12]); the trace-time cuDNN checks are answered from the target: the compute
+capability always, cuDNN's version (dnn_version_info) without a local cuDNN (the compiler itself needs
+no cuDNN library).
 """
 
 # ruff: noqa: E402  (XLA_FLAGS must be set before the imports below)
@@ -38,7 +39,7 @@ from dpo_jax.data.packing import ROW_FIELDS
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
-from dpo_jax.perf.targets import cudnn_version_from_target
+from dpo_jax.perf.targets import cudnn_checks_from_target
 from dpo_jax.run.optim import make_optimizer
 from dpo_jax.run.state import state_init_fn
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding
@@ -116,7 +117,7 @@ def main(argv=None):
     batch = _abstract_batch(args, own.rows, mesh)
     step = programs.train_step(shardings, batch)
     # Trace for the H100: attention="auto" reads the platform from the mesh in context.
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), cudnn_version_from_target(target_config):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), cudnn_checks_from_target(target_config):
         lowered = step.lower(abstract_state, reference, batch)
     flops = (lowered.cost_analysis() or {}).get("flops")
     compiled = lowered.compile()

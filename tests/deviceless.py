@@ -53,6 +53,7 @@ def h100_mesh(axis: str = "data") -> jax.sharding.Mesh:
     return topologies.make_mesh(topo=topo, mesh_shape=(1,), axis_names=(axis,))
 
 
-def cudnn_version_from_target():
-    """JAX's trace-time cuDNN version check answered from the H100 target (dpo_jax.perf.targets)."""
-    return targets.cudnn_version_from_target(h100_target_config())
+def cudnn_checks_from_target():
+    """JAX's trace-time cuDNN checks (version, compute capability) answered from the H100 target
+    (dpo_jax.perf.targets)."""
+    return targets.cudnn_checks_from_target(h100_target_config())

@@ -4,7 +4,8 @@
 q [B, Lq, H, D] and k, v [B, Lk, H, D] (Lq == Lk except when decoding against a cache):
   xla     a dense masked softmax (`jax.nn.dot_product_attention`, implementation="xla"): any mask,
           any device; the path for decoding with a KV cache;
-  cudnn   cuDNN flash attention (NVIDIA GPUs, bf16/fp16, head_dim <= 128 and a multiple of 8):
+  cudnn   cuDNN flash attention (NVIDIA GPUs, bf16/fp16, head_dim a multiple of 8 up to 128, or up
+          to 256 on Hopper and later, as `cudnn_max_head_dim()` says):
           causal, with padding given as sequence lengths, which cuDNN reads as right padding (each
           row's real tokens first); any other [B, L] mask goes through a view of the row with its
           real tokens moved to the front (below); a pairwise mask (rows) goes in as a [B, 1, L, L]
@@ -59,8 +60,12 @@ from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS
 # The name under which the attention output is saved by the "save_matmuls_attention" remat policy.
 ATTENTION_CHECKPOINT_NAME = "attention_out"
 
-# cuDNN's fused attention handles these head sizes and dtypes (jax._src.cudnn.fused_attention_stablehlo).
+# cuDNN's fused attention handles these head sizes and dtypes: JAX's own trace-time check
+# (jax._src.cudnn.fused_attention_stablehlo.check_is_flash_attention) takes bf16/fp16 heads that are a
+# multiple of 8 and at most 256 wide on compute capability 9.0 and later (Hopper on), at most 128
+# before; the same bound whether the call is differentiated (a training step) or not.
 CUDNN_MAX_HEAD_DIM = 128
+CUDNN_MAX_HEAD_DIM_HOPPER = 256
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 # Splash tiles the sequence in blocks of at most this many positions (a multiple of the TPU lane
 # width, 128); shorter or ragged sequences are padded up to a whole block and cut back.
@@ -76,9 +81,22 @@ def target_platform() -> str:
     return jax.default_backend()
 
 
+def cudnn_max_head_dim() -> int:
+    """The widest head cuDNN takes where the program runs: 256 on Hopper and later, else 128.
+
+    Asked of JAX's own check, so that the dispatcher never hands cuDNN a head JAX would refuse. It reads
+    the local GPU's compute capability; a deviceless compile answers it from its target instead
+    (`dpo_jax.perf.targets.cudnn_checks_from_target`: an H100 is 9.0), and a host without a GPU is 128.
+    """
+    from jax._src.cudnn import fused_attention_stablehlo
+
+    hopper = fused_attention_stablehlo.check_compute_capability("9.0")
+    return CUDNN_MAX_HEAD_DIM_HOPPER if hopper else CUDNN_MAX_HEAD_DIM
+
+
 def cudnn_supports(q: jax.Array) -> bool:
     head_dim = q.shape[-1]
-    return q.dtype in CUDNN_DTYPES and head_dim <= CUDNN_MAX_HEAD_DIM and head_dim % 8 == 0
+    return q.dtype in CUDNN_DTYPES and head_dim % 8 == 0 and head_dim <= cudnn_max_head_dim()
 
 
 @flax.struct.dataclass
@@ -233,7 +251,7 @@ def _cudnn_attention(q, k, v, attention_mask, *, scale, right_padded=False, impl
     anywhere and cuDNN runs on the real-tokens-first view of each row."""
     if implementation == "cudnn" and not cudnn_supports(q):
         raise ValueError(
-            f"attention='cudnn' needs bf16/fp16 compute and head_dim <= {CUDNN_MAX_HEAD_DIM}, a multiple "
+            f"attention='cudnn' needs bf16/fp16 compute and head_dim <= {cudnn_max_head_dim()}, a multiple "
             f"of 8; got {q.dtype} and head_dim {q.shape[-1]} (use attention='auto' or 'xla')"
         )
     batch, length = q.shape[0], q.shape[1]

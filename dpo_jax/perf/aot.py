@@ -32,7 +32,7 @@ from dpo_jax.data.packing import ROW_FIELDS, RowLayout, batch_layout, worst_case
 from dpo_jax.models.config import as_dtype
 from dpo_jax.models.loading import describe_model
 from dpo_jax.perf.hlo import attention_implementation, summarize_hlo
-from dpo_jax.perf.targets import GIB, Target, cudnn_version_from_target, topology_devices
+from dpo_jax.perf.targets import GIB, Target, cudnn_checks_from_target, topology_devices
 from dpo_jax.run.optim import make_optimizer
 from dpo_jax.run.state import state_init_fn
 from dpo_jax.sharding import (
@@ -258,11 +258,11 @@ def _cost_seconds(compiled) -> float | None:
 
 def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
     """Lower and compile one program for the target; the RESULT fields."""
-    # Traced for the target: on an H100 the attention may be cuDNN's, whose trace-time version check
-    # the target answers on a host without cuDNN.
-    version_check = cudnn_version_from_target() if target.platform == "cuda" else contextlib.nullcontext()
+    # Traced for the target: on an H100 the attention may be cuDNN's, whose trace-time checks (cuDNN's
+    # version, the GPU's compute capability) the target answers on a host without them.
+    cudnn_checks = cudnn_checks_from_target() if target.platform == "cuda" else contextlib.nullcontext()
     mesh = program.mesh or mesh
-    with version_check:
+    with cudnn_checks:
         compiled = program.jitted.lower(*program.args).compile()
     memory = compiled.memory_analysis()
     argument, output = memory.argument_size_in_bytes, memory.output_size_in_bytes

@@ -121,30 +121,51 @@ def target_cudnn_version(target_config: str) -> int:
     return int(match.group(1)) * 10000 + int(match.group(2)) * 100
 
 
+def target_compute_capability(target_config: str) -> tuple[int, int]:
+    """The GPU's compute capability as an XLA:GPU target description gives it (cuda_compute_capability;
+    a field left out is 0, as protobuf's text format leaves zeros out)."""
+    match = re.search(r"cuda_compute_capability\s*{([^}]*)}", target_config)
+    if match is None:
+        raise ValueError("the GPU target description has no cuda_compute_capability")
+    fields = dict(re.findall(r"(major|minor):\s*(\d+)", match.group(1)))
+    return int(fields.get("major", 0)), int(fields.get("minor", 0))
+
+
+def _capability(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 @contextlib.contextmanager
-def cudnn_version_from_target(target_config: str | None = None):
-    """Answer JAX's trace-time cuDNN version check from the target rather than a local libcudnn.
+def cudnn_checks_from_target(target_config: str | None = None):
+    """Answer JAX's trace-time cuDNN checks from the target rather than from this host.
 
-    `jax.nn.dot_product_attention(implementation="cudnn")` asks the locally loaded cuDNN library for
-    its version while tracing; a CPU host without the NVIDIA wheels has none, though the compiler
-    needs no library to emit the cuDNN custom call. The target says which cuDNN the H100 runs. A
-    host with a local cuDNN answers for itself.
+    `jax.nn.dot_product_attention(implementation="cudnn")` asks, while tracing, the locally loaded
+    cuDNN library for its version and the local GPU for its compute capability (which sets the widest
+    head cuDNN takes: 256 from Hopper on, else 128; `models.attention.cudnn_max_head_dim` asks the
+    same). A CPU host has no GPU and, without the NVIDIA wheels, no cuDNN, though the compiler needs
+    neither to emit the cuDNN custom call. The target says which GPU and cuDNN the program runs on. A
+    host with a local cuDNN answers the version for itself; the compute capability is the target's.
     """
-    from jax._src.cudnn import fused_attention_stablehlo
+    from jax._src.cudnn import fused_attention_stablehlo as checks
 
-    original = fused_attention_stablehlo.check_cudnn_version
-    try:
-        original()
-        yield
-        return
-    except RuntimeError:
-        pass
     if target_config is None:
         with open(H100_TARGET_CONFIG) as f:
             target_config = f.read()
-    version = target_cudnn_version(target_config)
-    fused_attention_stablehlo.check_cudnn_version = lambda: version
+    capability = target_compute_capability(target_config)
+    answers = dict(
+        check_compute_capability=lambda at_least: capability >= _capability(at_least),
+        is_cuda_compute_capability_equal=lambda equal: capability == _capability(equal),
+    )
+    try:
+        checks.check_cudnn_version()
+    except RuntimeError:
+        version = target_cudnn_version(target_config)
+        answers["check_cudnn_version"] = lambda: version
+    originals = {name: getattr(checks, name) for name in answers}
+    for name, answer in answers.items():
+        setattr(checks, name, answer)
     try:
         yield
     finally:
-        fused_attention_stablehlo.check_cudnn_version = original
+        for name, original in originals.items():
+            setattr(checks, name, original)

@@ -149,6 +149,6 @@ def test_a_bf16_roberta_scorer_compiles_to_cudnn_attention_for_an_h100():
     )  # fmt: skip
     mesh = make_mesh((1, 1, 1), devices=list(deviceless.h100_mesh().devices.flat))
     fn, args = jit_score_program(RobertaForSequenceClassification(config), mesh, (4, 128))
-    with deviceless.cudnn_version_from_target(), jax.default_matmul_precision("default"):
+    with deviceless.cudnn_checks_from_target(), jax.default_matmul_precision("default"):
         hlo = fn.lower(*args).compile().as_text()
     assert "__cudnn$fmhaSoftmax" in re.findall(r'custom_call_target="([^"]+)"', hlo)

@@ -25,6 +25,7 @@ from dpo_jax.models.attention import (
 )
 from dpo_jax.models.layers import LINEAR_CHECKPOINT_NAME
 from dpo_jax.objectives.batch_loss import batch_loss, reference_logps
+from dpo_jax.perf import targets
 from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES, make_global_batch, make_mesh, traced_in_context
 from dpo_jax.sharding.mesh import BATCH_MESH_AXES, MESH_AXES
 from dpo_jax.training.step import make_apply_fn
@@ -144,6 +145,30 @@ def test_auto_picks_by_the_platform_traced_for():
             assert resolve_implementation("auto", bf16, decode=False, pairwise=True, rows=True) == "cudnn"
 
 
+@pytest.mark.skipif(deviceless.cuda_plugin_missing() is not None, reason="needs the CUDA plugin")
+def test_cudnn_takes_256_wide_heads_on_hopper_only():
+    """GPT-J's heads are 256 wide: cuDNN's on a Hopper (JAX's check: compute capability 9.0 and on),
+    XLA's before it and past 256. The compute capability is the GPU's; this CPU host has none, so it
+    comes from the target, an H100 (9.0) or the same description as an A100 (8.0)."""
+    heads = {width: jnp.zeros((1, 8, 2, width), jnp.bfloat16) for width in (128, 256, 264)}
+    h100 = deviceless.h100_target_config()
+    a100 = re.sub(r"cuda_compute_capability\s*{[^}]*}", "cuda_compute_capability { major: 8 }", h100)
+
+    def picks():
+        return {w: resolve_implementation("auto", q, decode=False, pairwise=False) for w, q in heads.items()}
+
+    with jax.sharding.use_abstract_mesh(deviceless.h100_mesh().abstract_mesh):
+        # No GPU here, no target: JAX's own check would refuse a 256-wide head, and so does "auto".
+        assert picks() == {128: "cudnn", 256: "xla", 264: "xla"}
+        with targets.cudnn_checks_from_target(h100):
+            assert attention_module.cudnn_max_head_dim() == 256
+            assert picks() == {128: "cudnn", 256: "cudnn", 264: "xla"}
+        with targets.cudnn_checks_from_target(a100):
+            assert attention_module.cudnn_max_head_dim() == 128
+            assert picks() == {128: "cudnn", 256: "xla", 264: "xla"}
+    assert attention_module.cudnn_max_head_dim() == 128  # the checks are this host's again
+
+
 def _compiled_custom_calls(mesh, head_dim):
     """Custom-call targets of the compiled forward + backward of auto attention on `mesh`."""
     data = NamedSharding(mesh, P("data"))
@@ -169,13 +194,19 @@ def test_tpu_program_compiles_to_splash_kernels():
     assert calls.count("tpu_custom_call") == 3, calls
 
 
-def test_h100_program_compiles_to_cudnn_flash_attention():
+# Pythia-2.8B's head size, GPT-J's (cuDNN's widest on a Hopper), and one past it (XLA's softmax).
+@pytest.mark.parametrize("head_dim, cudnn", [(80, True), (256, True), (264, False)])
+def test_h100_program_compiles_to_cudnn_flash_attention(head_dim, cudnn):
     reason = deviceless.cuda_plugin_missing()
     if reason:
         pytest.skip(reason)
-    with deviceless.cudnn_version_from_target():
-        calls = _compiled_custom_calls(deviceless.h100_mesh(), head_dim=80)  # Pythia-2.8B's head size
-    assert "__cudnn$fmhaSoftmax" in calls and "__cudnn$fmhaSoftmaxBackward" in calls, calls
+    with deviceless.cudnn_checks_from_target():
+        calls = _compiled_custom_calls(deviceless.h100_mesh(), head_dim=head_dim)
+    fmha = {"__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"}
+    if cudnn:
+        assert fmha <= set(calls), calls
+    else:
+        assert not any(call.startswith("__cudnn$fmha") for call in calls), calls
 
 
 def test_model_with_splash_equals_xla_and_remat_saves_attention_by_name():
@@ -366,7 +397,7 @@ def test_h100_row_program_compiles_to_cudnn_flash_attention_with_the_row_mask():
     reason = deviceless.cuda_plugin_missing()
     if reason:
         pytest.skip(reason)
-    with deviceless.cudnn_version_from_target():
+    with deviceless.cudnn_checks_from_target():
         hlo, (num_rows, length) = _compiled_row_program(deviceless.h100_mesh())
     calls = re.findall(r'custom_call_target="([^"]+)"', hlo)
     assert "__cudnn$fmhaScaleBiasSoftmax" in calls and "__cudnn$fmhaScaleBiasSoftmaxBackward" in calls, calls

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from configs.hh import get_config
+from configs.tldr import get_config as get_tldr_config
 from dpo_jax import data as data_lib
 from dpo_jax.data.packing import layout_from_config
 from dpo_jax.models.loading import describe_model
@@ -144,16 +145,29 @@ def test_h100_programs():
     assert "estimated_mfu" not in train  # no cost model on GPU: nothing is made up
 
 
+def _tiny_gptj_with_256_wide_heads():
+    """tldr.py's tiny GPT-J with GPT-J-6B's head size: 2 heads of 256 (cuDNN's widest, on Hopper)."""
+    config = get_tldr_config("tiny,gptj")
+    config.model.random_init_config.update(n_embd=512, n_head=2)
+    assert describe_model(config.model, param_dtype="float32").head_dim == 256
+    return config
+
+
 @needs_cuda
-def test_h100_programs_trace_cudnn_attention_without_a_local_cudnn():
+@pytest.mark.parametrize(
+    "make_config", [lambda: get_config("tiny"), _tiny_gptj_with_256_wide_heads], ids=["gpt2", "gptj-256"]
+)
+def test_h100_programs_trace_cudnn_attention_without_a_local_cudnn(make_config):
     """bf16 on an H100 picks cuDNN flash attention, on the shared-prompt rows the loader now builds by
-    default; its trace-time cuDNN version check is answered from the target on this CPU host."""
-    config = get_config("tiny")
+    default, GPT-J's 256-wide heads included; its trace-time cuDNN checks (the version, and the
+    compute capability that allows heads of 256) are answered from the target on this CPU host."""
+    config = make_config()
     config.model.dtype = "bfloat16"
     results, _ = compile_config(config, TARGETS["h100"])
     train = next(r for r in results if r["program"] == "train_step")
     assert train["layout"] == BatchShape.from_config(config, 2).name
     assert any(call.startswith("__cudnn$fmha") for call in train["custom_calls"]), train["custom_calls"]
+    assert train["attention"] == "cudnn flash attention"
 
 
 @needs_tpu

@@ -1,5 +1,6 @@
-"""Interrupted runs: SIGKILL then restart is bitwise the uninterrupted run; SIGTERM saves and exits cleanly;
-2 processes x 4 devices (jax.distributed on 127.0.0.1) train like 1 process x 8 devices, and resume."""
+"""Interrupted runs: SIGKILL then restart is bitwise the uninterrupted run (the tiny GPT-2 of hh.py and the
+tiny GPT-J of tldr.py); SIGTERM saves and exits cleanly; 2 processes x 4 devices (jax.distributed on
+127.0.0.1) train like 1 process x 8 devices, and resume."""
 
 import json
 import signal
@@ -17,6 +18,18 @@ from tests.train_helpers import REPO, exported_params, main_command, process_env
 pytestmark = pytest.mark.slow
 
 STEPS = 24
+GPT2 = "configs/hh.py:tiny"
+# The tiny GPT-J of tldr.py (the paper's TL;DR architecture) adds its model to the kill-and-resume
+# case at a few seconds: half the steps, and no samples at the end (test_loop.py's SFT-then-DPO
+# test samples it). name -> (config, steps, overrides after OVERRIDES).
+SIGKILL_CASES = {
+    "gpt2": (GPT2, STEPS, ()),
+    "gptj": (
+        "configs/tldr.py:tiny,gptj",
+        STEPS // 2,
+        (f"--config.num_train_steps={STEPS // 2}", "--config.eval_samples=0"),
+    ),
+}
 OVERRIDES = (
     f"--config.num_train_steps={STEPS}",
     "--config.checkpoint_every_steps=3",
@@ -32,9 +45,9 @@ def _checkpoint_steps(workdir) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def _start(workdir, *overrides, env=None):
+def _start(workdir, *overrides, env=None, config=GPT2):
     return subprocess.Popen(
-        main_command(workdir, "configs/hh.py:tiny", *OVERRIDES, *overrides),
+        main_command(workdir, config, *OVERRIDES, *overrides),
         cwd=REPO,
         env=env or process_env(),
         stdout=subprocess.PIPE,
@@ -59,11 +72,11 @@ def _metrics_lines(workdir) -> list[dict]:
     return [{k: v for k, v in line.items() if not k.startswith("perf/")} for line in lines]
 
 
-def _assert_same_run(workdir, reference_workdir, *, exact: bool):
+def _assert_same_run(workdir, reference_workdir, *, exact: bool, steps: int = STEPS):
     if exact:  # the same lines, the same keys: a resumed run logs the data counters once, as one run does
         assert _metrics_lines(workdir) == _metrics_lines(reference_workdir)
     got, want = read_metrics(workdir), read_metrics(reference_workdir)
-    assert sorted(got) == sorted(want) == list(range(1, STEPS + 1))
+    assert sorted(got) == sorted(want) == list(range(1, steps + 1))
     for step in want:
         for key in ("loss", "grad_norm", "rewards/margins", "logps/chosen"):
             if exact:
@@ -79,24 +92,40 @@ def _assert_same_run(workdir, reference_workdir, *, exact: bool):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_main(workdir, *OVERRIDES)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
+def uninterrupted_runs(tmp_path_factory):
+    """(config, overrides) -> the workdir of its uninterrupted run, made once per module."""
+    workdirs = {}
+
+    def run(config: str, *overrides: str):
+        if (config, overrides) not in workdirs:
+            workdir = tmp_path_factory.mktemp("uninterrupted")
+            result = run_main(workdir, *OVERRIDES, *overrides, config=config)
+            assert result.returncode == 0, result.stderr[-3000:]
+            workdirs[config, overrides] = workdir
+        return workdirs[config, overrides]
+
+    return run
 
 
-def test_sigkill_then_restart_is_bitwise_identical(tmp_path, uninterrupted):
-    proc = _start(tmp_path)
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_runs):
+    return uninterrupted_runs(GPT2)
+
+
+@pytest.mark.parametrize("case", SIGKILL_CASES)
+def test_sigkill_then_restart_is_bitwise_identical(tmp_path, uninterrupted_runs, case):
+    config, steps, overrides = SIGKILL_CASES[case]
+    reference = uninterrupted_runs(config, *overrides)
+    proc = _start(tmp_path, *overrides, config=config)
     output = _interrupt_after_first_checkpoint(proc, tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, output[-2000:]
     assert not (tmp_path / "FINISHED").exists()
     killed_at = _checkpoint_steps(tmp_path)[-1]
-    assert killed_at < STEPS
-    result = run_main(tmp_path, *OVERRIDES)
+    assert killed_at < steps
+    result = run_main(tmp_path, *OVERRIDES, *overrides, config=config)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from step {killed_at}" in result.stderr
-    _assert_same_run(tmp_path, uninterrupted, exact=True)
+    _assert_same_run(tmp_path, reference, exact=True, steps=steps)
 
 
 def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
