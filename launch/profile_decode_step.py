@@ -53,13 +53,14 @@ logits = head(params, hidden)
 keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(B))
 u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 3)))(keys)
 choose = jax.jit(lambda x, u: inverse_cdf(jnp.exp(x - jnp.max(x, axis=-1, keepdims=True)), u))
-# attention over the cache alone: 12 layers' einsums at [B, H, L, D]
+# attention over the cache alone: 12 layers' einsums at [B, H, L, D], a key and a value buffer per
+# layer (24 distinct buffers, as the decode loop holds them: one shared buffer would sit in cache)
 H, D = cfg.num_heads, cfg.hidden_size // cfg.num_heads
-kc = jnp.ones((cfg.num_layers, B, H, L, D))
+kvs = [jax.random.normal(jax.random.key(i), (B, H, L, D)) for i in range(2 * cfg.num_layers)]
 q = jnp.ones((B, 1, H, D))
 attn = jax.jit(
-    lambda q, kc: sum(
-        cached_attention(q, kc[i], kc[i], mask, scale=0.125, query_offset=P).sum()
+    lambda q, kvs: sum(
+        cached_attention(q, kvs[2 * i], kvs[2 * i + 1], mask, scale=0.125, query_offset=P).sum()
         for i in range(cfg.num_layers)
     )
 )
@@ -68,7 +69,7 @@ parts = {
     "body (12 layers, cache write)": lambda: body(params, cache),
     "head (768 x 50304)": lambda: head(params, hidden),
     "token choice": lambda: choose(logits, u),
-    "attention over cache (12 layers)": lambda: attn(q, kc),
+    "attention over cache (12 layers)": lambda: attn(q, kvs),
 }
 for f in parts.values():
     jax.block_until_ready(f())
