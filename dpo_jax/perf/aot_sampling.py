@@ -163,7 +163,10 @@ def score_model(config, platform: str = "cpu"):
     if name:
         return describe_scorer(name, dtype=scorer_dtype(platform))
     policy = describe_model(config.model, param_dtype="float32")
-    return ScalarHeadModel(dataclasses.replace(policy, dtype=scorer_dtype(platform)))
+    # As the evaluation builds it from the reward model's config.json (`describe_scorer`): a python loop
+    # over the blocks whatever the policy's `scan_layers` (a scanned scorer is another program: for
+    # GPT-J-6B on a v4-8 the compiler asked 32.3 GiB of temporaries for it, the python loop's 0.4 GiB).
+    return ScalarHeadModel(dataclasses.replace(policy, dtype=scorer_dtype(platform), scan_layers=False))
 
 
 def score_program(config, target: Target, devices, program_type):
