@@ -33,35 +33,32 @@ from dpo_jax.config.runtime import apply_device_memory_settings
 
 apply_device_memory_settings()
 
-from absl import app, flags
-from ml_collections import config_flags
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, print_error, print_result
 
-from dpo_jax import parse_flags_or_exit, print_error
-from dpo_jax.config.command_line import print_result
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
-_TARGETS = flags.DEFINE_list("target", ["v4-8"], "Comma-separated targets (see the module docstring).")
-_PROGRAM = flags.DEFINE_enum(
-    "program", "train", ["train", "sample", "score"],
-    "train: the stage's programs; sample / score: the evaluations' decode program / scoring pass "
-    "at the config's `sampling` shapes.",
+FLAGS = (
+    ("config", CONFIG_FILE, None, "Path to a config file (configs/*.py[:variant])."),
+    ("target", list, ["v4-8"], "Comma-separated targets (see the module docstring)."),
+    ("program", str, "train", "train: the stage's programs; sample / score: the evaluations' decode program / "
+     "scoring pass at the config's `sampling` shapes."),
+    ("responses", int, 0, "Responses per example: 0 = the stage's (1 for sft, 2 = pairs otherwise); more for rankings."),
 )  # fmt: skip
-_RESPONSES = flags.DEFINE_integer(
-    "responses", 0, "Responses per example: 0 = the stage's (1 for sft, 2 = pairs otherwise); more for rankings."
-)
-flags.mark_flags_as_required(["config"])
+CHOICES = dict(program=("train", "sample", "score"))
 
 
-def main(argv):
-    del argv
+def parse_args(argv):
+    return parse_command("python -m dpo_jax.aot", argv, FLAGS, doc=__doc__, choices=CHOICES, required=("config",))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     from dpo_jax.perf.aot import AotConfigError, compile_config, format_table
     from dpo_jax.perf.targets import TargetUnavailableError, get_target
 
     results, status = [], 0
-    for name in _TARGETS.value:
+    for name in args.target:
         try:
             target_results, advice = compile_config(
-                _CONFIG.value, get_target(name), responses=_RESPONSES.value, program=_PROGRAM.value
+                args.config, get_target(name), responses=args.responses, program=args.program
             )
         except (AotConfigError, TargetUnavailableError, ValueError) as e:
             print_error(f"{name}: {e}")
@@ -79,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)
+    sys.exit(main())

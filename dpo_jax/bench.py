@@ -22,7 +22,6 @@ rejected, 2 x seq per pair.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -35,8 +34,13 @@ apply_device_memory_settings()
 
 import jax
 
-from dpo_jax import report_user_errors
-from dpo_jax.config.command_line import command_error, parse_command, print_result
+from dpo_jax.config.command_line import (
+    command_error,
+    parse_command,
+    peek_flag,
+    print_result,
+    report_user_errors,
+)
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
 from dpo_jax.perf.benchmark import run_benchmark
@@ -99,21 +103,11 @@ def parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
     return args
 
 
-def _program(argv: Sequence[str]) -> str:
-    """`--program=NAME` (or `--program NAME`): "train" (the default) or "sample", whose flags the full
-    parse then reads (each table declares `program` too, so either spelling parses)."""
-    for index, arg in enumerate(argv):
-        if arg.startswith("--program="):
-            return arg.split("=", 1)[1]
-        if arg == "--program" and index + 1 < len(argv):
-            return argv[index + 1]
-    return "train"
-
-
 @report_user_errors
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if _program(argv) == "sample":
+    # bench --program=train|sample: the program picks the table the full parse reads (each table declares
+    # `program` too, so either spelling, `--program=sample` or `--program sample`, parses).
+    if peek_flag(argv, "program", "train") == "sample":
         from dpo_jax.perf.sample_benchmark import parse_args as parse_sample_args
         from dpo_jax.perf.sample_benchmark import run_sample_benchmark
 

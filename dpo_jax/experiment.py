@@ -18,41 +18,29 @@ after saving (rerun the same command); 1 a stage failed (the end of its log is p
 import os
 import sys
 
-from absl import app, flags
+from dpo_jax.config.command_line import parse_command, print_error, report_user_errors
 
-from dpo_jax import parse_flags_or_exit, report_user_errors
-
-_RECIPE = flags.DEFINE_string("recipe", None, "imdb | tldr | hh | news | judge_agreement")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The recipe's directory: one workdir per stage inside it.")
-_SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "paper"], "tiny models and fixtures, or the paper's")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan (and compile, at paper scale); run nothing.")
-_REHEARSE = flags.DEFINE_bool(
-    "rehearse", False, "With --scale=paper: run the paper-scale plan with tiny models, counts capped."
-)
-flags.mark_flags_as_required(["recipe", "workdir"])
-
-RECIPE_PREFIX = "--recipe."
+FLAGS = (
+    ("recipe", str, None, "imdb | tldr | hh | news | judge_agreement"),
+    ("workdir", str, None, "The recipe's directory: one workdir per stage inside it."),
+    ("scale", str, "tiny", "tiny models and fixtures, or the paper's"),
+    ("dry_run", bool, False, "Print the plan (and compile, at paper scale); run nothing."),
+    ("rehearse", bool, False, "With --scale=paper: run the paper-scale plan with tiny models, counts capped."),
+)  # fmt: skip
 
 
-def split_recipe_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(argv without them, the `--recipe.<field>=value` overrides as `field=value`)."""
-    rest = [a for a in argv if not a.startswith(RECIPE_PREFIX)]
-    return rest, [a[len(RECIPE_PREFIX) :] for a in argv if a.startswith(RECIPE_PREFIX)]
-
-
-_OVERRIDES: list[str] = []
-
-
-def _parse(argv):
-    rest, overrides = split_recipe_overrides(argv)
-    _OVERRIDES[:] = overrides
-    return parse_flags_or_exit(rest)
+def parse_args(argv):
+    """The flags, and the `--recipe.<field>=value` overrides as `field=value` (`args.overrides`)."""
+    return parse_command(
+        "python -m dpo_jax.experiment", argv, FLAGS, doc=__doc__, choices=dict(scale=("tiny", "paper")),
+        required=("recipe", "workdir"), overrides_of="recipe",
+    )  # fmt: skip
 
 
 @report_user_errors
-def main(argv):
-    del argv
-    if _DRY_RUN.value:
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.dry_run:
         # Compiling for a target needs no accelerator (as `python -m dpo_jax.aot`); the stages of a
         # real run inherit the environment as it is. Set before anything imports jax.
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -63,16 +51,16 @@ def main(argv):
     from dpo_jax.recipes.engine import StageFailed
     from dpo_jax.recipes.run import plan, run_recipe
 
-    recipe = get_recipe(_RECIPE.value)
-    if _DRY_RUN.value:
-        plan(recipe, _SCALE.value, _WORKDIR.value, _OVERRIDES, rehearse=_REHEARSE.value)
+    recipe = get_recipe(args.recipe)
+    if args.dry_run:
+        plan(recipe, args.scale, args.workdir, args.overrides, rehearse=args.rehearse)
         return
     try:
-        run_recipe(recipe, _SCALE.value, _WORKDIR.value, _OVERRIDES, rehearse=_REHEARSE.value)
+        run_recipe(recipe, args.scale, args.workdir, args.overrides, rehearse=args.rehearse)
     except StageFailed as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print_error(str(error))
         sys.exit(error.exit_status if error.exit_status == 75 else 1)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse)
+    main()

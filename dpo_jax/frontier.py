@@ -32,10 +32,10 @@ import logging
 import sys
 from pathlib import Path
 
-from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax import USER_ERROR_EXIT
 from dpo_jax.analysis.best_of_n import parse_best_of
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
-from dpo_jax.config.command_line import command_error, parse_command, print_result
+from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,

@@ -21,8 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
-from dpo_jax import USER_ERROR_EXIT, print_error
-from dpo_jax.config.command_line import parse_command, print_result
+from dpo_jax import USER_ERROR_EXIT
+from dpo_jax.config.command_line import parse_command, print_error, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,

@@ -9,7 +9,7 @@ tiny tokenizer and the shipped fixtures: runs on a CPU), neox (with tiny: a GPT-
 of GPT-2), gptj (with tiny: a GPT-J model), pythia (tldr.py: Pythia-2.8B instead of the paper's GPT-J),
 precompute (reference log-probs computed once before training); synthetic.py takes tiny and rlhf. Any field can be overridden with --config.<field>=<value>; a typo fails at start-up.
 
-This file is intentionally short: flags, logging, the multi-host runtime, then the run the config
+This file is intentionally short: flags (one table, `config.command_line`), logging, the multi-host runtime, then the run the config
 asks for: `training.train_and_evaluate` (one SFT, DPO or reward-model stage), `ppo.run_ppo_stage`
 (`stage=ppo`), or the synthetic experiment (`config.task == "synthetic_benchmark"`). Multi-host runs
 (TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call (--distributed).
@@ -22,12 +22,9 @@ resume; 1 anything else, e.g. non-finite losses (one line) or a bug (with its tr
 import logging
 import sys
 
-from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
-from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
-from dpo_jax.config.command_line import define_flags
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, report_user_errors
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -35,26 +32,35 @@ from dpo_jax.config.runtime import (
     initialize_distributed,
 )
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:variant]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the exported model.")
-define_flags(flags.FLAGS, DISTRIBUTED_FLAGS, DISTRIBUTED_CHOICES)
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = (
+    ("config", CONFIG_FILE, None, "Path to a config file (configs/*.py[:variant])."),
+    ("workdir", str, None, "Directory for checkpoints, metrics and the exported model."),
+    *DISTRIBUTED_FLAGS,
+)
+
+
+def parse_args(argv):
+    return parse_command(
+        "python -m dpo_jax.main",
+        argv,
+        FLAGS,
+        doc=__doc__,
+        choices=DISTRIBUTED_CHOICES,
+        required=("config", "workdir"),
+    )
 
 
 @report_user_errors
-def main(argv):
-    del argv
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Orbax and absl log every checkpoint step at INFO; keep the run's own log readable.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     apply_device_memory_settings()
-    initialize_distributed(flags.FLAGS.distributed, flags.FLAGS.distributed_timeout_s)
-    try:
-        config = _CONFIG.value
-        task = config.get("task", "train")  # the first read: a placeholder raises it here
-    except OSError as error:  # config_flags defers a config file that failed to load until it is read
-        raise UserError(f"command line: --config: {' '.join(str(error).split())}") from None
+    initialize_distributed(args.distributed, args.distributed_timeout_s)
+    config, workdir = args.config, args.workdir
+    task = config.get("task", "train")  # the first read: a placeholder raises it here
     from dpo_jax.checkpoint import PREEMPTED_EXIT, CheckpointDiskFullError
     from dpo_jax.run import NonFiniteLossError, Preempted
     from dpo_jax.training import train_and_evaluate
@@ -63,13 +69,13 @@ def main(argv):
         if task == "synthetic_benchmark":
             from dpo_jax.synthetic.experiment import run_experiment
 
-            run_experiment(config, _WORKDIR.value)
+            run_experiment(config, workdir)
         elif config.stage == "ppo":  # rollouts and updates, not the trainer's loop over a dataset
             from dpo_jax.ppo import run_ppo_stage
 
-            if run_ppo_stage(config, _WORKDIR.value).preempted:
+            if run_ppo_stage(config, workdir).preempted:
                 raise Preempted
-        elif train_and_evaluate(config, _WORKDIR.value).preempted:
+        elif train_and_evaluate(config, workdir).preempted:
             raise Preempted
     except Preempted:
         sys.exit(PREEMPTED_EXIT)
@@ -82,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags_or_exit)
+    main()

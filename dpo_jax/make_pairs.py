@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from dpo_jax import USER_ERROR_EXIT, print_error
+from dpo_jax import USER_ERROR_EXIT
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags
-from dpo_jax.config.command_line import command_error, parse_command, print_result
+from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,

@@ -23,11 +23,10 @@ import json
 import logging
 import sys
 
-from absl import app, flags
 from absl import logging as absl_logging
 
-from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
-from dpo_jax.config.command_line import define_flags
+from dpo_jax import UserError
+from dpo_jax.config.command_line import exit_with_user_error, parse_command, report_user_errors
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -37,19 +36,32 @@ from dpo_jax.config.runtime import (
 )
 from dpo_jax.sampling.settings import sampling_flags, settings_from_flags
 
-_MODEL = flags.DEFINE_string("model", None, "Hugging Face model directory, hub name or dpo_jax workdir.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "A dpo_jax run's workdir (alias of --model).")
-_PROMPTS = flags.DEFINE_string("prompts_file", None, "Text file (one prompt per line) or .jsonl file.")
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer name or directory; '' = the model's own.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-_RESUME_FILE = flags.DEFINE_string(
-    "resume_file", "", "JSON-lines file of finished prompts: a rerun after a kill reuses them ('' = none)."
-)
-define_flags(flags.FLAGS, (*sampling_flags(max_new_tokens=64), *DISTRIBUTED_FLAGS), DISTRIBUTED_CHOICES)
+FLAGS = (
+    ("model", str, None, "Hugging Face model directory, hub name or dpo_jax workdir."),
+    ("workdir", str, None, "A dpo_jax run's workdir (alias of --model)."),
+    ("prompts_file", str, None, "Text file (one prompt per line) or .jsonl file."),
+    ("tokenizer", str, "", "Tokenizer name or directory; '' = the model's own."),
+    ("seed", int, 0, "Sampling seed."),
+    ("batch_size", int, 16, "Prompts per generate call."),
+    ("dtype", str, "float32", "Compute dtype."),
+    ("resume_file", str, "", "JSON-lines file of finished prompts: a rerun after a kill reuses them ('' = none)."),
+    *sampling_flags(max_new_tokens=64),
+    *DISTRIBUTED_FLAGS,
+)  # fmt: skip
+CHOICES = dict(dtype=("float32", "bfloat16"), **DISTRIBUTED_CHOICES)
 
 logger = logging.getLogger("dpo_jax")
+
+
+def parse_args(argv):
+    args = parse_command("python -m dpo_jax.sample", argv, FLAGS, doc=__doc__, choices=CHOICES)
+    if bool(args.model) == bool(args.workdir):
+        exit_with_user_error("pass exactly one of --model and --workdir")
+    if not args.prompts_file:
+        exit_with_user_error("--prompts_file is required")
+    if args.batch_size < 1:
+        exit_with_user_error("--batch_size must be >= 1")
+    return args
 
 
 def _load_tokenizer(name: str, policy_tokenizer: str):
@@ -64,37 +76,30 @@ def _load_tokenizer(name: str, policy_tokenizer: str):
 
 
 @report_user_errors
-def main(argv):
-    del argv
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore at INFO
     logging.getLogger("dpo_jax").setLevel(logging.INFO)  # e.g. which checkpoint step it samples from
     apply_device_memory_settings()  # as `main` does: the GPU memory fraction and XLA's memory flags
-    initialize_distributed(flags.FLAGS.distributed, flags.FLAGS.distributed_timeout_s)
-    if bool(_MODEL.value) == bool(_WORKDIR.value):
-        raise UserError("pass exactly one of --model and --workdir")
-    if not _PROMPTS.value:
-        raise UserError("--prompts_file is required")
-    if _BATCH_SIZE.value < 1:
-        raise UserError("--batch_size must be >= 1")
+    initialize_distributed(args.distributed, args.distributed_timeout_s)
     from dpo_jax.analysis.saved_policy import load_saved_policy
     from dpo_jax.sampling.prompts import read_prompts, sample_completions
 
-    prompts = read_prompts(_PROMPTS.value)  # before the model: a bad file is found in a second
+    prompts = read_prompts(args.prompts_file)  # before the model: a bad file is found in a second
     if not prompts:
-        raise UserError(f"{_PROMPTS.value} holds no prompts")
-    policy = load_saved_policy(_MODEL.value or _WORKDIR.value, dtype=_DTYPE.value)
-    model, params = policy.model, policy.params
-    tokenizer = _load_tokenizer(_TOKENIZER.value, policy.tokenizer)
+        raise UserError(f"{args.prompts_file} holds no prompts")
+    policy = load_saved_policy(args.model or args.workdir, dtype=args.dtype)
+    tokenizer = _load_tokenizer(args.tokenizer, policy.tokenizer)
     completions = sample_completions(
-        model,
-        params,
+        policy.model,
+        policy.params,
         tokenizer,
         prompts,
-        settings=settings_from_flags(flags.FLAGS),
-        batch_size=_BATCH_SIZE.value,
-        seed=_SEED.value,
-        resume_path=_RESUME_FILE.value or None,
+        settings=settings_from_flags(args),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        resume_path=args.resume_file or None,
         model_identity=policy.source,
     )
     if not writes_outputs():
@@ -105,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags_or_exit)
+    main()

@@ -13,6 +13,20 @@ line for a cluster scheduler. A beta whose workdir holds the finished marker is 
 
 This script deliberately does not import jax (or the package): it only builds command lines, so it
 starts instantly and runs on a login node without accelerators.
+
+Why this stays a launcher and is not a recipe (dpo_jax/recipes/engine.py): the recipe engine runs its
+stages one after another on the machine (or slice) it is started on, each stage using all of its
+devices, and reuses or resumes them in one DIR. A sweep printed here is one independent run per beta
+for a scheduler (SLURM, a queue of TPU VMs) to place on its own hosts, side by side, which the engine
+does not do; and it sweeps any config file, where a recipe is one paper figure. For a sweep on one
+machine (or one slice), reused and resumed stage by stage, use a recipe's grid instead:
+
+    python -m dpo_jax.experiment --recipe=imdb --workdir=/tmp/imdb --recipe.betas=0.05,0.1,1,5 \\
+        --recipe.unlikelihood_alphas=0.1,1
+
+(tldr and hh take `--recipe.betas=` too; docs/recipes.md). Its flags are argparse's, not the package's
+command-line stack (`dpo_jax.config.command_line`), for the same reason it imports nothing of the
+package; a mistake in them is exit status 2, as in the package's commands.
 """
 
 from __future__ import annotations

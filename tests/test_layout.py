@@ -266,3 +266,88 @@ def test_the_allow_lists_name_modules_that_jit(tmp_path):
             test_no_module_imports_another_modules_private_names("dpo_jax.training.planted")
     finally:
         MODULES.pop("dpo_jax.training.planted")
+
+
+# The one command-line stack (issue 30 item 5): every command declares its flags as a table and parses
+# them with `config.command_line.parse_command`; nothing else defines a flag, parses argv, runs
+# `absl.app` or spells the RESULT prefix, so flags, errors, `--help` and RESULT lines cannot drift apart.
+COMMAND_LINE = "dpo_jax.config.command_line"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+
+
+def command_line_uses(path: Path) -> list[str]:
+    """What `path` does that belongs to the command-line stack alone (docstrings and comments aside)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings, found = _docstrings(tree), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names]
+            if isinstance(node, ast.ImportFrom) and node.module == "absl":
+                names = [f"absl.{alias.name}" for alias in node.names]
+            found += [f"imports {n}" for n in names if n.split(".")[0] == "argparse" or n == "absl.app"]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("DEFINE"):
+            found.append(f"defines a flag ({node.attr})")
+        elif (
+            isinstance(node, ast.Attribute) and node.attr == "argv" and getattr(node.value, "id", "") == "sys"
+        ):
+            found.append("reads sys.argv")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if "RESULT " in node.value:
+                found.append(f"spells the RESULT prefix ({node.value[:30]!r})")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_one_command_line_stack(module):
+    if module == COMMAND_LINE:
+        return
+    assert not command_line_uses(MODULES[module]), (
+        f"{module} {command_line_uses(MODULES[module])}: declare flags as a table and parse them with "
+        f"{COMMAND_LINE}.parse_command; print results with print_result / result_line"
+    )
+
+
+# Modules run with `python -m` that take no flags at all (nothing to parse):
+RUNNABLE_WITHOUT_FLAGS = {
+    "dpo_jax.assets.make_tiny_tokenizer": "writes the shipped tokenizer; the assets room precedes config",
+}
+
+
+def runs_as_a_command(module: str) -> bool:
+    return room_of(module) == COMMANDS_ROOM or 'if __name__ == "__main__":' in MODULES[module].read_text()
+
+
+@pytest.mark.parametrize("module", sorted(name for name in MODULES if runs_as_a_command(name)))
+def test_every_command_parses_its_table_with_the_stack(module):
+    text = MODULES[module].read_text()
+    if module in RUNNABLE_WITHOUT_FLAGS:
+        assert "argv" not in text, f"{module} reads arguments: give it a FLAGS table and parse_command"
+        return
+    assert "parse_command(" in text and "FLAGS = (" in text, f"{module}: a FLAGS table read by parse_command"
+
+
+def test_the_stack_check_sees_each_thing_it_forbids(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        '"""A docstring may say RESULT {json}."""\n'
+        "import argparse\nimport sys\nfrom absl import app, flags\nfrom ml_collections import config_flags\n"
+        "flags.DEFINE_string('x', '', '')\nconfig_flags.DEFINE_config_file('config')\n"
+        "argv = sys.argv[1:]\nprint('RESULT ' + '{}')\nprint(f'RESULT {argv}')\n"
+    )
+    assert command_line_uses(planted) == [
+        "imports argparse", "imports absl.app", "defines a flag (DEFINE_string)",
+        "defines a flag (DEFINE_config_file)", "reads sys.argv", "spells the RESULT prefix ('RESULT ')",
+        "spells the RESULT prefix ('RESULT ')",
+    ]  # fmt: skip
+    assert command_line_uses(MODULES[COMMAND_LINE])  # the stack itself does all of it

@@ -1,6 +1,7 @@
 """Builds the tiny byte-level BPE tokenizer in `dpo_jax/assets/tiny_tokenizer/`.
 
-Run by hand after changing the data fixtures:
+Run by hand after changing the data fixtures (it takes no flags: the assets room sits before the
+commands' flag tables in the flow; to write elsewhere, call `save_tiny_tokenizer` from Python):
 
     python -m dpo_jax.assets.make_tiny_tokenizer
 
@@ -10,7 +11,6 @@ vocabulary is exactly 512 entries because the tiny models have 512 embedding row
 the texts of the shipped fixtures, so fixture text tokenises into a realistic number of tokens.
 """
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,12 +104,9 @@ def save_tiny_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out_dir", type=Path, default=TINY_TOKENIZER_DIR)
-    args = parser.parse_args()
     tokenizer = train_tiny_tokenizer(fixture_texts())
-    save_tiny_tokenizer(tokenizer, args.out_dir)
-    print(f"wrote a {tokenizer.get_vocab_size()}-entry tokenizer to {args.out_dir}")
+    save_tiny_tokenizer(tokenizer, TINY_TOKENIZER_DIR)
+    print(f"wrote a {tokenizer.get_vocab_size()}-entry tokenizer to {TINY_TOKENIZER_DIR}")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ rejected, 2 x seq per pair.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -51,7 +51,7 @@ def device_memory_bytes() -> int | None:
     return (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
 
 
-def resolve_adam_mu_dtype(args: argparse.Namespace, config, device_bytes: int | None) -> str:
+def resolve_adam_mu_dtype(args: SimpleNamespace, config, device_bytes: int | None) -> str:
     """`--adam_mu_dtype=auto`: by what the step's state takes of one device (run.optim)."""
     if args.adam_mu_dtype != "auto":
         return args.adam_mu_dtype
@@ -68,7 +68,7 @@ def resolve_adam_mu_dtype(args: argparse.Namespace, config, device_bytes: int | 
     )
 
 
-def bench_config(args: argparse.Namespace, device_bytes: int | None = None) -> ml_collections.ConfigDict:
+def bench_config(args: SimpleNamespace, device_bytes: int | None = None) -> ml_collections.ConfigDict:
     """The run config a trainer would read for this benchmark (locked, so a wrong field fails)."""
     config = base_config()
     config.seed = args.seed
@@ -181,7 +181,7 @@ def _mean_loss(metrics) -> float:
     return metrics_to_floats(jax.device_get({"loss": metrics["loss"]}))["loss"]
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(args: SimpleNamespace) -> dict[str, Any]:
     """Build, compile, warm up and time the train step; returns the RESULT fields."""
     config = bench_config(args)
     validate_config(config)

@@ -19,12 +19,13 @@ random subset and a first-N slice differ. Deterministic: the same files for the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dpo_jax.config.command_line import parse_command, result_line
 
 SIZES = {
     "tldr_sft": {"train": 32, "valid": 12, "test": 16},
@@ -168,12 +169,15 @@ def write(out: str, seed: int = 0) -> dict[str, dict[str, int]]:
     return counts
 
 
+FLAGS = (
+    ("out", str, None, "the directory the data sets are written in"),
+    ("seed", int, 0, "which variants of the fixtures' rows"),
+)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dpo_jax.recipes.rehearsal_data", description=__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    print("RESULT " + json.dumps({"out": args.out, "rows": write(args.out, args.seed)}))
+    args = parse_command("python -m dpo_jax.recipes.rehearsal_data", argv, FLAGS, doc=__doc__, required=("out",))
+    print(result_line({"out": args.out, "rows": write(args.out, args.seed)}))  # one process: no jax here
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_jax import UserError
+from dpo_jax.config.command_line import result_line
 from dpo_jax.config.fields import PROGRAMS, entries_without
 from dpo_jax.recipes.base import SCALES, Recipe, apply_overrides
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
@@ -120,7 +121,7 @@ def run_recipe(
             "reference_logps": reference_logps_counts(root, stages),
             "missing": recipe.missing(config),
         }
-        log("RESULT " + json.dumps(result))
+        log(result_line(result))
     return result
 
 
@@ -199,7 +200,7 @@ def plan(
         "compiled": compiled,
         "missing": recipe.missing(config),
     }
-    log("RESULT " + json.dumps(result))
+    log(result_line(result))
     return result
 
 

@@ -15,35 +15,43 @@ preempted after saving (rerun to resume), 1 anything else.
 import logging
 import sys
 
-from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
-from dpo_jax import UserError, parse_flags_or_exit, report_user_errors
+from dpo_jax import UserError
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, report_user_errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/synthetic.py[:tiny]")
-_STEP = flags.DEFINE_enum("step", None, ["sft", "pairs", "dpo", "controls", "evaluate"], "Which step.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "This step's directory.")
-_SFT = flags.DEFINE_string("sft", "", "The sft step's directory (pi_ref and its tables).")
-_PAIRS = flags.DEFINE_list("pairs", [], "Pair-set directories (dpo: one; controls: any).")
-_RUNS = flags.DEFINE_list("runs", [], "evaluate: the DPO runs' directories.")
-_VARIANT = flags.DEFINE_string("variant", "", "dpo: the optimisation variation's name ('' = default).")
-_TRAIN_EVAL = flags.DEFINE_integer("train_eval_prompts", 256, "Pair prompts the controls live on.")
-_POPULATION = flags.DEFINE_integer("population_prompts", 8, "Pair prompts of the population control.")
-_TABULAR_LR = flags.DEFINE_float("tabular_learning_rate", 0.05, "Tabular control: step, in units of its stability limit / 2.")
-_TABULAR_STEPS = flags.DEFINE_integer("tabular_steps", 5000, "Tabular control: full-batch steps.")
-flags.mark_flags_as_required(["config", "step", "workdir"])
+FLAGS = (
+    ("config", CONFIG_FILE, None, "configs/synthetic.py[:tiny]"),
+    ("step", str, None, "Which step."),
+    ("workdir", str, None, "This step's directory."),
+    ("sft", str, "", "The sft step's directory (pi_ref and its tables)."),
+    ("pairs", list, [], "Pair-set directories (dpo: one; controls: any)."),
+    ("runs", list, [], "evaluate: the DPO runs' directories."),
+    ("variant", str, "", "dpo: the optimisation variation's name ('' = default)."),
+    ("train_eval_prompts", int, 256, "Pair prompts the controls live on."),
+    ("population_prompts", int, 8, "Pair prompts of the population control."),
+    ("tabular_learning_rate", float, 0.05, "Tabular control: step, in units of its stability limit / 2."),
+    ("tabular_steps", int, 5000, "Tabular control: full-batch steps."),
+)
+STEPS = ("sft", "pairs", "dpo", "controls", "evaluate")
 
 
-def _needs(value, flag: str):
-    if not value:
-        raise UserError(f"command line: --step={_STEP.value} needs --{flag}")
-    return value
+def parse_args(argv):
+    return parse_command(
+        "python -m dpo_jax.synthetic.steps", argv, FLAGS, doc=__doc__, choices=dict(step=STEPS),
+        required=("config", "step", "workdir"),
+    )  # fmt: skip
+
+
+def _needs(args, flag: str):
+    if not getattr(args, flag):
+        raise UserError(f"command line: --step={args.step} needs --{flag}")
+    return getattr(args, flag)
 
 
 @report_user_errors
-def main(argv):
-    del argv
+def main(argv=None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
@@ -51,39 +59,25 @@ def main(argv):
     from dpo_jax.run import Preempted
     from dpo_jax.synthetic import sweep
 
-    config, workdir, step = _CONFIG.value, _WORKDIR.value, _STEP.value
+    config, workdir, step = args.config, args.workdir, args.step
+    controls = dict(train_eval_prompts=args.train_eval_prompts)
     try:
         if step == "sft":
             sweep.train_reference(config, workdir)
         elif step == "pairs":
-            sweep.draw_pairs(config, _needs(_SFT.value, "sft"), workdir)
+            sweep.draw_pairs(config, _needs(args, "sft"), workdir)
         elif step == "dpo":
-            if len(_needs(_PAIRS.value, "pairs")) != 1:
-                raise UserError(
-                    f"command line: --step=dpo trains on one pair set, got --pairs={_PAIRS.value}"
-                )
-            sweep.train_dpo(
-                config, _needs(_SFT.value, "sft"), _PAIRS.value[0], workdir, variant=_VARIANT.value
-            )
+            if len(_needs(args, "pairs")) != 1:
+                raise UserError(f"command line: --step=dpo trains on one pair set, got --pairs={args.pairs}")
+            sweep.train_dpo(config, _needs(args, "sft"), args.pairs[0], workdir, variant=args.variant)
         elif step == "controls":
             sweep.run_controls(
-                config,
-                _needs(_SFT.value, "sft"),
-                _needs(_PAIRS.value, "pairs"),
-                workdir,
-                train_eval_prompts=_TRAIN_EVAL.value,
-                population_prompts=_POPULATION.value,
-                learning_rate=_TABULAR_LR.value,
-                num_steps=_TABULAR_STEPS.value,
-            )
+                config, _needs(args, "sft"), _needs(args, "pairs"), workdir, **controls,
+                population_prompts=args.population_prompts, learning_rate=args.tabular_learning_rate,
+                num_steps=args.tabular_steps,
+            )  # fmt: skip
         else:
-            sweep.evaluate(
-                config,
-                _needs(_SFT.value, "sft"),
-                _needs(_RUNS.value, "runs"),
-                workdir,
-                train_eval_prompts=_TRAIN_EVAL.value,
-            )
+            sweep.evaluate(config, _needs(args, "sft"), _needs(args, "runs"), workdir, **controls)
     except Preempted:
         sys.exit(PREEMPTED_EXIT)
     except FileNotFoundError as error:
@@ -91,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags_or_exit)
+    main()

@@ -40,7 +40,7 @@ def test_auto_joins_when_the_environment_asks(environ, wanted):
     assert wants_distributed("on", environ) and not wants_distributed("off", environ)
 
 
-@pytest.mark.parametrize("command", [make_pairs, winrate, frontier, judge_agreement])
+@pytest.mark.parametrize("command", [sample, make_pairs, winrate, frontier, judge_agreement])
 def test_every_evaluation_command_takes_the_distributed_flags(command):
     assert set(DISTRIBUTED_FLAGS) <= set(command.FLAGS)
 
@@ -59,10 +59,7 @@ def test_every_evaluation_command_applies_the_device_memory_settings_first(comma
         raise _Joined
 
     monkeypatch.setattr(command, "initialize_distributed", initialize)
-    if command is sample:  # absl flags: parsed with every default
-        monkeypatch.setattr(command.flags, "FLAGS", _Flags())
-    else:
-        monkeypatch.setattr(command, "parse_args", lambda argv: _Flags())
+    monkeypatch.setattr(command, "parse_args", lambda argv: _Flags())
     with pytest.raises(_Joined):
         command.main(["command"])
     assert calls == ["memory", "distributed"]
