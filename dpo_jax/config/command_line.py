@@ -210,6 +210,22 @@ def parse_command(
     return types.SimpleNamespace(**parsed)
 
 
+def read_config(args: Sequence[str], name: str = "config"):
+    """The ConfigDict of a config-file flag and its overrides (`--config=FILE:VARIANT`,
+    `--config.<field>=<value>` ...; other arguments ignored), read as a command reads them; a mistake is
+    a UserError (the caller says whose: e.g. a recipe's stage)."""
+    args = [arg for arg in args if arg.startswith(f"--{name}=") or arg.startswith(f"--{name}.")]
+    values = flags.FlagValues()
+    _define(values, (name, CONFIG_FILE, None, "a config file"), {}, [name, *args])
+    try:
+        values([name, *args])
+        config = values[name].value
+        config.get  # noqa: B018  (config_flags defers a config file that failed to load until it is read)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
+        raise UserError(_without_traceback(error)) from None
+    return config
+
+
 def peek_flag(argv: Sequence[str] | None, name: str, default: str) -> str:
     """The text of the first `--name=VALUE` (or `--name VALUE`) in `argv` (None: sys.argv), read before
     the full parse by a command whose table depends on it (`bench --program=train|sample`)."""

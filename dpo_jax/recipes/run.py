@@ -206,31 +206,22 @@ def plan(
 
 def stage_config(stage: Stage, base_model: str):
     """The ConfigDict a `dpo_jax.main` stage runs with, read from its own `--config=FILE:VARIANT` and
-    `--config.<field>=value` arguments by ml_collections' config flags, as `main` reads them (one
-    parser: a value the stage would refuse is refused here), its upstream model paths replaced by the
-    base model's name (an SFT run's export has the base model's architecture: the compile is the same)."""
-    from absl import flags
-    from ml_collections import config_flags
+    `--config.<field>=value` arguments as `main` reads them (`command_line.read_config`: one parser, so a
+    value the stage would refuse is refused here), its upstream model paths replaced by the base
+    model's name (an SFT run's export has the base model's architecture: the compile is the same)."""
+    from dpo_jax.config.command_line import read_config
 
     args = [
         field + "=" + base_model
         if field.startswith("--config.") and field.endswith("name_or_path") and value.startswith("{root}")
         else arg
         for arg in stage.args
-        if arg.startswith("--config")
         for field, _, value in [arg.partition("=")]
     ]
-    values = flags.FlagValues()
-    argv = ["stage", *args]  # config_flags finds the overrides in the argv it is given
-    holder = config_flags.DEFINE_config_file(
-        "config", None, "the stage's config", flag_values=values, sys_argv=argv
-    )
     try:
-        values(argv)
-        return holder.value
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
-        lines = str(error).strip().splitlines()  # a config file that raised: its last line says why
-        raise UserError(f"stage {stage.name}: {lines[-1] if lines else type(error).__name__}") from None
+        return read_config(args)
+    except UserError as error:
+        raise UserError(f"stage {stage.name}: {error}") from None
 
 
 # Fields that change no compiled program (a loss weight, the seed, PPO's KL coefficient, the reward
