@@ -11,7 +11,8 @@ precompute (reference log-probs computed once before training); synthetic.py tak
 
 This file is intentionally short: flags, logging, the multi-host runtime, then the run the config
 asks for: `training.train_and_evaluate` (one SFT, DPO or reward-model stage), `ppo.run_ppo_stage`
-(`stage=ppo`), or the synthetic experiment (`config.task == "synthetic_benchmark"`). Multi-host runs
+(`stage=ppo`), or the synthetic demo's stages on the recipe engine (`config.task ==
+"synthetic_benchmark"`, dpo_jax/recipes/synthetic_demo.py: each stage its own process). Multi-host runs
 (TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call (--distributed).
 
 Exit status: 0 finished; 2 a mistake in the command line, config, data or workdir (one line on
@@ -60,10 +61,15 @@ def main(argv):
     from dpo_jax.training import train_and_evaluate
 
     try:
-        if task == "synthetic_benchmark":
-            from dpo_jax.synthetic.experiment import run_experiment
+        if task == "synthetic_benchmark":  # its stages, each a command, on the recipe engine
+            from dpo_jax.recipes.engine import StageFailed
+            from dpo_jax.recipes.synthetic_demo import run_demo
 
-            run_experiment(config, _WORKDIR.value)
+            try:
+                run_demo(config, _WORKDIR.value, config_flags.get_config_filename(flags.FLAGS["config"]))
+            except StageFailed as error:
+                print(f"error: {error}", file=sys.stderr, flush=True)
+                sys.exit(error.exit_status if error.exit_status == PREEMPTED_EXIT else 1)
         elif config.stage == "ppo":  # rollouts and updates, not the trainer's loop over a dataset
             from dpo_jax.ppo import run_ppo_stage
 

@@ -177,7 +177,7 @@ def plan(
         details = ", ".join(f"{k} {v}" for k, v in stage.plan.items())
         after = f" after {', '.join(stage.after)}" if stage.after else ""
         log(f"{number:3d}. {stage.name} [{stage.kind}]{after}{': ' + details if details else ''}")
-        log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.args))
+        log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.command))
     for gap in recipe.missing(config):
         log(f"not in this recipe yet: {gap}")
     for field, source in recipe.sources(config).items():
@@ -208,13 +208,13 @@ def stage_config(stage: Stage, base_model: str):
     model's name (an SFT run's export has the base model's architecture: the compile is the same)."""
     import importlib.util
 
-    config_arg = next(a for a in stage.args if a.startswith("--config="))[len("--config=") :]
+    config_arg = next(a for a in stage.command if a.startswith("--config="))[len("--config=") :]
     path, _, variant = config_arg.partition(":")
     spec = importlib.util.spec_from_file_location(f"recipe_stage_config_{stage.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(variant or None)
-    overrides = [a[len("--config.") :] for a in stage.args if a.startswith("--config.")]
+    overrides = [a[len("--config.") :] for a in stage.command if a.startswith("--config.")]
     overrides = [
         field + "=" + (base_model if value.startswith("{root}") and field.endswith("name_or_path") else value)
         for field, _, value in (o.partition("=") for o in overrides)
