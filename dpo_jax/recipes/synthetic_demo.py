@@ -33,7 +33,7 @@ from typing import Any
 from dpo_jax import UserError
 from dpo_jax.config.fields import changes_training
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
-from dpo_jax.run.workdir import WorkdirLock
+from dpo_jax.run.workdir import WorkdirLock, WorkdirLockedError
 
 STEPS_MODULE = "dpo_jax.synthetic.steps"
 EVALUATION = "evaluation"
@@ -146,7 +146,8 @@ def plan_demo(config, config_ref: str, root: str, shared: str) -> DemoPlan:
     reward_model = rlhf.needs_reward_model(config.synthetic)
     config_file = os.path.abspath(config_ref.partition(":")[0])
     variant = config_ref.partition(":")[2]
-    inputs = (config_file, os.path.join(os.path.dirname(config_file), "common.py"))
+    common = os.path.join(os.path.dirname(config_file), "common.py")  # configs/common.py, which it imports
+    inputs = (config_file, common) if os.path.isfile(common) else (config_file,)
     changes = config_changes(config, load_base_config(f"{config_file}:{variant}"))
     same = os.path.abspath(shared) == os.path.abspath(root)
 
@@ -207,6 +208,26 @@ def plan_demo(config, config_ref: str, root: str, shared: str) -> DemoPlan:
     return DemoPlan(shared=out, run=runs, policies=policies)
 
 
+@contextlib.contextmanager
+def wait_for_lock(directory: Path, log=print, poll_s: float = 5.0):
+    """The shared directory's lock, waited for while another run of a sweep holds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock, waiting = WorkdirLock(directory, single_process=True), False
+    while True:
+        try:
+            lock.acquire()
+            break
+        except WorkdirLockedError:
+            if not waiting:
+                log(f"waiting for another run's stages in {directory} (its lock)")
+                waiting = True
+            time.sleep(poll_s)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 def run_demo(config, workdir: str, config_ref: str, *, log=print) -> dict[str, Any]:
     """Every stage of the demo that has not finished with these settings, then the evaluation record
     (returned, and written to DIR/synthetic_eval.json), the figure, the table and a RESULT line."""
@@ -221,19 +242,21 @@ def run_demo(config, workdir: str, config_ref: str, *, log=print) -> dict[str, A
     except ValueError as error:
         raise UserError(str(error)) from None
     start, records = time.time(), []
-    with contextlib.ExitStack() as locks:
-        for directory in sorted({root, shared}):  # one run at a time in each: a sweep's betas queue
-            directory.mkdir(parents=True, exist_ok=True)
-            locks.enter_context(WorkdirLock(directory, single_process=True))
+    root.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(root, single_process=True):
         (root / FINISHED_MARKER).unlink(missing_ok=True)  # until this run's evaluation is written
         fingerprints, run_ids = {}, {}
         for directory, stages in ((shared, plan.shared), (root, plan.run)):
-            runner = Runner(str(directory), log=log)
-            runner.fingerprints.update(fingerprints)  # the shared stages' runs, for the stages after them
-            runner.run_ids.update(run_ids)
-            with runner.handling_preemption():
-                records += [runner.run(stage) for stage in stages]
-            fingerprints, run_ids = runner.fingerprints, runner.run_ids
+            with contextlib.ExitStack() as held:
+                # The shared directory is held while its stages run: a sweep's other betas wait, then reuse them.
+                if directory != root:
+                    held.enter_context(wait_for_lock(directory, log))
+                runner = Runner(str(directory), log=log)
+                runner.fingerprints.update(fingerprints)  # the shared stages' runs, for the stages after them
+                runner.run_ids.update(run_ids)
+                with runner.handling_preemption():
+                    records += [runner.run(stage) for stage in stages]
+                fingerprints, run_ids = runner.fingerprints, runner.run_ids
         # The report reads the evaluation stage's declared output.
         output = plan.run[-1].outputs["evaluation"].replace("{root}", str(root))
         evaluation = json.loads(Path(output).read_text())

@@ -19,7 +19,7 @@ import pytest
 
 from configs.synthetic import get_config
 from dpo_jax.data import make_train_loader
-from dpo_jax.recipes.synthetic_demo import run_demo
+from dpo_jax.recipes.synthetic_demo import run_demo, wait_for_lock
 from dpo_jax.synthetic import SyntheticTask, completion_logprobs
 from dpo_jax.synthetic.data import prepared_from_arrays
 from dpo_jax.synthetic.report import format_table, merge_sweep
@@ -162,6 +162,33 @@ def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_run):
     assert list((workdir / ".superseded").glob("unlikelihood.*"))  # the old run is kept, not deleted
     assert again["dpo"] == result["dpo"] and again["preferred_ft"] == result["preferred_ft"]
     assert again["unlikelihood"] != result["unlikelihood"]
+
+
+def test_a_sweeps_runs_wait_for_the_shared_directory(tmp_path):
+    """Runs of a sweep started together: the one training the shared stages holds their directory, the
+    others wait for it (then reuse them) instead of failing or racing."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+        cwd=REPO,
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    said = []
+    with wait_for_lock(tmp_path, said.append, poll_s=0.1):  # refused while held, taken once let go
+        assert holder.wait(timeout=60) == 0
+    assert said == [f"waiting for another run's stages in {tmp_path} (its lock)"]
+    assert not (tmp_path / "RUN_LOCK").exists()
+
+
+LOCK_HOLDER = """
+import sys, time
+from dpo_jax.run.workdir import WorkdirLock
+with WorkdirLock(sys.argv[1], single_process=True):
+    print("held", flush=True)
+    time.sleep(2)
+"""
 
 
 def test_merge_sweep_orders_betas_and_keeps_the_baselines():
