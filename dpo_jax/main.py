@@ -50,7 +50,7 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     apply_device_memory_settings()
-    initialize_distributed(flags.FLAGS.distributed, flags.FLAGS.distributed_timeout_s)
+    distributed = initialize_distributed(flags.FLAGS.distributed, flags.FLAGS.distributed_timeout_s)
     try:
         config = _CONFIG.value
         task = config.get("task", "train")  # the first read: a placeholder raises it here
@@ -62,6 +62,10 @@ def main(argv):
 
     try:
         if task == "synthetic_benchmark":  # its stages, each a command, on the recipe engine
+            if distributed:
+                raise UserError(
+                    "the synthetic demo runs on one host (its stages are CPU-sized): --distributed=off"
+                )
             from dpo_jax.recipes.engine import StageFailed
             from dpo_jax.recipes.synthetic_demo import run_demo
 
