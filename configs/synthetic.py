@@ -5,7 +5,9 @@
 Runs on a CPU with nothing to download: SFT of a tiny GPT-2 on a hidden generator's samples (pi_ref),
 preference pairs drawn exactly from pi_ref and labelled by Bradley-Terry under a hidden reward, DPO
 at `beta` from pi_ref, the paper's preferred-FT and unlikelihood baselines, then exact reward and KL
-of every policy on held-out prompts against the reward-vs-KL frontier (dpo_jax/synthetic/experiment.py).
+of every policy on held-out prompts against the reward-vs-KL frontier. Each stage is one command in
+WORKDIR/<stage>, run by the recipe engine (dpo_jax/recipes/synthetic_demo.py): a second call reuses
+every finished stage, a changed setting re-runs the stages it reaches.
 
 The top-level training fields (learning_rate, num_train_steps, global_batch_size, ...) are the DPO
 stage's; `synthetic.<stage>` holds what the other stages change. The frontier over beta:
@@ -13,7 +15,7 @@ stage's; `synthetic.<stage>` holds what the other stages change. The frontier ov
     python -m dpo_jax.main --config=configs/synthetic.py --workdir=/tmp/dpo-frontier \\
         --config.synthetic.betas=0.05,0.1,0.25,0.5,1.0
 
-(one process, SFT and baselines trained once), or one run per beta sharing them:
+(one run, SFT and baselines trained once), or one run per beta sharing them:
 
     python launch/sweep.py --config=configs/synthetic.py --workdir_root=/tmp/dpo-sweep --mode=local \\
         --config.synthetic.reference_workdir=/tmp/dpo-sweep/shared

@@ -11,7 +11,8 @@ precompute (reference log-probs computed once before training); synthetic.py tak
 
 This file is intentionally short: flags (one table, `config.command_line`), logging, the multi-host runtime, then the run the config
 asks for: `training.train_and_evaluate` (one SFT, DPO or reward-model stage), `ppo.run_ppo_stage`
-(`stage=ppo`), or the synthetic experiment (`config.task == "synthetic_benchmark"`). Multi-host runs
+(`stage=ppo`), or the synthetic demo's stages on the recipe engine (`config.task ==
+"synthetic_benchmark"`, dpo_jax/recipes/synthetic_demo.py: each stage its own process). Multi-host runs
 (TPU pods, SLURM) call jax.distributed.initialize here, before any other JAX call (--distributed).
 
 Exit status: 0 finished; 2 a mistake in the command line, config, data or workdir (one line on
@@ -24,7 +25,8 @@ import sys
 
 from absl import logging as absl_logging
 
-from dpo_jax.config.command_line import CONFIG_FILE, parse_command, report_user_errors
+from dpo_jax import UserError
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, peek_flag, print_error, report_user_errors
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -58,7 +60,7 @@ def main(argv=None) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("dpo_jax").setLevel(logging.INFO)
     apply_device_memory_settings()
-    initialize_distributed(args.distributed, args.distributed_timeout_s)
+    distributed = initialize_distributed(args.distributed, args.distributed_timeout_s)
     config, workdir = args.config, args.workdir
     task = config.get("task", "train")  # the first read: a placeholder raises it here
     from dpo_jax.checkpoint import PREEMPTED_EXIT, CheckpointDiskFullError
@@ -66,10 +68,19 @@ def main(argv=None) -> None:
     from dpo_jax.training import train_and_evaluate
 
     try:
-        if task == "synthetic_benchmark":
-            from dpo_jax.synthetic.experiment import run_experiment
+        if task == "synthetic_benchmark":  # its stages, each a command, on the recipe engine
+            if distributed:
+                raise UserError(
+                    "the synthetic demo runs on one host (its stages are CPU-sized): --distributed=off"
+                )
+            from dpo_jax.recipes.engine import StageFailed
+            from dpo_jax.recipes.synthetic_demo import run_demo
 
-            run_experiment(config, workdir)
+            try:  # the config file as given (FILE:VARIANT): each stage reads it with its own overrides
+                run_demo(config, workdir, peek_flag(argv, "config", ""))
+            except StageFailed as error:
+                print_error(error)
+                sys.exit(error.exit_status if error.exit_status == PREEMPTED_EXIT else 1)
         elif config.stage == "ppo":  # rollouts and updates, not the trainer's loop over a dataset
             from dpo_jax.ppo import run_ppo_stage
 

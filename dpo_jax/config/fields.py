@@ -2,8 +2,8 @@
 programs, both, or neither (cosmetic)?
 
 - `TRAINING`: the sequence of parameter updates, or what a checkpoint holds. Resuming a checkpoint
-  refuses a change (`run.workdir.config_changes`), and a synthetic stage's identity includes it
-  (`synthetic.stages.stage_identity`).
+  refuses a change (`run.workdir.config_changes`), and a synthetic demo stage's fingerprint includes
+  it (`recipes.synthetic_demo.stage_flags`; the other fields reach the stage untracked).
 - `PROGRAMS`: the compiled programs' shapes, layouts, kernels or memory, not merely a constant inside
   them (a loss weight, a learning rate or a seed is a constant of the same program). The dry-run compile
   of a recipe compiles two stages once when they differ only in fields without it
@@ -141,7 +141,7 @@ FIELDS: dict[str, Effect] = {
     "ppo.whiten_advantages": BOTH,
     "ppo.max_new_tokens": BOTH,
     # The synthetic experiment (configs/synthetic.py). The task and its data draws are what every stage
-    # learns from (also digested into the stages' data identity); the rest says which stages run beside
+    # learns from (in every stage's fingerprint); the rest says which stages run beside
     # a stage, where they live and what is evaluated. The per-stage overrides are copied into each
     # stage's own top-level fields, which carry their effect.
     "synthetic.vocab_size": BOTH,

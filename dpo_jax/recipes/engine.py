@@ -91,6 +91,14 @@ class Stage:
     # What it writes that later stages and the report read ({"run": "{root}/dpo", "result": ...}): a
     # report reads a stage's declared outputs, never its arguments. Not part of the fingerprint.
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Arguments appended to the command but not fingerprinted: settings that change nothing the stage
+    # computes (a config field the field table calls cosmetic or program-only: logging, a kernel), so
+    # changing one reuses the finished stage, and a resumed one takes the new value.
+    untracked: tuple[str, ...] = ()
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return (*self.args, *self.untracked)
 
 
 def hash_path(path: str) -> str:
@@ -398,7 +406,7 @@ class Runner:
         """Run the stage's command (under the launcher when it uses the devices), its output appended
         to `log_path`; a SIGTERM to the recipe is passed to it -> (exit status, seconds)."""
         launcher = self.launcher if stage.kind in LAUNCHED_KINDS else ()
-        command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.args)]
+        command = [*launcher, sys.executable, "-m", *(self.expand(a) for a in stage.command)]
         self.log(f"stage {stage.name}: running {' '.join(command[len(launcher) + 2 :])}")
         start = time.time()
         try:

@@ -178,7 +178,7 @@ def plan(
         details = ", ".join(f"{k} {v}" for k, v in stage.plan.items())
         after = f" after {', '.join(stage.after)}" if stage.after else ""
         log(f"{number:3d}. {stage.name} [{stage.kind}]{after}{': ' + details if details else ''}")
-        log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.args))
+        log("     python -m " + " ".join(shlex.quote(a.replace("{root}", root)) for a in stage.command))
     for gap in recipe.missing(config):
         log(f"not in this recipe yet: {gap}")
     for field, source in recipe.sources(config).items():
@@ -215,7 +215,7 @@ def stage_config(stage: Stage, base_model: str):
         field + "=" + base_model
         if field.startswith("--config.") and field.endswith("name_or_path") and value.startswith("{root}")
         else arg
-        for arg in stage.args
+        for arg in stage.command
         for field, _, value in [arg.partition("=")]
     ]
     try:

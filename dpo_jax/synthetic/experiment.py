@@ -1,50 +1,36 @@
-"""`run_experiment(config, workdir)`: the paper's controlled experiment on a task with a known optimum.
+"""The pieces of the paper's controlled experiment on a task with a known optimum (the demo,
+`python -m dpo_jax.main --config=configs/synthetic.py`): the task, its prompts and data draws, the exact
+tables of a saved policy, and the evaluation record.
 
-Stages, each a `run_training` call in its own sub-workdir (resumable; a stage with the FINISHED marker
-is loaded from its export instead of retrained):
-  1. `sft`: a tiny GPT-2 fitted to the hidden generator's samples; it is pi_ref.
-  2. preference pairs drawn exactly from pi_ref's table over all completions of the pair prompts,
-     labelled by Bradley-Terry under the hidden reward (`preference_data.npz`);
+The demo's stages are steps of `python -m dpo_jax.synthetic.steps` run by the recipe engine
+(dpo_jax/recipes/synthetic_demo.py):
+  1. `sft`: a tiny GPT-2 fitted to the hidden generator's samples; it is pi_ref;
+  2. `pairs`: preference pairs drawn exactly from pi_ref's table over all completions of the pair
+     prompts, labelled by Bradley-Terry under the hidden reward;
   3. `preferred_ft` (SFT on the chosen responses) and `unlikelihood`, both from pi_ref, as in the paper;
   4. `dpo_beta_<beta>` for each beta of the run, from pi_ref with pi_ref as the reference (another
-     preference loss, `config.loss`, takes DPO's place and its name in the directory and the table).
-Then every policy is evaluated exactly on held-out prompts: its KL to pi_ref and expected reward, the
-optimum's reward at that KL and the gain ratio (dpo_jax/synthetic/exact.py). Results go to
-`synthetic_eval.json` and `synthetic_frontier.png`, and a table is printed.
-
-Stages 1-3 do not depend on beta: `config.synthetic.reference_workdir` puts them in a directory that
-a sweep over beta shares, so they are trained once. Each stage records the settings it was trained
-with (`stage_identity.json`); rerunning into a workdir with other settings fails instead of reporting
-stale results.
+     preference loss, `config.loss`, takes DPO's place and its name in the directory and the table);
+  5. `evaluation`: every policy evaluated exactly on held-out prompts: its KL to pi_ref and expected
+     reward, the optimum's reward at that KL and the gain ratio (`evaluate_policies`, exact.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from dpo_jax.models.loading import load_model
-from dpo_jax.run import FINISHED_MARKER
-from dpo_jax.synthetic import report, rlhf
 from dpo_jax.synthetic.data import prepared_from_arrays
 from dpo_jax.synthetic.exact import frontier, method_stats, optimal_logprobs, policy_stats
-from dpo_jax.synthetic.stages import digest, stage_config, stage_identity, train_stage
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from dpo_jax.synthetic.task import SyntheticTask
 
 logger = logging.getLogger("dpo_jax")
 
 BASELINES = {"preferred_ft": ("sft", "sft"), "unlikelihood": ("dpo", "unlikelihood")}  # name: (stage, loss)
-PREFERENCE_DATA = "preference_data.npz"
-PLOT_FILE = "synthetic_frontier.png"
 # The fields of `config.synthetic` that decide the data; the rest (betas, where things live) do not.
 DATA_FIELDS = (
     "vocab_size",
@@ -73,7 +59,7 @@ def run_betas(config) -> list[float]:
     return betas
 
 
-def _baselines(config) -> list[str]:
+def baselines(config) -> list[str]:
     names = parse_list(config.synthetic.baselines)
     unknown = sorted(set(names) - set(BASELINES))
     if unknown:
@@ -91,7 +77,7 @@ def make_task(settings) -> SyntheticTask:
     )
 
 
-def _check_model(config, task: SyntheticTask) -> None:
+def check_model(config, task: SyntheticTask) -> None:
     """SFT starts from a random model of `config.model.random_init_config`: it must fit the task."""
     fields = dict(config.model.random_init_config)
     vocab = fields.get("vocab_size")
@@ -212,27 +198,6 @@ def draw_preference_data(
     return PreferenceData(chosen, rejected, index, *eval_pairs, eval_logp_ref)
 
 
-def _sample_preference_data(
-    task, settings, prompts: Prompts, tables: PolicyTables, ref_params
-) -> PreferenceData:
-    logp_pairs = tables.table(ref_params, prompts.pairs)
-    eval_logp_ref = tables.table(ref_params, prompts.eval)
-    return draw_preference_data(task, settings, prompts, logp_pairs, eval_logp_ref)
-
-
-def preference_data(path: Path, identity: str, make: Callable[[], PreferenceData]) -> PreferenceData:
-    """The pairs of this benchmark: loaded from `path` when made with the same identity, else made."""
-    if path.exists():
-        with np.load(path) as stored:
-            if str(stored["identity"]) != identity:
-                raise ValueError(f"{path} holds pairs of other settings or another pi_ref; use a new workdir")
-            return PreferenceData(**{f.name: stored[f.name] for f in dataclasses.fields(PreferenceData)})
-    data = make()
-    if jax.process_index() == 0:
-        np.savez(path, identity=identity, **dataclasses.asdict(data))
-    return data
-
-
 def frontier_grid(settings, betas) -> list[float]:
     grid = np.geomspace(settings.frontier_beta_min, settings.frontier_beta_max, settings.frontier_points)
     return sorted(set(grid.tolist()) | set(betas))
@@ -258,127 +223,4 @@ def evaluate_policies(task, prompts_eval, logp_ref, policy_logps: dict, betas, f
         if name[0] != "dpo":
             result[name[0]] = method_stats(logp, logp_ref, reward)
     result["frontier"] = frontier(logp_ref, reward, frontier_betas)
-    return result
-
-
-def run_experiment(config, workdir: str) -> dict:
-    """Train every stage that has not finished, evaluate them all exactly, write and print the results."""
-    settings = config.synthetic
-    task = make_task(settings)
-    _check_model(config, task)
-    betas = run_betas(config)
-    baselines = _baselines(config)
-    root = Path(os.path.abspath(workdir))
-    shared = Path(os.path.abspath(settings.reference_workdir)) if settings.reference_workdir else root
-    for directory in {root, shared}:
-        directory.mkdir(parents=True, exist_ok=True)
-    data_identity = digest({field: settings[field] for field in DATA_FIELDS})
-    prompts = draw_prompts(task, settings)
-    seconds = {}
-    stage_names = ["sft", *baselines, *(f"{config.loss} beta={beta!r}" for beta in betas)]
-    if rlhf.needs_reward_model(settings):
-        stage_names.append(rlhf.REWARD_MODEL)
-    logger.info(
-        "synthetic experiment in %s: %d training stages (%s%s), then the exact evaluation",
-        root,
-        len(stage_names),
-        ", ".join(stage_names),
-        ", and the PPO runs of synthetic.ppo_kl_coefs" if settings.get("ppo_kl_coefs") else "",
-    )
-
-    sft_cfg = stage_config(config, stage="sft", loss="sft", init="random", overrides=settings.sft)
-    seconds["sft"] = train_stage(
-        sft_cfg, shared / "sft", lambda: sft_data(task, settings, prompts), data_identity
-    )
-
-    tables = PolicyTables(config, task)
-    ref_params = tables.load(shared / "sft")
-    pairs_identity = digest({"data": data_identity, "sft": stage_identity(sft_cfg, data_identity)})
-    start = time.time()
-    pairs = preference_data(
-        shared / PREFERENCE_DATA,
-        pairs_identity,
-        lambda: _sample_preference_data(task, settings, prompts, tables, ref_params),
-    )
-    seconds["pairs"] = time.time() - start
-
-    def pair_data(stage: str, responses: str) -> Callable:
-        return lambda: prepared_from_arrays(
-            stage,
-            pairs.arrays(prompts, responses=responses, split="train"),
-            pairs.arrays(prompts, responses=responses, split="eval"),
-        )
-
-    stage_dirs = {}
-    for name in baselines:
-        stage, loss = BASELINES[name]
-        cfg = stage_config(config, stage=stage, loss=loss, init=str(shared / "sft"), overrides=settings[name])
-        responses = "chosen" if stage == "sft" else "pairs"
-        seconds[name] = train_stage(cfg, shared / name, pair_data(stage, responses), pairs_identity)
-        stage_dirs[(name,)] = shared / name
-    for beta in betas:
-        cfg = stage_config(
-            config, stage="dpo", loss=config.loss, init=str(shared / "sft"), overrides={"beta": beta}
-        )
-        name = f"{config.loss}_beta_{beta!r}"
-        seconds[name] = train_stage(cfg, root / name, pair_data("dpo", "pairs"), pairs_identity)
-        stage_dirs[("dpo", beta)] = root / name
-    # The RLHF baselines do not depend on beta either: they live beside SFT and the baselines.
-    if rlhf.needs_reward_model(settings):
-        seconds[rlhf.REWARD_MODEL] = rlhf.train_reward_model(
-            config, shared, pair_data("dpo", "pairs"), pairs_identity
-        )
-        stage_dirs[(rlhf.REWARD_MODEL,)] = shared / rlhf.REWARD_MODEL
-    ppo_dirs = {}
-    for reward_kind, kl_coef in rlhf.ppo_runs(settings):
-        name = rlhf.ppo_stage_name(reward_kind, kl_coef)
-        seconds[name] = rlhf.train_ppo(
-            config, task, prompts.pairs, shared, reward_kind, kl_coef, pairs_identity
-        )
-        ppo_dirs[(reward_kind, kl_coef)] = shared / name
-
-    start = time.time()
-    policy_logps = {
-        key: tables.table(tables.load(path), prompts.eval)
-        for key, path in stage_dirs.items()
-        if key != (rlhf.REWARD_MODEL,)
-    }
-    result = evaluate_policies(
-        task, prompts.eval, pairs.eval_logp_ref, policy_logps, betas, frontier_grid(settings, betas)
-    )
-    proxy_table = None
-    if rlhf.needs_reward_model(settings):
-        proxy_table = rlhf.reward_model_table(
-            shared / rlhf.REWARD_MODEL, task, prompts.eval, batch_size=settings.table_batch_size
-        )
-    result.update(
-        rlhf.evaluate_rlhf(
-            task,
-            pairs.eval_logp_ref,
-            task.reward(prompts.eval, task.all_completions()),
-            proxy_table=proxy_table,
-            ppo_logps={key: tables.table(tables.load(path), prompts.eval) for key, path in ppo_dirs.items()},
-            sizes=rlhf.best_of_n_sizes(settings),
-            pairs=pairs,
-        )
-    )
-    stage_dirs.update({("ppo", *key): path for key, path in ppo_dirs.items()})
-    seconds["evaluation"] = time.time() - start
-    result.update(
-        report.headline(result, float(config.beta) if float(config.beta) in betas else betas[0]),
-        loss=config.loss,
-        num_pairs=int(len(pairs.chosen)),
-        num_eval_prompts=int(len(prompts.eval)),
-        stages={"/".join(map(str, key)): str(path) for key, path in stage_dirs.items()}
-        | {"sft": str(shared / "sft")},
-        seconds=seconds,
-        settings={field: settings[field] for field in DATA_FIELDS},
-    )
-    if jax.process_index() == 0:
-        (root / report.EVAL_FILE).write_text(json.dumps(result, indent=2))
-        report.plot(result, root / PLOT_FILE)
-        print(report.format_table(result), flush=True)
-        print(f"wrote {root / report.EVAL_FILE} and {root / PLOT_FILE}; stages under {root}", flush=True)
-        # launch/sweep.py skips a beta whose workdir has the marker, as for a single training run.
-        (root / FINISHED_MARKER).write_text(json.dumps({"time": time.time()}))
     return result

@@ -1,7 +1,7 @@
 """The synthetic benchmark's outputs: headline figures, the comparison table, the frontier figure, and
 the merge of a sweep's runs (one `synthetic_eval.json` per beta) into one table and one figure.
 
-Works on the JSON-able evaluation record `benchmark.evaluate_policies` builds, never on models, so a
+Works on the JSON-able evaluation record `experiment.evaluate_policies` builds, never on models, so a
 sweep is summarised from its JSON files alone.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 logger = logging.getLogger("dpo_jax")
 
 EVAL_FILE = "synthetic_eval.json"
+PLOT_FILE = "synthetic_frontier.png"
 # Baselines in the order of the paper's figure, with the names the table and figure show.
 BASELINE_LABELS = {"preferred_ft": "preferred-FT", "unlikelihood": "unlikelihood"}
 # The RLHF baselines' series: name -> (label, the field that sets each point, its table cell).

@@ -1,7 +1,7 @@
 """The classic RLHF baselines of the synthetic experiment, beside DPO on the same pairs and prompts.
 
   * `reward_model`: a scalar-head GPT-2 from pi_ref's body, trained with Bradley-Terry on the SAME
-    preference pairs as DPO (shared directory, like SFT: it does not depend on beta);
+    preference pairs as DPO (beside SFT and the pairs: it does not depend on beta);
   * PPO from pi_ref on the pair prompts, with the learned reward model and with the task's true
     reward, one stage per KL coefficient (`synthetic.ppo_kl_coefs`): the sweep traces each curve;
   * best-of-N from pi_ref ranked by the learned reward model, exactly (`best_of_n.py`), for every N of
@@ -65,29 +65,34 @@ def ppo_stage_name(reward: str, kl_coef: float) -> str:
     return f"ppo_{reward}_reward_kl_{kl_coef!r}"
 
 
-def train_reward_model(config, shared: Path, make_pairs, pairs_identity: str) -> float:
+def train_reward_model(config, sft_dir: str, make_pairs, workdir: str) -> float:
+    """The reward model from pi_ref's body on DPO's pairs (`make_pairs()`), in `workdir`."""
     cfg = stage_config(
         config,
         stage=REWARD_MODEL,
         loss="bradley_terry",
-        init=str(shared / "sft"),
+        init=str(sft_dir),
         overrides=config.synthetic.reward_model,
     )
-    return train_stage(cfg, shared / REWARD_MODEL, make_pairs, pairs_identity)
+    return train_stage(cfg, Path(workdir), make_pairs)
 
 
 def train_ppo(
-    config, task, prompts: np.ndarray, shared: Path, reward: str, kl_coef: float, identity: str
-) -> float:
-    """One PPO stage from pi_ref on `prompts` [N, P]; every response has the task's T tokens (no EOS)."""
+    config, task, prompts: np.ndarray, sft_dir: str, workdir: str, *, reward: str, kl_coef: float,
+    reward_model_dir: str = "",
+) -> float:  # fmt: skip
+    """One PPO stage from pi_ref on `prompts` [N, P] in `workdir`, with the task's true reward or the
+    reward model in `reward_model_dir`; every response has the task's T tokens (no EOS)."""
+    if reward not in PPO_REWARDS or (reward == "learned") != bool(reward_model_dir):
+        raise ValueError(f"PPO with the {reward!r} reward needs a reward model exactly when it is learned")
     cfg = stage_config(
-        config, stage="ppo", loss=config.loss, init=str(shared / "sft"), overrides=config.synthetic.ppo
+        config, stage="ppo", loss=config.loss, init=str(sft_dir), overrides=config.synthetic.ppo
     )
     with cfg.unlocked():
         cfg.ppo.kl_coef = kl_coef
         cfg.ppo.max_new_tokens = task.response_length
-        cfg.ppo.reward_model = str(shared / REWARD_MODEL) if reward == "learned" else ""
-    stage_dir = shared / ppo_stage_name(reward, kl_coef)
+        cfg.ppo.reward_model = str(reward_model_dir) if reward == "learned" else ""
+    stage_dir = Path(workdir)
 
     def true_reward(prompt_ids, prompt_mask, response_ids, response_mask):
         del prompt_mask, response_mask  # fixed lengths: every token is real
@@ -95,11 +100,13 @@ def train_ppo(
 
     def run():
         reward_fn = true_reward if reward == "true" else None  # None: the config's reward model
-        result = run_ppo(cfg, str(stage_dir), prompts, np.ones_like(prompts), reward_fn, eos_id=None, pad_id=0)
+        result = run_ppo(
+            cfg, str(stage_dir), prompts, np.ones_like(prompts), reward_fn, eos_id=None, pad_id=0
+        )
         if result.preempted:
             raise Preempted(f"stage {stage_dir.name} was preempted; rerun to resume")
 
-    return train_stage(cfg, stage_dir, None, identity, run=run)
+    return train_stage(cfg, stage_dir, None, run=run)
 
 
 @functools.partial(jax.jit, static_argnames="model")

@@ -1,10 +1,11 @@
 """The gain-vs-pairs sweep's steps, each run in its own directory by `python -m dpo_jax.synthetic.steps`.
 
-The `synthetic` recipe (dpo_jax/recipes/synthetic.py) chains them:
+The `synthetic` recipe (dpo_jax/recipes/synthetic.py) chains them; the demo (recipes/synthetic_demo.py)
+runs `train_reference`, `draw_pairs` and `train_dpo` too, beside its own steps (demo.py):
   * `train_reference`: SFT (pi_ref) on the hidden generator's samples, then pi_ref's exact tables over
     the pair prompts and the eval prompts (`reference_tables.npz`), shared by every later step;
   * `draw_pairs`: one preference pair set (`pairs.npz`) at `synthetic.pairs_per_prompt`, drawn exactly
-    from pi_ref's table as `run_experiment` draws it (same seeds: the same pairs at the same size);
+    from pi_ref's table (the same seeds at every size: the demo's pairs at the demo's size);
   * `train_dpo`: DPO from pi_ref on one pair set (`run.json` records what it ran with);
   * `run_controls`: the tabular policy on each pair set and the population loss (controls.py);
   * `evaluate`: every DPO run's exact statistics on the held-out eval prompts and on the first
@@ -33,7 +34,7 @@ from dpo_jax.synthetic.experiment import (
     make_task,
     sft_data,
 )
-from dpo_jax.synthetic.stages import digest, stage_config, train_stage
+from dpo_jax.synthetic.stages import stage_config, train_stage
 
 logger = logging.getLogger("dpo_jax")
 
@@ -42,27 +43,11 @@ PAIRS_FILE = "pairs.npz"
 RUN_FILE = "run.json"
 CONTROLS_FILE = "controls.json"
 EVALUATION_FILE = "evaluation.json"
-# What SFT and the prompts depend on: not the number of pairs, so every pair set shares one pi_ref.
-SFT_FIELDS = (
-    "vocab_size",
-    "prompt_length",
-    "response_length",
-    "task_seed",
-    "reward_scale",
-    "data_seed",
-    "num_sft_examples",
-    "num_pair_prompts",
-    "num_eval_prompts",
-)
 
 
-def _write_json(path: Path, value) -> None:
+def write_json(path: Path, value) -> None:
     if jax.process_index() == 0:
         path.write_text(json.dumps(value, indent=1))
-
-
-def _settings_identity(settings, fields) -> str:
-    return digest({field: settings[field] for field in fields})
 
 
 def train_reference(config, workdir: str) -> None:
@@ -70,9 +55,7 @@ def train_reference(config, workdir: str) -> None:
     task = make_task(settings)
     prompts = draw_prompts(task, settings)
     sft_cfg = stage_config(config, stage="sft", loss="sft", init="random", overrides=settings.sft)
-    train_stage(
-        sft_cfg, root, lambda: sft_data(task, settings, prompts), _settings_identity(settings, SFT_FIELDS)
-    )
+    train_stage(sft_cfg, root, lambda: sft_data(task, settings, prompts))
     tables = PolicyTables(config, task)
     params = tables.load(root)
     if jax.process_index() == 0:
@@ -98,10 +81,20 @@ def draw_pairs(config, sft_dir: str, workdir: str) -> None:
     data = draw_preference_data(task, settings, draw_prompts(task, settings), tables["pairs"], tables["eval"])
     if jax.process_index() == 0:
         np.savez(root / PAIRS_FILE, **dataclasses.asdict(data))
-    _write_json(
+    write_json(
         root / RUN_FILE, {"pairs_per_prompt": settings.pairs_per_prompt, "num_pairs": int(len(data.chosen))}
     )
     logger.info("pairs: %d (%d per prompt drawn, ties dropped)", len(data.chosen), settings.pairs_per_prompt)
+
+
+def pair_data(settings, pairs: PreferenceData, stage: str, responses: str):
+    """A stage's `PreparedData` from a pair set: `responses` "pairs" (chosen, rejected) or "chosen"."""
+    prompts = draw_prompts(make_task(settings), settings)
+    return prepared_from_arrays(
+        stage,
+        pairs.arrays(prompts, responses=responses, split="train"),
+        pairs.arrays(prompts, responses=responses, split="eval"),
+    )
 
 
 def load_pairs(pairs_dir: str) -> PreferenceData:
@@ -114,23 +107,13 @@ def load_pairs(pairs_dir: str) -> PreferenceData:
 
 def train_dpo(config, sft_dir: str, pairs_dir: str, workdir: str, *, variant: str = "") -> None:
     settings, root = config.synthetic, Path(workdir)
-    task = make_task(settings)
-    prompts = draw_prompts(task, settings)
     pairs = load_pairs(pairs_dir)
     cfg = stage_config(config, stage="dpo", loss=config.loss, init=str(sft_dir))
-
-    def make_data():
-        return prepared_from_arrays(
-            "dpo",
-            pairs.arrays(prompts, responses="pairs", split="train"),
-            pairs.arrays(prompts, responses="pairs", split="eval"),
-        )
-
-    pairs_identity = digest({"pairs": Path(pairs_dir).name, "num_pairs": len(pairs.chosen)})
-    seconds = train_stage(cfg, root, make_data, pairs_identity)
-    _write_json(
+    seconds = train_stage(cfg, root, lambda: pair_data(settings, pairs, "dpo", "pairs"))
+    write_json(
         root / RUN_FILE,
         {
+            "method": "dpo",
             "beta": float(config.beta),
             "loss": config.loss,
             "pairs_per_prompt": int(settings.pairs_per_prompt),
@@ -200,7 +183,7 @@ def run_controls(
     size = min(population_prompts, len(prompts.pairs))
     result["population"] = {"prompts": size, **population_dpo(logp_ref[:size], reward[:size], beta=beta)}
     logger.info("population control: gain ratio %.6f", result["population"]["gain_ratio"])
-    _write_json(Path(workdir) / CONTROLS_FILE, result)
+    write_json(Path(workdir) / CONTROLS_FILE, result)
     return result
 
 
@@ -256,5 +239,5 @@ def evaluate(config, sft_dir: str, run_dirs: list[str], workdir: str, *, train_e
             logps[largest["stage"]], tables_ref["eval"], rewards["eval"], beta
         )
         result["departure"].append({"stage": largest["stage"], "beta": beta, "bins": bins})
-    _write_json(Path(workdir) / EVALUATION_FILE, result)
+    write_json(Path(workdir) / EVALUATION_FILE, result)
     return result

@@ -1,5 +1,5 @@
 """The one table of config fields: every field of every shipped config is classified once, no entry is
-stale, and the three readers (resume check, synthetic stage identity, recipe dry-run de-duplication)
+stale, and the three readers (resume check, synthetic stage fingerprint, recipe dry-run de-duplication)
 agree with it."""
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def test_the_check_sees_a_new_field():
 
 
 def test_no_entry_is_stale_or_classified_twice():
-    stale = sorted(entry for entry in FIELDS if not any(f == entry or f.startswith(entry + ".") for f in ALL_FIELDS))
+    stale = sorted(
+        entry for entry in FIELDS if not any(f == entry or f.startswith(entry + ".") for f in ALL_FIELDS)
+    )
     assert not stale, f"entries naming no config field: {stale}"  # e.g. the old model.attention_impl
     nested = [(a, b) for a in FIELDS for b in FIELDS if b.startswith(a + ".")]
     assert not nested, f"entries inside another entry's subtree: {nested}"
@@ -102,29 +104,28 @@ def test_the_recipe_dry_run_drops_exactly_the_fields_that_change_no_program():
     assert "beta" not in kept and "seed" not in kept and "model.attention" in kept
 
 
-def test_a_synthetic_stage_identity_reads_the_table():
-    from dpo_jax.synthetic.stages import stage_config, stage_identity
+def test_a_synthetic_stage_fingerprint_reads_the_table():
+    """The demo's stages on the recipe engine: a stage's fingerprinted arguments carry the run's changes
+    it reads that change its training; the rest reach it untracked (a changed kernel reuses the stage)."""
+    from dpo_jax.recipes.synthetic_demo import plan_demo
 
-    config = importlib.import_module("configs.synthetic").get_config("tiny")
-    base = stage_config(config, stage="dpo", loss="dpo", init="/sft")
-    identity = stage_identity(base, "data")
-
-    def changed(**values):
-        cfg = base.copy_and_resolve_references()
+    def stage(name, **values):
+        config = importlib.import_module("configs.synthetic").get_config("tiny")
         for key, value in values.items():
             *parents, leaf = key.split(".")
-            target = cfg
+            target = config
             for parent in parents:
                 target = target[parent]
             target[leaf] = value
-        return stage_identity(cfg, "data")
+        plan = plan_demo(config, f"{REPO}/configs/synthetic.py:tiny", "/demo", "/demo")
+        return next(s for s in plan.shared + plan.run if s.name == name)
 
+    base = stage("dpo_beta_0.1").args
     for cosmetic in ({"model.attention": "xla"}, {"eval_samples": 3}, {"synthetic.betas": "0.1,0.5"}):
-        assert changed(**cosmetic) == identity, cosmetic
-    assert changed(**{"data.max_length": 7}) == identity  # the stages never read `data`
-    assert changed(learning_rate=0.5) != identity
-    assert changed(beta=0.5) != identity  # DPO reads beta ...
-    sft = stage_config(config, stage="sft", loss="sft", init="random")
-    sft_beta = sft.copy_and_resolve_references()
-    sft_beta.beta = 0.5
-    assert stage_identity(sft_beta, "data") == stage_identity(sft, "data")  # ... SFT does not
+        assert stage("dpo_beta_0.1", **cosmetic).args == base, cosmetic
+    assert "--config.model.attention=xla" in stage("dpo_beta_0.1", **{"model.attention": "xla"}).untracked
+    assert stage("dpo_beta_0.1", **{"data.max_length": 7}).args == base  # the stages never read `data`
+    assert stage("dpo_beta_0.1", learning_rate=0.5).args != base
+    assert "--config.beta=0.5" in stage("dpo_beta_0.5", beta=0.5).args  # DPO reads beta ...
+    assert stage("sft", beta=0.5).args == stage("sft").args  # ... SFT does not
+    assert stage("sft", learning_rate=0.5).args == stage("sft").args  # synthetic.sft sets its own

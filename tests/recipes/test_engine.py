@@ -51,6 +51,19 @@ def test_reuse_rerun_with_reasons_and_resume(tmp_path):
     assert (root / "a" / "out.txt").read_text() == "3y"
 
 
+def test_untracked_arguments_reach_the_command_outside_the_fingerprint(tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("x")
+    second.write_text("y")
+    root = tmp_path / "recipe"
+    stage = dataclasses.replace(_echo("a", 1), untracked=(f"--input={first}",))
+    assert _run(root, [stage])[0] == ["ran"] and (root / "a" / "out.txt").read_text() == "1x"
+    assert _run(root, [dataclasses.replace(stage, untracked=(f"--input={second}",))])[0] == ["reused"]
+    statuses, log = _run(root, [dataclasses.replace(_echo("a", 2), untracked=(f"--input={second}",))])
+    assert statuses == ["ran"] and "--value: 1 -> 2" in log and "--input:" not in log
+    assert (root / "a" / "out.txt").read_text() == "2y"
+
+
 def test_a_failed_stage_reports_its_log_and_reruns_in_place(tmp_path):
     root = tmp_path / "recipe"
     with pytest.raises(StageFailed, match="exit status 3") as failure:

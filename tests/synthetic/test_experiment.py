@@ -1,14 +1,17 @@
-"""The synthetic benchmark end to end (`configs/synthetic.py:tiny` on the 8 fake CPU devices): every
-stage trains through the real trainer, the JSON and the figure are written, DPO raises the exact reward,
-reruns skip finished stages, a sweep shares the beta-independent stages, and the pieces it is built of
-(synthetic PreparedData, tree tables, the sweep report) do what they claim."""
+"""The synthetic benchmark end to end (`configs/synthetic.py:tiny` on the 8 fake CPU devices), its stages
+on the recipe engine as `python -m dpo_jax.main` runs them: every stage trains through the real trainer,
+the JSON and the figure are written, DPO raises the exact reward, reruns reuse finished stages, a changed
+setting re-runs only the stages that read it, a sweep shares the beta-independent stages, and the pieces
+it is built of (synthetic PreparedData, tree tables, the sweep report) do what they claim."""
 
 import contextlib
 import io
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +19,17 @@ import pytest
 
 from configs.synthetic import get_config
 from dpo_jax.data import make_train_loader
+from dpo_jax.recipes.synthetic_demo import run_demo, wait_for_lock
 from dpo_jax.synthetic import SyntheticTask, completion_logprobs
 from dpo_jax.synthetic.data import prepared_from_arrays
-from dpo_jax.synthetic.experiment import run_experiment
 from dpo_jax.synthetic.report import format_table, merge_sweep
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from tests.synthetic.tiny_models import tiny_lm
+from tests.train_helpers import process_env
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("sft", "preferred_ft", "unlikelihood", "dpo_beta_0.1")
+CONFIG = f"{REPO}/configs/synthetic.py:tiny"
 
 
 def run(workdir, **synthetic):
@@ -32,7 +37,7 @@ def run(workdir, **synthetic):
     config.synthetic.update(synthetic)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        result = run_experiment(config, str(workdir))
+        result = run_demo(config, str(workdir), CONFIG)
     return result, stdout.getvalue()
 
 
@@ -83,10 +88,24 @@ def test_rerun_skips_finished_stages(first_run):
         assert again[key] == result[key]
 
 
-def test_rerun_with_other_settings_refuses_the_stale_stages(first_run):
-    workdir, _, _ = first_run
-    with pytest.raises(ValueError, match="other settings"):
-        run(workdir, sft=dict(learning_rate=0.5))
+def test_the_readme_command_reuses_the_same_stages(first_run):
+    """`python -m dpo_jax.main --config=configs/synthetic.py:tiny` names the stages as `run_demo` does:
+    on the same workdir it reuses every one and prints the table and one RESULT line."""
+    workdir, result, _ = first_run
+    done = subprocess.run(
+        [sys.executable, "-m", "dpo_jax.main", "--config=configs/synthetic.py:tiny", f"--workdir={workdir}"],
+        cwd=REPO,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    summary = json.loads(line[len("RESULT ") :])
+    assert {s["status"] for s in summary["stages"]} == {"reused"}
+    assert summary["gain_ratio"] == result["gain_ratio"] and summary["figure"]
+    assert "gain ratio" in done.stdout and f"wrote {workdir / 'synthetic_eval.json'}" in done.stdout
 
 
 def test_sweep_shares_the_reference_and_baselines(first_run, tmp_path):
@@ -106,6 +125,70 @@ def test_sweep_shares_the_reference_and_baselines(first_run, tmp_path):
     dpo_rows = [line for line in printed.splitlines() if line.startswith("DPO")]
     assert [row.split()[1] for row in dpo_rows] == ["0.100", "0.300"]
     assert (tmp_path / "synthetic_frontier.png").exists()
+
+
+def test_sigterm_stops_a_stage_with_75_and_the_same_command_resumes_it(first_run):
+    workdir, _, _ = first_run
+    command = [
+        sys.executable,
+        "-m",
+        "dpo_jax.main",
+        "--config=configs/synthetic.py:tiny",
+        f"--workdir={workdir}",
+        "--config.synthetic.betas=0.3",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, env=process_env(), stdout=subprocess.DEVNULL)
+    started = workdir / "dpo_beta_0.3" / "STAGE.started.json"
+    deadline = time.time() + 300
+    while not started.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 75
+    assert started.exists() and not (workdir / "dpo_beta_0.3" / "STAGE.json").exists()
+    done = subprocess.run(command, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stage dpo_beta_0.3: resuming an interrupted run" in done.stdout
+    assert (workdir / "dpo_beta_0.3" / "FINISHED").exists()
+
+
+def test_a_changed_setting_reruns_only_the_stages_that_read_it(first_run):
+    workdir, result, _ = first_run
+    again, printed = run(workdir, unlikelihood=dict(learning_rate=0.5))
+    assert {stage for stage, seconds in again["seconds"].items() if seconds > 0} == {
+        "unlikelihood",
+        "evaluation",
+    }
+    assert "--config.synthetic.unlikelihood.learning_rate: (absent) -> 0.5" in printed
+    assert list((workdir / ".superseded").glob("unlikelihood.*"))  # the old run is kept, not deleted
+    assert again["dpo"] == result["dpo"] and again["preferred_ft"] == result["preferred_ft"]
+    assert again["unlikelihood"] != result["unlikelihood"]
+
+
+def test_a_sweeps_runs_wait_for_the_shared_directory(tmp_path):
+    """Runs of a sweep started together: the one training the shared stages holds their directory, the
+    others wait for it (then reuse them) instead of failing or racing."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path)],
+        cwd=REPO,
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    said = []
+    with wait_for_lock(tmp_path, said.append, poll_s=0.1):  # refused while held, taken once let go
+        assert holder.wait(timeout=60) == 0
+    assert said == [f"waiting for another run's stages in {tmp_path} (its lock)"]
+    assert not (tmp_path / "RUN_LOCK").exists()
+
+
+LOCK_HOLDER = """
+import sys, time
+from dpo_jax.run.workdir import WorkdirLock
+with WorkdirLock(sys.argv[1], single_process=True):
+    print("held", flush=True)
+    time.sleep(2)
+"""
 
 
 def test_merge_sweep_orders_betas_and_keeps_the_baselines():

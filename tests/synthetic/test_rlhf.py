@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from configs.synthetic import get_config
-from dpo_jax.synthetic.experiment import run_experiment
+from dpo_jax.recipes.synthetic_demo import run_demo
 from dpo_jax.synthetic.rlhf import ppo_runs
+from tests.train_helpers import REPO
 
 PPO_STAGES = ("ppo_true_reward_kl_0.1", "ppo_learned_reward_kl_0.1")
+CONFIG = f"{REPO}/configs/synthetic.py:tiny,rlhf"
 
 
 def same(a, b) -> bool:
@@ -26,7 +28,7 @@ def rlhf_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rlhf")
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        result = run_experiment(get_config("tiny,rlhf"), str(workdir))
+        result = run_demo(get_config("tiny,rlhf"), str(workdir), CONFIG)
     return workdir, result, stdout.getvalue()
 
 
@@ -56,7 +58,7 @@ def test_every_rlhf_baseline_is_evaluated_exactly(rlhf_run):
 def test_rerun_reuses_the_rlhf_stages(rlhf_run):
     workdir, result, _ = rlhf_run
     with contextlib.redirect_stdout(io.StringIO()):
-        again = run_experiment(get_config("tiny,rlhf"), str(workdir))
+        again = run_demo(get_config("tiny,rlhf"), str(workdir), CONFIG)
     assert again["seconds"]["reward_model"] == 0.0
     assert all(again["seconds"][stage] == 0.0 for stage in PPO_STAGES)
     assert same(again["ppo_true_reward"], result["ppo_true_reward"]) and same(
