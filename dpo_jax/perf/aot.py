@@ -291,6 +291,8 @@ def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
         fits=bool(peak <= target.hbm_bytes),
         margin_gib=round((target.hbm_bytes - peak) / GIB, 3),
         collectives=hlo["collectives"],
+        # a loop whose trip count neither XLA nor its condition gives counted once: the counts are a floor
+        collectives_loops_counted_once=hlo["loops_without_trip_count"],
         custom_calls=hlo["custom_calls"],
         attention=attention_implementation(hlo["custom_calls"]),
     )

@@ -1,8 +1,11 @@
 """Reading a compiled program's optimised HLO text: collectives per step and custom calls.
 
 Collectives inside a `while` body (the micro-batch scan, scanned layers) run once per iteration, so
-each computation's collectives are multiplied by the trip count XLA records on the loop
-(`known_trip_count`); a loop without one counts once and is flagged.
+each computation's collectives are multiplied by the loop's trip count: the one XLA records on the loop
+(`known_trip_count`, as the GPU compiler keeps it), else the one its condition spells out (the TPU
+compiler drops the record; a `lax.scan` / `fori_loop` counter starts at 0 and the condition is
+`counter < N` with N a constant); a loop with neither (a data-dependent `while_loop`) counts once and
+is flagged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ _CALLED = re.compile(
     r"\b(body|to_apply|calls|branch_computations|true_computation|false_computation)=\{?%?([\w.\-, %]+)\}?"
 )
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CONDITION = re.compile(r"\bcondition=%?([\w.\-]+)")
+_S32_CONSTANT = re.compile(r"^\s*%?([\w.\-]+)\s*=\s*s32\[\]\S*\s+constant\((\d+)\)")
+_LESS_THAN = re.compile(
+    r"^\s*ROOT\s+%?[\w.\-]+\s*=\s*pred\[\]\S*\s+compare\(%?([\w.\-]+),\s*%?([\w.\-]+)\).*direction=LT"
+)
 _CUSTOM_CALL_TARGET = re.compile(r'custom_call_target="([^"]+)"')
 
 
@@ -62,16 +70,30 @@ def _result_bytes(kind: str, opcode: str, result_type: str) -> int:
     return sum(sizes[:half]) if half else sum(sizes)
 
 
+def _counted_trips(condition_lines: list[str]) -> int | None:
+    """N when a loop's condition is `counter < N` with N an s32 constant of the condition itself."""
+    constants = dict(m.groups() for m in map(_S32_CONSTANT.match, condition_lines) if m)
+    for line in condition_lines:
+        compare = _LESS_THAN.match(line)
+        if compare and compare.group(2) in constants:
+            return int(constants[compare.group(2)])
+    return None
+
+
 def _parse(hlo_text: str) -> tuple[dict[str, _Computation], str | None, bool]:
     computations: dict[str, _Computation] = {}
-    entry, current, unknown_trips = None, None, False
+    lines: dict[str, list[str]] = collections.defaultdict(list)  # a computation's instructions
+    entry, current, name, unknown_trips = None, None, None, False
     for line in hlo_text.splitlines():
         header = _COMPUTATION.match(line)
         if header:
-            current = computations.setdefault(header.group(1), _Computation())
+            name = header.group(1)
+            current = computations.setdefault(name, _Computation())
             if line.startswith("ENTRY"):
-                entry = header.group(1)
+                entry = name
             continue
+        if name is not None:
+            lines[name].append(line)
         instruction = _INSTRUCTION.match(line)
         if current is None or not instruction:
             continue
@@ -83,17 +105,23 @@ def _parse(hlo_text: str) -> tuple[dict[str, _Computation], str | None, bool]:
         if opcode == "custom-call":
             target = _CUSTOM_CALL_TARGET.search(rest)
             current.custom_calls[target.group(1) if target else "?"] += 1
-        times = 1
+        times: int | str = 1
         if opcode == "while":
-            trip = _TRIP_COUNT.search(rest)
-            times = int(trip.group(1)) if trip else 1
-            unknown_trips |= trip is None
+            trip, condition = _TRIP_COUNT.search(rest), _CONDITION.search(rest)
+            # the condition's name, read once every computation is parsed (it may come later)
+            times = int(trip.group(1)) if trip else condition.group(1) if condition else 0
         for key, callees in _CALLED.findall(rest):
             if opcode == "while" and key != "body":
                 continue  # the condition runs collectives-free comparisons
             for callee in callees.replace("%", "").split(","):
                 if callee.strip():
                     current.calls.append((callee.strip(), times))
+    for computation in computations.values():
+        for index, (callee, times) in enumerate(computation.calls):
+            if not isinstance(times, int) or times == 0:
+                counted = _counted_trips(lines.get(times, [])) if isinstance(times, str) else None
+                unknown_trips |= counted is None
+                computation.calls[index] = (callee, counted or 1)
     return computations, entry, unknown_trips
 
 

@@ -56,6 +56,34 @@ def test_a_loop_without_trip_count_is_flagged():
     assert summary["collectives"]["all-reduce"]["count"] == 1
 
 
+# The TPU compiler drops `known_trip_count`; a lax.scan's condition still says `counter < N`
+# (as in a compiled v4-8 program: a constant of the condition, compared with direction=LT).
+COUNTED_CONDITION = """%cond (p: (s32[], f32[8])) -> pred[] {
+  %limit = s32[]{:T(128)} constant(28)
+  %p = (s32[], f32[8]{0}) parameter(0)
+  %i = s32[]{:T(128)} get-tuple-element(%p), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%i, %limit), direction=LT, metadata={op_name="jit(f)/while/cond/lt"}
+}"""
+CONSTANT_CONDITION = """%cond (p: (s32[], f32[8])) -> pred[] {
+  %p = (s32[], f32[8]{0}) parameter(0)
+  ROOT %c = pred[] constant(true)
+}"""
+
+
+def test_a_loop_without_a_recorded_trip_count_counts_the_trips_its_condition_spells_out():
+    hlo = HLO.replace(', backend_config={"known_trip_count":{"n":"4"}}', "")
+    summary = summarize_hlo(hlo.replace(CONSTANT_CONDITION, COUNTED_CONDITION))
+    assert not summary["loops_without_trip_count"]
+    assert summary["collectives"]["all-reduce"] == {"count": 28, "bytes": 28 * 32}
+    # A data-dependent condition (the limit a loop value, not a constant) is still flagged, counted once.
+    data_dependent = COUNTED_CONDITION.replace(
+        "%limit = s32[]{:T(128)} constant(28)", "%limit = s32[] get-tuple-element(%p), index=0"
+    )
+    summary = summarize_hlo(hlo.replace(CONSTANT_CONDITION, data_dependent))
+    assert summary["loops_without_trip_count"]
+    assert summary["collectives"]["all-reduce"]["count"] == 1
+
+
 def test_shapes():
     assert shape_bytes("(bf16[2,3]{1,0}, s32[4]{0}, pred[])") == 12 + 16 + 1
     assert array_dims("(f32[2,3]{1,0}, s32[])") == [("f32", (2, 3)), ("s32", ())]
