@@ -16,14 +16,16 @@ paper's HH model); `:tiny` runs the pipeline on the shipped fixtures with a tiny
 `:tiny,gptj` with a tiny random GPT-J. beta 0.5 as in some of the paper's TL;DR runs; override with
 --config.beta=0.1.
 
-Targets (BENCHMARKS.md 7 lists what the compilers say): 8x H100, where every program fits with these
-defaults (train step 19.8 of 79.1 GiB); on a v4-8 the train step is 1.1 GiB over the chip, so run
-`:precompute` there (or --config.grad_accum_steps=16: the compiler's advice, not compiled yet); v5p-8 and v5e-16 were not
-compiled yet. fp32 params and RMSprop moments, the fp32 gradient and the bf16 reference of a 6B model are
-~97 GB, so the state is sharded over every chip (FSDP, `mesh_shape=(1, -1, 1)`) and activations are
-recomputed (`remat_policy=full`) in micro-batches of 8 pairs (64 pairs per step, `grad_accum_steps=8`);
-`python -m dpo_jax.aot --config=configs/tldr.py --target=...` checks a target before a pod is started
-(README, "Compiling ahead of time").
+Targets (BENCHMARKS.md 7.1 lists what the compilers say, for these defaults): fp32 params and RMSprop
+moments, the fp32 gradient and the bf16 reference of a 6B model are ~97 GB, so the state is sharded
+over every chip (FSDP, `mesh_shape=(1, -1, 1)`), activations are recomputed (`remat_policy=full`) in
+micro-batches of 8 pairs (64 pairs per step, `grad_accum_steps=8`), and the 28 blocks run as one
+`nn.scan` (`model.scan_layers`: a TPU compile in minutes and ~3 GB of host RAM). The train step fits
+8x H100 (16.3 of 79.1 GiB) and a v5p-8 (35.8 of 95 GiB); a v5e-16 with --config.grad_accum_steps=4
+(its 16 chips need micro-batches of 16 pairs: 12.4 of 16 GiB). The smallest slice, a v4-8, does not
+hold it (35.3 of 32 GiB); `:precompute --config.grad_accum_steps=16` compiles to 31.9 of 32 GiB there,
+too thin a margin to ship as the default. `python -m dpo_jax.aot --config=configs/tldr.py --target=...`
+checks a target before a pod is started (README, "Compiling ahead of time").
 """
 
 from configs.common import apply_variants, base_config

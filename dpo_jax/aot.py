@@ -46,12 +46,14 @@ CHOICES = dict(program=("train", "sample", "score"))
 
 
 def parse_args(argv):
-    return parse_command("python -m dpo_jax.aot", argv, FLAGS, doc=__doc__, choices=CHOICES, required=("config",))
+    return parse_command(
+        "python -m dpo_jax.aot", argv, FLAGS, doc=__doc__, choices=CHOICES, required=("config",)
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from dpo_jax.perf.aot import AotConfigError, compile_config, format_table
+    from dpo_jax.perf.aot import AotConfigError, CompilerOutOfMemory, compile_config, format_table
     from dpo_jax.perf.targets import TargetUnavailableError, get_target
 
     results, status = [], 0
@@ -63,6 +65,10 @@ def main(argv=None) -> int:
         except (AotConfigError, TargetUnavailableError, ValueError) as e:
             print_error(f"{name}: {e}")
             status = max(status, 2)
+            continue
+        except CompilerOutOfMemory as e:  # the compiler's own verdict: does not fit, nothing to tabulate
+            print_error(f"{name}: does not fit. {e}")
+            status = max(status, 1)
             continue
         for result in target_results:
             print_result(result)

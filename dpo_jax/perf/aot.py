@@ -50,6 +50,10 @@ class AotConfigError(ValueError):
     """The config cannot be laid out on the target; the message says what would."""
 
 
+class CompilerOutOfMemory(RuntimeError):
+    """The compiler itself refused a program: its temporaries alone exceed the chip's memory."""
+
+
 @dataclasses.dataclass
 class Program:
     name: str
@@ -263,7 +267,13 @@ def analyze(program: Program, target: Target, mesh: Mesh) -> dict[str, Any]:
     cudnn_checks = cudnn_checks_from_target() if target.platform == "cuda" else contextlib.nullcontext()
     mesh = program.mesh or mesh
     with cudnn_checks:
-        compiled = program.jitted.lower(*program.args).compile()
+        try:
+            compiled = program.jitted.lower(*program.args).compile()
+        except Exception as error:  # jax raises its runtime error type; only the compiler's OOM is ours
+            if "RESOURCE_EXHAUSTED" not in str(error):
+                raise
+            reason = next(line for line in str(error).splitlines() if "RESOURCE_EXHAUSTED" in line)
+            raise CompilerOutOfMemory(f"{program.name} on {target.name}: {reason.strip()}") from None
     memory = compiled.memory_analysis()
     argument, output = memory.argument_size_in_bytes, memory.output_size_in_bytes
     alias, temp = memory.alias_size_in_bytes, memory.temp_size_in_bytes

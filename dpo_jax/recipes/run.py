@@ -243,7 +243,7 @@ def _program_fields(stage_cfg) -> dict[str, Any]:
 def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, Any]]:
     """Each training stage's programs (SFT, DPO, reward model, PPO's four) compiled for config.aot_target,
     then the evaluation's decode and scoring programs; stages with equal programs once."""
-    from dpo_jax.perf.aot import compile_config, format_table
+    from dpo_jax.perf.aot import CompilerOutOfMemory, compile_config, format_table
     from dpo_jax.perf.targets import get_target
 
     target = get_target(config.aot_target)
@@ -268,6 +268,12 @@ def compile_stages(config, stages: list[Stage], *, log=print) -> list[dict[str, 
         except ValueError as error:  # AotConfigError included: the mesh cannot be laid out on the target
             log(f"aot {name} on {target.name}: cannot compile: {error}")
             out.append({"stage": name, "target": target.name, "compiled": False, "error": str(error)})
+            continue
+        except CompilerOutOfMemory as error:  # the compiler's own verdict
+            log(f"aot {name}: does not fit. {error}")
+            out.append(
+                {"stage": name, "target": target.name, "compiled": False, "fits": False, "error": str(error)}
+            )
             continue
         log(f"aot {name} on {target.name}:")
         log(format_table(results))

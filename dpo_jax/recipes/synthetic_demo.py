@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_jax import UserError
+from dpo_jax.config.command_line import read_config, result_line
 from dpo_jax.config.fields import changes_training
 from dpo_jax.recipes.engine import Runner, Stage, check_dag
 from dpo_jax.run.workdir import WorkdirLock, WorkdirLockedError
@@ -57,12 +57,9 @@ RUN_SHAPE = tuple(
 
 
 def load_base_config(config_ref: str):
-    """The config `FILE[:VARIANT]` names, as `get_config(VARIANT)` builds it (no overrides)."""
-    path, _, variant = config_ref.partition(":")
-    spec = importlib.util.spec_from_file_location("synthetic_demo_base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant or None)
+    """The config `FILE[:VARIANT]` names, as `get_config(VARIANT)` builds it (no overrides), read as the
+    commands read a config file."""
+    return read_config([f"--config={config_ref}"])
 
 
 def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -279,5 +276,5 @@ def run_demo(config, workdir: str, config_ref: str, *, log=print) -> dict[str, A
             "beta": result["beta"],
             "gain_ratio": result["gain_ratio"],
         }
-        log("RESULT " + json.dumps(summary))
+        log(result_line(summary))
     return result

@@ -22,6 +22,9 @@ from dpo_jax.models.loading import describe_model
 from dpo_jax.perf.aot import (
     AotConfigError,
     BatchShape,
+    CompilerOutOfMemory,
+    Program,
+    analyze,
     compile_config,
     fit_advice,
     format_table,
@@ -192,6 +195,22 @@ def test_advice_when_nothing_fits():
     small = dataclasses.replace(TARGETS["v4-8"], hbm_bytes=2**30)
     assert "No mesh of v4-8 fits" in fit_advice(config, small, mesh, failing, model_cfg)
     assert fit_advice(config, TARGETS["v4-8"], mesh, [dict(failing[0], fits=True)], model_cfg) is None
+
+
+@needs_tpu
+def test_a_program_the_compiler_itself_refuses_is_a_does_not_fit_verdict():
+    # As GPT-J-6B's replicated scorer on a v5e-16: the TPU compiler raises RESOURCE_EXHAUSTED itself
+    # when a program's temporaries alone exceed the chip (here 32 GiB of a running sum on 16 GiB).
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    target = TARGETS["v5e-8"]
+    mesh = target_mesh((8, 1, 1), target)
+    x = jax.ShapeDtypeStruct((8,), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
+    program = Program("huge", jax.jit(lambda x: jnp.cumsum(jnp.ones(2**33) * x[0])[-1]), (x,), 0, 0.0, 1)
+    with pytest.raises(CompilerOutOfMemory, match=r"^huge on v5e-8: .*RESOURCE_EXHAUSTED"):
+        analyze(program, target, mesh)
 
 
 @needs_tpu
