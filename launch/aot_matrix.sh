@@ -10,7 +10,8 @@
 # decode and scoring programs at the config's `sampling` shapes); BENCHMARKS.md 5 tabulates them.
 # `gptj` compiles tldr.py's default, the paper's GPT-J-6B TL;DR policy, for its targets:
 # OUT_DIR/tldr_gptj[_sample|_score|_precompute]_<target>.txt (BENCHMARKS.md 7).
-# Compiling the 2.8B train step took 4 (H100) to 20 (TPU) minutes on two shared CPU cores, ~5 GB of RAM.
+# Compiling the 2.8B train step took 4 (H100) to 20 (TPU) minutes on two shared CPU cores, ~5 GB of RAM;
+# GPT-J-6B's (blocks scanned) 1-18 minutes, ~3 GB.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-launch/results/aot}"
@@ -49,12 +50,16 @@ for part in ${PARTS}; do
       for target in v5e-8 h100; do NAME_PART="${part}" run configs/imdb.py "${target}" "--program=${part}"; done
       ;;
     gptj)
-      for target in v4-8 v5e-16 8xh100; do
-        NAME_PART="gptj" run configs/tldr.py "${target}"
+      # BENCHMARKS.md 7.1: the defaults (blocks scanned) where they fit, each target's own setting otherwise.
+      for target in v4-8 v5p-8 v5e-16 8xh100; do
         for program in sample score; do NAME_PART="gptj_${program}" run configs/tldr.py "${target}" "--program=${program}"; done
       done
-      # The recipe's DPO stages precompute the reference log-probs: that pass as its own program.
+      for target in v4-8 v5p-8 8xh100; do NAME_PART="gptj" run configs/tldr.py "${target}"; done
+      NAME_PART="gptj_accum4" run configs/tldr.py v5e-16 --config.grad_accum_steps=4  # 16 chips: 16-pair micro-batches
+      # The recipe's DPO stages precompute the reference log-probs: that pass as its own program; on a v4-8
+      # with 4-pair micro-batches too (the one setting that fits there).
       NAME_PART="gptj_precompute" run configs/tldr.py:precompute 8xh100
+      NAME_PART="gptj_precompute_accum16" run configs/tldr.py:precompute v4-8 --config.grad_accum_steps=16
       ;;
     *) echo "unknown part ${part} (train ppo sample score gptj)" >&2; exit 2 ;;
   esac

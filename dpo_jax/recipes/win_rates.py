@@ -70,9 +70,7 @@ def config(task: str, scale: str) -> ml_collections.ConfigDict:
     return c
 
 
-REHEARSAL = dict(
-    num_prompts=4, max_new_tokens=8, batch_size=4, train_steps=4, ppo_steps=4, best_of_n=4
-)
+REHEARSAL = dict(num_prompts=4, max_new_tokens=8, batch_size=4, train_steps=4, ppo_steps=4, best_of_n=4)
 
 
 def config_file(c) -> str:
@@ -88,46 +86,57 @@ def pref_source(c) -> tuple[str, str]:
     return ("hh", "test") if c.task == "hh" else ("tldr_comparisons", "test")
 
 
+def _inputs(c) -> tuple[str, ...]:
+    """What every training stage reads outside DIR: the config files, and at tiny scale the fixtures."""
+    sft_src, pref_src = sft_source(c)[0], pref_source(c)[0]
+    return (config_file(c), f"{configs_dir(c)}/common.py", *data_inputs(c, *sorted({sft_src, pref_src})))
+
+
+def from_sft(c) -> dict:
+    """The fields of a run that starts from the SFT stage's model, on the preference data."""
+    pref_src, pref_eval = pref_source(c)
+    return {"model.name_or_path": "{root}/sft", "seed": c.seed, **data_overrides(c, pref_src, pref_eval)}
+
+
+def method_stage(c, name: str, fields: dict, *, sft: bool = False, after=("sft",), args: str = "", **kw):
+    """A training stage of one method, from the SFT model (`from_sft`) unless `fields` say otherwise:
+    what a recipe module calls to add a method of its own (its stage, then its name in `policies`)."""
+    kw = {"inputs": _inputs(c), "steps": c.train_steps, **kw}
+    variant_names = ("sft",) if sft else ()
+    fields = {**from_sft(c), **fields}
+    return training_stage(
+        name, c, config_file(c), variant(c, *variant_names), fields, after=after, args=args, **kw
+    )
+
+
 def training_stages(c, methods) -> list:
     """The training stages `methods` need (sft always; reward_model; dpo betas; preferred_ft; ppo),
     the same arguments whichever recipe asks, so recipes sharing a DIR reuse them."""
-    file = config_file(c)
     sft_src, sft_eval = sft_source(c)
     pref_src, pref_eval = pref_source(c)
-    inputs = (file, f"{configs_dir(c)}/common.py")
-    fixtures = data_inputs(c, *sorted({sft_src, pref_src}))
-    common = dict(inputs=inputs + fixtures, steps=c.train_steps)
-    on_sft = {"model.name_or_path": "{root}/sft", "seed": c.seed, **data_overrides(c, pref_src, pref_eval)}
+    sft_fields = {"seed": c.seed, **data_overrides(c, sft_src, sft_eval)}
     out = [
         training_stage(
-            "sft", c, file, variant(c, "sft"), {"seed": c.seed, **data_overrides(c, sft_src, sft_eval)},
-            args=c.args.sft, **common,
+            "sft", c, config_file(c), variant(c, "sft"), sft_fields, args=c.args.sft, inputs=_inputs(c),
+            steps=c.train_steps,
         )
-    ]
+    ]  # fmt: skip
     if {"reward_model", "ppo", "best_of_n"} & set(methods) or c.judge == "reward_model":
-        out.append(
-            training_stage(
-                "reward_model", c, file, variant(c), {**on_sft, "stage": "reward_model", "loss": "bradley_terry"},
-                after=("sft",), args=c.args.reward_model, **common,
-            )
-        )
+        fields = {"stage": "reward_model", "loss": "bradley_terry"}
+        out.append(method_stage(c, "reward_model", fields, args=c.args.reward_model))
     if "dpo" in methods:
         for beta in c.betas:
-            fields = {**on_sft, "beta": beta, "reference.precompute_logps": True, **hh_cadence(c)}
-            out.append(training_stage(name_with("dpo_beta", beta), c, file, variant(c), fields,
-                                      after=("sft",), args=c.args.dpo, **common))
+            fields = {"beta": beta, "reference.precompute_logps": True, **hh_cadence(c)}
+            out.append(method_stage(c, name_with("dpo_beta", beta), fields, args=c.args.dpo))
     if "preferred_ft" in methods:  # SFT on the comparisons' chosen summaries, from the SFT model
         fields = {
-            **on_sft,
             "data.source": pref_src,
             "data.path": data_path(c, pref_src, HUB[pref_src]),
             "data.eval_split": pref_eval,
         }
-        out.append(training_stage("preferred_ft", c, file, variant(c, "sft"), fields, after=("sft",),
-                                  args=c.args.preferred_ft, **common))
+        out.append(method_stage(c, "preferred_ft", fields, sft=True, args=c.args.preferred_ft))
     if "ppo" in methods:
         ppo = {
-            **on_sft,
             "stage": "ppo",
             "ppo.reward_model": "{root}/reward_model",
             "ppo.kl_target": c.ppo_kl_target,
@@ -135,9 +144,8 @@ def training_stages(c, methods) -> list:
             "ppo.max_new_tokens": c.max_new_tokens,
             **({"ppo.num_minibatches": 1, "ppo.num_epochs": 1} if small(c) else {}),
         }
-        out.append(training_stage("ppo", c, file, variant(c), ppo, after=("sft", "reward_model"),
-                                  args=c.args.ppo, inputs=inputs + fixtures, steps=c.ppo_steps,
-                                  plan={"samples": "a rollout batch per step"}))
+        out.append(method_stage(c, "ppo", ppo, after=("sft", "reward_model"), args=c.args.ppo, steps=c.ppo_steps,
+                                plan={"samples": "a rollout batch per step"}))  # fmt: skip
     if "prompting" in methods and small(c):  # the base model's stand-in: the tiny random LM
         out.append(
             command_stage(
@@ -176,7 +184,9 @@ def sampling_flags(c, temperatures=None) -> dict:
     elif c.task == "news":
         flags["data_path"] = data_path(c, "cnn_dailymail", HUB["cnn_dailymail"])
     elif c.baseline in ("", "human"):  # tldr: the posts of the human-reference split
-        flags.update(human_reference_path=data_path(c, "tldr_sft", HUB["tldr_sft"]), human_reference_split="test")
+        flags.update(
+            human_reference_path=data_path(c, "tldr_sft", HUB["tldr_sft"]), human_reference_split="test"
+        )
     return flags
 
 
@@ -218,18 +228,24 @@ def method_winrates(c, prefix: str, methods: dict[str, str]) -> list:
         stage = f"{prefix}winrate_{label}"
         flags = {**sampling_flags(c), **judge_flags(c, stage)}
         samples = 1
-        after = [policy[len("{root}/"):]] if policy.startswith("{root}/") else []
+        after = [policy[len("{root}/") :]] if policy.startswith("{root}/") else []
         if label.startswith("best_of_"):
             flags.update(policy=f"best_of_n:{c.best_of_n}", best_of_n_reward="{root}/reward_model/export")
             after, samples = ["sft", "reward_model"], c.best_of_n
         if label == "prompting":
-            template = c.prompt_template or str(PROMPTS_DIR / ("hh_two_shot.txt" if c.task == "hh" else "tldr_zero_shot.txt"))
+            template = c.prompt_template or str(
+                PROMPTS_DIR / ("hh_two_shot.txt" if c.task == "hh" else "tldr_zero_shot.txt")
+            )
             flags.update(prompt_template=template, shots=c.shots)
             if c.task == "hh":
                 flags.update(data_source="hh", data_path=data_path(c, "hh", HUB["hh"]))
         out.append(
             winrate_stage(
-                stage, policy, flags, after=(*after_data(c), *after, *judge_after(c)), extra=c.args.winrate,
+                stage,
+                policy,
+                flags,
+                after=(*after_data(c), *after, *judge_after(c)),
+                extra=c.args.winrate,
                 plan=judge_calls(c, samples),
             )
         )
@@ -249,13 +265,23 @@ def report(name: str, figure: str, c, root: Path, stages, claims, missing, notes
         curves[label] = result["temperatures"]
         sets[label] = (result.get("prompt_set"), result.get("prompt_ids", []), result.get("prompt_seed"))
         rows += [
-            (label, t["temperature"], t["win_rate"], t.get("ci_low"), t.get("ci_high"), t.get("n"), result.get("prompt_set"))
+            (
+                label,
+                t["temperature"],
+                t["win_rate"],
+                t.get("ci_low"),
+                t.get("ci_high"),
+                t.get("n"),
+                result.get("prompt_set"),
+            )
             for t in result["temperatures"]
         ]
     out = root / "report" / name
     out.mkdir(parents=True, exist_ok=True)
     judge = (
-        "our tiny reward model (a stand-in, not GPT-4)" if c.judge == "reward_model" else c.judge_model or "openai"
+        "our tiny reward model (a stand-in, not GPT-4)"
+        if c.judge == "reward_model"
+        else c.judge_model or "openai"
     )
     baseline = c.baseline or ("chosen" if c.task == "hh" else "the human-written reference")
     scale = f"{c.scale}, rehearsal" if c.rehearse else c.scale
@@ -264,9 +290,7 @@ def report(name: str, figure: str, c, root: Path, stages, claims, missing, notes
         "| method | temperature | win rate | 95% interval | comparisons | prompt set |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {m} | {t:g} | {w:.3f} | {lo:.3f}-{hi:.3f} | {n} | {s} |" for m, t, w, lo, hi, n, s in rows
-    ]
+    lines += [f"| {m} | {t:g} | {w:.3f} | {lo:.3f}-{hi:.3f} | {n} | {s} |" for m, t, w, lo, hi, n, s in rows]
     lines += prompt_set_section(sets)
     if c.rehearsal:
         notes = [*notes, f"rehearsal caps: {c.rehearsal}"]
@@ -278,10 +302,13 @@ def report(name: str, figure: str, c, root: Path, stages, claims, missing, notes
         lines += ["", "## Not in this table yet", "", *(f"- {gap}" for gap in missing)]
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "table.json").write_text(
-        json.dumps({"rows": rows, "prompt_sets": {k: list(v) for k, v in sets.items()}}, indent=1), encoding="utf-8"
+        json.dumps({"rows": rows, "prompt_sets": {k: list(v) for k, v in sets.items()}}, indent=1),
+        encoding="utf-8",
     )
     try:
-        figure_path = str(plot_win_rates(curves, out / "figure.png", title=f"{name}, {scale} scale\njudge: {judge}"))
+        figure_path = str(
+            plot_win_rates(curves, out / "figure.png", title=f"{name}, {scale} scale\njudge: {judge}")
+        )
     except MissingMatplotlib:
         figure_path = None
     return Report(figure_path, str(out / "table.md"), sorted(curves))
@@ -312,7 +339,8 @@ def over_training_section(name: str, c, root: Path, out: Path) -> list[str]:
 
     policy = name_with("dpo_beta", c.betas[0])
     results = [
-        json.loads(p.read_text()) for p in (root / policy / "winrate").glob("winrate_over_training_step*.json")
+        json.loads(p.read_text())
+        for p in (root / policy / "winrate").glob("winrate_over_training_step*.json")
     ]
     rows = sorted(
         ((r["step"], t) for r in results for t in r["temperatures"]),
