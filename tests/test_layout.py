@@ -351,3 +351,10 @@ def test_the_stack_check_sees_each_thing_it_forbids(tmp_path):
         "spells the RESULT prefix ('RESULT ')",
     ]  # fmt: skip
     assert command_line_uses(MODULES[COMMAND_LINE])  # the stack itself does all of it
+
+
+def test_the_long_files_the_workers_start_first_exist():
+    from tests.conftest import LONG_FILES
+
+    root = Path(__file__).resolve().parents[1]
+    assert [f for f in LONG_FILES if not (root / f).is_file()] == []
