@@ -50,7 +50,16 @@ class ChatServer:
             def log_message(self, *args):
                 pass
 
+            def _done(self):
+                # A request stops being in flight before its reply goes out: once the client has the
+                # reply it may send its next request before this thread would run a `finally`.
+                if getattr(self, "in_flight", False):
+                    self.in_flight = False
+                    with server._lock:
+                        server.in_flight -= 1
+
             def _send(self, status: int, body: bytes, headers: dict | None = None):
+                self._done()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -69,11 +78,11 @@ class ChatServer:
                     server.requests += 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self.in_flight = True
                 try:
                     self._answer(body)
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    self._done()
 
             def _answer(self, body):
                 if self.path != "/v1/chat/completions":
