@@ -12,7 +12,7 @@ trainer's own jitted, sharded, state-donating train step (DPO, beta 0.1, AdamW, 
 master weights, bf16 reference) on synthetic pairs of exactly `seq` tokens: a prompt of `seq // 2`
 tokens and a response of the rest, every token real, the loss counted on the response (the anchor's
 PROMPT=256 + RESP=255 + EOS at seq 512). Prints one line `RESULT {json}` as
-shared/anchors/trl_dpo_bench.py does. FLOPs are counted as the anchor counts them: 8N per token
+launch/anchors/trl_dpo_bench.py does. FLOPs are counted as the anchor counts them: 8N per token
 (policy forward and backward 6N, reference forward 2N) or 6N with precomputed reference log-probs,
 N = all parameters with tied embeddings once, attention FLOPs left out; tokens are chosen plus
 rejected, 2 x seq per pair.

@@ -6,7 +6,7 @@
 #
 # MODEL: gpt2 | pythia-1.4b | pythia-2.8b | ...; MICRO: pairs per micro-batch (both systems);
 # pre: precomputed reference log-probs in both (TRL's `pre` flag, our --precompute_ref).
-# Needs .anchors/ (a copy of shared/anchors) and, where the image lacks them, wheels in .whl/
+# Needs .anchors/ (a copy of launch/anchors: `cp -r launch/anchors .anchors`) and, where the image lacks them, wheels in .whl/
 # (BENCHMARKS.md section 2 says how to prepare both). STEPS (default 10) timed steps each.
 set -euo pipefail
 model=$1

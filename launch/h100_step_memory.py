@@ -1,9 +1,9 @@
 """Compile the benchmark's train step for an H100 on this CPU host and report what the compiler says.
 
 JAX_PLATFORMS=cpu python launch/h100_step_memory.py --model=pythia-2.8b --pairs=64 --seq=512 --micro=8 \
-    [--attention=auto] [--remat=none] [--target=../shared/aot/h100_target_config.txtpb] [--rows=8,1024]
+    [--attention=auto] [--remat=none] [--target=dpo_jax/perf/h100_target_config.txtpb] [--rows=8,1024]
 
-Nothing runs (deviceless ahead-of-time compilation, shared/aot/README.md): the answers are the XLA:GPU
+Nothing runs (deviceless ahead-of-time compilation, docs/aot.md): the answers are the XLA:GPU
 compiler's own for `python -m dpo_jax.bench` with the same flags and the same device settings
 (`dpo_jax.config.runtime`): per-device argument, temporary,
 output and alias bytes, the peak that implies, whether XLA rematerialised anything to fit (its
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import re
 import sys
 
@@ -39,7 +38,7 @@ from dpo_jax.data.packing import ROW_FIELDS
 from dpo_jax.models import build_model
 from dpo_jax.models.loading import random_model_config
 from dpo_jax.perf.benchmark import bench_config
-from dpo_jax.perf.targets import cudnn_checks_from_target
+from dpo_jax.perf.targets import H100_TARGET_CONFIG, cudnn_checks_from_target
 from dpo_jax.run.optim import make_optimizer
 from dpo_jax.run.state import state_init_fn
 from dpo_jax.sharding import abstract_sharded_state, batch_sharding
@@ -47,15 +46,8 @@ from dpo_jax.sharding.mesh import DEFAULT_LOGICAL_AXIS_RULES, make_mesh
 from dpo_jax.training.programs import StagePrograms
 
 GIB = 2**30
-# shared/aot/ beside the checkout, or beside a folder of worktrees above it.
-DEFAULT_TARGET = next(
-    (
-        parent / "shared/aot/h100_target_config.txtpb"
-        for parent in pathlib.Path(__file__).resolve().parents[2:]
-        if (parent / "shared/aot/h100_target_config.txtpb").exists()
-    ),
-    "shared/aot/h100_target_config.txtpb",
-)
+# The H100 compile target the package ships (dpo_jax/perf/h100_target_config.txtpb).
+DEFAULT_TARGET = H100_TARGET_CONFIG
 H100_HBM_BYTES = 80 * 10**9
 
 

@@ -1,7 +1,7 @@
 """The throughput benchmark's workload and timing: the trainer's own jitted, sharded, state-donating DPO
 step on a random-init published architecture and synthetic pairs (the command is `python -m dpo_jax.bench`).
 
-FLOPs are counted as the TRL anchor (shared/anchors/trl_dpo_bench.py) counts them: 8N per token
+FLOPs are counted as the TRL anchor (launch/anchors/trl_dpo_bench.py) counts them: 8N per token
 (policy forward and backward 6N, reference forward 2N) or 6N with precomputed reference log-probs,
 N = all parameters with tied embeddings once, attention FLOPs left out; tokens are chosen plus
 rejected, 2 x seq per pair.

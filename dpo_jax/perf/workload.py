@@ -1,6 +1,6 @@
 """The benchmark's pairs: fixed shapes, or the realistic length profiles of the TRL anchor.
 
-A length profile (shared/anchors/lengths_hh.tsv, lengths_tldr.tsv) holds one pair per line,
+A length profile (launch/lengths/lengths_hh.tsv, lengths_tldr.tsv) holds one pair per line,
 `prompt<TAB>chosen<TAB>rejected` token counts without EOS; pair i of a run takes line i modulo the
 file's length, in file order, as the anchor's `LENGTHS=...` mode does. Real tokens are counted as the
 anchor counts them, whatever the layout computes: per pair the prompt twice, both responses and one
