@@ -26,7 +26,7 @@ import sys
 from absl import logging as absl_logging
 
 from dpo_jax import UserError
-from dpo_jax.config.command_line import CONFIG_FILE, parse_command, peek_flag, print_error, report_user_errors
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, print_error, report_user_errors
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
             from dpo_jax.recipes.synthetic_demo import run_demo
 
             try:  # the config file as given (FILE:VARIANT): each stage reads it with its own overrides
-                run_demo(config, workdir, peek_flag(argv, "config", ""))
+                run_demo(config, workdir, args.config_ref)
             except StageFailed as error:
                 print_error(error)
                 sys.exit(error.exit_status if error.exit_status == PREEMPTED_EXIT else 1)

@@ -29,6 +29,7 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from absl import flags
 
@@ -193,18 +194,12 @@ def parse_command(
     configs = [name for name, kind, *_ in table if isinstance(kind, str) and kind == CONFIG_FILE]
     for name in configs:
         _check_config_path(argv, name)
-    try:  # ml_collections: a typo'd override is an AttributeError, a bad value a ValueError or TypeError
-        rest = values([prog, *argv])
-        parsed = {name: values[name].value for name, *_ in table}
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
-        command_error(_without_traceback(error))
+    try:
+        rest, parsed = _parse(values, [prog, *argv], [name for name, *_ in table], configs)
+    except UserError as error:
+        command_error(str(error))
     if len(rest) > 1:
         command_error(f"unexpected arguments {rest[1:]}")
-    for name in (name for name in configs if parsed[name] is not None):
-        try:  # config_flags defers a config file that failed to load until it is first read
-            parsed[name].get  # noqa: B018
-        except OSError as error:
-            command_error(f"--{name}: {' '.join(str(error).split())}")
     if overrides_of:
         parsed["overrides"] = overrides
     return types.SimpleNamespace(**parsed)
@@ -217,13 +212,32 @@ def read_config(args: Sequence[str], name: str = "config"):
     args = [arg for arg in args if arg.startswith(f"--{name}=") or arg.startswith(f"--{name}.")]
     values = flags.FlagValues()
     _define(values, (name, CONFIG_FILE, None, "a config file"), {}, [name, *args])
-    try:
-        values([name, *args])
-        config = values[name].value
-        config.get  # noqa: B018  (config_flags defers a config file that failed to load until it is read)
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
+    return _parse(values, [name, *args], [name], [name])[1][name]
+
+
+_PARSE_ERRORS = (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError)
+
+
+def _parse(
+    values: flags.FlagValues, argv: list[str], names: Sequence[str], configs: Sequence[str]
+) -> tuple[list[str], dict[str, Any]]:
+    """`argv` (program name first) parsed into `values` -> (the arguments left, {flag: value}); each config
+    file's flag is read here, so a file that fails to load fails here, and `<flag>_ref` holds its
+    `FILE[:VARIANT]` as given. A mistake is a UserError."""
+    from ml_collections import config_flags
+
+    try:  # ml_collections: a typo'd override is an AttributeError, a bad value a ValueError or TypeError
+        rest = values(argv)
+        parsed = {name: values[name].value for name in names}
+    except _PARSE_ERRORS as error:
         raise UserError(_without_traceback(error)) from None
-    return config
+    for name in (name for name in configs if parsed[name] is not None):
+        try:  # config_flags defers a config file that failed to load until it is first read
+            parsed[name].get  # noqa: B018
+        except _PARSE_ERRORS as error:
+            raise UserError(f"--{name}: {' '.join(_without_traceback(error).split())}") from None
+        parsed[f"{name}_ref"] = config_flags.get_config_filename(values[name])
+    return rest, parsed
 
 
 def peek_flag(argv: Sequence[str] | None, name: str, default: str) -> str:

@@ -82,7 +82,8 @@ def _counted_trips(condition_lines: list[str]) -> int | None:
 
 def _parse(hlo_text: str) -> tuple[dict[str, _Computation], str | None, bool]:
     computations: dict[str, _Computation] = {}
-    lines: dict[str, list[str]] = collections.defaultdict(list)  # a computation's instructions
+    # The lines a loop's condition is read from (`_counted_trips`): s32 constants and less-than compares.
+    lines: dict[str, list[str]] = collections.defaultdict(list)
     entry, current, name, unknown_trips = None, None, None, False
     for line in hlo_text.splitlines():
         header = _COMPUTATION.match(line)
@@ -92,7 +93,7 @@ def _parse(hlo_text: str) -> tuple[dict[str, _Computation], str | None, bool]:
             if line.startswith("ENTRY"):
                 entry = name
             continue
-        if name is not None:
+        if name is not None and (_S32_CONSTANT.match(line) or _LESS_THAN.match(line)):
             lines[name].append(line)
         instruction = _INSTRUCTION.match(line)
         if current is None or not instruction:
