@@ -100,7 +100,13 @@ def run_worker_processes(script, args: list[str], *, devices: int, count: int = 
         )
         for process_id in range(count)
     ]
-    results = [worker.communicate(timeout=timeout) for worker in workers]
+    try:
+        results = [worker.communicate(timeout=timeout) for worker in workers]
+    except subprocess.TimeoutExpired:  # one waits on the other: kill both and show what each had said
+        for worker in workers:
+            worker.kill()
+        said = [f"process {i}:\n{out[-2000:]}{err[-2000:]}" for i, (out, err) in enumerate(w.communicate() for w in workers)]
+        raise AssertionError(f"the {count} processes did not finish in {timeout} s\n" + "\n".join(said)) from None
     for worker, (output, errors) in zip(workers, results):
         assert worker.returncode == 0, output + errors[-4000:]
     return [output for output, _ in results]

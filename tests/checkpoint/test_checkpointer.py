@@ -189,7 +189,7 @@ def two_process_worker(process_id: int, port: int, handler_installed: str) -> No
 
 
 def run_two_processes(handler_installed: str) -> list[str]:
-    return run_worker_processes(__file__, [str(free_port()), handler_installed], devices=2, timeout=120)
+    return run_worker_processes(__file__, [str(free_port()), handler_installed], devices=2, timeout=300)
 
 
 @pytest.mark.slow

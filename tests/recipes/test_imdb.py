@@ -1,9 +1,12 @@
-"""The imdb recipe at tiny scale, one run per method (two betas, so the second reuses the first's
-reference log-probs; PPO-GT on the tiny classifier, Best-of-4 on the frontier), as
-`python -m dpo_jax.experiment` runs it: end to end; again (every stage
-reused); and killed mid-stage (SIGKILL while a training stage runs) then restarted: the killed stage
-resumes from its checkpoint and the table comes out the same."""
+"""The imdb recipe (the paper's Figure 2, left) as `python -m dpo_jax.experiment --recipe=imdb --scale=paper`
+runs it, rehearsed on tiny models and paper-shaped data (`--rehearse`, counts capped): the paper's 19 runs
+(DPO, PPO, PPO-GT, unlikelihood, preferred-FT over their grids, each run a curve of checkpoints), Best-of-N
+and the SFT reference on one frontier, the reference log-probs computed once for the four betas; the same
+command again (every stage reused); and the recipe killed (SIGKILL) inside a training stage, then
+restarted: that stage resumes from its checkpoint, only what reads it runs again, and the table comes out
+the same. (The tiny scale's plan is checked in test_plans.py: the same stage builders.)"""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -12,87 +15,86 @@ import time
 import pytest
 
 from dpo_jax.recipes.engine import STAGE_FILE
-from tests.recipes.commands import experiment_command, run_experiment
+from tests.recipes.commands import rehearsal_command, rehearse, statuses
 from tests.train_helpers import REPO, process_env
 
 FIGURE_METHODS = {"dpo", "ppo", "ppo-gt", "unlikelihood", "preferred-ft", "best-of-n", "sft (reference)"}
-
-
-def _command(root):
-    return experiment_command(
-        "imdb",
-        root,
-        "--scale=tiny",
-        "--recipe.betas=0.1,1",
-        "--recipe.ppo_kl_targets=6",
-        "--recipe.ppo_gt_kl_targets=6",
-        "--recipe.unlikelihood_alphas=1",
-        "--recipe.preferred_ft_seeds=0",
-    )
-
-
-def _run(root) -> dict:
-    return run_experiment(_command(root), timeout=1500)[0]
+BETAS = ("0.05", "0.1", "1", "5")  # the paper's grid (App. C)
 
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imdb_recipe")
-    result = _run(root)
+    root = tmp_path_factory.mktemp("imdb_rehearsal")
+    result = rehearse("imdb", root)
     return root, result, (root / "report" / "imdb" / "table.md").read_text()
 
 
-def test_the_recipe_runs_end_to_end(first):
+def test_the_papers_plan_runs_end_to_end(first):
+    """A curve of points per run for DPO, PPO, PPO-GT and unlikelihood (every run saved every
+    `eval_every` steps, each checkpoint a point), the paper's 19 runs, `missing` empty."""
     root, result, table = first
-    assert result["recipe"] == "imdb" and {s["status"] for s in result["stages"]} == {"ran"}
+    assert set(statuses(result).values()) == {"ran"} and result["missing"] == []
     names = [s["name"] for s in result["stages"]]
-    assert names[:3] == ["sft", "classifier", "pairs"] and names[-1] == "frontier"
+    assert names[1:4] == ["sft", "classifier", "pairs"] and names[-1] == "frontier"
     assert set(result["methods"]) == FIGURE_METHODS
-    assert result["reference_logps"] == {"computed": 1, "reused": 1}  # beta 1 reused beta 0.1's
-    assert (root / "report" / "imdb" / "figure.png").stat().st_size > 0 and result["figure"].endswith(
-        "figure.png"
-    )
+    assert result["reference_logps"] == {"computed": 1, "reused": 3}  # one pass for the four betas
+    frontier = json.loads((root / "frontier" / "frontier.json").read_text())
+    steps: dict[str, set] = {}
+    for point in frontier["points"]:
+        if point.get("step") is not None:
+            steps.setdefault(point["run"].rsplit("/", 1)[-1], set()).add(point["step"])
+    runs = [n for n in names if n.split("_")[0] in ("dpo", "ppo", "unlikelihood", "preferred")]
+    assert len(runs) == 19 and set(steps) == set(runs)
+    assert all(s == {2, 4} for s in steps.values()), steps  # every 2 steps (the paper's 100, capped)
+    assert len(frontier["prompt_ids"]) == 4 and frontier["prefix_unit"] == "tokens"
+    assert (root / "report" / "imdb" / "figure.png").stat().st_size > 0 and result["figure"].endswith("figure.png")
     ours, paper = table.split("## paper")
-    assert "| dpo | 0.1 | 2 |" in ours and "| dpo | 1 | 4 |" in ours and "| ppo | 6 | 4 |" in ours
-    assert "| ppo-gt | 6 | 2 |" in ours and "| ppo_gt_kl_target_6 |" in ours
+    for method in FIGURE_METHODS:
+        assert f"| {method} |" in ours
+    for beta in BETAS:
+        assert f"| dpo | {beta} | 2 |" in ours and f"| dpo | {beta} | 4 |" in ours
+    assert "| ppo-gt | 6 | 2 |" in ours and "| ppo_gt_kl_target_6 |" in ours and "| ppo | 12 | 4 |" in ours
     best_of_4 = next(line for line in ours.splitlines() if line.startswith("| best-of-n | 4 |"))
     assert "| 0.6363 (analytic bound) |" in best_of_4 and best_of_4.endswith("| sft + reward_model |")
-    assert result["missing"] == [] and "Not on this figure yet" not in table
+    assert "rehearsal caps: " in table and "eval_every: 100 at paper scale -> 2" in table
+    assert "ppo_steps = 4: (check)" in table and "Not on this figure yet" not in table
     assert "dominates" in paper and "dominates" not in ours  # the paper's claim in its own rows
 
 
 def test_the_same_command_reuses_every_stage(first):
     root, _, table = first
     start = time.time()
-    again = _run(root)
-    assert {s["status"] for s in again["stages"]} == {"reused"} and all(
-        s["seconds"] == 0 for s in again["stages"]
-    )
+    again = rehearse("imdb", root)
+    assert set(statuses(again).values()) == {"reused"} and all(s["seconds"] == 0 for s in again["stages"])
     assert (root / "report" / "imdb" / "table.md").read_text() == table
     print(f"second run: {time.time() - start:.1f} s")
 
 
 def test_a_killed_recipe_resumes_and_gives_the_same_table(first):
     root, _, table = first
-    # Undo the last stages (their directories go), then kill the recipe inside the reward model's run,
-    # once its step-2 checkpoint is written: the restart resumes it, then reruns PPO and the frontier
-    # (Best-of-N's selector is the reward model); PPO-GT, on the classifier, is reused.
-    for stage in ("reward_model", "ppo_kl_target_6", "frontier", "report"):
+    # Undo one DPO run and what reads it (the frontier, the report), then kill the recipe inside that
+    # run once its step-2 checkpoint is written: the restart resumes it and reruns the frontier; the
+    # other 18 runs, the SFT, the classifier and the reward model are reused.
+    killed = "dpo_beta_5"
+    for stage in (killed, "frontier", "report"):
         shutil.rmtree(root / stage)
     process = subprocess.Popen(
-        _command(root), cwd=REPO, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        rehearsal_command("imdb", root),
+        cwd=REPO,
+        env=process_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    checkpoint = root / "reward_model" / "checkpoints" / "2"
+    checkpoint = root / killed / "checkpoints" / "2"
     deadline = time.time() + 900
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert checkpoint.exists() and not (root / "reward_model" / STAGE_FILE).exists()
+    assert checkpoint.exists() and not (root / killed / STAGE_FILE).exists()
 
-    result = _run(root)
-    statuses = {s["name"]: s["status"] for s in result["stages"]}
-    assert statuses["reward_model"] == statuses["ppo_kl_target_6"] == statuses["frontier"] == "ran"
-    assert statuses["sft"] == statuses["dpo_beta_0.1"] == statuses["ppo_gt_kl_target_6"] == "reused"
-    assert "resumed from step 2" in (root / "reward_model" / "stage.log").read_text()
+    result = rehearse("imdb", root)
+    ran = {name for name, status in statuses(result).items() if status == "ran"}
+    assert ran == {killed, "frontier"}, statuses(result)
+    assert "resumed from step 2" in (root / killed / "stage.log").read_text()
     assert (root / "report" / "imdb" / "table.md").read_text() == table

@@ -1,26 +1,17 @@
-"""Issue 28: every recipe's paper-scale plan rehearsed end to end (`--scale=paper --rehearse`): the paper's
-stages, grids, prompt selection, splits, checkpoint cadence and start-up checks, on tiny models and
+"""Issue 28: the win-rate recipes' paper-scale plans rehearsed end to end (`--scale=paper --rehearse`): the
+paper's stages, grids, prompt selection, splits, checkpoint cadence and start-up checks, on tiny models and
 paper-shaped data (recipes/rehearsal_data.py), counts capped. tldr, news and judge_agreement share one
-DIR (news and judge_agreement reuse tldr's training stages, as a user's would)."""
+DIR (news and judge_agreement reuse tldr's training stages, as a user's would). imdb's rehearsal is in
+test_imdb.py; the tiny scale's plans are checked in test_plans.py (the same stage builders)."""
 
 import json
 
 import pytest
 
-from tests.recipes.commands import experiment_command, run_experiment
+from tests.recipes.commands import rehearse
+from tests.recipes.commands import statuses as _statuses
 
-
-def rehearse(recipe, root, *extra) -> dict:
-    result, stdout = run_experiment(
-        experiment_command(recipe, root, "--scale=paper", "--rehearse", *extra), timeout=2400
-    )
-    assert stdout.index("| method") < stdout.index("RESULT ")  # the table before the RESULT line (item 8)
-    assert result["rehearse"] and result["scale"] == "paper" and result["stages"][0]["name"] == "rehearsal_data"
-    return result
-
-
-def _statuses(result) -> dict[str, str]:
-    return {s["name"]: s["status"] for s in result["stages"]}
+TEMPERATURES = ["0", "0.25", "0.5", "0.75", "1"]  # the paper's Figure 2 (right)
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +20,12 @@ def tldr_dir(tmp_path_factory):
     return root, rehearse("tldr", root)
 
 
-def test_imdb(tmp_path):
-    """A curve of points per run for DPO, PPO, PPO-GT and unlikelihood (every run saved every
-    `eval_every` steps, each checkpoint a point), the paper's 19 runs, `missing` empty."""
-    result = rehearse("imdb", tmp_path)
-    assert set(_statuses(result).values()) == {"ran"} and result["missing"] == []
-    frontier = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
-    steps: dict[str, set] = {}
-    for point in frontier["points"]:
-        if point.get("step") is not None:
-            steps.setdefault(point["run"].rsplit("/", 1)[-1], set()).add(point["step"])
-    runs = [n for n in _statuses(result) if n.split("_")[0] in ("dpo", "ppo", "unlikelihood", "preferred")]
-    assert len(runs) == 19 and set(steps) == set(runs)
-    assert all(s == {2, 4} for s in steps.values()), steps  # every 2 steps (the paper's 100, capped)
-    assert len(frontier["prompt_ids"]) == 4 and frontier["prefix_unit"] == "tokens"
-    table = open(result["table"]).read()
-    for method in ("dpo", "ppo", "ppo-gt", "unlikelihood", "preferred-ft", "best-of-n", "sft (reference)"):
-        assert f"| {method} |" in table
-    assert "rehearsal caps: " in table and "eval_every: 100 at paper scale -> 2" in table
-    assert "ppo_steps = 4: (check)" in table
+def _table_rows(table: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in table.split("## paper")[0].splitlines()
+        if line.startswith("| ") and not line.startswith("| method")
+    ]
 
 
 def test_tldr_judges_every_method_on_one_prompt_set(tldr_dir):
@@ -56,6 +34,11 @@ def test_tldr_judges_every_method_on_one_prompt_set(tldr_dir):
     assert set(result["methods"]) == {"sft", "dpo_beta_0.5", "preferred_ft", "ppo", "best_of_4", "prompting"}
     table = open(result["table"]).read()
     assert "Every method was judged on one prompt set" in table and "different prompt sets" not in table
+    # Each method at each of the paper's temperatures, judged on the same 4 prompts; the paper's row apart.
+    rows = _table_rows(table)
+    assert sorted((r[0], r[1]) for r in rows) == sorted((m, t) for m in result["methods"] for t in TEMPERATURES)
+    assert all(0.0 <= float(r[2]) <= 1.0 and r[4] == "4" for r in rows) and len({r[5] for r in rows}) == 1
+    assert "about 61%" in table.split("## paper")[1]
     ids = set()
     for method in result["methods"]:
         stage = f"winrate_{method}"

@@ -1,8 +1,10 @@
-"""The synthetic benchmark end to end (`configs/synthetic.py:tiny` on the 8 fake CPU devices), its stages
-on the recipe engine as `python -m dpo_jax.main` runs them: every stage trains through the real trainer,
-the JSON and the figure are written, DPO raises the exact reward, reruns reuse finished stages, a changed
-setting re-runs only the stages that read it, a sweep shares the beta-independent stages, and the pieces
-it is built of (synthetic PreparedData, tree tables, the sweep report) do what they claim."""
+"""The synthetic benchmark end to end (`configs/synthetic.py:tiny,rlhf` on the 8 fake CPU devices: DPO, the
+paper's preferred-FT and unlikelihood baselines and the RLHF ones), its stages on the recipe engine as
+`python -m dpo_jax.main` runs them: every stage trains through the real trainer, the JSON and the figure
+are written, DPO raises the exact reward, the reward model trains on the DPO pairs, PPO runs with the true
+and the learned reward, best-of-N is exact; reruns reuse finished stages, a changed setting re-runs only the
+stages that read it, a sweep shares the beta-independent stages, and the pieces it is built of (synthetic
+PreparedData, tree tables, the sweep report) do what they claim."""
 
 import contextlib
 import io
@@ -23,17 +25,25 @@ from dpo_jax.recipes.synthetic_demo import run_demo, wait_for_lock
 from dpo_jax.synthetic import SyntheticTask, completion_logprobs
 from dpo_jax.synthetic.data import prepared_from_arrays
 from dpo_jax.synthetic.report import format_table, merge_sweep
+from dpo_jax.synthetic.rlhf import ppo_runs
 from dpo_jax.synthetic.tables import all_completion_logprobs
 from tests.synthetic.tiny_models import tiny_lm
 from tests.train_helpers import process_env
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("sft", "preferred_ft", "unlikelihood", "dpo_beta_0.1")
-CONFIG = f"{REPO}/configs/synthetic.py:tiny"
+VARIANT = "tiny,rlhf"
+PPO_STAGES = ("ppo_true_reward_kl_0.1", "ppo_learned_reward_kl_0.1")
+STAGES = ("sft", "preferred_ft", "unlikelihood", "dpo_beta_0.1", "reward_model", *PPO_STAGES)
+CONFIG = f"{REPO}/configs/synthetic.py:{VARIANT}"
+
+
+def same(a, b) -> bool:
+    """Equal as JSON (NaN, the gain ratio of pi_ref itself, is not equal to itself as a float)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def run(workdir, **synthetic):
-    config = get_config("tiny")
+    config = get_config(VARIANT)
     config.synthetic.update(synthetic)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -68,7 +78,7 @@ def test_tiny_benchmark_writes_every_figure(first_run):
             workdir / stage / "export" / "config.json"
         ).exists()
     assert "gain ratio" in printed and "DPO" in printed and "unlikelihood" in printed
-    assert json.loads(json.dumps(result)) == saved
+    assert same(result, saved)
 
 
 def test_short_dpo_run_raises_the_exact_reward_over_pi_ref(first_run):
@@ -78,22 +88,50 @@ def test_short_dpo_run_raises_the_exact_reward_over_pi_ref(first_run):
     assert result["gain_ratio"] > 0
 
 
+def test_every_rlhf_baseline_is_evaluated_exactly(first_run):
+    workdir, result, printed = first_run
+    saved = json.loads((workdir / "synthetic_eval.json").read_text())
+    assert 0.0 <= saved["reward_model"]["eval_pair_accuracy"] <= 1.0
+    assert [p["n"] for p in saved["best_of_n"]] == [1, 2, 8]
+    # N = 1 is pi_ref itself.
+    assert saved["best_of_n"][0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert saved["best_of_n"][0]["reward"] == pytest.approx(saved["reference"]["reward"], abs=1e-6)
+    assert np.isnan(saved["best_of_n"][0]["gain_ratio"])  # no gain ratio for pi_ref itself
+    for name in ("ppo_true_reward", "ppo_learned_reward", "best_of_n"):
+        for point in saved[name]:
+            assert point["reward"] <= point["optimum_reward"] + 1e-6 and point["kl"] >= -1e-9
+    assert [p["kl_coef"] for p in saved["ppo_true_reward"]] == [0.1]
+    for label in ("PPO (true reward)", "PPO (learned RM)", "best-of-N (learned RM)", "reward model"):
+        assert label in printed
+
+
+def test_ppo_settings_are_checked():
+    config = get_config("tiny")
+    config.synthetic.ppo_kl_coefs = "0.1,0.1"
+    with pytest.raises(ValueError, match="ppo_kl_coefs"):
+        ppo_runs(config.synthetic)
+    config.synthetic.ppo_kl_coefs, config.synthetic.ppo_rewards = "0.1", "oracle"
+    with pytest.raises(ValueError, match="unknown"):
+        ppo_runs(config.synthetic)
+    assert np.all([kind in ("true", "learned") for kind, _ in ppo_runs(get_config("rlhf").synthetic)])
+
+
 def test_rerun_skips_finished_stages(first_run):
     workdir, result, _ = first_run
     marks = {stage: (workdir / stage / "FINISHED").stat().st_mtime_ns for stage in STAGES}
     again, _ = run(workdir)
     assert all(again["seconds"][stage] == 0.0 for stage in STAGES)
     assert {stage: (workdir / stage / "FINISHED").stat().st_mtime_ns for stage in STAGES} == marks
-    for key in ("dpo", "preferred_ft", "unlikelihood", "reference", "frontier"):
-        assert again[key] == result[key]
+    for key in ("dpo", "preferred_ft", "unlikelihood", "reference", "frontier", "ppo_true_reward", "best_of_n"):
+        assert same(again[key], result[key])
 
 
 def test_the_readme_command_reuses_the_same_stages(first_run):
-    """`python -m dpo_jax.main --config=configs/synthetic.py:tiny` names the stages as `run_demo` does:
+    """`python -m dpo_jax.main --config=configs/synthetic.py:tiny,rlhf` names the stages as `run_demo` does:
     on the same workdir it reuses every one and prints the table and one RESULT line."""
     workdir, result, _ = first_run
     done = subprocess.run(
-        [sys.executable, "-m", "dpo_jax.main", "--config=configs/synthetic.py:tiny", f"--workdir={workdir}"],
+        [sys.executable, "-m", "dpo_jax.main", f"--config=configs/synthetic.py:{VARIANT}", f"--workdir={workdir}"],
         cwd=REPO,
         env=process_env(),
         capture_output=True,
@@ -133,7 +171,7 @@ def test_sigterm_stops_a_stage_with_75_and_the_same_command_resumes_it(first_run
         sys.executable,
         "-m",
         "dpo_jax.main",
-        "--config=configs/synthetic.py:tiny",
+        f"--config=configs/synthetic.py:{VARIANT}",
         f"--workdir={workdir}",
         "--config.synthetic.betas=0.3",
     ]
