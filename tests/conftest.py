@@ -44,14 +44,15 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # idles. Instead, the files below start first, longest first (figures from `--durations=20`; a file
 # not listed keeps its place after them), and the short files fill in around them.
 LONG_FILES = (
-    "tests/recipes/test_rehearsal.py",  # ~610 s: the five paper-scale rehearsals
-    "tests/recipes/test_imdb.py",
-    "tests/synthetic/test_experiment.py",
-    "tests/recipes/test_win_rate_recipes.py",
-    "tests/training/test_loop_resume.py",
-    "tests/synthetic/test_rlhf.py",
-    "tests/recipes/test_synthetic.py",
+    "tests/recipes/test_rehearsal.py",  # ~460 s: tldr, news, judge_agreement and hh rehearsed
+    "tests/recipes/test_imdb.py",  # ~410 s: imdb rehearsed, reused, killed and resumed
     "tests/training/test_loop.py",
+    "tests/training/test_loop_resume.py",
+    "tests/synthetic/test_experiment.py",
+    "tests/perf/test_aot.py",
+    "tests/models/test_attention.py",
+    "tests/ppo/test_scaffold.py",
+    "tests/recipes/test_synthetic.py",
 )
 
 

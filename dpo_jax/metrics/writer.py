@@ -1,4 +1,5 @@
-"""Where metrics go: stdout, WORKDIR/metrics.jsonl, TensorBoard, optionally W&B; throughput figures.
+"""Where metrics go: stdout, WORKDIR/metrics.jsonl, TensorBoard (WORKDIR/tensorboard, `--config.tensorboard`),
+optionally W&B; throughput figures.
 
 Only process 0 writes. Each logged step is one JSON object in metrics.jsonl, with at least
 `step`, `loss`, `rewards/accuracies` and `rewards/margins` for preference stages; a non-finite value is
@@ -95,9 +96,9 @@ class MetricsWriter:
             _drop_rows_after(self.path, resume_step)
         self._jsonl = self.path.open("a")
         if tensorboard:
-            from tensorboardX import SummaryWriter
+            from dpo_jax.metrics.tensorboard import ScalarEventWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = ScalarEventWriter(os.path.join(workdir, "tensorboard"))
         if wandb_project:
             import wandb  # optional dependency: pip install dpo_jax[wandb]
 
@@ -118,8 +119,7 @@ class MetricsWriter:
         self._jsonl.write(json.dumps({"step": int(step), **clean}, allow_nan=False) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
-            for k, v in metrics.items():
-                self._tb.add_scalar(k, float(v), int(step))
+            self._tb.add_scalars(step, metrics)
         if self._wandb is not None:
             self._wandb.log(dict(metrics), step=int(step))
         if echo:
