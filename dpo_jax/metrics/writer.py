@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 
 import jax
@@ -95,9 +96,7 @@ class MetricsWriter:
             _drop_rows_after(self.path, resume_step)
         self._jsonl = self.path.open("a")
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
         if wandb_project:
             import wandb  # optional dependency: pip install dpo_jax[wandb]
 
@@ -135,6 +134,22 @@ class MetricsWriter:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter without the `import torch` its module tries (~2 s per process, for
+    type hints only): torch is hidden while tensorboardX loads, unless this process has it already."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX catches
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _drop_rows_after(path: epath.Path, step: int) -> None:
