@@ -19,6 +19,7 @@ from a local directory or a hub name.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -27,12 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from dpo_jax import MissingInputError
+from dpo_jax.data.tokenizer import pretrained_tokenizer
 from dpo_jax.judges.base import JudgeError, ScoringJudge
 from dpo_jax.judges.process_zero import from_process_zero
 from dpo_jax.judges.scoring import MeshScorer, scorer_dtype
 from dpo_jax.models import from_hf
 from dpo_jax.models.config import ARCHITECTURES
-from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.hf_io import hf_num_labels, is_export, read_hf_config, resolve_checkpoint_dir
 from dpo_jax.models.loading import resolve_model_path
 from dpo_jax.models.reward import (
     SCORE_AT_EOS,
@@ -70,6 +72,36 @@ def _positive_index(config, name: str) -> int:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _ExportConfig:
+    """What the judges read of a transformers config, from one of our exports' config.json: read with
+    json (`hf_io.read_hf_config`), as transformers' config classes cost the process a torch import."""
+
+    model_type: str | None
+    id2label: dict[int, str]
+    pad_token_id: int | None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+
+def classifier_config(directory: str):
+    """transformers' `AutoConfig` of a model directory; for our exports, the `_ExportConfig` of its fields
+    the judges read (labels named as transformers names them when config.json names none)."""
+    if not is_export(directory):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(directory)
+    config = read_hf_config(directory)
+    labels = {int(index): str(label) for index, label in (config.get("id2label") or {}).items()}
+    return _ExportConfig(
+        model_type=config.get("model_type"),
+        id2label=labels or {index: f"LABEL_{index}" for index in range(hf_num_labels(config))},
+        pad_token_id=config.get("pad_token_id"),
+    )
+
+
 def flax_kind(config) -> str | None:
     """Which of our Flax models runs a Hugging Face sequence classifier: "reward" (a GPT-2 / GPT-NeoX /
     GPT-J body with one output, `models.reward`), "roberta" (`models.roberta`), or None (torch only)."""
@@ -97,16 +129,14 @@ class _SequenceClassifier(ScoringJudge):
         rules=None,
         dtype: str | None = None,
     ):
-        from transformers import AutoConfig, AutoTokenizer
-
         self._dtype = dtype  # a Flax scorer's compute dtype; None: the platform's (`scorer_dtype`)
 
         try:
             path = resolve_model_path(name_or_path)  # a dpo_jax workdir stands for its export
             directory = resolve_checkpoint_dir(path)
-            self._config = AutoConfig.from_pretrained(directory)
+            self._config = classifier_config(directory)
             # A hub snapshot of the weights holds no tokenizer files: those come by the hub name.
-            self._tokenizer = AutoTokenizer.from_pretrained(directory if os.path.isdir(path) else path)
+            self._tokenizer = pretrained_tokenizer(directory if os.path.isdir(path) else path)
         except (OSError, ValueError, MissingInputError) as error:
             raise JudgeError(
                 f"cannot load a sequence-classification model from {name_or_path!r}: {error}"

@@ -17,7 +17,7 @@ from dpo_jax.models.build import (
     init_fn,
     init_params,
 )
-from dpo_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from dpo_jax.models.config import ModelConfig, from_hf_config, hf_config_dict, to_hf_config
 from dpo_jax.models.gpt2 import GPT2LMHeadModel
 from dpo_jax.models.gpt_neox import GPTNeoXForCausalLM
 from dpo_jax.models.gptj import GPTJForCausalLM
@@ -35,6 +35,7 @@ __all__ = [
     "build_model",
     "from_hf",
     "from_hf_config",
+    "hf_config_dict",
     "init_cache",
     "init_fn",
     "init_params",

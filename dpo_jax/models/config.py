@@ -1,7 +1,8 @@
 """ModelConfig: the one description of a GPT-2, GPT-NeoX or GPT-J model that our Flax modules read.
 
-It is built from a transformers `GPT2Config` / `GPTNeoXConfig` / `GPTJConfig` (so hub checkpoints, local HF
-directories and tiny test models share one path) and turned back into one for `to_hf`. Options
+It is built from a transformers `GPT2Config` / `GPTNeoXConfig` / `GPTJConfig` or its dict (so hub
+checkpoints, local HF directories and tiny test models share one path) and turned back into one
+(`hf_config_dict`: the config.json `to_hf` writes). Options
 that only concern how we run the model (compute dtype, remat, attention kernel, scanned layers,
 dropout) live here too; they never change the numbers a checkpoint means.
 """
@@ -234,14 +235,68 @@ def _gptj_fields(cfg: dict) -> dict:
     )
 
 
-def to_hf_config(config: ModelConfig):
-    """ModelConfig -> a transformers config object that `from_pretrained` understands."""
-    import transformers
+# The class each architecture's causal LM is in transformers, and the values its config class gives
+# the fields we do not model: `hf_config_dict` writes them, so that a config.json read back without
+# transformers (`hf_io.read_hf_config`) has what `from_pretrained` would fill in (e.g. GPT-NeoX's EOS
+# id 2), as `save_pretrained` wrote them.
+HF_CAUSAL_LM_CLASSES = {
+    "gpt2": "GPT2LMHeadModel",
+    "gpt_neox": "GPTNeoXForCausalLM",
+    "gptj": "GPTJForCausalLM",
+}
+_HF_CLASS_DEFAULTS = {
+    "gpt2": dict(
+        add_cross_attention=False,
+        attn_pdrop=0.1,
+        bos_token_id=50256,
+        embd_pdrop=0.1,
+        eos_token_id=50256,
+        initializer_range=0.02,
+        pad_token_id=None,
+        reorder_and_upcast_attn=False,
+        resid_pdrop=0.1,
+        summary_activation=None,
+        summary_first_dropout=0.1,
+        summary_proj_to_labels=True,
+        summary_type="cls_index",
+        summary_use_proj=True,
+        use_cache=True,
+    ),
+    "gpt_neox": dict(
+        attention_dropout=0.0,
+        bos_token_id=0,
+        classifier_dropout=0.1,
+        eos_token_id=2,
+        hidden_dropout=0.0,
+        initializer_range=0.02,
+        is_decoder=False,
+        pad_token_id=None,
+        use_cache=True,
+    ),
+    "gptj": dict(
+        attn_pdrop=0.0,
+        bos_token_id=50256,
+        embd_pdrop=0.0,
+        eos_token_id=50256,
+        initializer_range=0.02,
+        pad_token_id=None,
+        resid_pdrop=0.0,
+        use_cache=True,
+    ),
+}
 
+
+def hf_config_dict(config: ModelConfig) -> dict:
+    """ModelConfig -> the complete config.json of its transformers causal LM (model_type and
+    architectures included), built without importing transformers (whose config classes import torch).
+
+    The fields of the config it came from (`config.hf_config`) are kept; those we model are ours."""
     base = dict(config.hf_config or {})
     for key in ("transformers_version", "_name_or_path", "dtype", "torch_dtype"):
         base.pop(key, None)
-    if config.arch == "gpt2":
+    for key, value in _HF_CLASS_DEFAULTS[config.arch].items():
+        base.setdefault(key, value)
+    if config.arch in ("gpt2", "gptj"):
         base.update(
             vocab_size=config.vocab_size,
             n_embd=config.hidden_size,
@@ -251,48 +306,50 @@ def to_hf_config(config: ModelConfig):
             n_positions=config.max_position_embeddings,
             layer_norm_epsilon=config.layer_norm_eps,
             activation_function=config.activation,
-            scale_attn_weights=config.scale_attn_weights,
-            scale_attn_by_inverse_layer_idx=config.scale_attn_by_inverse_layer_idx,
-            tie_word_embeddings=True,
         )
-        base.setdefault("architectures", ["GPT2LMHeadModel"])
-        base.pop("model_type", None)
-        return transformers.GPT2Config(**base)
-    if config.arch == "gptj":
+        if config.arch == "gpt2":
+            base.update(
+                scale_attn_weights=config.scale_attn_weights,
+                scale_attn_by_inverse_layer_idx=config.scale_attn_by_inverse_layer_idx,
+                tie_word_embeddings=True,
+            )
+        else:
+            base.update(rotary_dim=config.rotary_dim, tie_word_embeddings=False)
+    else:
         base.update(
             vocab_size=config.vocab_size,
-            n_embd=config.hidden_size,
-            n_layer=config.num_layers,
-            n_head=config.num_heads,
-            n_inner=config.intermediate_size,
-            n_positions=config.max_position_embeddings,
-            layer_norm_epsilon=config.layer_norm_eps,
-            activation_function=config.activation,
-            rotary_dim=config.rotary_dim,
-            tie_word_embeddings=False,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            intermediate_size=config.intermediate_size,
+            max_position_embeddings=config.max_position_embeddings,
+            layer_norm_eps=config.layer_norm_eps,
+            hidden_act=config.activation,
+            tie_word_embeddings=config.tie_word_embeddings,
+            attention_bias=config.attention_bias,
+            use_parallel_residual=config.use_parallel_residual,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": config.rotary_emb_base,
+                "partial_rotary_factor": config.rotary_pct,
+            },
         )
-        base.setdefault("architectures", ["GPTJForCausalLM"])
-        base.pop("model_type", None)
-        return transformers.GPTJConfig(**base)
-    base.update(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        max_position_embeddings=config.max_position_embeddings,
-        layer_norm_eps=config.layer_norm_eps,
-        hidden_act=config.activation,
-        tie_word_embeddings=config.tie_word_embeddings,
-        attention_bias=config.attention_bias,
-        use_parallel_residual=config.use_parallel_residual,
-        rope_parameters={
-            "rope_type": "default",
-            "rope_theta": config.rotary_emb_base,
-            "partial_rotary_factor": config.rotary_pct,
-        },
-    )
-    for legacy in ("rotary_pct", "rotary_emb_base", "rope_scaling", "model_type"):
-        base.pop(legacy, None)
-    base.setdefault("architectures", ["GPTNeoXForCausalLM"])
-    return transformers.GPTNeoXConfig(**base)
+        for legacy in ("rotary_pct", "rotary_emb_base", "rope_scaling"):
+            base.pop(legacy, None)
+    base["model_type"] = config.arch
+    if not base.get("architectures"):  # also a transformers config object's None
+        base["architectures"] = [HF_CAUSAL_LM_CLASSES[config.arch]]
+    return base
+
+
+def to_hf_config(config: ModelConfig):
+    """ModelConfig -> a transformers config object that `from_pretrained` understands (`hf_config_dict`'s)."""
+    import transformers
+
+    fields = hf_config_dict(config)
+    classes = {
+        "gpt2": transformers.GPT2Config,
+        "gpt_neox": transformers.GPTNeoXConfig,
+        "gptj": transformers.GPTJConfig,
+    }
+    return classes[fields.pop("model_type")](**fields)

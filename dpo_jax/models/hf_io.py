@@ -4,6 +4,10 @@ Owns the tensor-by-tensor correspondence between transformers' state dicts and o
 Every tensor is checked against the shape the config implies; anything missing, surplus or of
 the wrong shape fails with the tensor's name and both shapes, never a silently half-loaded model.
 Weights stay on the host (numpy) until the caller places them, optionally straight onto a mesh.
+
+Config files: our exports' config.json is complete (`config.hf_config_dict`) and read back with json;
+any other goes through transformers' AutoConfig (`read_hf_config`), whose import costs every process
+~2 s of torch, so training and sampling from our own exports never import it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dpo_jax import MissingInputError
-from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, to_hf_config
+from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, hf_config_dict
 
 # Non-parameter buffers some checkpoints carry (causal-mask and rotary caches): safe to drop.
 _IGNORED_SUFFIXES = (
@@ -30,6 +34,8 @@ _IGNORED_SUFFIXES = (
     "embed_positions",  # GPT-J's sin/cos table, in checkpoints saved before it stopped being persistent
 )
 _WEIGHT_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin*"]
+# What every export of ours writes beside config.json (`to_hf`, `models.reward.to_hf_reward_model`).
+EXPORT_MARKER = "dpo_jax_export.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +327,37 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
     raise MissingInputError(f"{directory}: no *.safetensors or pytorch_model*.bin weights found")
 
 
+def is_export(directory: str) -> bool:
+    """Whether `directory` was written by one of our exports (its config.json is then complete)."""
+    return os.path.exists(os.path.join(directory, EXPORT_MARKER))
+
+
+def read_hf_config(directory: str) -> dict:
+    """A model directory's config as a dict: our exports' config.json as written, any other's as
+    transformers reads it (`AutoConfig`, which fills in what a hub config.json leaves to its class's
+    defaults). OSError or ValueError when it is missing or unreadable."""
+    if is_export(directory):
+        with open(os.path.join(directory, "config.json")) as f:
+            config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"{directory}/config.json is not a JSON object")
+        return config
+    import transformers
+
+    return transformers.AutoConfig.from_pretrained(directory).to_dict()
+
+
+def write_hf_config(config: dict, out_dir: str) -> None:
+    """config.json as `save_pretrained` lays it out (sorted keys, indent 2), without transformers."""
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def hf_num_labels(config: dict) -> int:
+    """A sequence classifier's outputs, as transformers counts them: its labels, else 2."""
+    return len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+
+
 def resolve_checkpoint_dir(path_or_name: str) -> str:
     """A local directory as is; otherwise a hub name (e.g. 'EleutherAI/pythia-2.8b') via huggingface_hub."""
     if os.path.isdir(path_or_name):
@@ -348,14 +385,12 @@ def from_hf(
     jax.sharding.Sharding matching the params), each tensor goes straight from the host to its
     shards; without, params are returned as host numpy arrays.
     """
-    import transformers
-
     directory = resolve_checkpoint_dir(path_or_name)
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
         raise MissingInputError(f"{directory}: no config.json")
-    hf_config = transformers.AutoConfig.from_pretrained(directory)
-    if hf_config.model_type == "roberta":  # a sequence classifier (the paper's sentiment reward)
+    hf_config = read_hf_config(directory)
+    if hf_config.get("model_type") == "roberta":  # a sequence classifier (the paper's sentiment reward)
         from dpo_jax.models.roberta import roberta_from_hf_state
 
         model, params = roberta_from_hf_state(
@@ -401,13 +436,12 @@ def to_hf(model, params, out_dir: str, *, dtype: Any = "float32", tokenizer=None
 
     cfg: ModelConfig = model.config
     os.makedirs(out_dir, exist_ok=True)
-    hf_config = to_hf_config(cfg)
-    hf_config.save_pretrained(out_dir)
+    write_hf_config(hf_config_dict(cfg), out_dir)
     state = export_hf_state_dict(cfg, params, dtype)
     # "format": "pt" is what transformers checks before trusting a safetensors file's layout.
     save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "dpo_jax_export.json"), "w") as f:
+    with open(os.path.join(out_dir, EXPORT_MARKER), "w") as f:
         json.dump({"arch": cfg.arch, "dtype": str(as_dtype(dtype)), "num_params": cfg.num_params()}, f)
     return out_dir

@@ -32,8 +32,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from dpo_jax.models.build import model_class
-from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, to_hf_config
-from dpo_jax.models.hf_io import convert_hf_state_dict, export_hf_state_dict, read_state_dict
+from dpo_jax.models.config import ModelConfig, as_dtype, from_hf_config, hf_config_dict
+from dpo_jax.models.hf_io import (
+    EXPORT_MARKER,
+    convert_hf_state_dict,
+    export_hf_state_dict,
+    hf_num_labels,
+    read_hf_config,
+    read_state_dict,
+    write_hf_config,
+)
 from dpo_jax.models.layers import INIT_STD
 
 BODY = "body"
@@ -177,23 +185,26 @@ def to_hf_reward_model(
             "when no scored sequence ends with EOS)"
         )
     os.makedirs(out_dir, exist_ok=True)
-    hf_config = to_hf_config(cfg)
-    hf_config.architectures = [_HF_CLASSES[cfg.arch]]
-    hf_config.num_labels = 1
-    hf_config.pad_token_id = pad_token_id
+    hf_config = hf_config_dict(cfg)
+    hf_config["architectures"] = [_HF_CLASSES[cfg.arch]]
+    if len(hf_config.get("id2label") or {}) != 1:  # one output, labelled as transformers labels it
+        hf_config["id2label"] = {"0": "LABEL_0"}
+        hf_config["label2id"] = {"LABEL_0": 0}
+    hf_config.pop("num_labels", None)
+    hf_config["pad_token_id"] = pad_token_id
     host = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), nn.meta.unbox(params))
     # The causal LM's tensor names ("transformer.*", "gpt_neox.*") are the classifier's too.
     state = export_hf_state_dict(cfg, host[BODY], dtype, body_only=True)
     if pad_token_id is not None and pad_token_id >= cfg.vocab_size:
         name = _EMBEDDING_TENSORS[cfg.arch]
         state[name] = np.pad(state[name], ((0, pad_token_id + 1 - cfg.vocab_size), (0, 0)))
-        hf_config.vocab_size = pad_token_id + 1
-    hf_config.save_pretrained(out_dir)
+        hf_config["vocab_size"] = pad_token_id + 1
+    write_hf_config(hf_config, out_dir)
     state["score.weight"] = np.asarray(host[HEAD], np.float32).reshape(1, -1).astype(as_dtype(dtype))
     save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "dpo_jax_export.json"), "w") as f:
+    with open(os.path.join(out_dir, EXPORT_MARKER), "w") as f:
         json.dump(
             {"arch": cfg.arch, "head": "reward", "dtype": str(as_dtype(dtype)), "score_at": score_at}, f
         )
@@ -203,7 +214,7 @@ def to_hf_reward_model(
 def export_score_position(directory: str) -> str | None:
     """Where a reward-model directory's scores are read: SCORE_AT_EOS for the trainer's exports, None
     for other models (scored at the last token of what their tokenizer makes of the text pair)."""
-    path = os.path.join(directory, "dpo_jax_export.json")
+    path = os.path.join(directory, EXPORT_MARKER)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -212,14 +223,12 @@ def export_score_position(directory: str) -> str | None:
 
 def from_hf_reward_model(directory: str, *, dtype="float32", param_dtype="float32", **overrides):
     """(ScalarHeadModel, host params) from a sequence-classification directory with num_labels=1."""
-    import transformers
-
     state = read_state_dict(directory)
     if "score.weight" not in state:
         raise ValueError(f"{directory}: no score.weight; not a sequence-classification (reward) model")
-    hf_config = transformers.AutoConfig.from_pretrained(directory)
-    if getattr(hf_config, "num_labels", 1) != 1:
-        raise ValueError(f"{directory}: num_labels={hf_config.num_labels}; a reward model has exactly 1")
+    hf_config = read_hf_config(directory)
+    if hf_num_labels(hf_config) != 1:
+        raise ValueError(f"{directory}: num_labels={hf_num_labels(hf_config)}; a reward model has exactly 1")
     cfg = from_hf_config(hf_config, dtype=dtype, param_dtype=param_dtype, **overrides)
     head = np.asarray(state.pop("score.weight"), np.float32)
     if head.shape != (1, cfg.hidden_size):

@@ -33,7 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from dpo_jax.judges.scoring import bucket_length, jit_score_program, scorer_dtype, scoring_rows
 from dpo_jax.models import abstract_params, build_model, init_cache
-from dpo_jax.models.config import from_hf_config, to_hf_config
+from dpo_jax.models.config import from_hf_config, hf_config_dict
 from dpo_jax.models.loading import describe_model, describe_scorer
 from dpo_jax.models.reward import ScalarHeadModel
 from dpo_jax.perf.hlo import decode_loop_collectives
@@ -166,7 +166,7 @@ def score_model(config, platform: str = "cpu"):
     # writes, so a python loop over the blocks whatever the policy's `scan_layers` (a scanned scorer is
     # another program: for GPT-J-6B on a v4-8 the compiler asked 32.3 GiB of temporaries for it, the
     # loop's 0.4 GiB).
-    exported = to_hf_config(describe_model(config.model, param_dtype="float32"))
+    exported = hf_config_dict(describe_model(config.model, param_dtype="float32"))
     return ScalarHeadModel(from_hf_config(exported, dtype=scorer_dtype(platform), param_dtype="float32"))
 
 

@@ -27,7 +27,7 @@ from dpo_jax import MissingInputError, UserError
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges.scoring import score_param_shardings, score_program
 from dpo_jax.models.config import ARCHITECTURES
-from dpo_jax.models.hf_io import resolve_checkpoint_dir
+from dpo_jax.models.hf_io import hf_num_labels, read_hf_config, resolve_checkpoint_dir
 from dpo_jax.models.loading import load_scalar_head_model, resolve_model_path, tokenizer_source
 from dpo_jax.sharding import (
     gather_to_host,
@@ -118,26 +118,24 @@ def reward_model_source(config) -> RewardSource:
         )
     try:
         directory = resolve_checkpoint_dir(resolve_model_path(path))
-        from transformers import AutoConfig
-
-        hf_config = AutoConfig.from_pretrained(directory)
+        hf_config = read_hf_config(directory)
     except MissingInputError as error:
         raise MissingInputError(f"config.ppo.reward_model: {error}") from error
     except (OSError, ValueError) as error:
         raise UserError(f"config.ppo.reward_model={path!r} is unreadable: {error}") from error
-    architectures = hf_config.architectures or []
+    architectures = hf_config.get("architectures") or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise UserError(
             f"config.ppo.reward_model={path!r} is not a sequence-classification model (architectures "
             f"{architectures}): PPO needs a reward model or a classifier"
         )
-    if hf_config.num_labels >= 2:
+    if hf_num_labels(hf_config) >= 2:
         return RewardSource(directory, CLASSIFIER, label)
     if label:
         raise UserError(
             f"config.ppo.reward_label={label!r}: {path} has one output (a reward model), no labels to choose"
         )
-    kind = TOKEN_IDS if hf_config.model_type in _TOKEN_ID_MODEL_TYPES else TEXT_REWARD_MODEL
+    kind = TOKEN_IDS if hf_config.get("model_type") in _TOKEN_ID_MODEL_TYPES else TEXT_REWARD_MODEL
     return RewardSource(directory, kind, label)
 
 

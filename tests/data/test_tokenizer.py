@@ -10,6 +10,7 @@ from dpo_jax.assets.make_tiny_tokenizer import (
     train_tiny_tokenizer,
 )
 from dpo_jax.data import load_tokenizer, tokenizer_fingerprint
+from dpo_jax.data.tokenizer import _is_tokenizers_backend_dir
 
 
 def test_tiny_tokenizer_is_gpt2_shaped(tokenizer):
@@ -50,3 +51,46 @@ def test_pad_defaults_to_eos_when_missing(tmp_path):
     reloaded = load_tokenizer(str(tmp_path))
     assert reloaded.pad_token_id == reloaded.eos_token_id
     assert tokenizer_fingerprint(reloaded) == tokenizer_fingerprint(load_tokenizer("tiny"))
+
+
+def _same_tokenizer(ours, theirs):
+    texts = ["Hello world<|endoftext|>", "\n\nHuman: hi there\n\nAssistant: ok", "ünïcödé 123", ""]
+    assert type(ours) is type(theirs)
+    assert ours.get_vocab() == theirs.get_vocab() and len(ours) == len(theirs)
+    assert ours.special_tokens_map == theirs.special_tokens_map
+    assert (ours.eos_token_id, ours.pad_token_id) == (theirs.eos_token_id, theirs.pad_token_id)
+    assert ours.chat_template == theirs.chat_template
+    assert ours(texts)["input_ids"] == theirs(texts)["input_ids"]
+    assert ours.init_kwargs == theirs.init_kwargs
+    assert tokenizer_fingerprint(ours) == tokenizer_fingerprint(theirs)
+
+
+def test_tokenizers_backend_directories_load_as_auto_tokenizer_loads_them(tmp_path):
+    """Loaded by their class without AutoTokenizer's torch import: the shipped tokenizer, and one saved
+    from it with a pad token of its own beside a model's config.json (a reward model's export)."""
+    from transformers import AutoTokenizer
+
+    saved = load_tokenizer("tiny")
+    saved.add_special_tokens({"pad_token": "<|pad|>"})
+    saved.save_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    for directory in (str(TINY_TOKENIZER_DIR), str(tmp_path)):
+        assert _is_tokenizers_backend_dir(directory)
+        _same_tokenizer(load_tokenizer(directory), AutoTokenizer.from_pretrained(directory))
+    assert load_tokenizer(str(tmp_path)).pad_token == "<|pad|>"
+
+
+def test_other_tokenizers_still_go_through_auto_tokenizer(tmp_path):
+    load_tokenizer("tiny").save_pretrained(str(tmp_path))
+    assert _is_tokenizers_backend_dir(str(tmp_path)) and not _is_tokenizers_backend_dir("gpt2")
+    config_path = tmp_path / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    # A model type AutoTokenizer gives a tokenizer class of its own, custom code, another class.
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    assert not _is_tokenizers_backend_dir(str(tmp_path))
+    (tmp_path / "config.json").unlink()
+    config_path.write_text(json.dumps({**config, "auto_map": {"AutoTokenizer": [None, "x.Tokenizer"]}}))
+    assert not _is_tokenizers_backend_dir(str(tmp_path))
+    config_path.write_text(json.dumps({**config, "tokenizer_class": "GPT2Tokenizer"}))
+    assert not _is_tokenizers_backend_dir(str(tmp_path))
+    assert type(load_tokenizer(str(tmp_path))).__name__ == "GPT2Tokenizer"

@@ -1,5 +1,6 @@
 """Scoring on the mesh (`judges.scoring`): sharded params give the unsharded model's logits, lengths fall in
-a few buckets, and the Flax judges (RoBERTa classifier, our reward models) run where torch cannot import."""
+a few buckets, and the Flax judges (RoBERTa classifier, our reward models) run where torch cannot import
+(and our reward models import none where it can)."""
 
 import dataclasses
 import json
@@ -10,10 +11,12 @@ import sys
 import jax
 import numpy as np
 import pytest
+import transformers
 
 from dpo_jax.data import load_tokenizer
 from dpo_jax.judges import ClassifierJudge, RewardModelJudge
 from dpo_jax.judges.scoring import MIN_BUCKET, MeshScorer, bucket_length, jit_score_program, scorer_dtype
+from dpo_jax.judges.sequence_classifier import classifier_config
 from dpo_jax.models import from_hf
 from dpo_jax.models.reward import ScalarHeadModel, export_reward_model
 from dpo_jax.models.roberta import RobertaConfig, RobertaForSequenceClassification
@@ -95,6 +98,43 @@ def test_the_jax_judges_need_no_torch(tmp_path):
     )
     np.testing.assert_allclose(result["reward"], RewardModelJudge(dirs["reward"]).score(*texts), atol=1e-6)
     assert "pip install 'dpo_jax[torch]'" in result["gpt2_classifier"]
+
+
+OUR_EXPORT_SCRIPT = """
+import json, sys
+from dpo_jax.judges import RewardModelJudge
+prompts, responses, directory = json.loads(sys.argv[1])
+scores = RewardModelJudge(directory).score(prompts, responses).tolist()
+print("RESULT " + json.dumps({"scores": scores, "torch_imported": "torch" in sys.modules}))
+"""
+
+
+def test_our_reward_models_are_judged_without_importing_torch(tmp_path):
+    """torch installed, as here: its config and tokenizer are read without transformers' config classes,
+    which import it (~2 s a process), and its config is what transformers makes of it."""
+    tokenizer = load_tokenizer("tiny")
+    model, params = tiny_reward_model(tokenizer)
+    directory = export_reward_model(model, params, str(tmp_path / "reward"), tokenizer=tokenizer)
+    ours, theirs = classifier_config(directory), transformers.AutoConfig.from_pretrained(directory)
+    assert (ours.model_type, ours.id2label, ours.num_labels, ours.pad_token_id) == (
+        theirs.model_type,
+        theirs.id2label,
+        theirs.num_labels,
+        theirs.pad_token_id,
+    )
+    texts = [p for p in PROMPTS], [r for r in RESPONSES]
+    run = subprocess.run(
+        [sys.executable, "-c", OUR_EXPORT_SCRIPT, json.dumps([*texts, directory])],
+        env=process_env(devices=8),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT ", 1)[1])
+    assert not result["torch_imported"]
+    np.testing.assert_allclose(result["scores"], RewardModelJudge(directory).score(*texts), atol=1e-6)
 
 
 @pytest.mark.parametrize("label", ["POSITIVE", 1])
