@@ -73,6 +73,20 @@ print("RESULT " + json.dumps(out))
 """
 
 
+def _script_result(script: str, argument) -> dict:
+    """Runs `python -c script json(argument)` on 8 fake devices -> the record of its `RESULT {json}` line."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(argument)],
+        env=process_env(devices=8),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.split("RESULT ", 1)[1])
+
+
 def test_the_jax_judges_need_no_torch(tmp_path):
     tokenizer = load_tokenizer("tiny")
     model, params = tiny_reward_model(tokenizer)
@@ -82,16 +96,7 @@ def test_the_jax_judges_need_no_torch(tmp_path):
         "gpt2_classifier": save_tiny_classifier(tmp_path / "gpt2", num_labels=2),
     }
     texts = [p for p in PROMPTS], [r for r in RESPONSES]
-    run = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT, json.dumps([*texts, dirs])],
-        env=process_env(devices=8),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.split("RESULT ", 1)[1])
+    result = _script_result(NO_TORCH_SCRIPT, [*texts, dirs])
     # The same programs on the same 8 fake devices as in this process: the same numbers.
     np.testing.assert_allclose(
         result["classifier"], ClassifierJudge(dirs["roberta"]).score(*texts), atol=1e-6
@@ -123,16 +128,7 @@ def test_our_reward_models_are_judged_without_importing_torch(tmp_path):
         theirs.pad_token_id,
     )
     texts = [p for p in PROMPTS], [r for r in RESPONSES]
-    run = subprocess.run(
-        [sys.executable, "-c", OUR_EXPORT_SCRIPT, json.dumps([*texts, directory])],
-        env=process_env(devices=8),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.split("RESULT ", 1)[1])
+    result = _script_result(OUR_EXPORT_SCRIPT, [*texts, directory])
     assert not result["torch_imported"]
     np.testing.assert_allclose(result["scores"], RewardModelJudge(directory).score(*texts), atol=1e-6)
 
