@@ -19,7 +19,6 @@ from a local directory or a hub name.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -34,7 +33,7 @@ from dpo_jax.judges.process_zero import from_process_zero
 from dpo_jax.judges.scoring import MeshScorer, scorer_dtype
 from dpo_jax.models import from_hf
 from dpo_jax.models.config import ARCHITECTURES
-from dpo_jax.models.hf_io import hf_num_labels, is_export, read_hf_config, resolve_checkpoint_dir
+from dpo_jax.models.hf_io import hf_num_labels, read_hf_config, resolve_checkpoint_dir
 from dpo_jax.models.loading import resolve_model_path
 from dpo_jax.models.reward import (
     SCORE_AT_EOS,
@@ -61,53 +60,32 @@ def _import_torch():
 
 
 def _positive_index(config, name: str) -> int:
-    labels = {int(index): str(label) for index, label in (config.id2label or {}).items()}
+    labels = config["id2label"]
     matches = [index for index, label in labels.items() if _POSITIVE.match(label)]
     if len(matches) == 1:
         return matches[0]
-    if config.num_labels == 2:
+    if len(labels) == 2:
         return 1  # the convention of binary sentiment heads without label names
     raise JudgeError(
         f"{name}: cannot tell the positive class among labels {labels}; pass positive_label explicitly"
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _ExportConfig:
-    """What the judges read of a transformers config, from one of our exports' config.json: read with
-    json (`hf_io.read_hf_config`), as transformers' config classes cost the process a torch import."""
-
-    model_type: str | None
-    id2label: dict[int, str]
-    pad_token_id: int | None
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label)
-
-
-def classifier_config(directory: str):
-    """transformers' `AutoConfig` of a model directory; for our exports, the `_ExportConfig` of its fields
-    the judges read (labels named as transformers names them when config.json names none)."""
-    if not is_export(directory):
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(directory)
+def classifier_config(directory: str) -> dict:
+    """A model directory's config as a dict (`hf_io.read_hf_config`: our exports' config.json read as JSON,
+    as transformers' config classes cost the process a torch import), with `id2label` keyed by output
+    index and filled in as transformers names labels when config.json names none ("LABEL_0", ...)."""
     config = read_hf_config(directory)
     labels = {int(index): str(label) for index, label in (config.get("id2label") or {}).items()}
-    return _ExportConfig(
-        model_type=config.get("model_type"),
-        id2label=labels or {index: f"LABEL_{index}" for index in range(hf_num_labels(config))},
-        pad_token_id=config.get("pad_token_id"),
-    )
+    return {**config, "id2label": labels or {index: f"LABEL_{index}" for index in range(hf_num_labels(config))}}
 
 
 def flax_kind(config) -> str | None:
     """Which of our Flax models runs a Hugging Face sequence classifier: "reward" (a GPT-2 / GPT-NeoX /
     GPT-J body with one output, `models.reward`), "roberta" (`models.roberta`), or None (torch only)."""
-    if config.model_type in ARCHITECTURES and config.num_labels == 1:
+    if config.get("model_type") in ARCHITECTURES and len(config["id2label"]) == 1:
         return "reward"
-    if config.model_type == "roberta":
+    if config.get("model_type") == "roberta":
         return "roberta"
     return None
 
@@ -173,7 +151,7 @@ class _SequenceClassifier(ScoringJudge):
             "%s (%s) has no Flax model in dpo_jax: it runs in PyTorch on the host CPU (or cuda when torch "
             "sees one), not on the mesh",
             directory,
-            self._config.model_type,
+            self._config.get("model_type"),
         )
         try:
             self._model = AutoModelForSequenceClassification.from_pretrained(directory)
@@ -189,13 +167,17 @@ class _SequenceClassifier(ScoringJudge):
         self._torch = torch
         return getattr(self._model.config, "max_position_embeddings", None) or 512
 
+    @property
+    def num_labels(self) -> int:
+        return len(self._config["id2label"])
+
     # Reward models are trained on (question, answer) text pairs, which their tokenizer joins with its
     # own separator; a classifier reads one text.
     pair_input = False
 
     def _logits(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         if self._kind is None:  # host compute: process 0's logits, bit for bit, on every process
-            shape = (len(texts), self._config.num_labels)
+            shape = (len(texts), self.num_labels)
             return from_process_zero(lambda: self._torch_logits(texts, pairs), shape, np.float64)
         if self._score_at == SCORE_AT_EOS:
             # A reward model of ours: the ids its trainer scored, read at their EOS.
@@ -204,7 +186,7 @@ class _SequenceClassifier(ScoringJudge):
             sequences = self._tokenizer(
                 texts, pairs, truncation=True, max_length=self._max_length, verbose=False
             )["input_ids"]
-        pad_id = self._config.pad_token_id
+        pad_id = self._config.get("pad_token_id")
         pad_id = self._tokenizer.pad_token_id if pad_id is None else pad_id
         return self._scorer.logits(sequences, pad_id=pad_id).astype(np.float64)
 
@@ -223,7 +205,7 @@ class _SequenceClassifier(ScoringJudge):
             ).to(self._device)
             with torch.no_grad():
                 out.append(self._model(**batch).logits.float().cpu().numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, self._config.num_labels))
+        return np.concatenate(out) if out else np.zeros((0, self.num_labels))
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         if len(prompts) != len(responses):
@@ -246,9 +228,9 @@ class RewardModelJudge(_SequenceClassifier):
 
     def __init__(self, name_or_path: str, **kwargs):
         super().__init__(name_or_path, **kwargs)
-        if self._config.num_labels != 1:
+        if self.num_labels != 1:
             raise JudgeError(
-                f"{name_or_path} has {self._config.num_labels} outputs; a reward model has one "
+                f"{name_or_path} has {self.num_labels} outputs; a reward model has one "
                 "(use the classifier judge for a text classifier)"
             )
         self.name = f"reward_model:{name_or_path}"
@@ -276,10 +258,9 @@ class ClassifierJudge(_SequenceClassifier):
         if output not in self.OUTPUTS:
             raise JudgeError(f"output={output!r}; expected one of {self.OUTPUTS}")
         super().__init__(name_or_path, **kwargs)
-        config = self._config
-        if config.num_labels < 2:
+        if self.num_labels < 2:
             raise JudgeError(f"{name_or_path} has one output: a reward model, not a classifier")
-        self.positive_index = label_index(config, positive_label, name_or_path)
+        self.positive_index = label_index(self._config, positive_label, name_or_path)
         self.output = output
         self.name = f"classifier:{name_or_path}"
 
@@ -295,12 +276,12 @@ def label_index(config, label: int | str | None, name: str) -> int:
     """The output index of `label` (an index, or a name of config.id2label; None: the positive class)."""
     if label is None:
         return _positive_index(config, name)
-    names = {str(value): int(index) for index, value in (config.id2label or {}).items()}
+    names = {label: index for index, label in config["id2label"].items()}
     if isinstance(label, str) and not label.lstrip("-").isdigit():
         if label not in names:
             raise JudgeError(f"{name}: no label {label!r}; its labels are {sorted(names)}")
         return names[label]
     index = int(label)
-    if not 0 <= index < config.num_labels:
-        raise JudgeError(f"{name}: label index {index} is out of range for {config.num_labels} labels")
+    if not 0 <= index < len(config["id2label"]):
+        raise JudgeError(f"{name}: label index {index} is out of range for {len(config['id2label'])} labels")
     return index
