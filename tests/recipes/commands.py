@@ -13,8 +13,11 @@ def experiment_command(recipe: str, root, *extra: str) -> list[str]:
     return [sys.executable, "-m", "dpo_jax.experiment", f"--recipe={recipe}", f"--workdir={root}", *extra]
 
 
-def run_experiment(command: list[str], timeout: int = 1800) -> tuple[dict, str]:
-    done = subprocess.run(command, cwd=REPO, env=process_env(), capture_output=True, text=True, timeout=timeout)
+def run_experiment(command: list[str], timeout: int = 1800, **env: str) -> tuple[dict, str]:
+    """`env`: variables added to the tests' environment (tests.train_helpers.process_env)."""
+    done = subprocess.run(
+        command, cwd=REPO, env=process_env(**env), capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, done.stdout[-3000:]
@@ -25,10 +28,10 @@ def rehearsal_command(recipe: str, root, *extra: str) -> list[str]:
     return experiment_command(recipe, root, "--scale=paper", "--rehearse", *extra)
 
 
-def rehearse(recipe: str, root, *extra: str) -> dict:
+def rehearse(recipe: str, root, *extra: str, **env: str) -> dict:
     """The recipe's paper-scale plan on tiny models and paper-shaped data (recipes/rehearsal_data.py),
     counts capped -> its RESULT record."""
-    result, stdout = run_experiment(rehearsal_command(recipe, root, *extra), timeout=2400)
+    result, stdout = run_experiment(rehearsal_command(recipe, root, *extra), timeout=2400, **env)
     assert stdout.index("| method") < stdout.index("RESULT ")  # the table before the RESULT line (item 8)
     assert result["rehearse"] and result["scale"] == "paper" and result["stages"][0]["name"] == "rehearsal_data"
     return result

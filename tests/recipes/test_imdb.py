@@ -25,7 +25,8 @@ BETAS = ("0.05", "0.1", "1", "5")  # the paper's grid (App. C)
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     root = tmp_path_factory.mktemp("imdb_rehearsal")
-    result = rehearse("imdb", root)
+    # Every stage's log lists the modules it imported (Python's -X importtime, on stderr).
+    result = rehearse("imdb", root, PYTHONPROFILEIMPORTTIME="1")
     return root, result, (root / "report" / "imdb" / "table.md").read_text()
 
 
@@ -59,6 +60,31 @@ def test_the_papers_plan_runs_end_to_end(first):
     assert "rehearsal caps: " in table and "eval_every: 100 at paper scale -> 2" in table
     assert "ppo_steps = 4: (check)" in table and "Not on this figure yet" not in table
     assert "dominates" in paper and "dominates" not in ours  # the paper's claim in its own rows
+
+
+def imported(log: str) -> set[str]:
+    """The modules a stage log's -X importtime lines name ("import time: self | cumulative | name")."""
+    return {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
+
+
+def test_jax_only_stages_import_no_torch(first):
+    """transformers' config classes, `AutoTokenizer` and tensorboardX import torch when it is installed
+    (as here: ~1.5-2.5 s a process): the stages that train and export in JAX (SFT, DPO, preferred-FT,
+    unlikelihood, the reward model, PPO on it) load our tokenizer, exports and configs without them and
+    write TensorBoard files with our own writer. The tiny sentiment classifier is a transformers GPT-2
+    head that runs in PyTorch: its stage imports torch, so the check sees imports."""
+    root, result, _ = first
+    jax_only = [
+        s["name"] for s in result["stages"]
+        if s["name"] == "sft" or s["name"].split("_")[0] in ("dpo", "preferred", "unlikelihood", "reward")
+        or s["name"].startswith("ppo_kl")
+    ]  # fmt: skip
+    assert len(jax_only) == 1 + 4 + 3 + 4 + 1 + 4, jax_only
+    for name in jax_only:
+        modules = imported((root / name / "stage.log").read_text())
+        assert "jax" in modules and "torch" not in modules, name
+        assert list((root / name / "tensorboard").iterdir()), name
+    assert "torch" in imported((root / "classifier" / "stage.log").read_text())
 
 
 def test_the_same_command_reuses_every_stage(first):

@@ -2,8 +2,6 @@
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import transformers
 
 from dpo_jax.training.loop import train_and_evaluate
 from tests.tolerances import f32_bound
-from tests.train_helpers import REPO, exported_params, process_env, read_metrics, tiny_config, train_losses
+from tests.train_helpers import exported_params, read_metrics, tiny_config, train_losses
 
 TINY_VARIANTS = [
     ("hh", "tiny"),
@@ -83,37 +81,6 @@ def test_sft_then_dpo_from_the_sft_workdir(tmp_path, config_file, variant, overr
     train_and_evaluate(dpo, str(tmp_path / "dpo_bf16_reference"))
     first_bf16 = read_metrics(tmp_path / "dpo_bf16_reference")[1]
     assert 0.0 < abs(first_bf16["rewards/chosen"]) < 1e-2
-
-
-NO_TORCH_SCRIPT = """
-import sys
-from dpo_jax.training.loop import train_and_evaluate
-from tests.train_helpers import tiny_config
-workdir = sys.argv[1]
-sft = tiny_config("hh", "sft,tiny", num_train_steps=1, tensorboard=True)
-train_and_evaluate(sft, workdir + "/sft")
-dpo = tiny_config("hh", "tiny", num_train_steps=1, tensorboard=True)
-dpo.model.name_or_path = workdir + "/sft"
-dpo.tokenizer = ""
-train_and_evaluate(dpo, workdir + "/dpo")
-print("TORCH_IMPORTED", "torch" in sys.modules)
-"""
-
-
-def test_sft_then_dpo_imports_no_torch(tmp_path):
-    """transformers' config classes import torch (~2 s a process): our own tokenizer and exports load
-    without them, and TensorBoard's writer without its optional torch, torch being installed here."""
-    run = subprocess.run(
-        [sys.executable, "-c", NO_TORCH_SCRIPT, str(tmp_path)],
-        env=process_env(devices=8),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert (tmp_path / "dpo" / "FINISHED").exists() and list((tmp_path / "dpo" / "tensorboard").iterdir())
-    assert "TORCH_IMPORTED False" in run.stdout, run.stdout[-2000:]
 
 
 def test_dpo_loss_falls_on_a_tiny_overfit_set(tmp_path):
