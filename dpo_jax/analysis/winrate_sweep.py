@@ -17,8 +17,11 @@ from typing import Any
 
 from dpo_jax.analysis.best_of_n import select_best_of_n
 from dpo_jax.analysis.winrate import judge_win_rate
+from dpo_jax.sampling.batched import MeshSampler
 from dpo_jax.sampling.prompts import sample_policy
 from dpo_jax.sampling.settings import SamplingSettings
+from dpo_jax.sampling.sharded import decode_placement, default_mesh
+from dpo_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES
 
 
 class IncompleteJudging(RuntimeError):
@@ -34,6 +37,7 @@ class Contender:
     best_of: int = 1  # > 1: Best-of-N with `reward_judge`
     reward_judge: Any = None
     prompt_format: Any = None  # prompt -> what the model is asked (a prompting baseline's template)
+    placement: Any = None  # the model's `decode_placement` on the default mesh (`placed()`)
 
     def __post_init__(self):
         if (self.texts is None) == (self.model is None):
@@ -43,15 +47,27 @@ class Contender:
                 f"contender {self.label!r}: best_of={self.best_of} needs best_of >= 1 and a reward judge"
             )
 
+    def placed(self) -> Contender:
+        """This contender with its model's decode placement worked out, once for a sweep rather than at
+        every temperature. The params still go onto the devices per sampling call and leave them after
+        it, so a sweep never holds two models' params in device memory at once."""
+        if self.model is None or self.placement is not None:
+            return self
+        placement = decode_placement(self.model, default_mesh(), DEFAULT_LOGICAL_AXIS_RULES)
+        return dataclasses.replace(self, placement=placement)
+
     def completions(
         self, tokenizer, prompts: Sequence[str], *, settings: SamplingSettings, batch_size: int, seed: int
     ) -> list[str]:
         if self.texts is not None:
             return list(self.texts)
         asked = [self.prompt_format(p) for p in prompts] if self.prompt_format else list(prompts)
+        params = self.params
+        if self.placement is not None and not isinstance(params, MeshSampler):
+            params = MeshSampler.create(self.model, params, placement=self.placement)
         samples = sample_policy(
             self.model,
-            self.params,
+            params,
             tokenizer,
             asked,
             settings=settings,
@@ -88,6 +104,7 @@ def win_rate_sweep(
     obtained are in the judge's cache; a rerun asks only for the missing ones).
     """
     results = []
+    policy, baseline = policy.placed(), baseline.placed()
     for index, temperature in enumerate(temperatures):
         options = dict(settings=settings.replace(temperature=temperature), batch_size=batch_size)
         policy_texts = policy.completions(tokenizer, prompts, seed=2 * seed, **options)

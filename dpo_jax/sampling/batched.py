@@ -74,8 +74,10 @@ class MeshSampler:
     placement: object
 
     @classmethod
-    def create(cls, model, params, mesh=None, rules=DEFAULT_LOGICAL_AXIS_RULES) -> MeshSampler:
-        placement = decode_placement(model, default_mesh() if mesh is None else mesh, rules)
+    def create(cls, model, params, mesh=None, rules=DEFAULT_LOGICAL_AXIS_RULES, *, placement=None) -> MeshSampler:
+        """`placement`: a `decode_placement` of this model made earlier (a sweep works it out once)."""
+        if placement is None:
+            placement = decode_placement(model, default_mesh() if mesh is None else mesh, rules)
         return cls(model, place_params(params, placement), placement)
 
 

@@ -107,3 +107,28 @@ class LengthJudge(Judge):
         from dpo_jax.judges import Verdict
 
         return [Verdict("A" if len(c.response_a) >= len(c.response_b) else "B") for c in comparisons]
+
+
+def test_a_sweep_works_out_each_models_placement_once(model, monkeypatch):
+    """Over three temperatures, the policy's and the baseline's decode placements are made once each (not
+    once per temperature), and the completions are those each temperature gives on its own."""
+    import dpo_jax.analysis.winrate_sweep as sweep_module
+
+    tokenizer = load_tokenizer("tiny")
+    made = []
+    placement = sweep_module.decode_placement
+    monkeypatch.setattr(sweep_module, "decode_placement", lambda *a: (made.append(1), placement(*a))[1])
+    policy, baseline = Contender("a", *model), Contender("b", *model)
+    temperatures = [0.0, 0.5, 1.0]
+    results = win_rate_sweep(
+        LengthJudge(), tokenizer, PROMPTS, policy, baseline, temperatures, settings=SETTINGS, batch_size=4
+    )
+    assert len(made) == 2
+    for temperature, (summary, records) in zip(temperatures, results):
+        settings = SETTINGS.replace(temperature=temperature)
+        assert [r["policy"] for r in records] == policy.completions(
+            tokenizer, PROMPTS, settings=settings, batch_size=4, seed=0
+        )
+        assert [r["baseline"] for r in records] == baseline.completions(
+            tokenizer, PROMPTS, settings=settings, batch_size=4, seed=1
+        )
