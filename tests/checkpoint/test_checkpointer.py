@@ -95,40 +95,54 @@ def test_round_trip_restores_onto_other_meshes_bitwise(tmp_path):
     assert len(restored.params["mlp"]["kernel"].sharding.device_set) == 1
 
 
-def test_one_process_copies_each_replicated_array_off_the_devices_once(tmp_path, state, monkeypatch):
-    """Orbax's replica-parallel save would copy 1/8 of each array from each of the 8 replicas; with one
-    process every replica is local, so each array is copied once. Checkpoints written either way
-    restore the other way, bitwise."""
+def test_only_large_replicated_arrays_are_copied_in_slices_from_each_replica(tmp_path, state, monkeypatch):
+    """Orbax's replica-parallel save copies 1/8 of an array from each of its 8 replicas; below
+    REPLICA_PARALLEL_MIN_SLICE_BYTES a slice costs more than it shares, so a small array is copied once.
+    Checkpoints written either way restore the other way, bitwise."""
     import orbax.checkpoint as ocp
 
-    array_type = type(jax.tree_util.tree_leaves(state)[0])
-    copies = []
-    copy = array_type.copy_to_host_async
-    monkeypatch.setattr(array_type, "copy_to_host_async", lambda self: (copies.append(self.shape), copy(self))[1])
+    from dpo_jax.checkpoint.checkpointer import REPLICA_PARALLEL_MIN_SLICE_BYTES
+
     leaves = jax.tree_util.tree_leaves(state)
-    assert all(leaf.sharding.is_fully_replicated for leaf in leaves)
-    with checkpoint.Checkpointer(tmp_path / "ours", save_every_steps=1, keep=1, async_save=False) as ours:
+    assert all(
+        leaf.sharding.is_fully_replicated and leaf.nbytes < REPLICA_PARALLEL_MIN_SLICE_BYTES
+        for leaf in leaves
+    )
+    big = jax.device_put(
+        jnp.arange(2 * REPLICA_PARALLEL_MIN_SLICE_BYTES, dtype=jnp.float32), leaves[0].sharding
+    )  # 8 MiB: 8 slices of 1 MiB
+    copies = []
+    array_type = type(leaves[0])
+    copy = array_type.copy_to_host_async
+    monkeypatch.setattr(
+        array_type, "copy_to_host_async", lambda self: (copies.append(self.nbytes), copy(self))[1]
+    )
+    with checkpoint.Checkpointer(tmp_path / "ours", save_every_steps=1, keep=2, async_save=False) as ours:
         ours.save(1, state, data_position=1)
-    assert len(copies) == len(leaves)
+        assert len(copies) == len(leaves)
+        copies.clear()
+        ours.save(2, {"big": big}, data_position=2)
+        assert copies == [REPLICA_PARALLEL_MIN_SLICE_BYTES] * 8
     ours_handler = ocp.type_handlers.get_type_handler(jax.Array)
-    try:  # the same state saved the replica-parallel way (Orbax's default), then restored by ours
+    try:  # the same state saved the way Orbax's default handler saves it, then restored by ours
         ocp.type_handlers.register_type_handler(
             jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=True), override=True
         )
+        copies.clear()
         parallel_saver = ocp.CheckpointManager(tmp_path / "parallel", item_names=("state", "data"))
+        data = {"data_position": 1, "model_signature": checkpoint.model_signature(state), "metadata": {}}
         parallel_saver.save(
             1,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave({"data_position": 1, "model_signature": checkpoint.model_signature(state), "metadata": {}}),
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)),
             force=True,
         )
         parallel_saver.wait_until_finished()
         parallel_saver.close()
         assert len(copies) > 4 * len(leaves)
         default_reader = ocp.CheckpointManager(tmp_path / "ours", item_names=("state",))
-        from_ours = default_reader.restore(1, args=ocp.args.Composite(state=ocp.args.StandardRestore(state)))["state"]
+        from_ours = default_reader.restore(1, args=ocp.args.Composite(state=ocp.args.StandardRestore(state)))[
+            "state"
+        ]
         default_reader.close()
     finally:
         ocp.type_handlers.register_type_handler(jax.Array, ours_handler, override=True)
