@@ -22,7 +22,6 @@ JAX_PLATFORMS defaults to cpu here: the compile needs no accelerator.
 
 # ruff: noqa: E402  (device settings before the imports: see below)
 import os
-import sys
 
 # Before jax is imported (the config file imports it): compiling needs no accelerator, and an
 # installed CUDA plugin would otherwise try, and fail, to find a GPU.
@@ -33,7 +32,7 @@ from dpo_jax.config.runtime import apply_device_memory_settings
 
 apply_device_memory_settings()
 
-from dpo_jax.config.command_line import CONFIG_FILE, parse_command, print_error, print_result
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, print_error, print_result, run_command
 
 FLAGS = (
     ("config", CONFIG_FILE, None, "Path to a config file (configs/*.py[:variant])."),
@@ -82,4 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

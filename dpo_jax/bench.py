@@ -40,6 +40,7 @@ from dpo_jax.config.command_line import (
     peek_flag,
     print_result,
     report_user_errors,
+    run_command,
 )
 from dpo_jax.models.config import ATTENTION_IMPLEMENTATIONS, REMAT_POLICIES
 from dpo_jax.models.presets import MODEL_PRESETS
@@ -119,4 +120,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,7 +18,7 @@ after saving (rerun the same command); 1 a stage failed (the end of its log is p
 import os
 import sys
 
-from dpo_jax.config.command_line import parse_command, print_error, report_user_errors
+from dpo_jax.config.command_line import parse_command, print_error, report_user_errors, run_command
 
 FLAGS = (
     ("recipe", str, None, "imdb | tldr | hh | news | judge_agreement"),
@@ -63,4 +63,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -35,7 +35,7 @@ from pathlib import Path
 from dpo_jax import USER_ERROR_EXIT
 from dpo_jax.analysis.best_of_n import parse_best_of
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags, prefixes_from_flags
-from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result
+from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result, run_command
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -136,4 +136,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

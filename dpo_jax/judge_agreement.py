@@ -18,11 +18,10 @@ command (--distributed, as `dpo_jax.main`), process 0 alone asks an API judge, w
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT
-from dpo_jax.config.command_line import parse_command, print_error, print_result
+from dpo_jax.config.command_line import parse_command, print_error, print_result, run_command
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -109,4 +108,4 @@ def _write_summary(path: str, records: list) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -26,7 +26,13 @@ import sys
 from absl import logging as absl_logging
 
 from dpo_jax import UserError
-from dpo_jax.config.command_line import CONFIG_FILE, parse_command, print_error, report_user_errors
+from dpo_jax.config.command_line import (
+    CONFIG_FILE,
+    parse_command,
+    print_error,
+    report_user_errors,
+    run_command,
+)
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -99,4 +105,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,11 +18,10 @@ scoring are collective programs, and process 0 alone writes the file and prints 
 from __future__ import annotations
 
 import logging
-import sys
 
 from dpo_jax import USER_ERROR_EXIT
 from dpo_jax.analysis.sentiment_pairs import PREFIX_CHOICES, prefix_flags
-from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result
+from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result, run_command
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -102,4 +101,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

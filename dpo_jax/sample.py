@@ -26,7 +26,7 @@ import sys
 from absl import logging as absl_logging
 
 from dpo_jax import UserError
-from dpo_jax.config.command_line import exit_with_user_error, parse_command, report_user_errors
+from dpo_jax.config.command_line import exit_with_user_error, parse_command, report_user_errors, run_command
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -110,4 +110,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from dpo_jax import USER_ERROR_EXIT
-from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result
+from dpo_jax.config.command_line import command_error, parse_command, print_error, print_result, run_command
 from dpo_jax.config.runtime import (
     DISTRIBUTED_CHOICES,
     DISTRIBUTED_FLAGS,
@@ -140,4 +140,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -23,13 +23,14 @@ process (tests) and two commands' flags of the same name never collide in absl's
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from absl import flags
 
@@ -63,6 +64,26 @@ def exit_with_user_error(message: str) -> None:
 def command_error(message: str) -> None:
     """A mistake in the command line: one line, exit status 2."""
     exit_with_user_error(f"command line: {message}")
+
+
+def run_command(main: Callable[[], Any]) -> NoReturn:
+    """A command's `if __name__ == "__main__":` body: runs `main()` and exits with the status it returns
+    (an int; anything else, e.g. a result kept for in-process callers, is success).
+
+    Python's cyclic garbage collector walks every tracked object at each full collection, and once more
+    at exit; a command holds millions, nearly all made by importing jax, flax, orbax and transformers
+    and alive until the process ends. They are frozen (`gc.freeze`: left out of collections) once the
+    command's module is imported and again before exit: 0.6-0.7 s less per process on a 2-core CPU
+    (a `dpo_jax.main` stage of the imdb rehearsal, 5.6 s -> 4.9 s), and a recipe starts dozens of
+    processes. Objects made while the command runs are collected as usual; at exit, atexit handlers still
+    run and the streams are flushed, as always.
+    """
+    gc.freeze()
+    try:
+        status = main()
+    finally:
+        gc.freeze()
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 def report_user_errors(main):

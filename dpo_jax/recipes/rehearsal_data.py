@@ -20,12 +20,11 @@ random subset and a first-N slice differ. Deterministic: the same files for the 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from dpo_jax.config.command_line import parse_command, result_line
+from dpo_jax.config.command_line import parse_command, result_line, run_command
 
 SIZES = {
     "tldr_sft": {"train": 32, "valid": 12, "test": 16},
@@ -182,4 +181,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -11,10 +11,9 @@ random function of the text: the pipeline runs end to end, the numbers mean noth
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from dpo_jax.config.command_line import parse_command
+from dpo_jax.config.command_line import parse_command, run_command
 
 
 def save_tiny_classifier(path, *, num_labels: int = 2, seed: int = 0) -> str:
@@ -82,4 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

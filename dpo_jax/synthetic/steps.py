@@ -26,7 +26,7 @@ import sys
 from absl import logging as absl_logging
 
 from dpo_jax import UserError
-from dpo_jax.config.command_line import CONFIG_FILE, parse_command, report_user_errors
+from dpo_jax.config.command_line import CONFIG_FILE, parse_command, report_user_errors, run_command
 
 FLAGS = (
     ("config", CONFIG_FILE, None, "configs/synthetic.py[:tiny]"),
@@ -116,4 +116,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

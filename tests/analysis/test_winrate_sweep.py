@@ -125,6 +125,7 @@ def test_a_sweep_works_out_each_models_placement_once(model, monkeypatch):
     )
     assert len(made) == 2
     for temperature, (summary, records) in zip(temperatures, results):
+        assert summary["temperature"] == temperature
         settings = SETTINGS.replace(temperature=temperature)
         assert [r["policy"] for r in records] == policy.completions(
             tokenizer, PROMPTS, settings=settings, batch_size=4, seed=0

@@ -2,6 +2,9 @@
 (a list, a config file with `--config.<field>=` overrides, `--recipe.<field>=` overrides) parsed into a
 fresh namespace; each mistake one `error: command line: ...` line and exit status 2; `--help` exit 0."""
 
+import subprocess
+import sys
+
 import pytest
 
 from dpo_jax.config.command_line import CONFIG_FILE, parse_command, peek_flag, result_line
@@ -84,3 +87,28 @@ def test_the_training_command_takes_its_config_and_the_distributed_flags():
                             "--distributed_timeout_s=5"])  # fmt: skip
     assert (args.config.beta, args.workdir) == (0.25, "w")
     assert (args.distributed, args.distributed_timeout_s) == ("on", 5)
+
+
+RUN_COMMAND_SCRIPT = """
+import gc, sys
+from dpo_jax.config.command_line import run_command
+
+def main():
+    print("frozen", gc.get_freeze_count() > 0, flush=True)
+    if sys.argv[1] == "raise":
+        raise SystemExit(2)
+    return {"result": 1} if sys.argv[1] == "result" else int(sys.argv[1])
+
+run_command(main)
+"""
+
+
+@pytest.mark.parametrize("argument,status", [("0", 0), ("3", 3), ("raise", 2), ("result", 0)])
+def test_a_command_runs_with_the_imported_objects_frozen_and_exits_with_its_status(argument, status):
+    """`run_command` (every command's `__main__`): the objects alive once the command's module is
+    imported are kept out of garbage collections; main's int status (or SystemExit) is the exit status,
+    a result returned for in-process callers exits 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_COMMAND_SCRIPT, argument], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == status and done.stdout == "frozen True\n", done.stderr[-2000:]
