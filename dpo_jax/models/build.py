@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,9 +34,22 @@ def _init_fn(model: nn.Module):
 
 
 def abstract_params(model: nn.Module, *, boxed: bool = False):
-    """Shapes and dtypes of the params without allocating them (boxed: with logical axis names)."""
-    tree = jax.eval_shape(_init_fn(model), jax.random.PRNGKey(0))
+    """Shapes and dtypes of the params without allocating them (boxed: with logical axis names).
+
+    Worked out once per model (a module equals another of the same class and config): tracing its init
+    takes ~0.1 s, and an evaluation asks again for every checkpoint, temperature and placement. Each
+    call gets its own containers around the shared (immutable) shape leaves."""
+    try:
+        tree = _abstract_boxed_params(model)
+    except TypeError:  # a module with an unhashable field: traced every time
+        tree = jax.eval_shape(_init_fn(model), jax.random.PRNGKey(0))
+    tree = jax.tree_util.tree_map(lambda leaf: leaf, tree)
     return tree if boxed else nn.meta.unbox(tree)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_boxed_params(model: nn.Module):
+    return jax.eval_shape(_init_fn(model), jax.random.PRNGKey(0))
 
 
 def init_params(model: nn.Module, rng: jax.Array, *, boxed: bool = False):

@@ -36,3 +36,30 @@ def test_sharded_params_give_single_device_logits(tmp_path, arch, mesh_shape):
         sharded = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, ids)
     single = model.apply({"params": host_params}, ids)
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=1e-5, rtol=0)
+
+
+def test_abstract_params_are_traced_once_per_model_and_given_fresh_containers(monkeypatch):
+    """An evaluation asks for a model's abstract params at every checkpoint and temperature: the init is
+    traced once per model (equal modules share it; another config traces its own), and each caller gets
+    containers of its own, boxed or not."""
+    import dataclasses
+
+    from dpo_jax.models import build
+    from dpo_jax.models.config import ModelConfig
+
+    config = ModelConfig(
+        arch="gpt2", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+        max_position_embeddings=32,
+    )  # fmt: skip
+    traced = []
+    init_fn = build._init_fn
+    monkeypatch.setattr(build, "_init_fn", lambda model: (traced.append(model.config), init_fn(model))[1])
+    build._abstract_boxed_params.cache_clear()
+    first, again = build.build_model(config), build.build_model(config)
+    a, b = build.abstract_params(first, boxed=True), build.abstract_params(again, boxed=True)
+    plain = build.abstract_params(again)
+    assert traced == [config] and a is not b and a["wte"] is not b["wte"]
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    assert jax.tree_util.tree_leaves(plain) == jax.tree_util.tree_leaves(nn.meta.unbox(a))
+    build.abstract_params(build.build_model(dataclasses.replace(config, num_layers=3)))
+    assert len(traced) == 2
