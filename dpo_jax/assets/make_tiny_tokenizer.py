@@ -18,7 +18,6 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from dpo_jax.assets import TINY_TOKENIZER_DIR
-from dpo_jax.config.command_line import run_command
 
 VOCAB_SIZE = 512
 END_OF_TEXT = "<|endoftext|>"
@@ -111,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    main()
