@@ -292,7 +292,7 @@ def test_cudnn_pairwise_call_on_xla_equals_the_xla_path(qkv):
         _assert_rows_match_xla("cudnn_call_on_xla", qkv, segments[:, :length], branches[:, :length], 2)
 
 
-def _row_losses(model, params, batch, mesh, loss_name):
+def _row_losses(model, params, batch, mesh, loss_name, beta):
     """Log-probs, loss metrics and gradients of `batch_loss` on a row batch (log-probs of `params` as
     the reference: one forward, then forward and backward), traced in the mesh's sharding context as
     the trainer traces its step, so splash runs per shard under shard_map."""
@@ -303,7 +303,7 @@ def _row_losses(model, params, batch, mesh, loss_name):
         batch = dict(batch, reference_logps=logps)
 
         def loss(p):
-            return batch_loss(p, None, batch, apply_fn=apply_fn, loss_name=loss_name, beta=0.5)
+            return batch_loss(p, None, batch, apply_fn=apply_fn, loss_name=loss_name, beta=beta)
 
         (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
         return logps, metrics, grads
@@ -323,6 +323,7 @@ ROW_CASES = [
 @pytest.mark.parametrize("arch,num_responses,loss_name,layout", ROW_CASES)
 def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, loss_name, layout):
     from tests.objectives.test_rows import (
+        BETA,
         MAX_LENGTH,
         VOCAB,
         assert_same_metrics_and_grads,
@@ -334,14 +335,14 @@ def test_splash_on_rows_equals_xla_in_values_and_gradients(arch, num_responses, 
     model, params = tiny_lm(arch, VOCAB, max_positions=MAX_LENGTH)
     host = row_batch(truncated_split(num_responses), **layout)
     batch = make_global_batch(host, mesh)
-    want_logps, want_metrics, want_grads = _row_losses(model, params, batch, mesh, loss_name)
+    want_logps, want_metrics, want_grads = _row_losses(model, params, batch, mesh, loss_name, BETA)
     splash = build_model(model.config.replace(attention="splash"))
-    logps, metrics, grads = _row_losses(splash, params, batch, mesh, loss_name)
+    logps, metrics, grads = _row_losses(splash, params, batch, mesh, loss_name, BETA)
     real = host["example_mask"] > 0
     if layout["pack"]:
         assert real.sum(axis=1).max() > 1  # some row really holds several examples
     np.testing.assert_allclose(np.asarray(logps)[real], np.asarray(want_logps)[real], rtol=1e-5, atol=1e-5)
-    assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads)
+    assert_same_metrics_and_grads(metrics, want_metrics, grads, want_grads, beta=BETA)
 
 
 def test_splash_rows_without_a_shared_prompt_take_segment_ids_and_equal_xla(qkv):
