@@ -1,5 +1,6 @@
-"""Test-wide setup: 8 fake CPU devices so that every sharding path runs on a laptop or CI box, and one
-compilation cache for the whole run.
+"""Test-wide setup: 8 fake CPU devices so that every sharding path runs on a laptop or CI box, CPU code
+compiled small (LLVM at -O0: `tests.train_helpers.xla_flags_for_tests`), and one compilation cache for
+the whole run.
 
 XLA_FLAGS must be set before jax is first imported, which is why this lives in conftest.py.
 
@@ -18,9 +19,10 @@ import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from tests.train_helpers import xla_flags_for_tests  # noqa: E402  (imports no jax)
+
+if xla_flags_for_tests() not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit the controller's
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags_for_tests()}".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -13,6 +13,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def xla_flags_for_tests(devices: int = 8) -> str:
+    """XLA_FLAGS of every test process (tests/conftest.py sets them for pytest's own, `process_env` for the
+    commands the tests start): `devices` fake CPU devices, and LLVM's optimisation of the CPU machine
+    code off. XLA's own passes (fusion, sharding, collectives, buffer assignment) run as before, so the
+    programs the tests inspect are the same; their tiny models run in milliseconds either way, and
+    compiling takes about half the time (docs/testing.md, "Compiling small")."""
+    return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+
+
 def tiny_config(config_file: str = "hh", variant: str = "tiny", **overrides):
     import importlib
 
@@ -55,7 +64,7 @@ def main_command(workdir, config: str = "configs/hh.py:tiny", *overrides: str) -
 def process_env(devices: int = 8, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags_for_tests(devices),
         JAX_PLATFORMS="cpu",
         PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
