@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 
-from tests.train_helpers import xla_flags_for_tests  # noqa: E402  (imports no jax)
+from tests.train_helpers import xla_flags_for_tests  # imports no jax: before jax, as the flags must be
 
 if xla_flags_for_tests() not in os.environ.get("XLA_FLAGS", ""):  # xdist's workers inherit the controller's
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags_for_tests()}".strip()
